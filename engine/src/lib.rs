@@ -1,0 +1,12 @@
+//! corekv's per-core LSM storage engine.
+//!
+//! One [`Engine`] per CPU core: its own WAL, memtables, SSTables, block cache
+//! and compaction. It is `!Send` by construction (it lives on one glommio
+//! executor), so nothing in it needs a lock. See docs/format-wal.md and
+//! docs/format-sstable.md for the bytes on disk.
+
+pub mod error;
+pub mod format;
+pub mod io;
+
+pub use error::{Error, Result};
