@@ -10,3 +10,18 @@ pub mod format;
 pub mod io;
 
 pub use error::{Error, Result};
+pub mod log;
+pub mod manifest;
+pub mod memtable;
+pub mod notify;
+pub mod wal;
+pub mod engine;
+pub mod iter;
+pub mod options;
+pub mod version;
+
+pub use engine::{Cursor, Engine, Record, ScanOptions, ScanPage, Stats};
+pub use format::{Entry, Kind, SeqNo, Token, WriteBatch};
+pub use io::Fs;
+pub use options::{CompactionFilter, Limits, Options};
+pub use wal::Durability;

@@ -257,7 +257,10 @@ impl File {
         debug_assert_eq!(buf.len() % ALIGN, 0);
         match (self, buf) {
             (File::Real(f), IoBuf::Dma(b)) => f.write_at(b, pos).await,
-            (File::Sim(f), IoBuf::Vec(v)) => f.write_at(&v, pos),
+            (File::Sim(f), IoBuf::Vec(v)) => {
+                yield_now().await;
+                f.write_at(&v, pos)
+            }
             (f, _) => Err(Error::InvalidArgument(format!(
                 "buffer from another backend written to {}",
                 f.path().display()
@@ -269,7 +272,10 @@ impl File {
     pub async fn read_at(&self, pos: u64, len: usize) -> Result<ReadBuf> {
         match self {
             File::Real(f) => f.read_at(pos, len).await,
-            File::Sim(f) => f.read_at(pos, len).map(ReadBuf::Vec),
+            File::Sim(f) => {
+                yield_now().await;
+                f.read_at(pos, len).map(ReadBuf::Vec)
+            }
         }
     }
 
@@ -291,7 +297,10 @@ impl File {
     pub async fn sync(&self) -> Result<()> {
         match self {
             File::Real(f) => f.sync().await,
-            File::Sim(f) => f.sync(),
+            File::Sim(f) => {
+                yield_now().await;
+                f.sync()
+            }
         }
     }
 
@@ -330,6 +339,28 @@ impl File {
 
 /// A shared handle to an open file.
 pub type FileRef = Rc<File>;
+
+/// Gives other ready tasks a turn, once. The simulated disk calls it where a
+/// real disk would suspend, so tests see the interleavings real I/O causes.
+pub fn yield_now() -> YieldNow {
+    YieldNow(false)
+}
+
+/// The future returned by [`yield_now`].
+#[derive(Debug)]
+pub struct YieldNow(bool);
+
+impl std::future::Future for YieldNow {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
 
 /// Sleeps on the current executor's timer.
 pub async fn sleep(d: Duration) {

@@ -1,0 +1,139 @@
+//! Engine settings.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::compaction::policy::CompactionStyle;
+use crate::format::{BodyRef, Token};
+use crate::io::Fs;
+use crate::sstable::TableOptions;
+use crate::wal::WalOptions;
+
+/// Size limits enforced on every write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest key in bytes (keys must also be non-empty).
+    pub max_key: usize,
+    /// Largest value in bytes.
+    pub max_value: usize,
+    /// Largest version metadata in bytes.
+    pub max_meta: usize,
+    /// Largest encoded write batch in bytes.
+    pub max_batch: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_key: 1024,
+            max_value: 1 << 20,
+            max_meta: 64 << 10,
+            max_batch: 16 << 20,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch. Injectable so tests control expiry.
+pub type Clock = Rc<dyn Fn() -> u64>;
+
+/// The wall clock.
+pub fn system_clock() -> Clock {
+    Rc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    })
+}
+
+/// Lets the layer above decide which versions of a key survive compaction.
+///
+/// The engine first applies its own rules (an expired value counts as a
+/// deletion; tombstones past the grace period go at the bottom level). Then,
+/// for each key, it calls `retain` with the remaining versions, newest first,
+/// and keeps that many of the newest. Returning 0 drops the key: at the bottom
+/// level it vanishes, elsewhere a tombstone is written in its place so an
+/// older copy in a deeper level cannot come back.
+pub trait CompactionFilter {
+    /// How many of the newest `versions` to keep.
+    fn retain(&self, token: Token, key: &[u8], versions: &[BodyRef<'_>], now_ms: u64) -> usize;
+}
+
+/// Everything an engine is opened with.
+#[derive(Clone)]
+pub struct Options {
+    /// The file system (real disk or simulated).
+    pub fs: Fs,
+    /// The data directory.
+    pub dir: PathBuf,
+    /// A memtable is frozen and flushed past this many bytes.
+    pub memtable_bytes: usize,
+    /// Frozen memtables allowed to wait for flush before writes stall.
+    pub max_immutable_memtables: usize,
+    /// WAL settings (durability mode, segment size).
+    pub wal: WalOptions,
+    /// SSTable settings (block size, compression, bloom bits).
+    pub table: TableOptions,
+    /// Block cache size in bytes.
+    pub block_cache_bytes: usize,
+    /// Compaction policy.
+    pub compaction: CompactionStyle,
+    /// Compaction write bandwidth in bytes per second (0 = unlimited).
+    pub compaction_bytes_per_sec: u64,
+    /// How long tombstones are kept before compaction may drop them.
+    pub tombstone_grace: Duration,
+    /// Size limits.
+    pub limits: Limits,
+    /// The clock for expiry and tombstone ages.
+    pub clock: Clock,
+    /// Optional version filter for compaction.
+    pub compaction_filter: Option<Rc<dyn CompactionFilter>>,
+    /// Open without writing anything (snapshots).
+    pub read_only: bool,
+    /// Run flushes and compactions in background tasks. When off, flushes run
+    /// inline when a memtable fills and compaction runs only when asked.
+    pub background: bool,
+    /// The manifest is rewritten into a new file past this size.
+    pub manifest_max_bytes: u64,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("dir", &self.dir)
+            .field("memtable_bytes", &self.memtable_bytes)
+            .field("wal", &self.wal)
+            .field("table", &self.table)
+            .field("block_cache_bytes", &self.block_cache_bytes)
+            .field("compaction", &self.compaction)
+            .field("limits", &self.limits)
+            .field("read_only", &self.read_only)
+            .field("background", &self.background)
+            .finish()
+    }
+}
+
+impl Options {
+    /// Defaults for a data directory on `fs`.
+    pub fn new(fs: Fs, dir: impl Into<PathBuf>) -> Options {
+        Options {
+            fs,
+            dir: dir.into(),
+            memtable_bytes: 64 << 20,
+            max_immutable_memtables: 2,
+            wal: WalOptions::default(),
+            table: TableOptions::default(),
+            block_cache_bytes: 64 << 20,
+            compaction: CompactionStyle::default(),
+            compaction_bytes_per_sec: 0,
+            tombstone_grace: Duration::from_secs(10 * 24 * 3600),
+            limits: Limits::default(),
+            clock: system_clock(),
+            compaction_filter: None,
+            read_only: false,
+            background: true,
+            manifest_max_bytes: 4 << 20,
+        }
+    }
+}

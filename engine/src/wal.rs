@@ -1,0 +1,689 @@
+//! The write-ahead log: segments, group commit, recycling, recovery.
+//!
+//! Every write is appended to the active segment's in-memory tail and then
+//! waits until a sync covers it. The first writer to find no sync running
+//! becomes the leader: it writes the whole tail (every record appended so far,
+//! by any writer), calls fdatasync once, and wakes everyone its sync covered.
+//! Writers that arrive while a sync runs pile up behind it and share the next
+//! one: one fdatasync per batch of concurrent writers, whatever their number.
+//!
+//! Segments are fixed-size files, zero-filled when first created so that a
+//! later fdatasync has no extent metadata to journal. When the memtable whose
+//! data a segment holds is flushed, the segment goes back to a free list and is
+//! reused under a new log number (records carry it; see [`crate::log`]), so the
+//! steady state creates no files and syncs no directory.
+//!
+//! A failed fdatasync fences the log: the kernel may have dropped the dirty
+//! pages, so nothing appended since the last good sync can be promised, and
+//! every later write fails with [`Error::Fenced`] until the engine is reopened.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::format::SeqNo;
+use crate::io::{File, Fs};
+use crate::log::{self, LogBuffer, LogEnd, HEADER};
+use crate::notify::Notify;
+
+/// When a write is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// After its WAL record is fdatasynced (the default). Nothing acknowledged is lost.
+    Sync,
+    /// At once; the log is synced every interval. A power loss can lose the
+    /// writes of the last interval (the loss window), never reorder them.
+    Periodic(Duration),
+}
+
+/// WAL settings.
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    /// Size of each segment file.
+    pub segment_bytes: u64,
+    /// Free segments kept for reuse; more are deleted.
+    pub max_free_segments: usize,
+    /// When to acknowledge.
+    pub durability: Durability,
+    /// In periodic mode, buffered bytes that force a sync before more appends.
+    pub max_unsynced_bytes: usize,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_bytes: 64 << 20,
+            max_free_segments: 4,
+            durability: Durability::Sync,
+            max_unsynced_bytes: 8 << 20,
+        }
+    }
+}
+
+struct Segment {
+    file: Rc<File>,
+    name: String,
+    buf: LogBuffer,
+}
+
+impl Segment {
+    fn log_no(&self) -> u64 {
+        self.buf.log_no()
+    }
+}
+
+struct State {
+    active: Segment,
+    /// Rotated segments whose tail may still be unsynced.
+    sealed: VecDeque<Segment>,
+    /// Fully synced older segments still holding unflushed data: (log_no, file name).
+    retained: Vec<(u64, String)>,
+    free: Vec<String>,
+    spare: Option<(Rc<File>, String)>,
+    next_log_no: u64,
+    next_file_id: u64,
+    appended_lsn: u64,
+    durable_lsn: u64,
+    last_seq: SeqNo,
+    visible_seq: SeqNo,
+    min_needed: u64,
+    fenced: Option<(PathBuf, String)>,
+    syncs: u64,
+    bytes_written: u64,
+}
+
+/// Where an appended record ends; wait on it with [`Wal::wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    lsn: u64,
+}
+
+/// WAL counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WalStats {
+    /// fdatasync calls.
+    pub syncs: u64,
+    /// Bytes written to segment files (padded blocks included).
+    pub bytes_written: u64,
+    /// Bytes of records appended.
+    pub bytes_appended: u64,
+}
+
+/// The write-ahead log of one engine.
+pub struct Wal {
+    fs: Fs,
+    dir: PathBuf,
+    opts: WalOptions,
+    st: RefCell<State>,
+    syncing: Cell<bool>,
+    provisioning: Cell<bool>,
+    synced: Notify,
+    provisioned: Notify,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal").field("dir", &self.dir).finish()
+    }
+}
+
+/// One recovered record, handed to the engine during [`Wal::recover`].
+#[derive(Debug)]
+pub struct Recovered<'a> {
+    /// The log number of the segment it came from.
+    pub log_no: u64,
+    /// The record payload (an encoded write batch).
+    pub payload: &'a [u8],
+    /// The segment file.
+    pub path: &'a Path,
+    /// Offset of the record in the file.
+    pub offset: u64,
+}
+
+fn seg_name(id: u64) -> String {
+    format!("wal-{id:06}.log")
+}
+
+fn parse_seg_name(n: &str) -> Option<u64> {
+    n.strip_prefix("wal-")?.strip_suffix(".log")?.parse().ok()
+}
+
+impl Wal {
+    /// Opens the log in `dir`: replays every segment whose log number is at
+    /// least `min_log_no` (older ones hold flushed data and become free), in
+    /// order, calling `apply` for each record; then starts a new segment.
+    ///
+    /// A torn tail ends the replay quietly (those writes were never
+    /// acknowledged). Damage followed by valid records of the same log is
+    /// reported as corruption with the file and offset: that is acknowledged
+    /// data gone bad, and the operator must decide.
+    pub async fn recover(
+        fs: Fs,
+        dir: &Path,
+        opts: WalOptions,
+        min_log_no: u64,
+        mut apply: impl FnMut(Recovered<'_>) -> Result<()>,
+    ) -> Result<(Wal, Vec<u64>)> {
+        let mut found = Vec::new();
+        let mut free = Vec::new();
+        let mut max_id = 0;
+        let mut max_log = 0;
+        for name in fs.list(dir).await? {
+            let Some(id) = parse_seg_name(&name) else { continue };
+            max_id = max_id.max(id);
+            let path = dir.join(&name);
+            let f = fs.open(&path, false).await?;
+            let head = f.read_at(0, HEADER).await?;
+            let first = {
+                let h: &[u8] = &head;
+                if h.len() == HEADER {
+                    u64::from_le_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]])
+                } else {
+                    0
+                }
+            };
+            f.close().await?;
+            max_log = max_log.max(first);
+            if first >= min_log_no && first != 0 {
+                found.push((first, name));
+            } else {
+                free.push(name);
+            }
+        }
+        found.sort();
+        let mut replayed = Vec::new();
+        let mut saw_torn: Option<(PathBuf, u64)> = None;
+        for (log_no, name) in &found {
+            let path = dir.join(name);
+            let f = fs.open(&path, false).await?;
+            let size = f.size().await?;
+            let data = f.read_at(0, size as usize).await?;
+            f.close().await?;
+            let sc = log::scan(&data, *log_no);
+            if sc.records.is_empty() && sc.why != LogEnd::BadChecksum {
+                // A segment provisioned but never written under this number.
+                free.push(name.clone());
+                continue;
+            }
+            if let Some((p, off)) = saw_torn.take() {
+                return Err(Error::corruption(
+                    p,
+                    off,
+                    format!("WAL ends early but the next segment {name} holds later records"),
+                ));
+            }
+            if let Some(off) = sc.later_valid {
+                return Err(Error::corruption(
+                    &path,
+                    sc.end as u64,
+                    format!("damaged WAL record followed by a valid one at offset {off}"),
+                ));
+            }
+            for (off, payload) in &sc.records {
+                apply(Recovered {
+                    log_no: *log_no,
+                    payload,
+                    path: &path,
+                    offset: *off as u64,
+                })?;
+            }
+            if matches!(sc.why, LogEnd::BadChecksum | LogEnd::Truncated) {
+                saw_torn = Some((path.clone(), sc.end as u64));
+            }
+            replayed.push(*log_no);
+        }
+        let retained: Vec<(u64, String)> = found
+            .into_iter()
+            .filter(|(n, _)| replayed.contains(n))
+            .collect();
+        let next_log_no = max_log.max(min_log_no.saturating_sub(1)) + 1;
+        let placeholder = Segment {
+            file: Rc::new(fs.create(&dir.join(".wal-placeholder")).await?),
+            name: String::new(),
+            buf: LogBuffer::new(0, 0, &[]),
+        };
+        fs.remove(&dir.join(".wal-placeholder")).await?;
+        let wal = Wal {
+            fs,
+            dir: dir.to_path_buf(),
+            opts,
+            st: RefCell::new(State {
+                active: placeholder,
+                sealed: VecDeque::new(),
+                retained,
+                free,
+                spare: None,
+                next_log_no,
+                next_file_id: max_id + 1,
+                appended_lsn: 0,
+                durable_lsn: 0,
+                last_seq: 0,
+                visible_seq: 0,
+                min_needed: min_log_no,
+                fenced: None,
+                syncs: 0,
+                bytes_written: 0,
+            }),
+            syncing: Cell::new(false),
+            provisioning: Cell::new(false),
+            synced: Notify::new(),
+            provisioned: Notify::new(),
+        };
+        wal.rotate().await?;
+        Ok((wal, replayed))
+    }
+
+    /// Sets the sequence number recovery ended at.
+    pub fn set_last_seq(&self, seq: SeqNo) {
+        let mut st = self.st.borrow_mut();
+        st.last_seq = seq;
+        st.visible_seq = seq;
+    }
+
+    /// The newest sequence number whose write is durable (or, in periodic
+    /// mode, acknowledged): reads see exactly the writes up to it.
+    pub fn visible_seq(&self) -> SeqNo {
+        self.st.borrow().visible_seq
+    }
+
+    /// The newest sequence number appended.
+    pub fn last_seq(&self) -> SeqNo {
+        self.st.borrow().last_seq
+    }
+
+    /// The active segment's log number.
+    pub fn active_log_no(&self) -> u64 {
+        self.st.borrow().active.log_no()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> WalStats {
+        let st = self.st.borrow();
+        WalStats {
+            syncs: st.syncs,
+            bytes_written: st.bytes_written,
+            bytes_appended: st.appended_lsn,
+        }
+    }
+
+    /// Fails if the log is fenced.
+    pub fn check_fenced(&self) -> Result<()> {
+        if let Some((path, reason)) = &self.st.borrow().fenced {
+            return Err(Error::Fenced {
+                path: path.clone(),
+                reason: reason.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Largest payload a record may carry.
+    pub fn max_payload(&self) -> usize {
+        (self.opts.segment_bytes as usize).saturating_sub(HEADER + 4096)
+    }
+
+    /// Reserves `count` sequence numbers and appends the payload made from the
+    /// first of them. `make` runs synchronously with the reservation, so records
+    /// land in the log in sequence order. Returns the ticket and the first
+    /// sequence number.
+    pub async fn append(
+        &self,
+        payload_len: usize,
+        count: u64,
+        mut make: impl FnMut(SeqNo) -> Vec<u8>,
+    ) -> Result<(Ticket, SeqNo)> {
+        if payload_len > self.max_payload() {
+            return Err(Error::BatchTooLarge {
+                len: payload_len,
+                max: self.max_payload(),
+            });
+        }
+        loop {
+            self.check_fenced()?;
+            let need_backpressure = {
+                let st = self.st.borrow();
+                matches!(self.opts.durability, Durability::Periodic(_))
+                    && st.active.buf.buffered() > self.opts.max_unsynced_bytes
+            };
+            if need_backpressure {
+                self.sync_now().await?;
+                continue;
+            }
+            {
+                let mut st = self.st.borrow_mut();
+                let fits = st.active.buf.end() + (HEADER + payload_len) as u64 <= self.opts.segment_bytes;
+                if fits {
+                    let base = st.last_seq + 1;
+                    let payload = make(base);
+                    debug_assert_eq!(payload.len(), payload_len);
+                    st.active.buf.append(&payload);
+                    st.appended_lsn += (HEADER + payload.len()) as u64;
+                    st.last_seq = base + count - 1;
+                    if let Durability::Periodic(_) = self.opts.durability {
+                        st.visible_seq = st.last_seq;
+                    }
+                    return Ok((Ticket { lsn: st.appended_lsn }, base));
+                }
+            }
+            self.rotate().await?;
+        }
+    }
+
+    /// Starts a new segment (the memtable switched, or the active one is full).
+    /// Returns the new segment's log number.
+    pub async fn rotate(&self) -> Result<u64> {
+        loop {
+            self.check_fenced()?;
+            let taken = self.st.borrow_mut().spare.take();
+            if let Some((file, name)) = taken {
+                let mut st = self.st.borrow_mut();
+                let log_no = st.next_log_no;
+                st.next_log_no += 1;
+                let seg = Segment {
+                    file,
+                    name,
+                    buf: LogBuffer::new(log_no, 0, &[]),
+                };
+                let old = std::mem::replace(&mut st.active, seg);
+                if !old.name.is_empty() {
+                    if old.buf.buffered() == 0 && old.buf.end() == 0 {
+                        // Never written: reusable at once.
+                        st.free.push(old.name);
+                    } else {
+                        st.sealed.push_back(old);
+                    }
+                }
+                return Ok(log_no);
+            }
+            self.provision().await?;
+        }
+    }
+
+    /// Makes sure a spare segment is ready.
+    async fn provision(&self) -> Result<()> {
+        if self.provisioning.get() {
+            let n = self.provisioned.notified();
+            n.await;
+            return Ok(());
+        }
+        if self.st.borrow().spare.is_some() {
+            return Ok(());
+        }
+        self.provisioning.set(true);
+        let r = self.provision_inner().await;
+        self.provisioning.set(false);
+        self.provisioned.notify();
+        r
+    }
+
+    async fn provision_inner(&self) -> Result<()> {
+        let reuse = self.st.borrow_mut().free.pop();
+        if let Some(name) = reuse {
+            let f = self.fs.open(&self.dir.join(&name), true).await?;
+            if f.size().await? >= self.opts.segment_bytes {
+                self.st.borrow_mut().spare = Some((Rc::new(f), name));
+                return Ok(());
+            }
+            f.close().await?;
+            self.fs.remove(&self.dir.join(&name)).await?;
+        }
+        let id = {
+            let mut st = self.st.borrow_mut();
+            st.next_file_id += 1;
+            st.next_file_id - 1
+        };
+        let name = seg_name(id);
+        let path = self.dir.join(&name);
+        let f = self.fs.create(&path).await?;
+        // Zero-fill: real blocks now, so fdatasync later journals no extent changes.
+        let chunk = 1usize << 20;
+        let mut pos = 0u64;
+        while pos < self.opts.segment_bytes {
+            let len = chunk.min((self.opts.segment_bytes - pos) as usize);
+            let len = crate::io::align_up(len);
+            f.write_at(f.alloc(len), pos).await?;
+            pos += len as u64;
+            crate::io::yield_if_needed().await;
+        }
+        f.sync().await?;
+        self.fs.sync_dir(&self.dir).await?;
+        self.st.borrow_mut().spare = Some((Rc::new(f), name));
+        Ok(())
+    }
+
+    /// Waits until the record of `t` is durable (leading a group commit if no
+    /// sync is running). In periodic mode this returns at once.
+    pub async fn wait(&self, t: Ticket) -> Result<()> {
+        if let Durability::Periodic(_) = self.opts.durability {
+            return self.check_fenced();
+        }
+        self.wait_lsn(t.lsn).await
+    }
+
+    async fn wait_lsn(&self, lsn: u64) -> Result<()> {
+        loop {
+            self.check_fenced()?;
+            if self.st.borrow().durable_lsn >= lsn {
+                return Ok(());
+            }
+            if !self.syncing.get() {
+                self.syncing.set(true);
+                let r = self.sync_round().await;
+                self.syncing.set(false);
+                self.synced.notify();
+                r?;
+                continue;
+            }
+            self.synced.notified().await;
+        }
+    }
+
+    /// Syncs everything appended so far (periodic mode's timer, flushes, close).
+    pub async fn sync_now(&self) -> Result<()> {
+        let lsn = self.st.borrow().appended_lsn;
+        self.wait_lsn(lsn).await
+    }
+
+    /// True if appended bytes are not yet durable.
+    pub fn has_unsynced(&self) -> bool {
+        let st = self.st.borrow();
+        st.durable_lsn < st.appended_lsn
+    }
+
+    /// One group commit: write every unsynced tail, fdatasync, publish.
+    async fn sync_round(&self) -> Result<()> {
+        struct Job {
+            file: Rc<File>,
+            log_no: u64,
+            pos: u64,
+            end: u64,
+            buf: crate::io::IoBuf,
+        }
+        let (mut jobs, target_lsn, target_seq) = {
+            let st = self.st.borrow();
+            let mut jobs = Vec::new();
+            for seg in st.sealed.iter().chain(std::iter::once(&st.active)) {
+                let (pos, bytes) = seg.buf.pending();
+                if bytes.is_empty() {
+                    continue;
+                }
+                let mut buf = seg.file.alloc(seg.buf.padded_len());
+                buf.as_mut_slice()[..bytes.len()].copy_from_slice(bytes);
+                jobs.push(Job {
+                    file: seg.file.clone(),
+                    log_no: seg.log_no(),
+                    pos,
+                    end: seg.buf.end(),
+                    buf,
+                });
+            }
+            (jobs, st.appended_lsn, st.last_seq)
+        };
+        let mut written = 0u64;
+        for j in jobs.iter_mut() {
+            let buf = std::mem::replace(&mut j.buf, crate::io::IoBuf::Vec(Vec::new()));
+            let len = buf.len() as u64;
+            if let Err(e) = j.file.write_at(buf, j.pos).await {
+                if !matches!(e, Error::DiskFull { .. }) {
+                    self.fence(j.file.path(), &e);
+                }
+                return Err(e);
+            }
+            written += len;
+            if let Err(e) = j.file.sync().await {
+                self.fence(j.file.path(), &e);
+                return Err(e);
+            }
+        }
+        let mut st = self.st.borrow_mut();
+        st.syncs += jobs.len() as u64;
+        st.bytes_written += written;
+        for j in &jobs {
+            if st.active.log_no() == j.log_no {
+                st.active.buf.written(j.end);
+            } else if let Some(s) = st.sealed.iter_mut().find(|s| s.log_no() == j.log_no) {
+                s.buf.written(j.end);
+            }
+        }
+        // Sealed segments whose tail is now durable stop needing syncs.
+        while let Some(s) = st.sealed.front() {
+            let (_, pending) = s.buf.pending();
+            let done = jobs.iter().any(|j| j.log_no == s.log_no() && j.end == s.buf.end())
+                || pending.is_empty();
+            if !done {
+                break;
+            }
+            let Some(s) = st.sealed.pop_front() else { break };
+            let (no, name) = (s.log_no(), s.name);
+            if no < st.min_needed {
+                st.free.push(name);
+            } else {
+                st.retained.push((no, name));
+            }
+        }
+        st.durable_lsn = st.durable_lsn.max(target_lsn);
+        st.visible_seq = st.visible_seq.max(target_seq);
+        Ok(())
+    }
+
+    fn fence(&self, path: &Path, e: &Error) {
+        let mut st = self.st.borrow_mut();
+        if st.fenced.is_none() {
+            tracing::error!(path = %path.display(), error = %e, "WAL sync failed; fencing writes");
+            st.fenced = Some((path.to_path_buf(), e.to_string()));
+        }
+    }
+
+    /// Segments with a log number below `min_log_no` hold only flushed data:
+    /// return them to the free list (deleting beyond the free-list size).
+    pub async fn release_below(&self, min_log_no: u64) -> Result<()> {
+        let doomed = {
+            let mut st = self.st.borrow_mut();
+            st.min_needed = st.min_needed.max(min_log_no);
+            let (old, keep): (Vec<_>, Vec<_>) = st.retained.drain(..).partition(|(n, _)| *n < min_log_no);
+            st.retained = keep;
+            for (_, name) in old {
+                st.free.push(name);
+            }
+            let max_free = self.opts.max_free_segments;
+            if st.free.len() > max_free {
+                let n = st.free.len() - max_free;
+                st.free.drain(..n).collect::<Vec<_>>()
+            } else {
+                Vec::new()
+            }
+        };
+        for name in doomed {
+            self.fs.remove(&self.dir.join(&name)).await?;
+        }
+        Ok(())
+    }
+
+    /// Prepares a spare segment ahead of need (called from the background loop)
+    /// so a rotation on the write path rarely waits for a file to be made.
+    pub async fn prepare_spare(&self) -> Result<()> {
+        if self.st.borrow().spare.is_none() {
+            self.provision().await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::io::{CrashMode, Fs};
+
+    fn run<F: std::future::Future<Output = ()> + 'static>(f: F) {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap()
+            .run(f);
+    }
+
+    fn opts() -> WalOptions {
+        WalOptions {
+            segment_bytes: 64 << 10,
+            ..WalOptions::default()
+        }
+    }
+
+    #[test]
+    fn group_commit_shares_syncs_and_recovers_everything() {
+        run(async {
+            let fs = Fs::sim(1);
+            let dir = Path::new("/db");
+            fs.prepare_dir(dir).await.unwrap();
+            let (wal, _) = Wal::recover(fs.clone(), dir, opts(), 0, |_| Ok(())).await.unwrap();
+            let wal = Rc::new(wal);
+            let mut tasks = Vec::new();
+            for i in 0..200u32 {
+                let w = wal.clone();
+                tasks.push(glommio::spawn_local(async move {
+                    let body = i.to_le_bytes().repeat(50);
+                    let (t, _) = w.append(body.len(), 1, |_| body.clone()).await.unwrap();
+                    w.wait(t).await.unwrap();
+                }));
+            }
+            for t in tasks {
+                t.await;
+            }
+            let s = wal.stats();
+            assert!(s.syncs < 100, "group commit should share syncs: {s:?}");
+            drop(wal);
+            if let Fs::Sim(s) = &fs {
+                s.crash(CrashMode::Random);
+            }
+            let mut seen = Vec::new();
+            let (_w, _) = Wal::recover(fs.clone(), dir, opts(), 0, |r| {
+                seen.push(u32::from_le_bytes(r.payload[..4].try_into().unwrap()));
+                Ok(())
+            })
+            .await
+            .unwrap();
+            seen.sort();
+            assert_eq!(seen, (0..200).collect::<Vec<_>>());
+        });
+    }
+
+    #[test]
+    fn failed_sync_fences() {
+        run(async {
+            let fs = Fs::sim(2);
+            let dir = Path::new("/db");
+            fs.prepare_dir(dir).await.unwrap();
+            let (wal, _) = Wal::recover(fs.clone(), dir, opts(), 0, |_| Ok(())).await.unwrap();
+            if let Fs::Sim(s) = &fs {
+                s.fail_next_sync();
+            }
+            let (t, _) = wal.append(3, 1, |_| b"abc".to_vec()).await.unwrap();
+            assert!(wal.wait(t).await.is_err());
+            let e = wal.append(3, 1, |_| b"abc".to_vec()).await.unwrap_err();
+            assert!(matches!(e, Error::Fenced { .. }), "{e}");
+        });
+    }
+}
