@@ -45,7 +45,9 @@
 //!
 //! Size-tiered and time-window merge arbitrary subsets of overlapping tables,
 //! so they rely on the read path resolving versions by sequence number, not by
-//! table order.
+//! table order. They pick from level 0 only; files in deeper levels (left by a
+//! change of style) are never picked but still count as overlapping for
+//! `bottommost` and as tables for stalls.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -865,9 +867,13 @@ fn leveled_debt(o: &LeveledOptions, levels: &[Vec<FileInfo>]) -> u64 {
             to_next = size - target;
             // The bytes pushed down are rewritten together with their share of
             // the next level: estimate the fan-out from the size ratio.
+            // An empty next level adds nothing: the bytes can move down
+            // without a merge (RocksDB counts them the same way).
             let next = total_size(level(levels, lvl + 1));
-            let fanout = next as f64 / size as f64 + 1.0;
-            debt = debt.saturating_add((to_next as f64 * fanout) as u64);
+            if next > 0 {
+                let fanout = next as f64 / size as f64 + 1.0;
+                debt = debt.saturating_add((to_next as f64 * fanout) as u64);
+            }
         }
     }
     debt
@@ -921,6 +927,7 @@ fn most_interesting<'a>(
             avg(a)
                 .cmp(&avg(b))
                 .then(b.len().cmp(&a.len()))
+                // Buckets here hold at least `min` (>= 2) tables: [0] exists.
                 .then(a[0].file_no.cmp(&b[0].file_no))
         })
 }
@@ -1069,4 +1076,801 @@ fn twcs_debt(o: &TimeWindowOptions, levels: &[Vec<FileInfo>]) -> u64 {
         debt = debt.saturating_add(d);
     }
     debt
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    // ---- builders ------------------------------------------------------
+
+    fn file(no: u64, lo: u64, hi: u64, size: u64) -> FileInfo {
+        FileInfo {
+            file_no: no,
+            size,
+            entries: 100,
+            tombstones: 0,
+            smallest: (lo, Vec::new()),
+            largest: (hi, Vec::new()),
+            created_ms: 0,
+            max_time: 0,
+            being_compacted: false,
+        }
+    }
+
+    fn busy(mut f: FileInfo) -> FileInfo {
+        f.being_compacted = true;
+        f
+    }
+
+    fn created(mut f: FileInfo, ms: u64) -> FileInfo {
+        f.created_ms = ms;
+        f
+    }
+
+    fn leveled(f: impl FnOnce(&mut LeveledOptions)) -> CompactionStyle {
+        let mut o = LeveledOptions::default();
+        f(&mut o);
+        CompactionStyle::Leveled(o)
+    }
+
+    fn pick0(
+        style: &CompactionStyle,
+        levels: &[Vec<FileInfo>],
+        now: u64,
+    ) -> Option<CompactionPick> {
+        pick(style, &mut PolicyState::default(), levels, now)
+    }
+
+    fn nos(p: &CompactionPick, lvl: usize) -> Vec<u64> {
+        p.inputs
+            .iter()
+            .filter(|x| x.0 == lvl)
+            .map(|x| x.1)
+            .collect()
+    }
+
+    // ---- leveled scenarios ---------------------------------------------
+
+    #[test]
+    fn l0_waits_for_trigger_then_takes_all_l0_and_overlapping_l1() {
+        let style = CompactionStyle::default();
+        let l1 = vec![
+            file(10, 0, 10, MIB),
+            file(11, 20, 30, MIB),
+            file(12, 40, 50, MIB),
+        ];
+        let mut levels = vec![
+            vec![file(1, 5, 8, MIB), file(2, 6, 9, MIB), file(3, 7, 25, MIB)],
+            l1,
+        ];
+        assert_eq!(pick0(&style, &levels, 0), None);
+
+        levels[0].push(file(4, 12, 14, MIB));
+        let p = pick0(&style, &levels, 0).unwrap();
+        assert_eq!(p.reason, PickReason::L0FileCount);
+        assert_eq!(p.output_level, 1);
+        assert_eq!(nos(&p, 0), vec![1, 2, 3, 4]);
+        assert_eq!(nos(&p, 1), vec![10, 11]);
+        assert!(p.bottommost);
+        assert!(!p.trivial_move);
+        assert_eq!(p.target_file_size, 64 * MIB);
+    }
+
+    #[test]
+    fn l0_runs_one_compaction_at_a_time() {
+        let style = leveled(|o| o.l0_trigger = 2);
+        let levels = vec![vec![
+            busy(file(1, 0, 5, 1)),
+            file(2, 10, 15, 1),
+            file(3, 20, 25, 1),
+        ]];
+        assert_eq!(pick0(&style, &levels, 0), None);
+    }
+
+    #[test]
+    fn l0_blocked_by_busy_overlapping_l1_file() {
+        let style = leveled(|o| o.l0_trigger = 1);
+        let levels = vec![vec![file(1, 0, 5, 1)], vec![busy(file(2, 4, 9, 1))]];
+        assert_eq!(pick0(&style, &levels, 0), None);
+        // Not overlapping: a trivial move.
+        let levels = vec![vec![file(1, 0, 5, 1)], vec![busy(file(2, 6, 9, 1))]];
+        let p = pick0(&style, &levels, 0).unwrap();
+        assert!(p.trivial_move);
+        assert_eq!(p.inputs, vec![(0, 1)]);
+    }
+
+    #[test]
+    fn level_over_target_round_robins_and_takes_overlaps_below() {
+        let style = leveled(|o| o.level_base_bytes = 100);
+        let levels = vec![
+            vec![],
+            vec![file(1, 0, 10, 60), file(2, 20, 30, 60), file(3, 40, 50, 60)],
+            vec![file(4, 5, 12, 10), file(5, 13, 19, 10), file(6, 25, 45, 10)],
+            vec![file(7, 100, 110, 10)],
+        ];
+        let mut st = PolicyState::default();
+        let p = pick(&style, &mut st, &levels, 0).unwrap();
+        assert_eq!((p.reason, p.output_level), (PickReason::LevelSize, 2));
+        assert_eq!((nos(&p, 1), nos(&p, 2)), (vec![1], vec![4]));
+        assert!(p.bottommost, "L3 does not overlap");
+        assert_eq!(st.cursor(1), Some(&(10, Vec::new())));
+
+        let p = pick(&style, &mut st, &levels, 0).unwrap();
+        assert_eq!((nos(&p, 1), nos(&p, 2)), (vec![2], vec![6]));
+        let p = pick(&style, &mut st, &levels, 0).unwrap();
+        assert_eq!((nos(&p, 1), nos(&p, 2)), (vec![3], vec![6]));
+        // Around the ring.
+        let p = pick(&style, &mut st, &levels, 0).unwrap();
+        assert_eq!(nos(&p, 1), vec![1]);
+    }
+
+    #[test]
+    fn round_robin_skips_busy_files_and_busy_overlaps() {
+        let style = leveled(|o| o.level_base_bytes = 100);
+        let levels = vec![
+            vec![],
+            vec![
+                busy(file(1, 0, 10, 60)),
+                file(2, 20, 30, 60),
+                file(3, 40, 50, 60),
+            ],
+            vec![busy(file(4, 25, 28, 10))],
+        ];
+        let p = pick0(&style, &levels, 0).unwrap();
+        assert_eq!(p.inputs, vec![(1, 3)]);
+        assert!(p.trivial_move);
+    }
+
+    #[test]
+    fn bottommost_false_when_a_deeper_level_overlaps() {
+        let style = leveled(|o| o.level_base_bytes = 100);
+        let levels = vec![
+            vec![],
+            vec![file(1, 0, 10, 200)],
+            vec![file(2, 5, 6, 1)],
+            vec![file(3, 9, 20, 1)],
+        ];
+        let p = pick0(&style, &levels, 0).unwrap();
+        assert_eq!(p.output_level, 2);
+        assert!(!p.bottommost);
+    }
+
+    #[test]
+    fn highest_score_goes_first() {
+        let style = leveled(|o| {
+            o.level_base_bytes = 100;
+            o.level_multiplier = 10;
+        });
+        // L1 at 1.5x, L2 at 3x.
+        let levels = vec![
+            vec![],
+            vec![file(1, 0, 10, 150)],
+            vec![file(2, 50, 60, 1500), file(3, 70, 80, 1500)],
+        ];
+        let p = pick0(&style, &levels, 0).unwrap();
+        assert_eq!(p.output_level, 3);
+        assert!(p.trivial_move);
+        assert_eq!(p.target_file_size, 64 * MIB);
+    }
+
+    #[test]
+    fn min_overlapping_ratio_picks_the_cheapest_file() {
+        let style = leveled(|o| {
+            o.level_base_bytes = 100;
+            o.file_pick_order = FilePickOrder::MinOverlappingRatio;
+        });
+        let levels = vec![
+            vec![],
+            vec![file(1, 0, 10, 60), file(2, 20, 30, 60), file(3, 40, 50, 60)],
+            vec![
+                file(4, 0, 10, 500),
+                file(5, 20, 30, 10),
+                file(6, 40, 50, 100),
+            ],
+        ];
+        let p = pick0(&style, &levels, 0).unwrap();
+        assert_eq!((nos(&p, 1), nos(&p, 2)), (vec![2], vec![5]));
+    }
+
+    #[test]
+    fn files_sharing_a_boundary_key_move_together() {
+        let style = leveled(|o| o.level_base_bytes = 100);
+        let levels = vec![
+            vec![],
+            vec![file(1, 0, 10, 60), file(2, 10, 20, 60), file(3, 30, 40, 1)],
+        ];
+        let p = pick0(&style, &levels, 0).unwrap();
+        assert_eq!(nos(&p, 1), vec![1, 2]);
+        assert!(!p.trivial_move);
+    }
+
+    #[test]
+    fn tombstone_compaction_rewrites_an_old_bottom_file_in_place() {
+        let style = CompactionStyle::default();
+        let mut t = created(file(2, 0, 10, MIB), 1_000);
+        t.tombstones = 60;
+        let levels = vec![vec![], vec![file(1, 50, 60, MIB), t.clone()]];
+        assert_eq!(
+            pick0(&style, &levels, 1_000 + HOUR_MS - 1),
+            None,
+            "too young"
+        );
+        let p = pick0(&style, &levels, 1_000 + HOUR_MS).unwrap();
+        assert_eq!(p.reason, PickReason::Tombstones);
+        assert_eq!((p.inputs.clone(), p.output_level), (vec![(1, 2)], 1));
+        assert!(p.bottommost && !p.trivial_move);
+
+        // Something beneath could hold older versions: rewriting drops nothing.
+        let deeper = vec![vec![], vec![t.clone()], vec![file(3, 5, 6, 1)]];
+        assert_eq!(pick0(&style, &deeper, u64::MAX), None);
+        // Turned off.
+        let off = leveled(|o| o.tombstone_compaction = None);
+        assert_eq!(pick0(&off, &levels, u64::MAX), None);
+        // At the ratio exactly: not above it.
+        t.tombstones = 50;
+        assert_eq!(pick0(&style, &[vec![], vec![t]], u64::MAX), None);
+    }
+
+    #[test]
+    fn dynamic_level_bytes_sends_l0_to_the_base_level() {
+        let style = leveled(|o| {
+            o.dynamic_level_bytes = true;
+            o.l0_trigger = 1;
+        });
+        // Empty tree: L0 goes straight to the last level.
+        let levels = vec![vec![file(1, 0, 10, MIB)]];
+        let p = pick0(&style, &levels, 0).unwrap();
+        assert_eq!(p.output_level, 6);
+        assert!(p.trivial_move);
+
+        // 10 GiB in L6: 10 GiB, 1 GiB, 102 MiB -> base level 4.
+        let mut levels = vec![
+            vec![file(1, 0, 10, MIB)],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+        ];
+        levels.push(vec![file(2, 0, 100, 10 * GIB)]);
+        let CompactionStyle::Leveled(o) = &style else {
+            unreachable!()
+        };
+        let lt = level_targets(o, &levels);
+        assert_eq!(lt.base, 4);
+        // Integer division on the way up loses a few bytes.
+        assert!(lt.targets[6] <= 10 * GIB && lt.targets[6] > 10 * GIB - 1_000);
+        let p = pick0(&style, &levels, 0).unwrap();
+        assert_eq!(p.output_level, 4);
+        assert!(!p.bottommost);
+    }
+
+    #[test]
+    fn leveled_stall_thresholds() {
+        let style = CompactionStyle::default();
+        let l0 = |n: u64| vec![(0..n).map(|i| file(i, i, i, 1)).collect::<Vec<_>>()];
+        assert_eq!(should_stall(&style, &l0(19)), StallDecision::Proceed);
+        assert_eq!(should_stall(&style, &l0(20)), StallDecision::Slowdown);
+        assert_eq!(should_stall(&style, &l0(35)), StallDecision::Slowdown);
+        assert_eq!(should_stall(&style, &l0(36)), StallDecision::Stop);
+        // Pending bytes.
+        let big = vec![
+            vec![],
+            vec![file(1, 0, 1, 100 * GIB)],
+            vec![file(2, 0, 1, 100 * GIB)],
+        ];
+        assert_eq!(should_stall(&style, &big), StallDecision::Slowdown);
+        let huge = vec![
+            vec![],
+            vec![file(1, 0, 1, 300 * GIB)],
+            vec![file(2, 0, 1, 10 * GIB)],
+        ];
+        assert_eq!(should_stall(&style, &huge), StallDecision::Stop);
+    }
+
+    #[test]
+    fn leveled_debt() {
+        let style = leveled(|o| o.level_base_bytes = 100);
+        assert_eq!(compaction_debt(&style, &[]), 0);
+        let calm = vec![vec![file(1, 0, 1, 10)], vec![file(2, 0, 1, 50)]];
+        assert_eq!(compaction_debt(&style, &calm), 0);
+        // L0 due: its 40 bytes plus L1's 50 they merge with.
+        let l0: Vec<FileInfo> = (1..=4).map(|i| file(i, 0, 1, 10)).collect();
+        let due = vec![l0, vec![file(5, 0, 1, 50)]];
+        assert_eq!(compaction_debt(&style, &due), 90);
+        // L1 150 over 100: 50 bytes, fan-out 300/150 + 1 = 3.
+        let over = vec![vec![], vec![file(1, 0, 1, 150)], vec![file(2, 0, 1, 300)]];
+        assert_eq!(compaction_debt(&style, &over), 150);
+    }
+
+    // ---- size-tiered scenarios ------------------------------------------
+
+    fn stcs() -> CompactionStyle {
+        CompactionStyle::SizeTiered(SizeTieredOptions::default())
+    }
+
+    #[test]
+    fn stcs_buckets_similar_sizes_and_prefers_small_ones() {
+        let mut l0: Vec<FileInfo> = (1..=3).map(|i| file(i, 0, 100, 10 * MIB)).collect();
+        l0.extend((4..=7).map(|i| file(i, 0, 100, 100 * MIB + i * MIB)));
+        l0.extend((8..=11).map(|i| file(i, 0, 100, GIB + i * MIB)));
+        let levels = vec![l0];
+        let p = pick0(&stcs(), &levels, 0).unwrap();
+        assert_eq!(p.reason, PickReason::SizeTieredBucket);
+        assert_eq!(nos(&p, 0), vec![4, 5, 6, 7]);
+        assert_eq!((p.output_level, p.target_file_size), (0, u64::MAX));
+        assert!(!p.bottommost, "other tables overlap");
+        assert_eq!(
+            compaction_debt(&stcs(), &levels),
+            total_size(&levels[0][3..])
+        );
+
+        // A fourth small table: the small bucket is due and cheaper.
+        let mut levels = levels;
+        levels[0].push(file(12, 0, 100, 30 * MIB));
+        assert_eq!(
+            nos(&pick0(&stcs(), &levels, 0).unwrap(), 0),
+            vec![1, 2, 3, 12]
+        );
+    }
+
+    #[test]
+    fn stcs_needs_min_threshold_and_caps_at_max_threshold() {
+        let three: Vec<FileInfo> = (1..=3).map(|i| file(i, 0, 100, MIB)).collect();
+        assert_eq!(pick0(&stcs(), &[three], 0), None);
+        let many: Vec<FileInfo> = (1..=40).map(|i| file(i, 0, 100, MIB)).collect();
+        let p = pick0(&stcs(), &[many], 0).unwrap();
+        assert_eq!(p.inputs.len(), 32);
+        assert!(!p.bottommost);
+    }
+
+    #[test]
+    fn stcs_bottommost_when_no_other_table_overlaps() {
+        let mut l0: Vec<FileInfo> = (1..=4).map(|i| file(i, 0, 10, MIB)).collect();
+        l0.push(file(5, 20, 30, 10 * GIB));
+        let p = pick0(&stcs(), &[l0.clone()], 0).unwrap();
+        assert!(p.bottommost);
+        l0.push(file(6, 10, 30, 10 * GIB));
+        assert!(!pick0(&stcs(), &[l0], 0).unwrap().bottommost);
+    }
+
+    #[test]
+    fn stcs_ignores_busy_tables_and_does_tombstone_compactions() {
+        let mut l0: Vec<FileInfo> = (1..=4).map(|i| file(i, i * 10, i * 10 + 5, MIB)).collect();
+        l0[0].being_compacted = true;
+        l0[1].tombstones = 90;
+        let p = pick0(&stcs(), &[l0.clone()], HOUR_MS).unwrap();
+        assert_eq!(
+            (p.inputs.clone(), p.reason, p.bottommost),
+            (vec![(0, 2)], PickReason::Tombstones, true)
+        );
+        // Overlapped by another table: tombstones could not be dropped.
+        l0.push(file(9, 0, 100, 100 * GIB));
+        assert_eq!(pick0(&stcs(), &[l0], HOUR_MS), None);
+    }
+
+    #[test]
+    fn tiered_stall_thresholds() {
+        let n = |k: u64| vec![(0..k).map(|i| file(i, i, i, 1)).collect::<Vec<_>>()];
+        assert_eq!(should_stall(&stcs(), &n(63)), StallDecision::Proceed);
+        assert_eq!(should_stall(&stcs(), &n(64)), StallDecision::Slowdown);
+        assert_eq!(should_stall(&stcs(), &n(128)), StallDecision::Stop);
+        let twcs = CompactionStyle::TimeWindow(TimeWindowOptions::default());
+        assert_eq!(should_stall(&twcs, &n(64)), StallDecision::Slowdown);
+    }
+
+    // ---- time-window scenarios ------------------------------------------
+
+    fn twcs() -> CompactionStyle {
+        CompactionStyle::TimeWindow(TimeWindowOptions::default())
+    }
+
+    #[test]
+    fn twcs_active_window_is_size_tiered() {
+        let now = 10 * HOUR_MS + 5;
+        let mut l0: Vec<FileInfo> = (1..=3)
+            .map(|i| created(file(i, 0, 10, MIB), now - i))
+            .collect();
+        l0.push(created(file(4, 0, 10, MIB), 9 * HOUR_MS)); // previous window, alone
+        assert_eq!(pick0(&twcs(), &[l0.clone()], now), None);
+        l0.push(created(file(5, 0, 10, MIB), now));
+        let p = pick0(&twcs(), &[l0], now).unwrap();
+        assert_eq!(
+            (nos(&p, 0), p.reason),
+            (vec![1, 2, 3, 5], PickReason::ActiveWindow)
+        );
+        assert!(!p.bottommost, "table 4 overlaps");
+    }
+
+    #[test]
+    fn twcs_old_windows_merge_to_one_newest_first_without_mixing() {
+        let now = 10 * HOUR_MS;
+        let l0 = vec![
+            created(file(1, 0, 10, MIB), 7 * HOUR_MS),
+            created(file(2, 0, 10, 5 * GIB), 7 * HOUR_MS + 1),
+            created(file(3, 20, 30, MIB), 8 * HOUR_MS),
+            created(file(4, 20, 30, MIB), 9 * HOUR_MS - 1),
+            created(file(5, 0, 10, MIB), now),
+        ];
+        let p = pick0(&twcs(), std::slice::from_ref(&l0), now).unwrap();
+        assert_eq!((nos(&p, 0), p.reason), (vec![3, 4], PickReason::OldWindow));
+        assert!(p.bottommost, "nothing else overlaps 20..=30");
+        assert_eq!(
+            compaction_debt(&twcs(), std::slice::from_ref(&l0)),
+            5 * GIB + 3 * MIB
+        );
+
+        // Window 8 busy: wait for it, take window 7 (two very different sizes).
+        let mut l0 = l0;
+        l0[2].being_compacted = true;
+        let p = pick0(&twcs(), &[l0.clone()], now).unwrap();
+        assert_eq!(nos(&p, 0), vec![1, 2]);
+        assert!(!p.bottommost, "table 5 overlaps");
+
+        // Every old window down to one table: nothing to do.
+        let done = vec![l0[1].clone(), l0[3].clone(), l0[4].clone()];
+        assert_eq!(pick0(&twcs(), &[done], now), None);
+    }
+
+    // ---- properties -------------------------------------------------------
+
+    /// Inclusive overlap on plain tuple ordering, independent of the code under test.
+    fn oracle_overlaps(f: &FileInfo, lo: &UserKey, hi: &UserKey) -> bool {
+        f.smallest <= *hi && f.largest >= *lo
+    }
+
+    fn oracle_range<'a>(files: impl IntoIterator<Item = &'a FileInfo>) -> (UserKey, UserKey) {
+        let files: Vec<&FileInfo> = files.into_iter().collect();
+        let lo = files.iter().map(|f| f.smallest.clone()).min().unwrap();
+        let hi = files.iter().map(|f| f.largest.clone()).max().unwrap();
+        (lo, hi)
+    }
+
+    fn find(levels: &[Vec<FileInfo>], lvl: usize, no: u64) -> &FileInfo {
+        let found: Vec<&FileInfo> = level(levels, lvl)
+            .iter()
+            .filter(|f| f.file_no == no)
+            .collect();
+        assert_eq!(found.len(), 1, "input ({lvl}, {no}) not in its level");
+        found[0]
+    }
+
+    fn assert_non_overlapping(files: &[FileInfo]) {
+        let mut v: Vec<&FileInfo> = files.iter().collect();
+        v.sort_by(|a, b| a.smallest.cmp(&b.smallest));
+        for w in v.windows(2) {
+            assert!(
+                w[0].largest < w[1].smallest,
+                "overlap: {:?} {:?}",
+                w[0],
+                w[1]
+            );
+        }
+    }
+
+    /// Checks every invariant of a pick; returns its input files.
+    fn check_pick<'a>(
+        style: &CompactionStyle,
+        levels: &'a [Vec<FileInfo>],
+        p: &CompactionPick,
+    ) -> Vec<&'a FileInfo> {
+        assert!(!p.inputs.is_empty());
+        let mut sorted = p.inputs.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted, p.inputs, "inputs sorted and unique");
+        let files: Vec<&FileInfo> = p.inputs.iter().map(|&(l, n)| find(levels, l, n)).collect();
+        // (a) nothing a running compaction owns.
+        assert!(files.iter().all(|f| !f.being_compacted));
+        let (lo, hi) = oracle_range(files.iter().copied());
+        // Level 0 overlaps by design; in a sorted run a busy overlapping file
+        // means two compactions would write overlapping outputs.
+        assert!(
+            p.output_level == 0
+                || !level(levels, p.output_level)
+                    .iter()
+                    .any(|f| f.being_compacted && oracle_overlaps(f, &lo, &hi)),
+            "busy file in the output level overlaps the pick"
+        );
+        if p.trivial_move {
+            assert_eq!(p.inputs.len(), 1);
+            assert_ne!(p.inputs[0].0, p.output_level);
+            assert!(!level(levels, p.output_level)
+                .iter()
+                .any(|f| oracle_overlaps(f, &lo, &hi)));
+        }
+        match style {
+            CompactionStyle::Leveled(_) => {
+                let start = p.inputs[0].0;
+                assert!(p
+                    .inputs
+                    .iter()
+                    .all(|x| x.0 == start || x.0 == p.output_level));
+                assert!(p.output_level >= start);
+                if start == 0 {
+                    assert_eq!(nos(p, 0).len(), levels[0].len(), "L0 goes as a whole");
+                } else if p.output_level > start {
+                    assert_eq!(p.output_level, start + 1);
+                }
+                // (b) the output level's inputs are exactly its files overlapping
+                // the start-level inputs.
+                let start_files: Vec<&FileInfo> = files
+                    .iter()
+                    .copied()
+                    .filter(|f| p.inputs.contains(&(start, f.file_no)))
+                    .collect();
+                let (slo, shi) = oracle_range(start_files);
+                let mut expected: Vec<u64> = level(levels, p.output_level)
+                    .iter()
+                    .filter(|f| oracle_overlaps(f, &slo, &shi))
+                    .map(|f| f.file_no)
+                    .collect();
+                expected.sort_unstable();
+                assert_eq!(nos(p, p.output_level), expected);
+                // (c) bottommost only when nothing deeper overlaps.
+                if p.bottommost {
+                    assert!(levels
+                        .iter()
+                        .skip(p.output_level + 1)
+                        .flatten()
+                        .all(|f| !oracle_overlaps(f, &lo, &hi)));
+                }
+            }
+            CompactionStyle::SizeTiered(_) | CompactionStyle::TimeWindow(_) => {
+                assert!(p.inputs.iter().all(|x| x.0 == 0) && p.output_level == 0);
+                if p.bottommost {
+                    let others = levels
+                        .iter()
+                        .flatten()
+                        .filter(|f| !p.inputs.contains(&(0, f.file_no)));
+                    assert!(others.into_iter().all(|f| !oracle_overlaps(f, &lo, &hi)));
+                }
+                // (d) never mixes windows.
+                if let CompactionStyle::TimeWindow(o) = style {
+                    let w = files[0].created_ms / o.window_ms;
+                    assert!(files.iter().all(|f| f.created_ms / o.window_ms == w));
+                }
+            }
+        }
+        files
+    }
+
+    /// Replaces the inputs by one output covering their range, as the runner would.
+    fn apply(levels: &mut Vec<Vec<FileInfo>>, p: &CompactionPick, next_no: &mut u64) {
+        let files: Vec<FileInfo> = p
+            .inputs
+            .iter()
+            .map(|&(l, n)| find(levels, l, n).clone())
+            .collect();
+        let (lo, hi) = oracle_range(&files);
+        *next_no += 1;
+        let out = FileInfo {
+            file_no: *next_no,
+            size: files.iter().map(|f| f.size).sum(),
+            entries: files.iter().map(|f| f.entries).sum(),
+            tombstones: if p.bottommost {
+                0
+            } else {
+                files.iter().map(|f| f.tombstones).sum()
+            },
+            smallest: lo,
+            largest: hi,
+            created_ms: files.iter().map(|f| f.created_ms).max().unwrap(),
+            max_time: 0,
+            being_compacted: false,
+        };
+        for (l, fs) in levels.iter_mut().enumerate() {
+            fs.retain(|f| !p.inputs.contains(&(l, f.file_no)));
+        }
+        while levels.len() <= p.output_level {
+            levels.push(Vec::new());
+        }
+        levels[p.output_level].push(out);
+    }
+
+    #[derive(Clone, Debug)]
+    struct Meta {
+        size: u64,
+        entries: u64,
+        tombstones: u64,
+        created_ms: u64,
+        busy: bool,
+    }
+
+    fn arb_key() -> impl Strategy<Value = UserKey> {
+        (0u64..6, prop::collection::vec(0u8..3, 0..2))
+    }
+
+    fn arb_meta() -> impl Strategy<Value = Meta> {
+        (
+            1u64..400,
+            0u64..50,
+            0u64..=100,
+            0u64..20_000,
+            prop::bool::weighted(0.2),
+        )
+            .prop_map(|(size, entries, pct, created_ms, busy)| Meta {
+                size,
+                entries,
+                tombstones: entries * pct / 100,
+                created_ms,
+                busy,
+            })
+    }
+
+    fn mk(no: u64, lo: UserKey, hi: UserKey, m: &Meta) -> FileInfo {
+        FileInfo {
+            file_no: no,
+            size: m.size,
+            entries: m.entries,
+            tombstones: m.tombstones,
+            smallest: lo,
+            largest: hi,
+            created_ms: m.created_ms,
+            max_time: 0,
+            being_compacted: m.busy,
+        }
+    }
+
+    /// L0 with arbitrary overlapping files, deeper levels as sorted runs.
+    fn arb_levels() -> impl Strategy<Value = Vec<Vec<FileInfo>>> {
+        let l0 = prop::collection::vec((arb_key(), arb_key(), arb_meta()), 0..10);
+        let deeper = prop::collection::vec(
+            (
+                prop::collection::vec(arb_key(), 0..14),
+                prop::collection::vec(arb_meta(), 7),
+            ),
+            0..5,
+        );
+        (l0, deeper).prop_map(|(l0, deeper)| {
+            let mut no = 0u64;
+            let mut levels = Vec::new();
+            let mut v = Vec::new();
+            for (a, b, m) in l0 {
+                let (lo, hi) = if a > b { (b, a) } else { (a, b) };
+                no += 1;
+                v.push(mk(no, lo, hi, &m));
+            }
+            levels.push(v);
+            for (mut keys, metas) in deeper {
+                keys.sort();
+                keys.dedup();
+                let mut v = Vec::new();
+                for (pair, m) in keys.chunks_exact(2).zip(&metas) {
+                    no += 1;
+                    v.push(mk(no, pair[0].clone(), pair[1].clone(), m));
+                }
+                levels.push(v);
+            }
+            levels
+        })
+    }
+
+    fn arb_style() -> impl Strategy<Value = CompactionStyle> {
+        let leveled = (1usize..5, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+            |(trigger, dynamic, rr, tomb)| {
+                CompactionStyle::Leveled(LeveledOptions {
+                    l0_trigger: trigger,
+                    level_base_bytes: 300,
+                    level_multiplier: 3,
+                    max_levels: 4,
+                    dynamic_level_bytes: dynamic,
+                    file_pick_order: if rr {
+                        FilePickOrder::RoundRobin
+                    } else {
+                        FilePickOrder::MinOverlappingRatio
+                    },
+                    tombstone_compaction: tomb.then_some(TombstoneCompaction {
+                        ratio: 0.5,
+                        min_age_ms: 5_000,
+                    }),
+                    ..LeveledOptions::default()
+                })
+            },
+        );
+        let tiered = (2usize..5, 2usize..8).prop_map(|(min, extra)| SizeTieredOptions {
+            min_threshold: min,
+            max_threshold: min + extra,
+            min_sstable_size: 50,
+            tombstone_compaction: Some(TombstoneCompaction {
+                ratio: 0.5,
+                min_age_ms: 5_000,
+            }),
+            ..SizeTieredOptions::default()
+        });
+        prop_oneof![
+            leveled,
+            tiered.clone().prop_map(CompactionStyle::SizeTiered),
+            (tiered, 1u64..8_000).prop_map(|(st, w)| CompactionStyle::TimeWindow(
+                TimeWindowOptions {
+                    window_ms: w,
+                    size_tiered: st
+                }
+            )),
+        ]
+    }
+
+    /// The style's valid states: tiered styles keep everything in L0.
+    fn shape(style: &CompactionStyle, mut levels: Vec<Vec<FileInfo>>) -> Vec<Vec<FileInfo>> {
+        if !matches!(style, CompactionStyle::Leveled(_)) {
+            let all: Vec<FileInfo> = levels.drain(..).flatten().collect();
+            levels = vec![all];
+        }
+        levels
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn picks_keep_the_invariants(
+            style in arb_style(),
+            levels in arb_levels(),
+            cursor in prop::option::of(arb_key()),
+            now in 0u64..30_000,
+        ) {
+            let levels = shape(&style, levels);
+            let mut st = PolicyState::default();
+            if let Some(c) = cursor {
+                for l in 1..4 {
+                    st.set_cursor(l, c.clone());
+                }
+            }
+            let mut st1 = st.clone();
+            let p = pick(&style, &mut st1, &levels, now);
+            if let Some(p) = &p {
+                check_pick(&style, &levels, p);
+            }
+            // (e) deterministic, and blind to the order the files come in.
+            let mut st2 = st.clone();
+            prop_assert_eq!(&pick(&style, &mut st2, &levels, now), &p);
+            prop_assert_eq!(&st1, &st2);
+            let reversed: Vec<Vec<FileInfo>> =
+                levels.iter().map(|l| l.iter().rev().cloned().collect()).collect();
+            let mut st3 = st.clone();
+            prop_assert_eq!(&pick(&style, &mut st3, &reversed, now), &p);
+            prop_assert_eq!(&st1, &st3);
+            // Debt and stall decisions are total functions of the state.
+            prop_assert_eq!(compaction_debt(&style, &levels), compaction_debt(&style, &reversed));
+            prop_assert_eq!(should_stall(&style, &levels), should_stall(&style, &reversed));
+        }
+
+        /// Pick and apply until quiet: every pick stays valid, sorted runs stay
+        /// non-overlapping, the loop ends, and leveled ends with every level
+        /// under its target.
+        #[test]
+        fn compacting_to_quiescence(style in arb_style(), levels in arb_levels(), now in 0u64..30_000) {
+            let mut levels = shape(&style, levels);
+            for f in levels.iter_mut().flatten() {
+                f.being_compacted = false;
+            }
+            let mut next_no = 1_000u64;
+            let mut st = PolicyState::default();
+            let mut quiet = false;
+            for _ in 0..500 {
+                let Some(p) = pick(&style, &mut st, &levels, now) else {
+                    quiet = true;
+                    break;
+                };
+                check_pick(&style, &levels, &p);
+                apply(&mut levels, &p, &mut next_no);
+                if matches!(style, CompactionStyle::Leveled(_)) {
+                    for l in levels.iter().skip(1) {
+                        assert_non_overlapping(l);
+                    }
+                }
+            }
+            prop_assert!(quiet, "no quiescence after 500 compactions");
+            if let CompactionStyle::Leveled(o) = &style {
+                prop_assert!(level(&levels, 0).len() < o.l0_trigger);
+                let lt = level_targets(o, &levels);
+                for l in lt.base..o.max_levels - 1 {
+                    prop_assert!(total_size(level(&levels, l)) <= lt.targets[l], "L{} over target", l);
+                }
+            }
+        }
+    }
 }
