@@ -5,6 +5,7 @@
 //! executor), so nothing in it needs a lock. See docs/format-wal.md and
 //! docs/format-sstable.md for the bytes on disk.
 
+pub mod compaction;
 pub mod error;
 pub mod format;
 pub mod io;
