@@ -896,7 +896,7 @@ impl Engine {
             let v = self.inner.version.borrow().clone();
             let infos = file_infos(&v);
             let mut ps = self.inner.policy.borrow_mut();
-            policy::pick(&self.inner.opts.compaction, &infos, self.now(), &mut ps)
+            policy::pick(&self.inner.opts.compaction, &mut ps, &infos, self.now())
         };
         let Some(pick) = pick else { return Ok(false) };
         self.inner.compacting.set(true);
@@ -1123,7 +1123,8 @@ impl Engine {
         let level_bytes = v.level_bytes();
         let total: u64 = level_bytes.iter().sum();
         let deepest = level_bytes.iter().rev().find(|b| **b > 0).copied().unwrap_or(0);
-        let deepest = if self.inner.opts.compaction.is_tiered() {
+        let tiered = !matches!(self.inner.opts.compaction, policy::CompactionStyle::Leveled(_));
+        let deepest = if tiered {
             v.all().map(|t| t.rec.size).max().unwrap_or(0)
         } else {
             deepest

@@ -44,7 +44,7 @@ fn options(fs: Fs, dir: PathBuf, seed: u64, clock: corekv_engine::options::Clock
         0 => CompactionStyle::Leveled(LeveledOptions {
             l0_trigger: 2,
             level_base_bytes: 64 << 10,
-            target_file_size: 32 << 10,
+            target_file_size_base: 32 << 10,
             ..LeveledOptions::default()
         }),
         1 => CompactionStyle::SizeTiered(SizeTieredOptions {

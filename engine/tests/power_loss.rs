@@ -43,7 +43,7 @@ fn options(fs: Fs, seed: u64) -> Options {
     o.compaction = CompactionStyle::Leveled(LeveledOptions {
         l0_trigger: 2,
         level_base_bytes: 32 << 10,
-        target_file_size: 16 << 10,
+        target_file_size_base: 16 << 10,
         ..LeveledOptions::default()
     });
     o
