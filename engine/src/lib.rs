@@ -5,8 +5,11 @@
 //! executor), so nothing in it needs a lock. See docs/format-wal.md and
 //! docs/format-sstable.md for the bytes on disk.
 
+pub mod cache;
 pub mod error;
+pub mod filter;
 pub mod format;
 pub mod io;
+pub mod sstable;
 
 pub use error::{Error, Result};
