@@ -11,8 +11,10 @@
 //! ```
 //!
 //! `m` is the number of bits (a multiple of 8, at least 64). Format 1 hashes
-//! the pair as `h = xxh3_64_with_seed(key, token)`: the token alone is not
-//! enough, since keys sharing a hash tag share a token. Probe `i` (0..k) sets
+//! the pair as `h = xxh3_64_with_seed(key, token) ^ fmix64(token)` (fmix64 =
+//! MurmurHash3's 64-bit finalizer): the token alone is not enough, since keys
+//! sharing a hash tag share a token, and the fold stops xxh3's light seeding
+//! from making keys of nearby tokens collide (see [`hash_key`]). Probe `i` (0..k) sets
 //! bit `mulhi64(h + i * delta, m)` where `delta = h.rotate_left(31) | 1` and
 //! `mulhi64(x, m) = (x as u128 * m as u128) >> 64` (a multiply instead of a
 //! modulo). Bit `b` lives in byte `b / 8`, mask `1 << (b % 8)`.
@@ -36,9 +38,25 @@ pub const FILTER_FORMAT: u8 = 1;
 const MIN_BITS: usize = 64;
 
 /// The hash of a user key that the filter stores.
+///
+/// xxh3 mixes its seed only lightly into short inputs (it is XORed or added
+/// to a secret word), so with the token as seed alone, keys of nearby tokens
+/// collide outright: `(7, "k12")` and `(8, "k13")` can get the same 64-bit
+/// hash. Folding a finalized token back in makes equal xxh3 outputs of
+/// different tokens differ.
 #[inline]
 pub fn hash_key(token: Token, key: &[u8]) -> u64 {
-    xxh3_64_with_seed(key, token)
+    xxh3_64_with_seed(key, token) ^ fmix64(token)
+}
+
+/// MurmurHash3's 64-bit finalizer: a cheap bijective mix.
+#[inline]
+fn fmix64(mut k: u64) -> u64 {
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    k ^ (k >> 33)
 }
 
 /// Number of probes for `bits_per_key`: ln 2 x bits/key minimizes false positives.

@@ -211,7 +211,10 @@ impl BlockSealer {
         out.push(ctype);
         let crc = crate::format::crc(&out[start..]);
         out.extend_from_slice(&crc.to_le_bytes());
-        debug_assert!(decode_block(&out[start..]).is_ok(), "a sealed block must decode");
+        debug_assert!(
+            decode_payload(&out[start..]).is_ok_and(|p| p == payload),
+            "a sealed block must decode to its payload"
+        );
     }
 
     /// The table's compression setting.
@@ -281,6 +284,12 @@ pub fn decode_block(raw: &[u8]) -> Result<Block, DecodeError> {
 
 /// [`decode_block`], telling a checksum mismatch apart from other damage.
 pub fn decode_block_checked(raw: &[u8]) -> Result<Block, BlockError> {
+    Ok(Block::from_payload(decode_payload(raw)?)?)
+}
+
+/// Checks a block's trailer and checksum and returns its decompressed payload
+/// (for metadata blocks whose payload is not a sorted-entry block).
+pub fn decode_payload(raw: &[u8]) -> Result<Vec<u8>, BlockError> {
     if raw.len() < TRAILER_LEN {
         return Err(DecodeError::new(0, "block shorter than its trailer").into());
     }
@@ -319,7 +328,7 @@ pub fn decode_block_checked(raw: &[u8]) -> Result<Block, BlockError> {
         }
         _ => return Err(DecodeError::new(crc_at - 1, "unknown block compression").into()),
     };
-    Ok(Block::from_payload(data)?)
+    Ok(data)
 }
 
 impl Block {
@@ -479,7 +488,8 @@ impl<'a> Target<'a> {
         }
     }
 
-    /// Compares an entry `(ikey, seq)` with the target.
+    /// Orders an entry `(ikey, seq)` relative to the target (`Less`: the entry
+    /// comes before it).
     #[inline]
     pub fn cmp_entry(&self, ikey: &[u8], seq: SeqNo) -> Ordering {
         let (t, k) = ikey.split_at(TOKEN_LEN.min(ikey.len()));
@@ -644,7 +654,7 @@ impl BlockCursor {
         while lo < hi {
             let mid = (lo + hi).div_ceil(2);
             let (k, s) = Self::restart_key(b, mid)?;
-            if target.cmp_entry(k, s) == Ordering::Greater {
+            if target.cmp_entry(k, s) == Ordering::Less {
                 lo = mid;
             } else {
                 hi = mid - 1;
@@ -654,7 +664,7 @@ impl BlockCursor {
         self.next = b.restart(lo);
         loop {
             self.next(b)?;
-            if !self.valid || target.cmp_entry(&self.key, self.seq) != Ordering::Greater {
+            if !self.valid || target.cmp_entry(&self.key, self.seq) != Ordering::Less {
                 return Ok(());
             }
         }

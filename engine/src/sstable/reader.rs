@@ -8,7 +8,7 @@ use std::cell::{Cell, RefCell};
 use std::path::Path;
 use std::rc::Rc;
 
-use super::block::{decode_block_checked, Block, BlockCursor, BlockError, Target};
+use super::block::{decode_block_checked, decode_payload, Block, BlockCursor, BlockError, Target};
 use super::meta::{decode_index, BlockHandle, Footer, Index, MetaHandle, Properties, FOOTER_LEN};
 use super::{TableMeta, FORMAT_VERSION};
 use crate::cache::BlockCache;
@@ -119,7 +119,7 @@ impl Table {
         check(footer.filter, "filter")?;
 
         let props_block = read_meta(&file, footer.properties).await?;
-        let props = Properties::decode(props_block.data())
+        let props = Properties::decode(&props_block)
             .map_err(|d| decoded_error(&path, footer.properties.offset, d))?;
         if props.format_version != FORMAT_VERSION {
             return Err(Error::UnsupportedVersion {
@@ -134,7 +134,8 @@ impl Table {
             .offset
             .min(footer.filter.offset)
             .min(footer.properties.offset);
-        let index_block = read_meta(&file, footer.index).await?;
+        let index_block = Block::from_payload(read_meta(&file, footer.index).await?)
+            .map_err(|d| decoded_error(&path, footer.index.offset, d))?;
         let index =
             decode_index(&index_block, data_end).map_err(|d| decoded_error(&path, footer.index.offset, d))?;
         if (index.len() as u64) != props.data_blocks || (props.entries > 0) != !index.is_empty() {
@@ -146,7 +147,7 @@ impl Table {
         }
 
         let filter_block = read_meta(&file, footer.filter).await?;
-        let filter = Filter::decode(filter_block.data())
+        let filter = Filter::decode(&filter_block)
             .map_err(|d| decoded_error(&path, footer.filter.offset, d))?;
 
         Ok(Rc::new(Table {
@@ -299,9 +300,9 @@ impl Table {
     }
 }
 
-async fn read_meta(file: &File, h: MetaHandle) -> Result<Block> {
+async fn read_meta(file: &File, h: MetaHandle) -> Result<Vec<u8>> {
     let raw = file.read_exact_at(h.offset, h.len as usize).await?;
-    decode_block_checked(&raw).map_err(|e| block_error(file.path(), h.offset, e))
+    decode_payload(&raw).map_err(|e| block_error(file.path(), h.offset, e))
 }
 
 /// An ordered cursor over a table's entries, newest version of a key first.
