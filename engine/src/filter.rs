@@ -239,7 +239,10 @@ mod tests {
             }
         }
         let rate = fp as f64 / trials as f64;
-        println!("bloom false-positive rate at 10 bits/key over 100k keys: {:.4}%", rate * 100.0);
+        println!(
+            "bloom false-positive rate at 10 bits/key over 100k keys: {:.4}%",
+            rate * 100.0
+        );
         assert!(rate <= 0.01, "false-positive rate {rate}");
     }
 

@@ -93,7 +93,11 @@ impl Table {
         let size = file.size().await?;
         let path = file.path().to_path_buf();
         if size < FOOTER_LEN as u64 {
-            return Err(Error::corruption(&path, 0, format!("{size} bytes is too short for a table")));
+            return Err(Error::corruption(
+                &path,
+                0,
+                format!("{size} bytes is too short for a table"),
+            ));
         }
         let footer_at = size - FOOTER_LEN as u64;
         let raw = file.read_exact_at(footer_at, FOOTER_LEN).await?;
@@ -109,7 +113,10 @@ impl Table {
                 return Err(Error::corruption(
                     &path,
                     footer_at,
-                    format!("{what} block handle ({} + {}) runs past the footer", h.offset, h.len),
+                    format!(
+                        "{what} block handle ({} + {}) runs past the footer",
+                        h.offset, h.len
+                    ),
                 ));
             }
             Ok(())
@@ -136,13 +143,17 @@ impl Table {
             .min(footer.properties.offset);
         let index_block = Block::from_payload(read_meta(&file, footer.index).await?)
             .map_err(|d| decoded_error(&path, footer.index.offset, d))?;
-        let index =
-            decode_index(&index_block, data_end).map_err(|d| decoded_error(&path, footer.index.offset, d))?;
-        if (index.len() as u64) != props.data_blocks || (props.entries > 0) != !index.is_empty() {
+        let index = decode_index(&index_block, data_end)
+            .map_err(|d| decoded_error(&path, footer.index.offset, d))?;
+        if (index.len() as u64) != props.data_blocks || (props.entries > 0) == index.is_empty() {
             return Err(Error::corruption(
                 &path,
                 footer.index.offset,
-                format!("index has {} blocks, properties say {}", index.len(), props.data_blocks),
+                format!(
+                    "index has {} blocks, properties say {}",
+                    index.len(),
+                    props.data_blocks
+                ),
             ));
         }
 
@@ -223,7 +234,8 @@ impl Table {
         }
         // The index bounded `size` when the table was opened.
         let raw = self.file.read_exact_at(h.offset, h.size as usize).await?;
-        let block = decode_block_checked(&raw).map_err(|e| block_error(self.path(), h.offset, e))?;
+        let block =
+            decode_block_checked(&raw).map_err(|e| block_error(self.path(), h.offset, e))?;
         let block = Rc::new(block);
         self.bump(|s| {
             s.block_reads += 1;
@@ -245,13 +257,25 @@ impl Table {
 
     /// The newest version of `(token, key)` with seq at most `snapshot`,
     /// borrowing the body from its cached block (no copy).
-    pub async fn get_ref_at(&self, token: Token, key: &[u8], snapshot: SeqNo) -> Result<Option<Found>> {
-        self.get_ref_hashed(token, key, snapshot, hash_key(token, key)).await
+    pub async fn get_ref_at(
+        &self,
+        token: Token,
+        key: &[u8],
+        snapshot: SeqNo,
+    ) -> Result<Option<Found>> {
+        self.get_ref_hashed(token, key, snapshot, hash_key(token, key))
+            .await
     }
 
     /// [`Table::get_ref_at`] with the filter hash computed by the caller, so a
     /// read probing several tables hashes the key once.
-    pub async fn get_ref_hashed(&self, token: Token, key: &[u8], snapshot: SeqNo, hash: u64) -> Result<Option<Found>> {
+    pub async fn get_ref_hashed(
+        &self,
+        token: Token,
+        key: &[u8],
+        snapshot: SeqNo,
+        hash: u64,
+    ) -> Result<Option<Found>> {
         let pass = self.filter.may_contain_hash(hash);
         self.bump(|s| {
             s.bloom_checks += 1;
@@ -289,14 +313,20 @@ impl Table {
                 &mut own
             }
         };
-        cur.seek(&block, &target).map_err(|d| decoded_error(self.path(), h.offset, d))?;
+        cur.seek(&block, &target)
+            .map_err(|d| decoded_error(self.path(), h.offset, d))?;
         if !cur.valid() || cur.token() != token || cur.key() != key {
             return Ok(None);
         }
         let seq = cur.seq();
         let (start, end) = cur.body_range();
         drop(guard);
-        Ok(Some(Found { seq, block, start, end }))
+        Ok(Some(Found {
+            seq,
+            block,
+            start,
+            end,
+        }))
     }
 }
 
@@ -459,7 +489,8 @@ impl TableIter {
             self.invalidate();
             return Ok(());
         };
-        if !(self.block.is_some() && self.block_idx == i) && !self.load(i).await? {
+        let loaded = self.block.is_some() && self.block_idx == i;
+        if !loaded && !self.load(i).await? {
             return Ok(());
         }
         let target = Target::new(token, key, seq);
