@@ -25,12 +25,23 @@ fn run<F: std::future::Future<Output = ()> + 'static>(f: F) {
         .run(f);
 }
 
-/// A directory on the real disk (tmpfs has no O_DIRECT), unique per test and process.
-fn real_dir(name: &str) -> PathBuf {
-    let d = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/test-data"))
-        .join(format!("sst-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+/// A directory on the real disk (tmpfs has no O_DIRECT), unique per test and
+/// process, removed when dropped (also when the test panics).
+struct RealDir(PathBuf);
+
+impl RealDir {
+    fn new(name: &str) -> RealDir {
+        let d = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/test-data"))
+            .join(format!("sst-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        RealDir(d)
+    }
+}
+
+impl Drop for RealDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Random entries in table order: shared tokens (hash tags), several versions
@@ -311,8 +322,8 @@ fn tables_roundtrip_on_sim_disk() {
 
 #[test]
 fn tables_roundtrip_on_real_disk() {
-    let dir = real_dir("roundtrip");
-    let d = dir.clone();
+    let dir = RealDir::new("roundtrip");
+    let d = dir.0.clone();
     run(async move {
         matrix(Fs::real(), d.clone(), 12).await;
         // A damaged footer on the real disk is a typed error too.
@@ -328,7 +339,75 @@ fn tables_roundtrip_on_real_disk() {
         assert!(matches!(e, Error::Corruption { .. }), "{e}");
         assert!(e.to_string().contains("000001.sst"), "{e}");
     });
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Point-read cost through the cache, db_bench's shape (16-byte keys, 1 KiB
+/// values). `cargo test --release -p corekv-engine point_read_cost -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn point_read_cost() {
+    run(async {
+        for block_size in [4 * 1024, 8 * 1024, 16 * 1024] {
+            for compression in [Compression::None, Compression::Lz4] {
+                let fs = Fs::sim(1);
+                let dir = Path::new("/db");
+                fs.prepare_dir(dir).await.unwrap();
+                let path = dir.join("1.sst");
+                let mut rng = SmallRng::seed_from_u64(1);
+                let n = 50_000u64;
+                let f = fs.create(&path).await.unwrap();
+                let opts = TableOptions {
+                    block_size,
+                    compression,
+                    ..TableOptions::default()
+                };
+                let mut b = TableBuilder::new(f, opts, 1);
+                let mut body = Vec::new();
+                let value: Vec<u8> = (0..1024)
+                    .map(|i| if i % 2 == 0 { rng.gen() } else { b'x' })
+                    .collect();
+                let t0 = std::time::Instant::now();
+                for i in 0..n {
+                    body.clear();
+                    encode_body(Kind::Put, 0, &[], &value, &mut body);
+                    b.add(0, format!("{i:016}").as_bytes(), 1, &body)
+                        .await
+                        .unwrap();
+                }
+                let meta = b.finish().await.unwrap();
+                let build = t0.elapsed();
+                let cache = Rc::new(BlockCache::new(1 << 30));
+                let t = Table::open(fs.open(&path, false).await.unwrap(), 1, cache)
+                    .await
+                    .unwrap();
+                let keys: Vec<Vec<u8>> = (0..200_000)
+                    .map(|_| format!("{:016}", rng.gen_range(0..n)).into_bytes())
+                    .collect();
+                for k in &keys {
+                    t.get_ref_at(0, k, SeqNo::MAX).await.unwrap().unwrap();
+                }
+                let t1 = std::time::Instant::now();
+                for k in &keys {
+                    t.get_ref_at(0, k, SeqNo::MAX).await.unwrap().unwrap();
+                }
+                let warm = t1.elapsed().as_nanos() / keys.len() as u128;
+                let t2 = std::time::Instant::now();
+                let mut it = TableIter::new(t.clone());
+                it.seek_to_first().await.unwrap();
+                let mut c = 0;
+                while it.valid() {
+                    c += it.body().len();
+                    it.advance().await.unwrap();
+                }
+                let scan = t2.elapsed().as_nanos() / n as u128;
+                println!(
+                    "block {block_size:>5} {compression:?}: size {} MiB, build {:?}, cached get {warm} ns, scan {scan} ns/entry ({c})",
+                    meta.size >> 20,
+                    build
+                );
+            }
+        }
+    });
 }
 
 #[test]
