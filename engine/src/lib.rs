@@ -5,23 +5,25 @@
 //! executor), so nothing in it needs a lock. See docs/format-wal.md and
 //! docs/format-sstable.md for the bytes on disk.
 
+pub mod cache;
 pub mod compaction;
+pub mod engine;
 pub mod error;
+pub mod filter;
 pub mod format;
 pub mod io;
-
-pub use error::{Error, Result};
+pub mod iter;
 pub mod log;
 pub mod manifest;
 pub mod memtable;
 pub mod notify;
-pub mod wal;
-pub mod engine;
-pub mod iter;
 pub mod options;
+pub mod sstable;
 pub mod version;
+pub mod wal;
 
 pub use engine::{Cursor, Engine, Record, ScanOptions, ScanPage, Stats};
+pub use error::{Error, Result};
 pub use format::{Entry, Kind, SeqNo, Token, WriteBatch};
 pub use io::Fs;
 pub use options::{CompactionFilter, Limits, Options};

@@ -1,0 +1,345 @@
+//! The per-core block cache: decoded (decompressed) data blocks, bounded in bytes.
+//!
+//! One cache per core, shared by that core's tables through an `Rc`. It is
+//! single-threaded on purpose (the engine is `!Send`), so lookups take no lock
+//! and no atomic: a hash lookup and four pointer moves in a slab.
+//!
+//! Eviction is plain LRU. Keys are `(file_no, block_offset)`; file numbers are
+//! never reused, so blocks of a deleted table are never hit again and age out
+//! on their own. [`BlockCache::remove_file`] frees them at once instead, at the
+//! cost of one pass over the cache.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::rc::Rc;
+
+use crate::sstable::block::Block;
+
+/// Bytes charged per cached block on top of its data: the slab node, the hash
+/// slot, the `Rc` header and the `Block` itself.
+const ENTRY_OVERHEAD: usize = 96;
+
+const NIL: u32 = u32::MAX;
+
+/// Counters of a cache, copied out by [`BlockCache::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Lookups that found the block.
+    pub hits: u64,
+    /// Lookups that did not.
+    pub misses: u64,
+    /// Blocks inserted.
+    pub inserts: u64,
+    /// Blocks evicted to make room (not counting `remove_file`).
+    pub evictions: u64,
+    /// Bytes charged by the blocks held now.
+    pub bytes_used: u64,
+    /// Blocks held now.
+    pub entries: u64,
+    /// The capacity in bytes.
+    pub capacity: u64,
+}
+
+/// Multiplicative hashing for the (file, offset) key: the keys come from our
+/// own metadata, not from clients, so there is no flooding to defend against,
+/// and SipHash would cost more than the rest of a cache hit.
+#[derive(Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        // Fold the high bits down: hashbrown takes its group tag from the top
+        // 7 bits and its bucket from the low bits.
+        self.0 ^ (self.0 >> 29)
+    }
+
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type Key = (u64, u64);
+
+#[derive(Debug)]
+struct Node {
+    key: Key,
+    block: Option<Rc<Block>>,
+    charge: usize,
+    prev: u32,
+    next: u32,
+}
+
+#[derive(Debug)]
+struct Inner {
+    map: HashMap<Key, u32, BuildHasherDefault<KeyHasher>>,
+    nodes: Vec<Node>,
+    free: Vec<u32>,
+    /// Most recently used.
+    head: u32,
+    /// Least recently used: the next to go.
+    tail: u32,
+    stats: CacheStats,
+}
+
+impl Inner {
+    fn unlink(&mut self, i: u32) {
+        let (prev, next) = {
+            let n = &self.nodes[i as usize];
+            (n.prev, n.next)
+        };
+        if prev == NIL {
+            self.head = next;
+        } else {
+            self.nodes[prev as usize].next = next;
+        }
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            self.nodes[next as usize].prev = prev;
+        }
+    }
+
+    fn push_front(&mut self, i: u32) {
+        let old = self.head;
+        {
+            let n = &mut self.nodes[i as usize];
+            n.prev = NIL;
+            n.next = old;
+        }
+        if old == NIL {
+            self.tail = i;
+        } else {
+            self.nodes[old as usize].prev = i;
+        }
+        self.head = i;
+    }
+
+    /// Drops node `i` from the list, the map and the byte count.
+    fn drop_node(&mut self, i: u32) {
+        self.unlink(i);
+        let n = &mut self.nodes[i as usize];
+        let key = n.key;
+        n.block = None;
+        let charge = std::mem::take(&mut n.charge);
+        self.map.remove(&key);
+        self.free.push(i);
+        self.stats.bytes_used -= charge as u64;
+        self.stats.entries -= 1;
+    }
+}
+
+/// A byte-bounded LRU cache of decoded blocks. See the module docs.
+#[derive(Debug)]
+pub struct BlockCache {
+    inner: RefCell<Inner>,
+}
+
+impl BlockCache {
+    /// A cache holding at most `capacity_bytes` of blocks (0 disables it).
+    pub fn new(capacity_bytes: usize) -> BlockCache {
+        BlockCache {
+            inner: RefCell::new(Inner {
+                map: HashMap::default(),
+                nodes: Vec::new(),
+                free: Vec::new(),
+                head: NIL,
+                tail: NIL,
+                stats: CacheStats {
+                    capacity: capacity_bytes as u64,
+                    ..CacheStats::default()
+                },
+            }),
+        }
+    }
+
+    /// The block at `offset` of table `file_no`, if cached; marks it recently used.
+    #[inline]
+    pub fn get(&self, file_no: u64, offset: u64) -> Option<Rc<Block>> {
+        let mut g = self.inner.borrow_mut();
+        let inner = &mut *g;
+        match inner.map.get(&(file_no, offset)).copied() {
+            Some(i) => {
+                inner.stats.hits += 1;
+                if inner.head != i {
+                    inner.unlink(i);
+                    inner.push_front(i);
+                }
+                inner.nodes[i as usize].block.clone()
+            }
+            None => {
+                inner.stats.misses += 1;
+                None
+            }
+        }
+    }
+
+    /// Caches a block, evicting the least recently used ones to make room.
+    /// A block larger than the whole cache is not kept.
+    pub fn insert(&self, file_no: u64, offset: u64, block: Rc<Block>) {
+        let charge = block.charge() + ENTRY_OVERHEAD;
+        let mut g = self.inner.borrow_mut();
+        let inner = &mut *g;
+        if charge as u64 > inner.stats.capacity {
+            return;
+        }
+        let key = (file_no, offset);
+        if let Some(i) = inner.map.get(&key).copied() {
+            // Two readers missed on the same block at once; keep the first copy.
+            if inner.head != i {
+                inner.unlink(i);
+                inner.push_front(i);
+            }
+            return;
+        }
+        while inner.stats.bytes_used + charge as u64 > inner.stats.capacity && inner.tail != NIL {
+            let t = inner.tail;
+            inner.drop_node(t);
+            inner.stats.evictions += 1;
+        }
+        let node = Node {
+            key,
+            block: Some(block),
+            charge,
+            prev: NIL,
+            next: NIL,
+        };
+        let i = match inner.free.pop() {
+            Some(i) => {
+                inner.nodes[i as usize] = node;
+                i
+            }
+            None => {
+                inner.nodes.push(node);
+                (inner.nodes.len() - 1) as u32
+            }
+        };
+        inner.push_front(i);
+        inner.map.insert(key, i);
+        inner.stats.inserts += 1;
+        inner.stats.bytes_used += charge as u64;
+        inner.stats.entries += 1;
+    }
+
+    /// Drops every block of table `file_no` (after the table is deleted).
+    /// One pass over the cache: call it per deleted table, not per read.
+    pub fn remove_file(&self, file_no: u64) {
+        let mut g = self.inner.borrow_mut();
+        let inner = &mut *g;
+        let doomed: Vec<u32> = inner
+            .map
+            .iter()
+            .filter(|((f, _), _)| *f == file_no)
+            .map(|(_, &i)| i)
+            .collect();
+        for i in doomed {
+            inner.drop_node(i);
+        }
+    }
+
+    /// A copy of the counters.
+    pub fn stats(&self) -> CacheStats {
+        self.inner.borrow().stats
+    }
+
+    /// The capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.inner.borrow().stats.capacity as usize
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn blk(n: usize) -> Rc<Block> {
+        Rc::new(Block::for_test(n))
+    }
+
+    #[test]
+    fn lru_evicts_oldest_and_counts() {
+        let one = blk(1000).charge() + ENTRY_OVERHEAD;
+        let c = BlockCache::new(one * 3);
+        c.insert(1, 0, blk(1000));
+        c.insert(1, 100, blk(1000));
+        c.insert(1, 200, blk(1000));
+        assert!(c.get(1, 0).is_some()); // 0 becomes most recent
+        c.insert(2, 0, blk(1000)); // evicts (1, 100)
+        assert!(c.get(1, 100).is_none());
+        assert!(c.get(1, 0).is_some());
+        assert!(c.get(1, 200).is_some());
+        assert!(c.get(2, 0).is_some());
+        let s = c.stats();
+        assert_eq!(s.inserts, 4);
+        assert_eq!(s.evictions, 1);
+        assert_eq!(s.hits, 4);
+        assert_eq!(s.misses, 1);
+        assert_eq!(s.entries, 3);
+        assert_eq!(s.bytes_used, (one * 3) as u64);
+    }
+
+    #[test]
+    fn remove_file_and_oversized() {
+        let c = BlockCache::new(1 << 20);
+        for off in 0..10 {
+            c.insert(1, off, blk(100));
+            c.insert(2, off, blk(100));
+        }
+        c.remove_file(1);
+        assert_eq!(c.stats().entries, 10);
+        assert!(c.get(1, 3).is_none());
+        assert!(c.get(2, 3).is_some());
+        c.insert(3, 0, blk(2 << 20));
+        assert!(c.get(3, 0).is_none());
+        // Freed slots are reused.
+        for off in 0..10 {
+            c.insert(4, off, blk(100));
+        }
+        assert_eq!(c.stats().entries, 20);
+        let zero = BlockCache::new(0);
+        zero.insert(1, 0, blk(1));
+        assert!(zero.get(1, 0).is_none());
+    }
+
+    #[test]
+    fn random_ops_keep_the_invariants() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(5);
+        let c = BlockCache::new(50_000);
+        for _ in 0..20_000 {
+            let f = rng.gen_range(0..4u64);
+            let o = rng.gen_range(0..64u64);
+            match rng.gen_range(0..10) {
+                0 => c.remove_file(f),
+                1..=4 => c.insert(f, o, blk(rng.gen_range(1..3000))),
+                _ => {
+                    let _ = c.get(f, o);
+                }
+            }
+            let s = c.stats();
+            assert!(s.bytes_used <= s.capacity);
+            let inner = c.inner.borrow();
+            assert_eq!(inner.map.len() as u64, s.entries);
+            let mut n = 0;
+            let mut i = inner.head;
+            let mut bytes = 0u64;
+            while i != NIL {
+                n += 1;
+                bytes += inner.nodes[i as usize].charge as u64;
+                i = inner.nodes[i as usize].next;
+            }
+            assert_eq!(n, s.entries);
+            assert_eq!(bytes, s.bytes_used);
+        }
+    }
+}
