@@ -135,6 +135,7 @@ async fn one_run(seed: u64) {
             "seed {seed}: key {} reads {:?}, last acknowledged write {:?} of {}",
             String::from_utf8_lossy(key),
             got.as_ref().map(|v| String::from_utf8_lossy(&v[..v.len().min(30)]).to_string()),
+            last_ack.as_ref().map(|(s, _)| *s),
             writes.len()
         );
         let _ = last_ack;
