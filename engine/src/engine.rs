@@ -27,7 +27,7 @@ use crate::format::{decode_body, BodyRef, Entry, Kind, SeqNo, Token, WriteBatch}
 use crate::iter::{LevelSource, MemSource, MergeIter, Source};
 use crate::manifest::{self, FileRecord, Manifest, ManifestState, VersionEdit};
 use crate::memtable::MemTable;
-use crate::notify::Notify;
+use crate::notify::{BusyGuard, Notify};
 use crate::options::Options;
 use crate::sstable::{Table, TableBuilder, TableIter, TableMeta};
 use crate::version::{TableHandle, Version};
@@ -289,7 +289,9 @@ impl Engine {
         let fs = opts.fs.clone();
         let dir = opts.dir.clone();
         if opts.limits.max_key == 0 || opts.memtable_bytes == 0 {
-            return Err(Error::InvalidArgument("max_key and memtable_bytes must be positive".into()));
+            return Err(Error::InvalidArgument(
+                "max_key and memtable_bytes must be positive".into(),
+            ));
         }
         if opts.read_only {
             if !fs.exists(&dir).await {
@@ -543,7 +545,8 @@ impl Engine {
             let mem = self.inner.mem.borrow().clone();
             let mut body = Vec::new();
             let enc = batch.seal(base);
-            let it = WriteBatch::iter_encoded(enc).map_err(|e| Error::InvalidArgument(format!("malformed batch: {e}")))?;
+            let it =
+                WriteBatch::iter_encoded(enc).map_err(|e| Error::InvalidArgument(format!("malformed batch: {e}")))?;
             for op in it {
                 let op = op.map_err(|e| Error::InvalidArgument(format!("malformed batch: {e}")))?;
                 body.clear();
@@ -606,25 +609,20 @@ impl Engine {
 
     /// Freezes the active memtable and starts a new one with a new WAL segment.
     async fn switch_memtable(&self) -> Result<()> {
-        if self.inner.switching.get() {
-            self.signals.progress.notified().await;
-            return Ok(());
-        }
         if self.inner.mem.borrow().is_empty() {
             return Ok(());
         }
-        self.inner.switching.set(true);
-        let r = self.wal()?.rotate().await;
-        let r = r.map(|log_no| {
-            // Synchronous with the rotation: no write can fall between them.
-            let fresh = Rc::new(MemTable::new(log_no));
-            let old = std::mem::replace(&mut *self.inner.mem.borrow_mut(), fresh);
-            self.inner.imm.borrow_mut().push_back(old);
-        });
-        self.inner.switching.set(false);
-        self.signals.progress.notify();
+        let Some(_busy) = BusyGuard::try_take(&self.inner.switching, &self.signals.progress) else {
+            self.signals.progress.notified().await;
+            return Ok(());
+        };
+        let log_no = self.wal()?.rotate().await?;
+        // Synchronous with the rotation: no write can fall between them.
+        let fresh = Rc::new(MemTable::new(log_no));
+        let old = std::mem::replace(&mut *self.inner.mem.borrow_mut(), fresh);
+        self.inner.imm.borrow_mut().push_back(old);
         self.signals.work.notify();
-        r
+        Ok(())
     }
 
     /// Reads the newest version of (token, key), tombstones included and
@@ -730,7 +728,11 @@ impl Engine {
             }
             None => {
                 // Within one token, keys with the prefix are contiguous: seek to it.
-                let start = if o.start_token == o.end_token { o.prefix.clone() } else { Vec::new() };
+                let start = if o.start_token == o.end_token {
+                    o.prefix.clone()
+                } else {
+                    Vec::new()
+                };
                 it.seek(o.start_token, &start).await?;
             }
         }
@@ -741,7 +743,10 @@ impl Engine {
         while it.valid() {
             let (token, key, seq, body) = it.current();
             if token > o.end_token {
-                return Ok(ScanPage { entries: out, cursor: None });
+                return Ok(ScanPage {
+                    entries: out,
+                    cursor: None,
+                });
             }
             let dup = last.as_ref().is_some_and(|(t, k)| *t == token && k.as_slice() == key);
             if !dup {
@@ -763,7 +768,10 @@ impl Engine {
                     }
                 } else if o.start_token == o.end_token && token == o.start_token && key > o.prefix.as_slice() {
                     // Past the prefix inside a single token: nothing more can match.
-                    return Ok(ScanPage { entries: out, cursor: None });
+                    return Ok(ScanPage {
+                        entries: out,
+                        cursor: None,
+                    });
                 }
                 if out.len() >= limit || examined >= o.max_examined {
                     let cursor = last.take().map(|(token, key)| Cursor { token, key });
@@ -773,7 +781,10 @@ impl Engine {
             }
             it.advance().await?;
         }
-        Ok(ScanPage { entries: out, cursor: None })
+        Ok(ScanPage {
+            entries: out,
+            cursor: None,
+        })
     }
 
     /// Flushes every memtable to tables (used by snapshots, tests and shutdown).
@@ -785,18 +796,16 @@ impl Engine {
 
     /// Flushes the oldest frozen memtable. Returns false if there was none.
     async fn flush_one(&self) -> Result<bool> {
-        if self.inner.flushing.get() {
-            // Another task is flushing: wait for it rather than race it.
-            self.signals.progress.notified().await;
-            return Ok(!self.inner.imm.borrow().is_empty());
-        }
         let Some(mem) = self.inner.imm.borrow().front().cloned() else {
             return Ok(false);
         };
-        self.inner.flushing.set(true);
+        let Some(busy) = BusyGuard::try_take(&self.inner.flushing, &self.signals.progress) else {
+            // Another task is flushing: wait for it rather than race it.
+            self.signals.progress.notified().await;
+            return Ok(!self.inner.imm.borrow().is_empty());
+        };
         let r = self.flush_mem(mem).await;
-        self.inner.flushing.set(false);
-        self.signals.progress.notify();
+        drop(busy);
         if let Err(e) = &r {
             if !matches!(e, Error::DiskFull { .. }) {
                 *self.inner.bg_error.borrow_mut() = Some(e.to_string());
@@ -845,7 +854,8 @@ impl Engine {
         });
         let min_log_no = {
             let imm = self.inner.imm.borrow();
-            imm.get(1).map_or_else(|| self.inner.mem.borrow().first_log_no(), |m| m.first_log_no())
+            imm.get(1)
+                .map_or_else(|| self.inner.mem.borrow().first_log_no(), |m| m.first_log_no())
         };
         {
             let mut m = self.inner.manifest.lock().await;
@@ -871,7 +881,9 @@ impl Engine {
         let mut c = self.inner.counters.borrow_mut();
         c.flushes += 1;
         c.flush_bytes += meta.size;
-        self.inner.flush_bytes_probe.set(self.inner.flush_bytes_probe.get() + meta.size);
+        self.inner
+            .flush_bytes_probe
+            .set(self.inner.flush_bytes_probe.get() + meta.size);
         Ok(())
     }
 
@@ -890,6 +902,9 @@ impl Engine {
             self.signals.progress.notified().await;
             return Ok(true);
         }
+        if self.inner.closed.get() {
+            return Ok(false);
+        }
         let pick = {
             let v = self.inner.version.borrow().clone();
             let infos = file_infos(&v);
@@ -897,10 +912,9 @@ impl Engine {
             policy::pick(&self.inner.opts.compaction, &mut ps, &infos, self.now())
         };
         let Some(pick) = pick else { return Ok(false) };
-        self.inner.compacting.set(true);
+        let busy = BusyGuard::try_take(&self.inner.compacting, &self.signals.progress);
         let r = self.run_compaction(pick).await;
-        self.inner.compacting.set(false);
-        self.signals.progress.notify();
+        drop(busy);
         self.purge_obsolete().await?;
         r.map(|_| true)
     }
@@ -981,10 +995,21 @@ impl Engine {
                 versions.push((s, b.to_vec()));
                 it.advance().await?;
             }
-            let keep = decide(&versions, token, &key, now, grace_ms, pick.bottommost, filter.as_deref())
-                .map_err(|e| Error::corruption(&inputs[0].1.path, 0, e.to_string()))?;
+            let keep = decide(
+                &versions,
+                token,
+                &key,
+                now,
+                grace_ms,
+                pick.bottommost,
+                filter.as_deref(),
+            )
+            .map_err(|e| Error::corruption(&inputs[0].1.path, 0, e.to_string()))?;
             for (seq, body) in keep {
-                if builder.as_ref().is_some_and(|(b, _)| b.estimated_size() >= pick.target_file_size) {
+                if builder
+                    .as_ref()
+                    .is_some_and(|(b, _)| b.estimated_size() >= pick.target_file_size)
+                {
                     if let Some((b, p)) = builder.take() {
                         outputs.push((b.finish().await?, p));
                     }
@@ -1014,6 +1039,11 @@ impl Engine {
                 }
             }
             crate::io::yield_if_needed().await;
+            if self.inner.closed.get() {
+                // Shutting down: drop the partial outputs; the next open deletes
+                // any file the manifest does not name.
+                return Err(Error::Closed);
+            }
         }
         if let Some((b, p)) = builder.take() {
             outputs.push((b.finish().await?, p));
@@ -1054,7 +1084,10 @@ impl Engine {
             v.levels[out_level].extend(handles.iter().cloned());
             v.normalize();
             *self.inner.version.borrow_mut() = Rc::new(v);
-            self.inner.obsolete.borrow_mut().extend(inputs.iter().map(|(_, t)| t.clone()));
+            self.inner
+                .obsolete
+                .borrow_mut()
+                .extend(inputs.iter().map(|(_, t)| t.clone()));
         }
         // Empty outputs (everything dropped) were never added: remove their files.
         for (meta, path) in &outputs {
@@ -1092,7 +1125,10 @@ impl Engine {
         self.flush().await?;
         let fs = &self.inner.opts.fs;
         if fs.exists(dest).await && !fs.list(dest).await?.is_empty() {
-            return Err(Error::InvalidArgument(format!("checkpoint directory {} is not empty", dest.display())));
+            return Err(Error::InvalidArgument(format!(
+                "checkpoint directory {} is not empty",
+                dest.display()
+            )));
         }
         fs.create_dir_all(dest).await?;
         let m = self.inner.manifest.lock().await;
@@ -1128,17 +1164,30 @@ impl Engine {
             deepest
         };
         let written = wal.bytes_written + c.flush_bytes + c.compaction_written;
-        let mem_bytes = self.inner.mem.borrow().size() + self.inner.imm.borrow().iter().map(|m| m.size()).sum::<usize>();
+        let mem_bytes =
+            self.inner.mem.borrow().size() + self.inner.imm.borrow().iter().map(|m| m.size()).sum::<usize>();
         Stats {
             user_bytes_written: c.user_bytes,
             wal_bytes_written: wal.bytes_written,
             flush_bytes_written: c.flush_bytes,
             compaction_bytes_read: c.compaction_read,
             compaction_bytes_written: c.compaction_written,
-            write_amplification: if c.user_bytes == 0 { 0.0 } else { written as f64 / c.user_bytes as f64 },
+            write_amplification: if c.user_bytes == 0 {
+                0.0
+            } else {
+                written as f64 / c.user_bytes as f64
+            },
             gets: c.gets,
-            read_amplification: if c.gets == 0 { 0.0 } else { c.tables_probed as f64 / c.gets as f64 },
-            space_amplification: if deepest == 0 { 0.0 } else { total as f64 / deepest as f64 },
+            read_amplification: if c.gets == 0 {
+                0.0
+            } else {
+                c.tables_probed as f64 / c.gets as f64
+            },
+            space_amplification: if deepest == 0 {
+                0.0
+            } else {
+                total as f64 / deepest as f64
+            },
             bloom_checks: checks,
             bloom_negatives: neg,
             bloom_false_positives: fp,
@@ -1149,7 +1198,12 @@ impl Engine {
             stall_micros: c.stall_micros,
             memtable_bytes: mem_bytes as u64,
             immutable_memtables: self.inner.imm.borrow().len(),
-            levels: v.levels.iter().zip(level_bytes.iter()).map(|(l, b)| (l.len(), *b)).collect(),
+            levels: v
+                .levels
+                .iter()
+                .zip(level_bytes.iter())
+                .map(|(l, b)| (l.len(), *b))
+                .collect(),
             wal,
         }
     }
@@ -1166,7 +1220,9 @@ impl Engine {
         self.signals.progress.notify();
         let tasks: Vec<_> = self.tasks.borrow_mut().drain(..).collect();
         for t in tasks {
-            t.cancel();
+            // A running flush or compaction finishes (or stops at its next
+            // check of `closed`); cancelling it mid-write would strand its files.
+            t.await;
         }
         if let Some(w) = &self.inner.wal {
             if w.check_fenced().is_ok() {
@@ -1281,7 +1337,9 @@ fn decide(
     bottommost: bool,
     filter: Option<&dyn crate::options::CompactionFilter>,
 ) -> std::result::Result<Vec<(SeqNo, Vec<u8>)>, crate::error::DecodeError> {
-    let Some((seq, body)) = versions.first() else { return Ok(Vec::new()) };
+    let Some((seq, body)) = versions.first() else {
+        return Ok(Vec::new());
+    };
     let b = decode_body(body)?;
     // An expired value is a deletion that happened at its expiry time.
     let (kind, time) = if b.kind == Kind::Put && b.time != 0 && b.time <= now {

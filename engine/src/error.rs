@@ -115,7 +115,9 @@ pub enum Error {
         need_kib: u64,
     },
     /// The data directory does not support O_DIRECT (tmpfs, for example).
-    #[error("{path} does not support O_DIRECT ({source}); put the data directory on a real disk (ext4 or xfs), not tmpfs")]
+    #[error(
+        "{path} does not support O_DIRECT ({source}); put the data directory on a real disk (ext4 or xfs), not tmpfs"
+    )]
     NoDirectIo {
         /// The directory.
         path: PathBuf,
@@ -138,9 +140,7 @@ impl Error {
     /// Wraps an I/O error for `path`, turning ENOSPC into [`Error::DiskFull`].
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         let path = path.into();
-        if source.raw_os_error() == Some(libc::ENOSPC)
-            || source.kind() == std::io::ErrorKind::StorageFull
-        {
+        if source.raw_os_error() == Some(libc::ENOSPC) || source.kind() == std::io::ErrorKind::StorageFull {
             Error::DiskFull { path }
         } else {
             Error::Io { path, source }

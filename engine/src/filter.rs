@@ -218,9 +218,7 @@ mod tests {
         let n = 100_000u64;
         let mut b = FilterBuilder::new(DEFAULT_BITS_PER_KEY);
         // Few distinct tokens: keys sharing a hash tag must still be told apart.
-        let keys: Vec<(u64, Vec<u8>)> = (0..n)
-            .map(|i| (i % 16, format!("user:{i:016}").into_bytes()))
-            .collect();
+        let keys: Vec<(u64, Vec<u8>)> = (0..n).map(|i| (i % 16, format!("user:{i:016}").into_bytes())).collect();
         for (t, k) in &keys {
             b.add(*t, k);
         }

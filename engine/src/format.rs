@@ -111,9 +111,7 @@ pub fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64, DecodeError> {
 /// Reads a little-endian u64 at `*pos`, advancing it.
 #[inline]
 pub fn get_u64(buf: &[u8], pos: &mut usize) -> Result<u64, DecodeError> {
-    let b = buf
-        .get(*pos..*pos + 8)
-        .ok_or(DecodeError::new(*pos, "truncated u64"))?;
+    let b = buf.get(*pos..*pos + 8).ok_or(DecodeError::new(*pos, "truncated u64"))?;
     *pos += 8;
     let mut a = [0u8; 8];
     a.copy_from_slice(b);
@@ -123,9 +121,7 @@ pub fn get_u64(buf: &[u8], pos: &mut usize) -> Result<u64, DecodeError> {
 /// Reads a little-endian u32 at `*pos`, advancing it.
 #[inline]
 pub fn get_u32(buf: &[u8], pos: &mut usize) -> Result<u32, DecodeError> {
-    let b = buf
-        .get(*pos..*pos + 4)
-        .ok_or(DecodeError::new(*pos, "truncated u32"))?;
+    let b = buf.get(*pos..*pos + 4).ok_or(DecodeError::new(*pos, "truncated u32"))?;
     *pos += 4;
     let mut a = [0u8; 4];
     a.copy_from_slice(b);
@@ -135,9 +131,7 @@ pub fn get_u32(buf: &[u8], pos: &mut usize) -> Result<u32, DecodeError> {
 /// Reads `len` bytes at `*pos`, advancing it.
 #[inline]
 pub fn get_bytes<'a>(buf: &'a [u8], pos: &mut usize, len: usize) -> Result<&'a [u8], DecodeError> {
-    let end = pos
-        .checked_add(len)
-        .ok_or(DecodeError::new(*pos, "length overflows"))?;
+    let end = pos.checked_add(len).ok_or(DecodeError::new(*pos, "length overflows"))?;
     let b = buf
         .get(*pos..end)
         .ok_or(DecodeError::new(*pos, "length runs past the end of the buffer"))?;

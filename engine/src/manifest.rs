@@ -82,7 +82,14 @@ pub struct VersionEdit {
 
 fn put_file(out: &mut Vec<u8>, f: &FileRecord) {
     for v in [
-        f.file_no, f.size, f.entries, f.tombstones, f.min_seq, f.max_seq, f.max_time, f.created_ms,
+        f.file_no,
+        f.size,
+        f.entries,
+        f.tombstones,
+        f.min_seq,
+        f.max_seq,
+        f.max_time,
+        f.created_ms,
     ] {
         put_varint(out, v);
     }
@@ -230,7 +237,10 @@ impl ManifestState {
             self.min_log_no = self.min_log_no.max(v);
         }
         for (l, no) in &e.removed {
-            let lvl = self.levels.get_mut(*l).ok_or("edit removes a file from an empty level")?;
+            let lvl = self
+                .levels
+                .get_mut(*l)
+                .ok_or("edit removes a file from an empty level")?;
             lvl.remove(no).ok_or("edit removes a file that is not live")?;
         }
         for (l, f) in &e.added {
@@ -285,7 +295,12 @@ fn parse_manifest_name(n: &str) -> Option<u64> {
 /// Reads the newest valid manifest in `dir`. Returns its number and state, or
 /// `None` for a fresh directory.
 pub async fn read_latest(fs: &Fs, dir: &Path) -> Result<Option<(u64, ManifestState)>> {
-    let mut nums: Vec<u64> = fs.list(dir).await?.iter().filter_map(|n| parse_manifest_name(n)).collect();
+    let mut nums: Vec<u64> = fs
+        .list(dir)
+        .await?
+        .iter()
+        .filter_map(|n| parse_manifest_name(n))
+        .collect();
     nums.sort_unstable();
     let mut first_err = None;
     for &n in nums.iter().rev() {
@@ -321,7 +336,11 @@ pub async fn read_latest(fs: &Fs, dir: &Path) -> Result<Option<(u64, ManifestSta
             return Err(e);
         }
         if let Some(off) = sc.later_valid {
-            return Err(Error::corruption(&path, sc.end as u64, format!("damaged manifest record followed by a valid one at {off}")));
+            return Err(Error::corruption(
+                &path,
+                sc.end as u64,
+                format!("damaged manifest record followed by a valid one at {off}"),
+            ));
         }
         if ok {
             return Ok(Some((n, state)));
@@ -478,20 +497,37 @@ mod tests {
 
     #[test]
     fn manifest_reopens_to_the_same_state() {
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).make().unwrap().run(async {
-            let fs = Fs::sim(1);
-            let dir = Path::new("/m");
-            fs.prepare_dir(dir).await.unwrap();
-            assert!(read_latest(&fs, dir).await.unwrap().is_none());
-            let mut m = Manifest::create(fs.clone(), dir, 1, ManifestState::default(), 1 << 20).await.unwrap();
-            let f = m.next_file_no();
-            m.append(&VersionEdit { added: vec![(0, rec(f))], last_seq: Some(7), ..Default::default() }).await.unwrap();
-            m.append(&VersionEdit { removed: vec![(0, f)], added: vec![(1, rec(f + 1))], ..Default::default() }).await.unwrap();
-            let (n, st) = read_latest(&fs, dir).await.unwrap().unwrap();
-            assert_eq!(n, 1);
-            assert_eq!(&st, m.state());
-            assert_eq!(st.levels[1].len(), 1);
-            assert_eq!(st.last_seq, 7);
-        });
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap()
+            .run(async {
+                let fs = Fs::sim(1);
+                let dir = Path::new("/m");
+                fs.prepare_dir(dir).await.unwrap();
+                assert!(read_latest(&fs, dir).await.unwrap().is_none());
+                let mut m = Manifest::create(fs.clone(), dir, 1, ManifestState::default(), 1 << 20)
+                    .await
+                    .unwrap();
+                let f = m.next_file_no();
+                m.append(&VersionEdit {
+                    added: vec![(0, rec(f))],
+                    last_seq: Some(7),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+                m.append(&VersionEdit {
+                    removed: vec![(0, f)],
+                    added: vec![(1, rec(f + 1))],
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+                let (n, st) = read_latest(&fs, dir).await.unwrap().unwrap();
+                assert_eq!(n, 1);
+                assert_eq!(&st, m.state());
+                assert_eq!(st.levels[1].len(), 1);
+                assert_eq!(st.last_seq, 7);
+            });
     }
 }

@@ -60,3 +60,29 @@ impl Future for Notified<'_> {
         Poll::Pending
     }
 }
+
+/// Holds a busy flag set; clears it and notifies waiters when dropped, so a
+/// cancelled task cannot leave the flag set and everyone else waiting.
+#[derive(Debug)]
+pub struct BusyGuard<'a> {
+    flag: &'a Cell<bool>,
+    done: &'a Notify,
+}
+
+impl<'a> BusyGuard<'a> {
+    /// Sets `flag` if it is clear; `None` if someone else holds it.
+    pub fn try_take(flag: &'a Cell<bool>, done: &'a Notify) -> Option<BusyGuard<'a>> {
+        if flag.get() {
+            return None;
+        }
+        flag.set(true);
+        Some(BusyGuard { flag, done })
+    }
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.flag.set(false);
+        self.done.notify();
+    }
+}

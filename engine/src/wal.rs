@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::format::SeqNo;
 use crate::io::{File, Fs};
 use crate::log::{self, LogBuffer, LogEnd, HEADER};
-use crate::notify::Notify;
+use crate::notify::{BusyGuard, Notify};
 
 /// When a write is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,10 +235,7 @@ impl Wal {
             }
             replayed.push(*log_no);
         }
-        let retained: Vec<(u64, String)> = found
-            .into_iter()
-            .filter(|(n, _)| replayed.contains(n))
-            .collect();
+        let retained: Vec<(u64, String)> = found.into_iter().filter(|(n, _)| replayed.contains(n)).collect();
         let next_log_no = max_log.max(min_log_no.saturating_sub(1)) + 1;
         let placeholder = Segment {
             file: Rc::new(fs.create(&dir.join(".wal-placeholder")).await?),
@@ -404,19 +401,14 @@ impl Wal {
 
     /// Makes sure a spare segment is ready.
     async fn provision(&self) -> Result<()> {
-        if self.provisioning.get() {
-            let n = self.provisioned.notified();
-            n.await;
-            return Ok(());
-        }
         if self.st.borrow().spare.is_some() {
             return Ok(());
         }
-        self.provisioning.set(true);
-        let r = self.provision_inner().await;
-        self.provisioning.set(false);
-        self.provisioned.notify();
-        r
+        let Some(_busy) = BusyGuard::try_take(&self.provisioning, &self.provisioned) else {
+            self.provisioned.notified().await;
+            return Ok(());
+        };
+        self.provision_inner().await
     }
 
     async fn provision_inner(&self) -> Result<()> {
@@ -469,15 +461,10 @@ impl Wal {
             if self.st.borrow().durable_lsn >= lsn {
                 return Ok(());
             }
-            if !self.syncing.get() {
-                self.syncing.set(true);
-                let r = self.sync_round().await;
-                self.syncing.set(false);
-                self.synced.notify();
-                r?;
-                continue;
+            match BusyGuard::try_take(&self.syncing, &self.synced) {
+                Some(_leader) => self.sync_round().await?,
+                None => self.synced.notified().await,
             }
-            self.synced.notified().await;
         }
     }
 
@@ -551,8 +538,7 @@ impl Wal {
         // Sealed segments whose tail is now durable stop needing syncs.
         while let Some(s) = st.sealed.front() {
             let (_, pending) = s.buf.pending();
-            let done = jobs.iter().any(|j| j.log_no == s.log_no() && j.end == s.buf.end())
-                || pending.is_empty();
+            let done = jobs.iter().any(|j| j.log_no == s.log_no() && j.end == s.buf.end()) || pending.is_empty();
             if !done {
                 break;
             }

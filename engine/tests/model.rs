@@ -74,7 +74,14 @@ async fn check_all(e: &Engine, o: &Oracle, now: u64, seed: u64, step: usize) {
         let page = e.scan(&so).await.unwrap();
         for en in &page.entries {
             assert_eq!(en.kind, Kind::Put);
-            got.push(((en.token, en.key.clone()), Val { value: en.value.clone(), meta: en.meta.clone(), expiry: en.time }));
+            got.push((
+                (en.token, en.key.clone()),
+                Val {
+                    value: en.value.clone(),
+                    meta: en.meta.clone(),
+                    expiry: en.time,
+                },
+            ));
         }
         match page.cursor {
             Some(c) => so.after = Some(c),
@@ -114,7 +121,14 @@ async fn model_run(fs: Fs, dir: PathBuf, seed: u64, ops: usize) {
                 let value = format!("exp-{step}").into_bytes();
                 let expiry = now.get() + rng.gen_range(1..3_000);
                 e.put(t, &k, &value, &[], expiry).await.unwrap();
-                oracle.insert((t, k.clone()), Val { value, meta: vec![], expiry });
+                oracle.insert(
+                    (t, k.clone()),
+                    Val {
+                        value,
+                        meta: vec![],
+                        expiry,
+                    },
+                );
             }
             60..=74 => {
                 e.delete(t, &k, &[]).await.unwrap();
@@ -126,7 +140,14 @@ async fn model_run(fs: Fs, dir: PathBuf, seed: u64, ops: usize) {
                     let (t2, k2) = keys[rng.gen_range(0..keys.len())].clone();
                     let v = format!("batch-{step}").into_bytes();
                     b.put(t2, &k2, &v, &[], 0);
-                    oracle.insert((t2, k2), Val { value: v, meta: vec![], expiry: 0 });
+                    oracle.insert(
+                        (t2, k2),
+                        Val {
+                            value: v,
+                            meta: vec![],
+                            expiry: 0,
+                        },
+                    );
                 }
                 e.write(b).await.unwrap();
             }
@@ -162,15 +183,27 @@ async fn model_run(fs: Fs, dir: PathBuf, seed: u64, ops: usize) {
         }
         // Every step: the touched key reads as the oracle says.
         let got = e.get(t, &k).await.unwrap();
-        let want = oracle.get(&(t, k.clone())).filter(|v| v.expiry == 0 || v.expiry > now.get());
+        let want = oracle
+            .get(&(t, k.clone()))
+            .filter(|v| v.expiry == 0 || v.expiry > now.get());
         match (got, want) {
             (None, None) => {}
             (Some(g), Some(w)) => {
-                assert_eq!(g.value, w.value, "seed {seed} step {step}: value of {:?}", String::from_utf8_lossy(&k));
+                assert_eq!(
+                    g.value,
+                    w.value,
+                    "seed {seed} step {step}: value of {:?}",
+                    String::from_utf8_lossy(&k)
+                );
                 assert_eq!(g.meta, w.meta, "seed {seed} step {step}: meta");
                 assert_eq!(g.expiry_ms, w.expiry, "seed {seed} step {step}: expiry");
             }
-            (g, w) => panic!("seed {seed} step {step}: key {:?} got {:?} want {:?}", String::from_utf8_lossy(&k), g.map(|r| r.seq), w),
+            (g, w) => panic!(
+                "seed {seed} step {step}: key {:?} got {:?} want {:?}",
+                String::from_utf8_lossy(&k),
+                g.map(|r| r.seq),
+                w
+            ),
         }
         if step % 500 == 499 {
             check_all(&e, &oracle, now.get(), seed, step).await;

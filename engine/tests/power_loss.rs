@@ -17,7 +17,6 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::Duration;
 
 use corekv_engine::compaction::policy::{CompactionStyle, LeveledOptions};
 use corekv_engine::io::{CrashMode, SimFs};
@@ -77,7 +76,11 @@ async fn one_run(seed: u64) {
                 let t = common::token(&key);
                 match r.gen_range(0..10) {
                     0 => {
-                        hist.borrow_mut().writes.entry(key.clone()).or_default().push((None, None));
+                        hist.borrow_mut()
+                            .writes
+                            .entry(key.clone())
+                            .or_default()
+                            .push((None, None));
                         let i = hist.borrow().writes[&key].len() - 1;
                         let Ok(seq) = e.delete(t, &key, &[]).await else { return };
                         hist.borrow_mut().writes.get_mut(&key).unwrap()[i].1 = Some(seq);
@@ -98,9 +101,15 @@ async fn one_run(seed: u64) {
                     }
                     _ => {
                         let v = value_for(&key, seed * 1_000_000 + w * 100_000 + n, r.gen_range(10..900));
-                        hist.borrow_mut().writes.entry(key.clone()).or_default().push((Some(v.clone()), None));
+                        hist.borrow_mut()
+                            .writes
+                            .entry(key.clone())
+                            .or_default()
+                            .push((Some(v.clone()), None));
                         let i = hist.borrow().writes[&key].len() - 1;
-                        let Ok(seq) = e.put(t, &key, &v, &[], 0).await else { return };
+                        let Ok(seq) = e.put(t, &key, &v, &[], 0).await else {
+                            return;
+                        };
                         hist.borrow_mut().writes.get_mut(&key).unwrap()[i].1 = Some(seq);
                     }
                 }
@@ -110,9 +119,8 @@ async fn one_run(seed: u64) {
     for t in tasks {
         t.await;
     }
-    drop(e);
-    // Let background tasks notice and fail out.
-    glommio::timer::sleep(Duration::from_millis(1)).await;
+    // Stop the background tasks (their I/O fails now) before the disk "reboots".
+    let _ = e.close().await;
     sim.crash(CrashMode::Random);
     let e = match Engine::open(options(fs.clone(), seed)).await {
         Ok(e) => e,
@@ -124,8 +132,15 @@ async fn one_run(seed: u64) {
         // Candidates: the acknowledged write with the highest sequence number,
         // and any write never acknowledged (in flight at the cut: its sequence
         // number is unknown, so it may be newer).
-        let last_ack = writes.iter().filter_map(|(v, s)| s.map(|s| (s, v.clone()))).max_by_key(|(s, _)| *s);
-        let mut ok: Vec<Option<Vec<u8>>> = writes.iter().filter(|(_, s)| s.is_none()).map(|(v, _)| v.clone()).collect();
+        let last_ack = writes
+            .iter()
+            .filter_map(|(v, s)| s.map(|s| (s, v.clone())))
+            .max_by_key(|(s, _)| *s);
+        let mut ok: Vec<Option<Vec<u8>>> = writes
+            .iter()
+            .filter(|(_, s)| s.is_none())
+            .map(|(v, _)| v.clone())
+            .collect();
         match &last_ack {
             Some((_, v)) => ok.push(v.clone()),
             None => ok.push(None), // nothing acknowledged: absent is fine too
@@ -134,7 +149,8 @@ async fn one_run(seed: u64) {
             ok.contains(&got),
             "seed {seed}: key {} reads {:?}, last acknowledged write {:?} of {}",
             String::from_utf8_lossy(key),
-            got.as_ref().map(|v| String::from_utf8_lossy(&v[..v.len().min(30)]).to_string()),
+            got.as_ref()
+                .map(|v| String::from_utf8_lossy(&v[..v.len().min(30)]).to_string()),
             last_ack.as_ref().map(|(s, _)| *s),
             writes.len()
         );

@@ -10,7 +10,9 @@ pub fn crash_key(i: u64) -> Vec<u8> {
 /// so the checker knows exactly what an acknowledged write must read back as.
 pub fn crash_value(i: u64) -> Vec<u8> {
     let len = 100 + (i.wrapping_mul(2_654_435_761) % 1900) as usize;
-    (0..len).map(|j| (i as usize).wrapping_mul(31).wrapping_add(j) as u8).collect()
+    (0..len)
+        .map(|j| (i as usize).wrapping_mul(31).wrapping_add(j) as u8)
+        .collect()
 }
 
 /// The token of a key (xxh3, as the node computes it).

@@ -85,8 +85,14 @@ fn sigkill_loses_no_acknowledged_write() {
         acked_all.extend(got.iter().copied());
         next = max + WRITERS + 1;
         let n = verify(dir.clone(), acked_all.clone());
-        eprintln!("cycle {cycle}: {} keys acknowledged this cycle, {n} verified in all", got.len());
+        eprintln!(
+            "cycle {cycle}: {} keys acknowledged this cycle, {n} verified in all",
+            got.len()
+        );
     }
-    assert!(acked_all.len() > CYCLES * 10, "the writer made too little progress to test anything");
+    assert!(
+        acked_all.len() > CYCLES * 10,
+        "the writer made too little progress to test anything"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

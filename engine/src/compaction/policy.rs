@@ -99,8 +99,7 @@ impl FileInfo {
 
     /// True when the table's range intersects the inclusive range `[lo, hi]`.
     pub fn overlaps(&self, lo: &UserKey, hi: &UserKey) -> bool {
-        key_cmp(&self.smallest, hi) != Ordering::Greater
-            && key_cmp(&self.largest, lo) != Ordering::Less
+        key_cmp(&self.smallest, hi) != Ordering::Greater && key_cmp(&self.largest, lo) != Ordering::Less
     }
 }
 
@@ -390,16 +389,13 @@ pub fn should_stall(style: &CompactionStyle, levels: &[Vec<FileInfo>]) -> StallD
             let debt = leveled_debt(o, levels);
             if l0 >= o.l0_stop || (o.pending_bytes_stop > 0 && debt >= o.pending_bytes_stop) {
                 StallDecision::Stop
-            } else if l0 >= o.l0_slowdown
-                || (o.pending_bytes_slowdown > 0 && debt >= o.pending_bytes_slowdown)
-            {
+            } else if l0 >= o.l0_slowdown || (o.pending_bytes_slowdown > 0 && debt >= o.pending_bytes_slowdown) {
                 StallDecision::Slowdown
             } else {
                 StallDecision::Proceed
             }
         }
-        CompactionStyle::SizeTiered(o)
-        | CompactionStyle::TimeWindow(TimeWindowOptions { size_tiered: o, .. }) => {
+        CompactionStyle::SizeTiered(o) | CompactionStyle::TimeWindow(TimeWindowOptions { size_tiered: o, .. }) => {
             let n: usize = levels.iter().map(Vec::len).sum();
             if n >= o.stop_tables {
                 StallDecision::Stop
@@ -456,9 +452,7 @@ fn sorted_level(levels: &[Vec<FileInfo>], i: usize) -> Vec<&FileInfo> {
 }
 
 fn total_size<'a>(files: impl IntoIterator<Item = &'a FileInfo>) -> u64 {
-    files
-        .into_iter()
-        .fold(0u64, |acc, f| acc.saturating_add(f.size))
+    files.into_iter().fold(0u64, |acc, f| acc.saturating_add(f.size))
 }
 
 /// True when a file of `level` that a running compaction owns overlaps `[lo, hi]`.
@@ -541,10 +535,7 @@ fn level_targets(o: &LeveledOptions, levels: &[Vec<FileInfo>]) -> LevelTargets {
     let Some(first_non_empty) = first_non_empty else {
         // Nothing below L0 yet: L0 goes straight to the last level.
         targets[n - 1] = base_bytes;
-        return LevelTargets {
-            base: n - 1,
-            targets,
-        };
+        return LevelTargets { base: n - 1, targets };
     };
     let max_level_size = sizes[1..].iter().copied().max().unwrap_or(0);
     let base_bytes_min = base_bytes / mult;
@@ -560,14 +551,7 @@ fn level_targets(o: &LeveledOptions, levels: &[Vec<FileInfo>]) -> LevelTargets {
             b -= 1;
             cur /= mult;
         }
-        (
-            b,
-            if cur > base_bytes {
-                base_bytes
-            } else {
-                cur.max(1)
-            },
-        )
+        (b, if cur > base_bytes { base_bytes } else { cur.max(1) })
     };
     let mut t = base_size;
     for (i, target) in targets.iter_mut().enumerate().skip(base) {
@@ -601,10 +585,7 @@ fn pick_leveled(
     // Score every level that is due; the most urgent goes first, and a level
     // blocked by running compactions yields to the next.
     let mut due: Vec<(f64, usize)> = Vec::new();
-    let l0_free = level(levels, 0)
-        .iter()
-        .filter(|f| !f.being_compacted)
-        .count();
+    let l0_free = level(levels, 0).iter().filter(|f| !f.being_compacted).count();
     let trigger = o.l0_trigger.max(1);
     if l0_free >= trigger {
         due.push((l0_free as f64 / trigger as f64, 0));
@@ -635,12 +616,7 @@ fn pick_leveled(
 }
 
 /// True when no file in a level below `output_level` overlaps `[lo, hi]`.
-fn nothing_below(
-    levels: &[Vec<FileInfo>],
-    output_level: usize,
-    lo: &UserKey,
-    hi: &UserKey,
-) -> bool {
+fn nothing_below(levels: &[Vec<FileInfo>], output_level: usize, lo: &UserKey, hi: &UserKey) -> bool {
     levels
         .iter()
         .skip(output_level + 1)
@@ -648,11 +624,7 @@ fn nothing_below(
         .all(|f| !f.overlaps(lo, hi))
 }
 
-fn pick_l0(
-    o: &LeveledOptions,
-    lt: &LevelTargets,
-    levels: &[Vec<FileInfo>],
-) -> Option<CompactionPick> {
+fn pick_l0(o: &LeveledOptions, lt: &LevelTargets, levels: &[Vec<FileInfo>]) -> Option<CompactionPick> {
     let l0 = sorted_level(levels, 0);
     // One L0 compaction at a time (see the module docs).
     if l0.is_empty() || l0.iter().any(|f| f.being_compacted) {
@@ -723,10 +695,7 @@ fn try_file<'a>(
     let overlapping: Vec<&FileInfo> = if out == lvl {
         Vec::new()
     } else {
-        next.iter()
-            .copied()
-            .filter(|f| f.overlaps(lo, hi))
-            .collect()
+        next.iter().copied().filter(|f| f.overlaps(lo, hi)).collect()
     };
     if overlapping.iter().any(|f| f.being_compacted) {
         return None;
@@ -758,9 +727,7 @@ fn pick_level(
             let first = state.cursor(lvl).map_or(0, |c| {
                 files.partition_point(|f| key_cmp(&f.smallest, c) != Ordering::Greater)
             });
-            (0..files.len())
-                .map(|k| (first + k) % files.len())
-                .collect()
+            (0..files.len()).map(|k| (first + k) % files.len()).collect()
         }
         FilePickOrder::MinOverlappingRatio => {
             // Overlap bytes per byte of the file, in 1/1024ths: integer keys so
@@ -769,11 +736,7 @@ fn pick_level(
                 .iter()
                 .enumerate()
                 .map(|(i, f)| {
-                    let over = total_size(
-                        next.iter()
-                            .copied()
-                            .filter(|n| n.overlaps(&f.smallest, &f.largest)),
-                    );
+                    let over = total_size(next.iter().copied().filter(|n| n.overlaps(&f.smallest, &f.largest)));
                     (u128::from(over) * 1024 / u128::from(f.size.max(1)), i)
                 })
                 .collect();
@@ -817,10 +780,7 @@ fn pick_leveled_tombstones(
         .enumerate()
         .skip(1)
         .flat_map(|(lvl, fs)| fs.iter().map(move |f| (lvl, f)))
-        .filter(|(lvl, f)| {
-            tombstone_candidate(t, f, now_ms)
-                && nothing_below(levels, *lvl, &f.smallest, &f.largest)
-        })
+        .filter(|(lvl, f)| tombstone_candidate(t, f, now_ms) && nothing_below(levels, *lvl, &f.smallest, &f.largest))
         .collect();
     cands.sort_by(|a, b| tombstone_order(a.1, b.1).then(a.0.cmp(&b.0)));
     for (lvl, f) in cands {
@@ -891,8 +851,7 @@ fn buckets<'a>(o: &SizeTieredOptions, mut tables: Vec<&'a FileInfo>) -> Vec<Vec<
         let small = f.size < o.min_sstable_size;
         let fits = |b: &(Vec<&FileInfo>, u128)| {
             let avg = (b.1 / b.0.len().max(1) as u128) as f64;
-            (size > avg * o.bucket_low && size < avg * o.bucket_high)
-                || (small && avg < o.min_sstable_size as f64)
+            (size > avg * o.bucket_low && size < avg * o.bucket_high) || (small && avg < o.min_sstable_size as f64)
         };
         match out.iter_mut().find(|b| fits(b)) {
             Some(b) => {
@@ -907,10 +866,7 @@ fn buckets<'a>(o: &SizeTieredOptions, mut tables: Vec<&'a FileInfo>) -> Vec<Vec<
 
 /// The cheapest due bucket: at least `min_threshold` tables, trimmed to the
 /// `max_threshold` smallest, lowest average size first.
-fn most_interesting<'a>(
-    o: &SizeTieredOptions,
-    tables: Vec<&'a FileInfo>,
-) -> Option<Vec<&'a FileInfo>> {
+fn most_interesting<'a>(o: &SizeTieredOptions, tables: Vec<&'a FileInfo>) -> Option<Vec<&'a FileInfo>> {
     let min = o.min_threshold.max(2);
     let max = o.max_threshold.max(min);
     buckets(o, tables)
@@ -921,9 +877,7 @@ fn most_interesting<'a>(
             b
         })
         .min_by(|a, b| {
-            let avg = |v: &Vec<&FileInfo>| {
-                u128::from(total_size(v.iter().copied())) / v.len().max(1) as u128
-            };
+            let avg = |v: &Vec<&FileInfo>| u128::from(total_size(v.iter().copied())) / v.len().max(1) as u128;
             avg(a)
                 .cmp(&avg(b))
                 .then(b.len().cmp(&a.len()))
@@ -944,29 +898,13 @@ fn no_other_overlap(levels: &[Vec<FileInfo>], picked: &[&FileInfo]) -> bool {
         .all(|f| !f.overlaps(lo, hi))
 }
 
-fn tiered_pick(
-    levels: &[Vec<FileInfo>],
-    mut tables: Vec<&FileInfo>,
-    reason: PickReason,
-) -> CompactionPick {
+fn tiered_pick(levels: &[Vec<FileInfo>], mut tables: Vec<&FileInfo>, reason: PickReason) -> CompactionPick {
     tables.sort_by_key(|f| f.file_no);
-    make_pick(
-        &tables,
-        0,
-        &[],
-        0,
-        no_other_overlap(levels, &tables),
-        u64::MAX,
-        reason,
-    )
+    make_pick(&tables, 0, &[], 0, no_other_overlap(levels, &tables), u64::MAX, reason)
 }
 
 /// A single table whose tombstones can all go: nothing else overlaps it.
-fn tiered_tombstones(
-    o: &SizeTieredOptions,
-    levels: &[Vec<FileInfo>],
-    now_ms: u64,
-) -> Option<CompactionPick> {
+fn tiered_tombstones(o: &SizeTieredOptions, levels: &[Vec<FileInfo>], now_ms: u64) -> Option<CompactionPick> {
     let t = o.tombstone_compaction.as_ref()?;
     let mut cands: Vec<&FileInfo> = level(levels, 0)
         .iter()
@@ -974,26 +912,11 @@ fn tiered_tombstones(
         .collect();
     cands.sort_by(|a, b| tombstone_order(a, b));
     let f = *cands.first()?;
-    Some(make_pick(
-        &[f],
-        0,
-        &[],
-        0,
-        true,
-        u64::MAX,
-        PickReason::Tombstones,
-    ))
+    Some(make_pick(&[f], 0, &[], 0, true, u64::MAX, PickReason::Tombstones))
 }
 
-fn pick_size_tiered(
-    o: &SizeTieredOptions,
-    levels: &[Vec<FileInfo>],
-    now_ms: u64,
-) -> Option<CompactionPick> {
-    let free: Vec<&FileInfo> = level(levels, 0)
-        .iter()
-        .filter(|f| !f.being_compacted)
-        .collect();
+fn pick_size_tiered(o: &SizeTieredOptions, levels: &[Vec<FileInfo>], now_ms: u64) -> Option<CompactionPick> {
+    let free: Vec<&FileInfo> = level(levels, 0).iter().filter(|f| !f.being_compacted).collect();
     if let Some(b) = most_interesting(o, free) {
         return Some(tiered_pick(levels, b, PickReason::SizeTieredBucket));
     }
@@ -1014,10 +937,7 @@ fn stcs_debt(o: &SizeTieredOptions, tables: Vec<&FileInfo>) -> u64 {
 
 /// The window of every level-0 table, with the free tables of each and whether
 /// a running compaction holds any of it.
-fn windows<'a>(
-    o: &TimeWindowOptions,
-    levels: &'a [Vec<FileInfo>],
-) -> BTreeMap<u64, (Vec<&'a FileInfo>, bool)> {
+fn windows<'a>(o: &TimeWindowOptions, levels: &'a [Vec<FileInfo>]) -> BTreeMap<u64, (Vec<&'a FileInfo>, bool)> {
     let mut w: BTreeMap<u64, (Vec<&FileInfo>, bool)> = BTreeMap::new();
     for f in level(levels, 0) {
         let e = w.entry(f.created_ms / o.window_ms.max(1)).or_default();
@@ -1030,11 +950,7 @@ fn windows<'a>(
     w
 }
 
-fn pick_time_window(
-    o: &TimeWindowOptions,
-    levels: &[Vec<FileInfo>],
-    now_ms: u64,
-) -> Option<CompactionPick> {
+fn pick_time_window(o: &TimeWindowOptions, levels: &[Vec<FileInfo>], now_ms: u64) -> Option<CompactionPick> {
     // Windows from the one holding `now` on (later ones only exist through
     // clock skew) still take flushes, so they are merged size-tiered; older
     // windows are closed and merged down to one table, newest first.
@@ -1116,20 +1032,12 @@ mod tests {
         CompactionStyle::Leveled(o)
     }
 
-    fn pick0(
-        style: &CompactionStyle,
-        levels: &[Vec<FileInfo>],
-        now: u64,
-    ) -> Option<CompactionPick> {
+    fn pick0(style: &CompactionStyle, levels: &[Vec<FileInfo>], now: u64) -> Option<CompactionPick> {
         pick(style, &mut PolicyState::default(), levels, now)
     }
 
     fn nos(p: &CompactionPick, lvl: usize) -> Vec<u64> {
-        p.inputs
-            .iter()
-            .filter(|x| x.0 == lvl)
-            .map(|x| x.1)
-            .collect()
+        p.inputs.iter().filter(|x| x.0 == lvl).map(|x| x.1).collect()
     }
 
     // ---- leveled scenarios ---------------------------------------------
@@ -1137,15 +1045,8 @@ mod tests {
     #[test]
     fn l0_waits_for_trigger_then_takes_all_l0_and_overlapping_l1() {
         let style = CompactionStyle::default();
-        let l1 = vec![
-            file(10, 0, 10, MIB),
-            file(11, 20, 30, MIB),
-            file(12, 40, 50, MIB),
-        ];
-        let mut levels = vec![
-            vec![file(1, 5, 8, MIB), file(2, 6, 9, MIB), file(3, 7, 25, MIB)],
-            l1,
-        ];
+        let l1 = vec![file(10, 0, 10, MIB), file(11, 20, 30, MIB), file(12, 40, 50, MIB)];
+        let mut levels = vec![vec![file(1, 5, 8, MIB), file(2, 6, 9, MIB), file(3, 7, 25, MIB)], l1];
         assert_eq!(pick0(&style, &levels, 0), None);
 
         levels[0].push(file(4, 12, 14, MIB));
@@ -1162,11 +1063,7 @@ mod tests {
     #[test]
     fn l0_runs_one_compaction_at_a_time() {
         let style = leveled(|o| o.l0_trigger = 2);
-        let levels = vec![vec![
-            busy(file(1, 0, 5, 1)),
-            file(2, 10, 15, 1),
-            file(3, 20, 25, 1),
-        ]];
+        let levels = vec![vec![busy(file(1, 0, 5, 1)), file(2, 10, 15, 1), file(3, 20, 25, 1)]];
         assert_eq!(pick0(&style, &levels, 0), None);
     }
 
@@ -1212,11 +1109,7 @@ mod tests {
         let style = leveled(|o| o.level_base_bytes = 100);
         let levels = vec![
             vec![],
-            vec![
-                busy(file(1, 0, 10, 60)),
-                file(2, 20, 30, 60),
-                file(3, 40, 50, 60),
-            ],
+            vec![busy(file(1, 0, 10, 60)), file(2, 20, 30, 60), file(3, 40, 50, 60)],
             vec![busy(file(4, 25, 28, 10))],
         ];
         let p = pick0(&style, &levels, 0).unwrap();
@@ -1265,11 +1158,7 @@ mod tests {
         let levels = vec![
             vec![],
             vec![file(1, 0, 10, 60), file(2, 20, 30, 60), file(3, 40, 50, 60)],
-            vec![
-                file(4, 0, 10, 500),
-                file(5, 20, 30, 10),
-                file(6, 40, 50, 100),
-            ],
+            vec![file(4, 0, 10, 500), file(5, 20, 30, 10), file(6, 40, 50, 100)],
         ];
         let p = pick0(&style, &levels, 0).unwrap();
         assert_eq!((nos(&p, 1), nos(&p, 2)), (vec![2], vec![5]));
@@ -1293,11 +1182,7 @@ mod tests {
         let mut t = created(file(2, 0, 10, MIB), 1_000);
         t.tombstones = 60;
         let levels = vec![vec![], vec![file(1, 50, 60, MIB), t.clone()]];
-        assert_eq!(
-            pick0(&style, &levels, 1_000 + HOUR_MS - 1),
-            None,
-            "too young"
-        );
+        assert_eq!(pick0(&style, &levels, 1_000 + HOUR_MS - 1), None, "too young");
         let p = pick0(&style, &levels, 1_000 + HOUR_MS).unwrap();
         assert_eq!(p.reason, PickReason::Tombstones);
         assert_eq!((p.inputs.clone(), p.output_level), (vec![(1, 2)], 1));
@@ -1327,14 +1212,7 @@ mod tests {
         assert!(p.trivial_move);
 
         // 10 GiB in L6: 10 GiB, 1 GiB, 102 MiB -> base level 4.
-        let mut levels = vec![
-            vec![file(1, 0, 10, MIB)],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-        ];
+        let mut levels = vec![vec![file(1, 0, 10, MIB)], vec![], vec![], vec![], vec![], vec![]];
         levels.push(vec![file(2, 0, 100, 10 * GIB)]);
         let CompactionStyle::Leveled(o) = &style else {
             unreachable!()
@@ -1357,17 +1235,9 @@ mod tests {
         assert_eq!(should_stall(&style, &l0(35)), StallDecision::Slowdown);
         assert_eq!(should_stall(&style, &l0(36)), StallDecision::Stop);
         // Pending bytes.
-        let big = vec![
-            vec![],
-            vec![file(1, 0, 1, 100 * GIB)],
-            vec![file(2, 0, 1, 100 * GIB)],
-        ];
+        let big = vec![vec![], vec![file(1, 0, 1, 100 * GIB)], vec![file(2, 0, 1, 100 * GIB)]];
         assert_eq!(should_stall(&style, &big), StallDecision::Slowdown);
-        let huge = vec![
-            vec![],
-            vec![file(1, 0, 1, 300 * GIB)],
-            vec![file(2, 0, 1, 10 * GIB)],
-        ];
+        let huge = vec![vec![], vec![file(1, 0, 1, 300 * GIB)], vec![file(2, 0, 1, 10 * GIB)]];
         assert_eq!(should_stall(&style, &huge), StallDecision::Stop);
     }
 
@@ -1403,18 +1273,12 @@ mod tests {
         assert_eq!(nos(&p, 0), vec![4, 5, 6, 7]);
         assert_eq!((p.output_level, p.target_file_size), (0, u64::MAX));
         assert!(!p.bottommost, "other tables overlap");
-        assert_eq!(
-            compaction_debt(&stcs(), &levels),
-            total_size(&levels[0][3..])
-        );
+        assert_eq!(compaction_debt(&stcs(), &levels), total_size(&levels[0][3..]));
 
         // A fourth small table: the small bucket is due and cheaper.
         let mut levels = levels;
         levels[0].push(file(12, 0, 100, 30 * MIB));
-        assert_eq!(
-            nos(&pick0(&stcs(), &levels, 0).unwrap(), 0),
-            vec![1, 2, 3, 12]
-        );
+        assert_eq!(nos(&pick0(&stcs(), &levels, 0).unwrap(), 0), vec![1, 2, 3, 12]);
     }
 
     #[test]
@@ -1471,17 +1335,12 @@ mod tests {
     #[test]
     fn twcs_active_window_is_size_tiered() {
         let now = 10 * HOUR_MS + 5;
-        let mut l0: Vec<FileInfo> = (1..=3)
-            .map(|i| created(file(i, 0, 10, MIB), now - i))
-            .collect();
+        let mut l0: Vec<FileInfo> = (1..=3).map(|i| created(file(i, 0, 10, MIB), now - i)).collect();
         l0.push(created(file(4, 0, 10, MIB), 9 * HOUR_MS)); // previous window, alone
         assert_eq!(pick0(&twcs(), &[l0.clone()], now), None);
         l0.push(created(file(5, 0, 10, MIB), now));
         let p = pick0(&twcs(), &[l0], now).unwrap();
-        assert_eq!(
-            (nos(&p, 0), p.reason),
-            (vec![1, 2, 3, 5], PickReason::ActiveWindow)
-        );
+        assert_eq!((nos(&p, 0), p.reason), (vec![1, 2, 3, 5], PickReason::ActiveWindow));
         assert!(!p.bottommost, "table 4 overlaps");
     }
 
@@ -1498,10 +1357,7 @@ mod tests {
         let p = pick0(&twcs(), std::slice::from_ref(&l0), now).unwrap();
         assert_eq!((nos(&p, 0), p.reason), (vec![3, 4], PickReason::OldWindow));
         assert!(p.bottommost, "nothing else overlaps 20..=30");
-        assert_eq!(
-            compaction_debt(&twcs(), std::slice::from_ref(&l0)),
-            5 * GIB + 3 * MIB
-        );
+        assert_eq!(compaction_debt(&twcs(), std::slice::from_ref(&l0)), 5 * GIB + 3 * MIB);
 
         // Window 8 busy: wait for it, take window 7 (two very different sizes).
         let mut l0 = l0;
@@ -1530,10 +1386,7 @@ mod tests {
     }
 
     fn find(levels: &[Vec<FileInfo>], lvl: usize, no: u64) -> &FileInfo {
-        let found: Vec<&FileInfo> = level(levels, lvl)
-            .iter()
-            .filter(|f| f.file_no == no)
-            .collect();
+        let found: Vec<&FileInfo> = level(levels, lvl).iter().filter(|f| f.file_no == no).collect();
         assert_eq!(found.len(), 1, "input ({lvl}, {no}) not in its level");
         found[0]
     }
@@ -1542,21 +1395,12 @@ mod tests {
         let mut v: Vec<&FileInfo> = files.iter().collect();
         v.sort_by(|a, b| a.smallest.cmp(&b.smallest));
         for w in v.windows(2) {
-            assert!(
-                w[0].largest < w[1].smallest,
-                "overlap: {:?} {:?}",
-                w[0],
-                w[1]
-            );
+            assert!(w[0].largest < w[1].smallest, "overlap: {:?} {:?}", w[0], w[1]);
         }
     }
 
     /// Checks every invariant of a pick; returns its input files.
-    fn check_pick<'a>(
-        style: &CompactionStyle,
-        levels: &'a [Vec<FileInfo>],
-        p: &CompactionPick,
-    ) -> Vec<&'a FileInfo> {
+    fn check_pick<'a>(style: &CompactionStyle, levels: &'a [Vec<FileInfo>], p: &CompactionPick) -> Vec<&'a FileInfo> {
         assert!(!p.inputs.is_empty());
         let mut sorted = p.inputs.clone();
         sorted.sort_unstable();
@@ -1585,10 +1429,7 @@ mod tests {
         match style {
             CompactionStyle::Leveled(_) => {
                 let start = p.inputs[0].0;
-                assert!(p
-                    .inputs
-                    .iter()
-                    .all(|x| x.0 == start || x.0 == p.output_level));
+                assert!(p.inputs.iter().all(|x| x.0 == start || x.0 == p.output_level));
                 assert!(p.output_level >= start);
                 if start == 0 {
                     assert_eq!(nos(p, 0).len(), levels[0].len(), "L0 goes as a whole");
@@ -1622,10 +1463,7 @@ mod tests {
             CompactionStyle::SizeTiered(_) | CompactionStyle::TimeWindow(_) => {
                 assert!(p.inputs.iter().all(|x| x.0 == 0) && p.output_level == 0);
                 if p.bottommost {
-                    let others = levels
-                        .iter()
-                        .flatten()
-                        .filter(|f| !p.inputs.contains(&(0, f.file_no)));
+                    let others = levels.iter().flatten().filter(|f| !p.inputs.contains(&(0, f.file_no)));
                     assert!(others.into_iter().all(|f| !oracle_overlaps(f, &lo, &hi)));
                 }
                 // (d) never mixes windows.
@@ -1640,11 +1478,7 @@ mod tests {
 
     /// Replaces the inputs by one output covering their range, as the runner would.
     fn apply(levels: &mut Vec<Vec<FileInfo>>, p: &CompactionPick, next_no: &mut u64) {
-        let files: Vec<FileInfo> = p
-            .inputs
-            .iter()
-            .map(|&(l, n)| find(levels, l, n).clone())
-            .collect();
+        let files: Vec<FileInfo> = p.inputs.iter().map(|&(l, n)| find(levels, l, n).clone()).collect();
         let (lo, hi) = oracle_range(&files);
         *next_no += 1;
         let out = FileInfo {
@@ -1685,20 +1519,15 @@ mod tests {
     }
 
     fn arb_meta() -> impl Strategy<Value = Meta> {
-        (
-            1u64..400,
-            0u64..50,
-            0u64..=100,
-            0u64..20_000,
-            prop::bool::weighted(0.2),
-        )
-            .prop_map(|(size, entries, pct, created_ms, busy)| Meta {
+        (1u64..400, 0u64..50, 0u64..=100, 0u64..20_000, prop::bool::weighted(0.2)).prop_map(
+            |(size, entries, pct, created_ms, busy)| Meta {
                 size,
                 entries,
                 tombstones: entries * pct / 100,
                 created_ms,
                 busy,
-            })
+            },
+        )
     }
 
     fn mk(no: u64, lo: UserKey, hi: UserKey, m: &Meta) -> FileInfo {
@@ -1750,8 +1579,8 @@ mod tests {
     }
 
     fn arb_style() -> impl Strategy<Value = CompactionStyle> {
-        let leveled = (1usize..5, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
-            |(trigger, dynamic, rr, tomb)| {
+        let leveled =
+            (1usize..5, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(trigger, dynamic, rr, tomb)| {
                 CompactionStyle::Leveled(LeveledOptions {
                     l0_trigger: trigger,
                     level_base_bytes: 300,
@@ -1769,8 +1598,7 @@ mod tests {
                     }),
                     ..LeveledOptions::default()
                 })
-            },
-        );
+            });
         let tiered = (2usize..5, 2usize..8).prop_map(|(min, extra)| SizeTieredOptions {
             min_threshold: min,
             max_threshold: min + extra,
@@ -1784,12 +1612,10 @@ mod tests {
         prop_oneof![
             leveled,
             tiered.clone().prop_map(CompactionStyle::SizeTiered),
-            (tiered, 1u64..8_000).prop_map(|(st, w)| CompactionStyle::TimeWindow(
-                TimeWindowOptions {
-                    window_ms: w,
-                    size_tiered: st
-                }
-            )),
+            (tiered, 1u64..8_000).prop_map(|(st, w)| CompactionStyle::TimeWindow(TimeWindowOptions {
+                window_ms: w,
+                size_tiered: st
+            })),
         ]
     }
 

@@ -98,10 +98,7 @@ impl RealFs {
     }
 
     pub(super) async fn open(&self, path: &Path, write: bool) -> Result<RealFile> {
-        let file = gio(
-            path,
-            OpenOptions::new().read(true).write(write).dma_open(path).await,
-        )?;
+        let file = gio(path, OpenOptions::new().read(true).write(write).dma_open(path).await)?;
         Ok(RealFile {
             file,
             path: path.to_path_buf(),
@@ -153,7 +150,10 @@ impl RealFile {
         if n != len {
             return Err(Error::io(
                 &self.path,
-                std::io::Error::new(std::io::ErrorKind::WriteZero, format!("short write: {n} of {len} bytes")),
+                std::io::Error::new(
+                    std::io::ErrorKind::WriteZero,
+                    format!("short write: {n} of {len} bytes"),
+                ),
             ));
         }
         Ok(())

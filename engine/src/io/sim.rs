@@ -109,7 +109,10 @@ pub struct SimFile {
 }
 
 fn eio(path: &Path, what: &str) -> Error {
-    Error::io(path, std::io::Error::new(std::io::ErrorKind::Other, format!("simulated EIO ({what})")))
+    Error::io(
+        path,
+        std::io::Error::new(std::io::ErrorKind::Other, format!("simulated EIO ({what})")),
+    )
 }
 
 fn enoent(path: &Path) -> Error {
@@ -205,7 +208,10 @@ impl SimFs {
         let mut i = ino.borrow_mut();
         let o = offset as usize;
         if o >= i.data.len() {
-            return Err(Error::InvalidArgument(format!("offset {offset} past the end of {}", path.display())));
+            return Err(Error::InvalidArgument(format!(
+                "offset {offset} past the end of {}",
+                path.display()
+            )));
         }
         i.data[o] ^= 1 << (bit % 8);
         if o < i.durable.len() {

@@ -75,8 +75,7 @@ impl BlockBuilder {
         debug_assert!(ikey.len() >= TOKEN_LEN);
         debug_assert!(
             self.entries == 0
-                || (self.last_key.as_slice(), std::cmp::Reverse(self.last_seq))
-                    < (ikey, std::cmp::Reverse(seq)),
+                || (self.last_key.as_slice(), std::cmp::Reverse(self.last_seq)) < (ikey, std::cmp::Reverse(seq)),
             "block entries out of order"
         );
         let shared = if self.since_restart == 0 || self.since_restart >= self.restart_interval {
@@ -84,11 +83,7 @@ impl BlockBuilder {
             self.since_restart = 0;
             0
         } else {
-            self.last_key
-                .iter()
-                .zip(ikey)
-                .take_while(|(a, b)| a == b)
-                .count()
+            self.last_key.iter().zip(ikey).take_while(|(a, b)| a == b).count()
         };
         put_varint(&mut self.buf, shared as u64);
         put_varint(&mut self.buf, (ikey.len() - shared) as u64);
@@ -134,8 +129,7 @@ impl BlockBuilder {
         for r in &self.restarts {
             self.buf.extend_from_slice(&r.to_le_bytes());
         }
-        self.buf
-            .extend_from_slice(&(self.restarts.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(&(self.restarts.len() as u32).to_le_bytes());
         &self.buf
     }
 
@@ -201,8 +195,7 @@ impl BlockSealer {
             Compression::Zstd(_) => {
                 if let Some(z) = self.zstd.as_mut() {
                     self.scratch.clear();
-                    self.scratch
-                        .reserve(zstd::zstd_safe::compress_bound(payload.len()));
+                    self.scratch.reserve(zstd::zstd_safe::compress_bound(payload.len()));
                     if let Ok(n) = z.compress_to_buffer(payload, &mut self.scratch) {
                         if n + crate::format::varint_len(payload.len() as u64) <= budget {
                             put_varint(out, payload.len() as u64);
@@ -285,9 +278,7 @@ fn zstd_decompress(src: &[u8], out: &mut Vec<u8>) -> Result<usize, ()> {
 /// (bounded by [`MAX_DECODED_BLOCK`]) and validates the restart array.
 pub fn decode_block(raw: &[u8]) -> Result<Block, DecodeError> {
     decode_block_checked(raw).map_err(|e| match e {
-        BlockError::Checksum { .. } => {
-            DecodeError::new(raw.len().saturating_sub(4), "block checksum mismatch")
-        }
+        BlockError::Checksum { .. } => DecodeError::new(raw.len().saturating_sub(4), "block checksum mismatch"),
         BlockError::Decode(d) => d,
     })
 }
@@ -326,25 +317,13 @@ pub fn decode_payload(raw: &[u8]) -> Result<Vec<u8>, BlockError> {
                 let mut out = vec![0u8; ulen];
                 match lz4_flex::block::decompress_into(src, &mut out) {
                     Ok(n) if n == ulen => out,
-                    _ => {
-                        return Err(DecodeError::new(
-                            pos,
-                            "lz4 data does not decode to its stated size",
-                        )
-                        .into())
-                    }
+                    _ => return Err(DecodeError::new(pos, "lz4 data does not decode to its stated size").into()),
                 }
             } else {
                 let mut out = Vec::with_capacity(ulen);
                 match zstd_decompress(src, &mut out) {
                     Ok(n) if n == ulen && out.len() == ulen => out,
-                    _ => {
-                        return Err(DecodeError::new(
-                            pos,
-                            "zstd data does not decode to its stated size",
-                        )
-                        .into())
-                    }
+                    _ => return Err(DecodeError::new(pos, "zstd data does not decode to its stated size").into()),
                 }
             }
         }
@@ -364,10 +343,7 @@ impl Block {
         let restarts_off = n
             .checked_mul(4)
             .and_then(|b| (len - 4).checked_sub(b))
-            .ok_or(DecodeError::new(
-                len - 4,
-                "restart count larger than the block",
-            ))?;
+            .ok_or(DecodeError::new(len - 4, "restart count larger than the block"))?;
         if n == 0 && restarts_off != 0 {
             return Err(DecodeError::new(len - 4, "entries without a restart point"));
         }
@@ -582,10 +558,7 @@ impl BlockCursor {
     /// was positioned in).
     #[inline]
     pub fn body<'b>(&self, block: &'b Block) -> &'b [u8] {
-        block
-            .data
-            .get(self.body_start..self.body_end)
-            .unwrap_or(&[])
+        block.data.get(self.body_start..self.body_end).unwrap_or(&[])
     }
 
     /// The current entry's body as a byte range of the block's data.
@@ -622,13 +595,9 @@ impl BlockCursor {
         let shared = get_varint(entries, &mut p)?;
         let unshared = get_varint(entries, &mut p)?;
         if shared > self.key.len() as u64 {
-            return Err(DecodeError::new(
-                pos,
-                "shared prefix longer than the previous key",
-            ));
+            return Err(DecodeError::new(pos, "shared prefix longer than the previous key"));
         }
-        let unshared =
-            usize::try_from(unshared).map_err(|_| DecodeError::new(pos, "key length too large"))?;
+        let unshared = usize::try_from(unshared).map_err(|_| DecodeError::new(pos, "key length too large"))?;
         let tail = get_bytes(entries, &mut p, unshared)?;
         self.key.truncate(shared as usize);
         self.key.extend_from_slice(tail);
@@ -638,8 +607,7 @@ impl BlockCursor {
         self.seq = get_varint(entries, &mut p)?;
         let blen_at = p;
         let blen = get_varint(entries, &mut p)?;
-        let blen = usize::try_from(blen)
-            .map_err(|_| DecodeError::new(blen_at, "body length too large"))?;
+        let blen = usize::try_from(blen).map_err(|_| DecodeError::new(blen_at, "body length too large"))?;
         let body = p;
         get_bytes(entries, &mut p, blen)?;
         self.body_start = body;
@@ -743,11 +711,7 @@ mod tests {
                 let mut raw = Vec::new();
                 s.seal(&payload, c, &mut raw);
                 if c != Compression::None {
-                    assert_ne!(
-                        raw[raw.len() - 5],
-                        COMPRESSION_NONE,
-                        "compressible sample stays raw"
-                    );
+                    assert_ne!(raw[raw.len() - 5], COMPRESSION_NONE, "compressible sample stays raw");
                 }
                 let b = decode_block(&raw).unwrap();
                 let got: Vec<_> = b
@@ -762,11 +726,7 @@ mod tests {
                 for (i, (t, k, s, _)) in es.iter().enumerate() {
                     cur.seek(&b, &Target::new(*t, k, *s)).unwrap();
                     assert!(cur.valid());
-                    assert_eq!(
-                        (cur.token(), cur.key(), cur.seq()),
-                        (*t, k.as_slice(), *s),
-                        "entry {i}"
-                    );
+                    assert_eq!((cur.token(), cur.key(), cur.seq()), (*t, k.as_slice(), *s), "entry {i}");
                 }
                 cur.seek(&b, &Target::new(u64::MAX, b"zzzz", 0)).unwrap();
                 assert!(!cur.valid());
@@ -790,10 +750,7 @@ mod tests {
                 let mut r = raw.clone();
                 let at = rng.gen_range(0..r.len());
                 r[at] ^= 1 << rng.gen_range(0..8);
-                assert!(matches!(
-                    decode_block_checked(&r),
-                    Err(BlockError::Checksum { .. })
-                ));
+                assert!(matches!(decode_block_checked(&r), Err(BlockError::Checksum { .. })));
             }
         }
         // Damaged payloads with a valid checksum: decoding and walking must not panic.

@@ -150,14 +150,8 @@ impl TableBuilder {
                 let (pt, pk) = prev_key.split_at(8);
                 let mut tb = [0u8; 8];
                 tb.copy_from_slice(pt);
-                crate::format::cmp_internal(
-                    u64::from_be_bytes(tb),
-                    pk,
-                    self.prev_seq,
-                    token,
-                    key,
-                    seq,
-                ) == std::cmp::Ordering::Less
+                crate::format::cmp_internal(u64::from_be_bytes(tb), pk, self.prev_seq, token, key, seq)
+                    == std::cmp::Ordering::Less
             },
             "table entries out of order"
         );
@@ -203,13 +197,8 @@ impl TableBuilder {
     /// Bytes the file would have if finished now (near enough to cut tables
     /// at a target size).
     pub fn estimated_size(&self) -> u64 {
-        let filter =
-            (self.props.distinct_keys * u64::from(self.opts.bloom_bits_per_key)).div_ceil(8);
-        self.w.offset()
-            + self.data.estimated_size() as u64
-            + self.index.estimated_size() as u64
-            + filter
-            + 256
+        let filter = (self.props.distinct_keys * u64::from(self.opts.bloom_bits_per_key)).div_ceil(8);
+        self.w.offset() + self.data.estimated_size() as u64 + self.index.estimated_size() as u64 + filter + 256
     }
 
     async fn flush_data_block(&mut self) -> Result<()> {
@@ -219,8 +208,7 @@ impl TableBuilder {
         let offset = self.w.offset();
         self.sealed.clear();
         let compression = self.opts.compression;
-        self.sealer
-            .seal(self.data.finish(), compression, &mut self.sealed);
+        self.sealer.seal(self.data.finish(), compression, &mut self.sealed);
         self.w.append(&self.sealed).await?;
         let handle = BlockHandle {
             offset,
@@ -240,8 +228,7 @@ impl TableBuilder {
     async fn write_meta_block(&mut self, payload: &[u8]) -> Result<MetaHandle> {
         let offset = self.w.offset();
         self.sealed.clear();
-        self.sealer
-            .seal(payload, Compression::None, &mut self.sealed);
+        self.sealer.seal(payload, Compression::None, &mut self.sealed);
         let len = u32::try_from(self.sealed.len()).map_err(|_| {
             Error::InvalidArgument(format!(
                 "metadata block of {} bytes in {}",
@@ -310,7 +297,6 @@ fn body_kind_time(body: &[u8]) -> Result<(Kind, u64)> {
         .and_then(|b| Kind::from_u8(*b))
         .ok_or_else(|| Error::InvalidArgument("entry body with a bad kind byte".into()))?;
     let mut p = 1;
-    let time =
-        get_varint(body, &mut p).map_err(|e| Error::InvalidArgument(format!("entry body: {e}")))?;
+    let time = get_varint(body, &mut p).map_err(|e| Error::InvalidArgument(format!("entry body: {e}")))?;
     Ok((kind, time))
 }

@@ -36,8 +36,7 @@ use super::block::{Block, BlockCursor, TRAILER_LEN};
 use super::{Compression, InternalKey, FORMAT_VERSION, MAGIC};
 use crate::error::{DecodeError, Error};
 use crate::format::{
-    cmp_internal, get_bytes, get_len_prefixed, get_u32, get_u64, get_varint, put_varint, SeqNo,
-    Token,
+    cmp_internal, get_bytes, get_len_prefixed, get_u32, get_u64, get_varint, put_varint, SeqNo, Token,
 };
 
 /// Size of the footer in bytes.
@@ -320,9 +319,7 @@ impl Properties {
             super::block::COMPRESSION_ZSTD => Compression::Zstd(level),
             _ => return Err(DecodeError::new(at, "unknown compression in properties")),
         };
-        let small = |x: u64, at: usize| {
-            u32::try_from(x).map_err(|_| DecodeError::new(at, "property out of range"))
-        };
+        let small = |x: u64, at: usize| u32::try_from(x).map_err(|_| DecodeError::new(at, "property out of range"));
         let at = p;
         let block_size = small(get_varint(buf, &mut p)?, at)?;
         let at = p;
@@ -341,14 +338,8 @@ impl Properties {
         let smallest = ikey()?;
         let largest = ikey()?;
         if entries > 0
-            && cmp_internal(
-                smallest.0,
-                &smallest.1,
-                smallest.2,
-                largest.0,
-                &largest.1,
-                largest.2,
-            ) == std::cmp::Ordering::Greater
+            && cmp_internal(smallest.0, &smallest.1, smallest.2, largest.0, &largest.1, largest.2)
+                == std::cmp::Ordering::Greater
         {
             return Err(DecodeError::new(0, "smallest key after largest key"));
         }
@@ -448,8 +439,7 @@ pub fn decode_index(block: &Block, data_end: u64) -> Result<Index, DecodeError> 
     let mut prev_end = 0u64;
     let mut n = 0usize;
     while cur.valid() {
-        let handle =
-            BlockHandle::decode(cur.body(block)).map_err(|e| DecodeError::new(n, e.reason))?;
+        let handle = BlockHandle::decode(cur.body(block)).map_err(|e| DecodeError::new(n, e.reason))?;
         let end = handle
             .offset
             .checked_add(handle.size)
@@ -464,14 +454,11 @@ pub fn decode_index(block: &Block, data_end: u64) -> Result<Index, DecodeError> 
         let key = cur.key();
         let token = cur.token();
         if let Some(last) = idx.entries.last() {
-            if cmp_internal(last.token, idx.key(last), last.seq, token, key, cur.seq())
-                != std::cmp::Ordering::Less
-            {
+            if cmp_internal(last.token, idx.key(last), last.seq, token, key, cur.seq()) != std::cmp::Ordering::Less {
                 return Err(DecodeError::new(n, "index keys out of order"));
             }
         }
-        let key_start =
-            u32::try_from(idx.keys.len()).map_err(|_| DecodeError::new(n, "index too large"))?;
+        let key_start = u32::try_from(idx.keys.len()).map_err(|_| DecodeError::new(n, "index too large"))?;
         idx.keys.extend_from_slice(key);
         idx.entries.push(IndexEntry {
             token,
@@ -535,33 +522,18 @@ mod tests {
     #[test]
     fn footer_roundtrip_and_checks() {
         let f = Footer {
-            index: MetaHandle {
-                offset: 100,
-                len: 20,
-            },
-            filter: MetaHandle {
-                offset: 50,
-                len: 50,
-            },
-            properties: MetaHandle {
-                offset: 120,
-                len: 70,
-            },
+            index: MetaHandle { offset: 100, len: 20 },
+            filter: MetaHandle { offset: 50, len: 50 },
+            properties: MetaHandle { offset: 120, len: 70 },
             version: FORMAT_VERSION,
         };
         let b = f.encode();
         assert_eq!(&b[44..], b"COREKVST");
         assert_eq!(Footer::decode(&b).unwrap(), f);
         let mut v2 = Footer { version: 2, ..f }.encode();
-        assert_eq!(
-            Footer::decode(&v2),
-            Err(TableDecodeError::Version { found: 2 })
-        );
+        assert_eq!(Footer::decode(&v2), Err(TableDecodeError::Version { found: 2 }));
         v2[47] ^= 1;
-        assert!(matches!(
-            Footer::decode(&v2),
-            Err(TableDecodeError::BadMagic { .. })
-        ));
+        assert!(matches!(Footer::decode(&v2), Err(TableDecodeError::BadMagic { .. })));
         for i in 0..44 {
             let mut m = b;
             m[i] ^= 0x10;

@@ -31,9 +31,7 @@ mod tests;
 
 pub use block::{decode_block, Block, BlockCursor};
 pub use builder::TableBuilder;
-pub use meta::{
-    decode_index, BlockHandle, Footer, Index, IndexEntry, MetaHandle, Properties, TableDecodeError,
-};
+pub use meta::{decode_index, BlockHandle, Footer, Index, IndexEntry, MetaHandle, Properties, TableDecodeError};
 pub use reader::{Found, Table, TableIter, TableStats};
 
 use crate::error::{Error, Result};
@@ -131,9 +129,7 @@ impl TableOptions {
         }
         if let Compression::Zstd(l) = self.compression {
             if !(-7..=22).contains(&l) {
-                return Err(Error::InvalidArgument(format!(
-                    "zstd level {l} outside -7..=22"
-                )));
+                return Err(Error::InvalidArgument(format!("zstd level {l} outside -7..=22")));
             }
         }
         Ok(())

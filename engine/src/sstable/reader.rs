@@ -113,10 +113,7 @@ impl Table {
                 return Err(Error::corruption(
                     &path,
                     footer_at,
-                    format!(
-                        "{what} block handle ({} + {}) runs past the footer",
-                        h.offset, h.len
-                    ),
+                    format!("{what} block handle ({} + {}) runs past the footer", h.offset, h.len),
                 ));
             }
             Ok(())
@@ -126,8 +123,7 @@ impl Table {
         check(footer.filter, "filter")?;
 
         let props_block = read_meta(&file, footer.properties).await?;
-        let props = Properties::decode(&props_block)
-            .map_err(|d| decoded_error(&path, footer.properties.offset, d))?;
+        let props = Properties::decode(&props_block).map_err(|d| decoded_error(&path, footer.properties.offset, d))?;
         if props.format_version != FORMAT_VERSION {
             return Err(Error::UnsupportedVersion {
                 path,
@@ -143,23 +139,17 @@ impl Table {
             .min(footer.properties.offset);
         let index_block = Block::from_payload(read_meta(&file, footer.index).await?)
             .map_err(|d| decoded_error(&path, footer.index.offset, d))?;
-        let index = decode_index(&index_block, data_end)
-            .map_err(|d| decoded_error(&path, footer.index.offset, d))?;
+        let index = decode_index(&index_block, data_end).map_err(|d| decoded_error(&path, footer.index.offset, d))?;
         if (index.len() as u64) != props.data_blocks || (props.entries > 0) == index.is_empty() {
             return Err(Error::corruption(
                 &path,
                 footer.index.offset,
-                format!(
-                    "index has {} blocks, properties say {}",
-                    index.len(),
-                    props.data_blocks
-                ),
+                format!("index has {} blocks, properties say {}", index.len(), props.data_blocks),
             ));
         }
 
         let filter_block = read_meta(&file, footer.filter).await?;
-        let filter = Filter::decode(&filter_block)
-            .map_err(|d| decoded_error(&path, footer.filter.offset, d))?;
+        let filter = Filter::decode(&filter_block).map_err(|d| decoded_error(&path, footer.filter.offset, d))?;
 
         Ok(Rc::new(Table {
             file,
@@ -234,8 +224,7 @@ impl Table {
         }
         // The index bounded `size` when the table was opened.
         let raw = self.file.read_exact_at(h.offset, h.size as usize).await?;
-        let block =
-            decode_block_checked(&raw).map_err(|e| block_error(self.path(), h.offset, e))?;
+        let block = decode_block_checked(&raw).map_err(|e| block_error(self.path(), h.offset, e))?;
         let block = Rc::new(block);
         self.bump(|s| {
             s.block_reads += 1;
@@ -257,25 +246,13 @@ impl Table {
 
     /// The newest version of `(token, key)` with seq at most `snapshot`,
     /// borrowing the body from its cached block (no copy).
-    pub async fn get_ref_at(
-        &self,
-        token: Token,
-        key: &[u8],
-        snapshot: SeqNo,
-    ) -> Result<Option<Found>> {
-        self.get_ref_hashed(token, key, snapshot, hash_key(token, key))
-            .await
+    pub async fn get_ref_at(&self, token: Token, key: &[u8], snapshot: SeqNo) -> Result<Option<Found>> {
+        self.get_ref_hashed(token, key, snapshot, hash_key(token, key)).await
     }
 
     /// [`Table::get_ref_at`] with the filter hash computed by the caller, so a
     /// read probing several tables hashes the key once.
-    pub async fn get_ref_hashed(
-        &self,
-        token: Token,
-        key: &[u8],
-        snapshot: SeqNo,
-        hash: u64,
-    ) -> Result<Option<Found>> {
+    pub async fn get_ref_hashed(&self, token: Token, key: &[u8], snapshot: SeqNo, hash: u64) -> Result<Option<Found>> {
         let pass = self.filter.may_contain_hash(hash);
         self.bump(|s| {
             s.bloom_checks += 1;
@@ -321,12 +298,7 @@ impl Table {
         let seq = cur.seq();
         let (start, end) = cur.body_range();
         drop(guard);
-        Ok(Some(Found {
-            seq,
-            block,
-            start,
-            end,
-        }))
+        Ok(Some(Found { seq, block, start, end }))
     }
 }
 

@@ -86,13 +86,7 @@ fn gen_entries(rng: &mut SmallRng, keys: usize) -> Vec<Ent> {
             let mut body = Vec::new();
             let meta: Vec<u8> = (0..rng.gen_range(0..8)).map(|_| rng.gen()).collect();
             if rng.gen_bool(0.15) {
-                encode_body(
-                    Kind::Delete,
-                    rng.gen_range(1..2_000_000_000_000),
-                    &meta,
-                    &[],
-                    &mut body,
-                );
+                encode_body(Kind::Delete, rng.gen_range(1..2_000_000_000_000), &meta, &[], &mut body);
             } else {
                 let vlen = rng.gen_range(0..300);
                 let value: Vec<u8> = if rng.gen_bool(0.5) {
@@ -114,13 +108,7 @@ fn gen_entries(rng: &mut SmallRng, keys: usize) -> Vec<Ent> {
     out
 }
 
-async fn build(
-    fs: &Fs,
-    path: &Path,
-    entries: &[Ent],
-    opts: TableOptions,
-    file_no: u64,
-) -> TableMeta {
+async fn build(fs: &Fs, path: &Path, entries: &[Ent], opts: TableOptions, file_no: u64) -> TableMeta {
     let f = fs.create(path).await.unwrap();
     let mut b = TableBuilder::new(f, opts, file_no);
     for (t, k, s, body) in entries {
@@ -143,10 +131,7 @@ fn expected_meta(entries: &[Ent], file_no: u64, size: u64, created_ms: u64) -> T
         file_no,
         size,
         entries: entries.len() as u64,
-        tombstones: entries
-            .iter()
-            .filter(|e| e.3[0] == Kind::Delete as u8)
-            .count() as u64,
+        tombstones: entries.iter().filter(|e| e.3[0] == Kind::Delete as u8).count() as u64,
         smallest: (first.0, first.1.clone(), first.2),
         largest: (last.0, last.1.clone(), last.2),
         min_seq: entries.iter().map(|e| e.2).min().unwrap(),
@@ -169,25 +154,17 @@ async fn check_table(fs: &Fs, path: &Path, entries: &[Ent], meta: &TableMeta, rn
     let file = fs.open(path, false).await.unwrap();
     // A small cache, so reads miss, evict and hit.
     let cache = Rc::new(BlockCache::new(64 * 1024));
-    let t = Table::open(file, meta.file_no, cache.clone())
-        .await
-        .unwrap();
+    let t = Table::open(file, meta.file_no, cache.clone()).await.unwrap();
     assert_eq!(&t.meta(), meta);
 
     // Newest version of every key.
     let mut newest: BTreeMap<(Token, Vec<u8>), (SeqNo, Vec<u8>)> = BTreeMap::new();
     for e in entries {
-        newest
-            .entry((e.0, e.1.clone()))
-            .or_insert((e.2, e.3.clone()));
+        newest.entry((e.0, e.1.clone())).or_insert((e.2, e.3.clone()));
     }
     for ((tok, k), v) in &newest {
         assert!(t.may_contain(*tok, k));
-        assert_eq!(
-            t.get(*tok, k).await.unwrap().as_ref(),
-            Some(v),
-            "get {tok:x} {k:?}"
-        );
+        assert_eq!(t.get(*tok, k).await.unwrap().as_ref(), Some(v), "get {tok:x} {k:?}");
     }
     // Snapshot reads: the newest version at or below a random seq.
     for _ in 0..500 {
@@ -220,10 +197,7 @@ async fn check_table(fs: &Fs, path: &Path, entries: &[Ent], meta: &TableMeta, rn
     }
     let s = t.stats();
     assert_eq!(s.bloom_checks - before.bloom_checks, absent);
-    assert!(
-        s.bloom_negatives - before.bloom_negatives >= absent * 95 / 100,
-        "{s:?}"
-    );
+    assert!(s.bloom_negatives - before.bloom_negatives >= absent * 95 / 100, "{s:?}");
 
     // Full iteration equals the input.
     let mut it = TableIter::new(t.clone());
@@ -264,8 +238,7 @@ async fn check_table(fs: &Fs, path: &Path, entries: &[Ent], meta: &TableMeta, rn
             _ => (rng.gen(), vec![rng.gen()]),
         };
         it.seek(tok, &key).await.unwrap();
-        let first =
-            entries.partition_point(|e| cmp_user(e.0, &e.1, tok, &key) == std::cmp::Ordering::Less);
+        let first = entries.partition_point(|e| cmp_user(e.0, &e.1, tok, &key) == std::cmp::Ordering::Less);
         for want in first..first + 3 {
             match entries.get(want) {
                 Some(e) => {
@@ -302,14 +275,8 @@ async fn matrix(fs: Fs, dir: PathBuf, seed: u64) {
             opts.validate().unwrap();
             let path = dir.join(format!("{file_no:06}.sst"));
             let meta = build(&fs, &path, &entries, opts.clone(), file_no).await;
-            assert_eq!(
-                meta,
-                expected_meta(&entries, file_no, meta.size, opts.created_ms)
-            );
-            assert_eq!(
-                fs.open(&path, false).await.unwrap().size().await.unwrap(),
-                meta.size
-            );
+            assert_eq!(meta, expected_meta(&entries, file_no, meta.size, opts.created_ms));
+            assert_eq!(fs.open(&path, false).await.unwrap().size().await.unwrap(), meta.size);
             check_table(&fs, &path, &entries, &meta, &mut rng).await;
         }
     }
@@ -333,9 +300,7 @@ fn tables_roundtrip_on_real_disk() {
         bytes[n - 3] ^= 0x40;
         std::fs::write(&path, &bytes).unwrap();
         let f = Fs::real().open(&path, false).await.unwrap();
-        let e = Table::open(f, 1, Rc::new(BlockCache::new(1 << 20)))
-            .await
-            .unwrap_err();
+        let e = Table::open(f, 1, Rc::new(BlockCache::new(1 << 20))).await.unwrap_err();
         assert!(matches!(e, Error::Corruption { .. }), "{e}");
         assert!(e.to_string().contains("000001.sst"), "{e}");
     });
@@ -363,16 +328,12 @@ fn point_read_cost() {
                 };
                 let mut b = TableBuilder::new(f, opts, 1);
                 let mut body = Vec::new();
-                let value: Vec<u8> = (0..1024)
-                    .map(|i| if i % 2 == 0 { rng.gen() } else { b'x' })
-                    .collect();
+                let value: Vec<u8> = (0..1024).map(|i| if i % 2 == 0 { rng.gen() } else { b'x' }).collect();
                 let t0 = std::time::Instant::now();
                 for i in 0..n {
                     body.clear();
                     encode_body(Kind::Put, 0, &[], &value, &mut body);
-                    b.add(0, format!("{i:016}").as_bytes(), 1, &body)
-                        .await
-                        .unwrap();
+                    b.add(0, format!("{i:016}").as_bytes(), 1, &body).await.unwrap();
                 }
                 let meta = b.finish().await.unwrap();
                 let build = t0.elapsed();
@@ -503,8 +464,7 @@ fn damaged_tables_give_typed_errors_never_panics() {
             let path = dir.join("000007.sst");
             let mut rng = SmallRng::seed_from_u64(seed);
             let entries = gen_entries(&mut rng, 150);
-            let compression =
-                [Compression::None, Compression::Lz4, Compression::Zstd(1)][seed as usize % 3];
+            let compression = [Compression::None, Compression::Lz4, Compression::Zstd(1)][seed as usize % 3];
             let opts = TableOptions {
                 compression,
                 ..TableOptions::default()
@@ -517,14 +477,10 @@ fn damaged_tables_give_typed_errors_never_panics() {
             // Bit flips: CRC32C catches every 1-3 bit error inside one block.
             for _ in 0..15 {
                 for _ in 0..rng.gen_range(1..=3) {
-                    sim.flip_bit(&path, rng.gen_range(0..size), rng.gen())
-                        .unwrap();
+                    sim.flip_bit(&path, rng.gen_range(0..size), rng.gen()).unwrap();
                 }
                 let errs = exercise(&fs, &path, &entries).await;
-                assert!(
-                    !errs.is_empty(),
-                    "seed {seed}: a flipped bit went unnoticed"
-                );
+                assert!(!errs.is_empty(), "seed {seed}: a flipped bit went unnoticed");
                 assert_typed(&errs, &path);
                 flips_caught += 1;
                 sim.overwrite_file(&path, &orig).unwrap();
@@ -543,10 +499,7 @@ fn damaged_tables_give_typed_errors_never_panics() {
             rng.fill(&mut g[n - FOOTER_LEN..]);
             sim.overwrite_file(&path, &g).unwrap();
             let errs = exercise(&fs, &path, &entries).await;
-            assert!(
-                matches!(errs.as_slice(), [Error::Corruption { .. }]),
-                "{errs:?}"
-            );
+            assert!(matches!(errs.as_slice(), [Error::Corruption { .. }]), "{errs:?}");
             assert_typed(&errs, &path);
             // A well-formed footer of another version.
             let mut g = orig.clone();
@@ -580,10 +533,7 @@ fn damaged_tables_give_typed_errors_never_panics() {
             g[p..].copy_from_slice(&bad);
             sim.overwrite_file(&path, &g).unwrap();
             let errs = exercise(&fs, &path, &entries).await;
-            assert!(
-                matches!(errs.as_slice(), [Error::Corruption { .. }]),
-                "{errs:?}"
-            );
+            assert!(matches!(errs.as_slice(), [Error::Corruption { .. }]), "{errs:?}");
             // Random garbage over a random range (a torn or misdirected write).
             for _ in 0..5 {
                 let mut g = orig.clone();
