@@ -224,6 +224,10 @@ pub struct ManifestState {
 impl ManifestState {
     /// Applies an edit. Fails if it removes a file that is not there.
     pub fn apply(&mut self, e: &VersionEdit) -> std::result::Result<(), &'static str> {
+        // Checked before any change: `file_no + 1` below must not overflow.
+        if e.added.iter().any(|(_, f)| f.file_no == u64::MAX) {
+            return Err("edit adds a file numbered u64::MAX");
+        }
         if e.snapshot {
             *self = ManifestState::default();
         }
