@@ -197,6 +197,8 @@ struct Inner {
     compacting: Cell<bool>,
     closed: Cell<bool>,
     bg_error: RefCell<Option<String>>,
+    /// Set while flushes fail for lack of space; cleared by the next good flush.
+    disk_full: RefCell<Option<PathBuf>>,
     counters: RefCell<Counters>,
     flush_bytes_probe: Cell<u64>,
     rate: RefCell<RateLimiter>,
@@ -416,6 +418,7 @@ impl Engine {
             compacting: Cell::new(false),
             closed: Cell::new(false),
             bg_error: RefCell::new(None),
+            disk_full: RefCell::new(None),
             counters: RefCell::new(Counters::default()),
             flush_bytes_probe: Cell::new(0),
             rate: RefCell::new(RateLimiter::new(bps)),
@@ -583,12 +586,17 @@ impl Engine {
             let mem_full = self.inner.mem.borrow().size() >= self.inner.opts.memtable_bytes;
             if !self.inner.opts.background {
                 if mem_full {
+                    // Older frozen memtables first (a flush may have failed on a full disk).
+                    while self.flush_one().await? {}
                     self.switch_memtable().await?;
                     while self.flush_one().await? {}
                 }
                 break;
             }
             if (mem_full && imm_full) || l0_stop {
+                if let Some(path) = self.inner.disk_full.borrow().clone() {
+                    return Err(Error::DiskFull { path });
+                }
                 stalled.get_or_insert_with(Instant::now);
                 self.signals.work.notify();
                 self.signals.progress.notified().await;
@@ -806,10 +814,13 @@ impl Engine {
         };
         let r = self.flush_mem(mem).await;
         drop(busy);
-        if let Err(e) = &r {
-            if !matches!(e, Error::DiskFull { .. }) {
-                *self.inner.bg_error.borrow_mut() = Some(e.to_string());
-            }
+        match &r {
+            Ok(()) => *self.inner.disk_full.borrow_mut() = None,
+            // Out of space: nothing is lost (the memtable and its WAL stay);
+            // retry later, and meanwhile writers that would stall get the error.
+            Err(Error::DiskFull { path }) => *self.inner.disk_full.borrow_mut() = Some(path.clone()),
+            Err(Error::Closed) => {}
+            Err(e) => *self.inner.bg_error.borrow_mut() = Some(e.to_string()),
         }
         r.map(|_| true)
     }
@@ -825,6 +836,17 @@ impl Engine {
             m.as_mut().ok_or(Error::ReadOnly)?.next_file_no()
         };
         let path = self.inner.dir.join(table_name(file_no));
+        let r = self.flush_to_table(&mem, &path, file_no, now).await;
+        if r.is_err() && self.inner.bg_error.borrow().is_none() {
+            // Free the space a failed flush used; the memtable and its WAL remain.
+            let _ = self.inner.opts.fs.remove(&path).await;
+        }
+        r
+    }
+
+    async fn flush_to_table(&self, mem: &Rc<MemTable>, path: &Path, file_no: u64, now: u64) -> Result<()> {
+        let wal = self.wal()?;
+        let path = path.to_path_buf();
         let file = self.inner.opts.fs.create(&path).await?;
         let mut topts = self.inner.opts.table.clone();
         topts.created_ms = now;
@@ -860,13 +882,13 @@ impl Engine {
         {
             let mut m = self.inner.manifest.lock().await;
             let m = m.as_mut().ok_or(Error::ReadOnly)?;
-            m.append(&VersionEdit {
+            let edit = VersionEdit {
                 added: vec![(0, rec)],
                 last_seq: Some(mem.max_seq()),
                 min_log_no: Some(min_log_no),
                 ..VersionEdit::default()
-            })
-            .await?;
+            };
+            self.manifest_append(m, &edit).await?;
             let mut v = (**self.inner.version.borrow()).clone();
             if v.levels.is_empty() {
                 v.levels.push(Vec::new());
@@ -875,7 +897,7 @@ impl Engine {
             v.normalize();
             *self.inner.version.borrow_mut() = Rc::new(v);
             let popped = self.inner.imm.borrow_mut().pop_front();
-            debug_assert!(popped.is_some_and(|p| Rc::ptr_eq(&p, &mem)));
+            debug_assert!(popped.is_some_and(|p| Rc::ptr_eq(&p, mem)));
         }
         wal.release_below(min_log_no).await?;
         let mut c = self.inner.counters.borrow_mut();
@@ -919,6 +941,68 @@ impl Engine {
         r.map(|_| true)
     }
 
+    /// Compacts every table into one sorted run at the bottom level (what an
+    /// operator's `compact` asks for): afterwards no overwritten version, no
+    /// expired value and no tombstone past its grace period remains on disk.
+    pub async fn compact_range_all(&self) -> Result<()> {
+        if self.inner.opts.read_only {
+            return Err(Error::ReadOnly);
+        }
+        self.flush().await?;
+        let busy = loop {
+            match BusyGuard::try_take(&self.inner.compacting, &self.signals.progress) {
+                Some(b) => break b,
+                None => self.signals.progress.notified().await,
+            }
+        };
+        let v = self.inner.version.borrow().clone();
+        let inputs: Vec<(usize, u64)> = v
+            .levels
+            .iter()
+            .enumerate()
+            .flat_map(|(l, ts)| ts.iter().map(move |t| (l, t.rec.file_no)))
+            .collect();
+        if inputs.is_empty() {
+            return Ok(());
+        }
+        let (output_level, target_file_size) = match &self.inner.opts.compaction {
+            policy::CompactionStyle::Leveled(lo) => {
+                let deepest = v.levels.iter().rposition(|l| !l.is_empty()).unwrap_or(0);
+                (deepest.max(1), lo.target_file_size_base)
+            }
+            _ => (0, u64::MAX),
+        };
+        let pick = CompactionPick {
+            inputs,
+            output_level,
+            bottommost: true,
+            trivial_move: false,
+            target_file_size,
+            reason: policy::PickReason::Manual,
+        };
+        let r = self.run_compaction(pick).await;
+        drop(busy);
+        self.purge_obsolete().await?;
+        r
+    }
+
+    /// How many versions of a key are stored (memtables and tables, tombstones
+    /// included): a diagnostic for tools and tests.
+    pub async fn versions_of(&self, token: Token, key: &[u8]) -> Result<usize> {
+        let mut it = MergeIter::new(self.sources(SeqNo::MAX));
+        it.seek(token, key).await?;
+        let mut n = 0;
+        while it.valid() {
+            let (t, k, _, _) = it.current();
+            if t != token || k != key {
+                break;
+            }
+            n += 1;
+            it.advance().await?;
+        }
+        Ok(n)
+    }
+
     async fn run_compaction(&self, pick: CompactionPick) -> Result<()> {
         let version = self.inner.version.borrow().clone();
         let mut inputs: Vec<(usize, Rc<TableHandle>)> = Vec::new();
@@ -931,26 +1015,37 @@ impl Engine {
             t.being_compacted.set(true);
             inputs.push((*level, t.clone()));
         }
-        let r = self.compact_inputs(&pick, &inputs).await;
+        let mut made = Vec::new();
+        let r = self.compact_inputs(&pick, &inputs, &mut made).await;
+        if r.is_err() && self.inner.bg_error.borrow().is_none() {
+            for p in &made {
+                let _ = self.inner.opts.fs.remove(p).await;
+            }
+        }
         for (_, t) in &inputs {
             t.being_compacted.set(false);
         }
         r
     }
 
-    async fn compact_inputs(&self, pick: &CompactionPick, inputs: &[(usize, Rc<TableHandle>)]) -> Result<()> {
+    async fn compact_inputs(
+        &self,
+        pick: &CompactionPick,
+        inputs: &[(usize, Rc<TableHandle>)],
+        made: &mut Vec<PathBuf>,
+    ) -> Result<()> {
         let now = self.now();
         let out_level = pick.output_level;
         if pick.trivial_move && inputs.len() == 1 {
             let (lvl, t) = &inputs[0];
             let mut m = self.inner.manifest.lock().await;
             let m = m.as_mut().ok_or(Error::ReadOnly)?;
-            m.append(&VersionEdit {
+            let edit = VersionEdit {
                 removed: vec![(*lvl, t.rec.file_no)],
                 added: vec![(out_level, t.rec.clone())],
                 ..VersionEdit::default()
-            })
-            .await?;
+            };
+            self.manifest_append(m, &edit).await?;
             let mut v = (**self.inner.version.borrow()).clone();
             v.levels[*lvl].retain(|x| !Rc::ptr_eq(x, t));
             while v.levels.len() <= out_level {
@@ -1020,6 +1115,7 @@ impl Engine {
                         m.as_mut().ok_or(Error::ReadOnly)?.next_file_no()
                     };
                     let path = self.inner.dir.join(table_name(file_no));
+                    made.push(path.clone());
                     let file = self.inner.opts.fs.create(&path).await?;
                     let mut topts = self.inner.opts.table.clone();
                     topts.created_ms = created;
@@ -1068,12 +1164,12 @@ impl Engine {
         {
             let mut m = self.inner.manifest.lock().await;
             let m = m.as_mut().ok_or(Error::ReadOnly)?;
-            m.append(&VersionEdit {
+            let edit = VersionEdit {
                 removed: inputs.iter().map(|(l, t)| (*l, t.rec.file_no)).collect(),
                 added: handles.iter().map(|h| (out_level, h.rec.clone())).collect(),
                 ..VersionEdit::default()
-            })
-            .await?;
+            };
+            self.manifest_append(m, &edit).await?;
             let mut v = (**self.inner.version.borrow()).clone();
             for (l, t) in inputs {
                 v.levels[*l].retain(|x| !Rc::ptr_eq(x, t));
@@ -1100,6 +1196,17 @@ impl Engine {
         c.compactions += 1;
         c.compaction_read += read_bytes;
         c.compaction_written += written;
+        Ok(())
+    }
+
+    /// Appends a manifest edit. A failure fences the engine: the edit may or may
+    /// not be on disk, so neither the old nor the new file set can be trusted
+    /// until a reopen reads the manifest back.
+    async fn manifest_append(&self, m: &mut Manifest, edit: &VersionEdit) -> Result<()> {
+        if let Err(e) = m.append(edit).await {
+            *self.inner.bg_error.borrow_mut() = Some(format!("manifest write failed: {e}"));
+            return Err(e);
+        }
         Ok(())
     }
 

@@ -231,6 +231,9 @@ impl ManifestState {
         if e.snapshot {
             *self = ManifestState::default();
         }
+        if e.next_file_no == Some(u64::MAX) {
+            return Err("next_file_no is u64::MAX");
+        }
         if let Some(v) = e.next_file_no {
             self.next_file_no = self.next_file_no.max(v);
         }

@@ -431,15 +431,7 @@ impl Wal {
         let path = self.dir.join(&name);
         let f = self.fs.create(&path).await?;
         // Zero-fill: real blocks now, so fdatasync later journals no extent changes.
-        let chunk = 1usize << 20;
-        let mut pos = 0u64;
-        while pos < self.opts.segment_bytes {
-            let len = chunk.min((self.opts.segment_bytes - pos) as usize);
-            let len = crate::io::align_up(len);
-            f.write_at(f.alloc(len), pos).await?;
-            pos += len as u64;
-            crate::io::yield_if_needed().await;
-        }
+        f.fill_zeros(self.opts.segment_bytes).await?;
         f.sync().await?;
         self.fs.sync_dir(&self.dir).await?;
         self.st.borrow_mut().spare = Some((Rc::new(f), name));

@@ -281,6 +281,8 @@ pub enum PickReason {
     ActiveWindow,
     /// Time-window: an old window is merged down to one table.
     OldWindow,
+    /// An operator asked for a full compaction (never picked by [`pick`]).
+    Manual,
 }
 
 /// A compaction for the runner to execute.

@@ -328,6 +328,27 @@ impl File {
         }
     }
 
+    /// Makes the file `len` bytes of written zeros. On the real disk the zeros
+    /// are written (not just reserved), so later overwrites followed by
+    /// fdatasync have no unwritten-extent conversion to journal.
+    pub async fn fill_zeros(&self, len: u64) -> Result<()> {
+        match self {
+            File::Real(_) => {
+                let chunk = 1usize << 20;
+                let mut pos = 0u64;
+                while pos < len {
+                    let n = align_up(chunk.min((len - pos) as usize));
+                    self.write_at(self.alloc(n), pos).await?;
+                    pos += n as u64;
+                    yield_if_needed().await;
+                }
+                Ok(())
+            }
+            // The same bytes, without the copying: the simulator is not timing a disk.
+            File::Sim(f) => f.allocate(len),
+        }
+    }
+
     /// Closes the file.
     pub async fn close(self) -> Result<()> {
         match self {
