@@ -395,8 +395,7 @@ impl Engine {
             None => Rc::new(MemTable::new(wal_log)),
         };
         let imm: VecDeque<Rc<MemTable>> = mems.into_iter().filter(|m| !m.is_empty()).collect();
-        let mut st = state.clone();
-        st.last_seq = st.last_seq.max(0);
+        let st = state.clone();
         let manifest = if opts.read_only {
             None
         } else {
@@ -859,7 +858,7 @@ impl Engine {
             b.add(k.token, &k.key, k.seq(), body).await?;
             src.advance();
             n += 1;
-            if n % 1024 == 0 {
+            if n.is_multiple_of(1024) {
                 crate::io::yield_if_needed().await;
             }
         }

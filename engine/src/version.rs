@@ -49,7 +49,7 @@ impl Version {
     pub fn normalize(&mut self) {
         for (i, l) in self.levels.iter_mut().enumerate() {
             if i == 0 {
-                l.sort_by(|a, b| b.rec.max_seq.cmp(&a.rec.max_seq));
+                l.sort_by_key(|t| std::cmp::Reverse(t.rec.max_seq));
             } else {
                 l.sort_by(|a, b| {
                     let (ta, ka, _) = &a.rec.smallest;

@@ -1,6 +1,6 @@
 //! Damaged files give typed errors naming the file; the engine never panics on
 //! bytes from disk.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::type_complexity)]
 
 mod common;
 
@@ -26,7 +26,7 @@ async fn build(seed: u64) -> (Fs, SimFs) {
     let e = Engine::open(opts(&fs)).await.unwrap();
     for i in 0..2000u32 {
         let k = format!("key{i:05}").into_bytes();
-        e.put(common::token(&k), &k, &vec![i as u8; 100], b"", 0).await.unwrap();
+        e.put(common::token(&k), &k, &[i as u8; 100], b"", 0).await.unwrap();
     }
     e.close().await.unwrap();
     (fs, sim)

@@ -2,7 +2,7 @@
 //!
 //! Puts, deletes, puts with expiry, clock moves, flushes, compactions and
 //! reopens, on the simulated disk and on the real disk.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::type_complexity)]
 
 mod common;
 
@@ -38,7 +38,7 @@ fn options(fs: Fs, dir: PathBuf, seed: u64, clock: corekv_engine::options::Clock
     o.block_cache_bytes = 64 << 10;
     o.table.block_size = 4096;
     o.clock = clock;
-    o.background = seed % 2 == 0;
+    o.background = seed.is_multiple_of(2);
     o.tombstone_grace = Duration::from_millis(500);
     o.compaction = match seed % 3 {
         0 => CompactionStyle::Leveled(LeveledOptions {

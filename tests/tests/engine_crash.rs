@@ -1,7 +1,7 @@
 //! Real-process crash test: a child writes with sync durability and reports
 //! each acknowledged key on a pipe; the test kills it with SIGKILL at random
 //! times, reopens the engine and reads every acknowledged key back.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};

@@ -26,7 +26,7 @@ pub fn check_memlock() -> Result<()> {
     }
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0; // CAP_IPC_LOCK ignores the limit
-    let have = lim.rlim_cur as u64;
+    let have = lim.rlim_cur;
     if !root && lim.rlim_cur != libc::RLIM_INFINITY && have < MIN_MEMLOCK {
         return Err(Error::MemlockTooLow {
             have,

@@ -111,7 +111,7 @@ pub struct SimFile {
 fn eio(path: &Path, what: &str) -> Error {
     Error::io(
         path,
-        std::io::Error::new(std::io::ErrorKind::Other, format!("simulated EIO ({what})")),
+        std::io::Error::other(format!("simulated EIO ({what})")),
     )
 }
 
