@@ -199,6 +199,9 @@ struct Inner {
     bg_error: RefCell<Option<String>>,
     /// Set while flushes fail for lack of space; cleared by the next good flush.
     disk_full: RefCell<Option<PathBuf>>,
+    /// The stall decision for the current version (computed when it changes,
+    /// not on every write).
+    stall: Cell<StallDecision>,
     counters: RefCell<Counters>,
     flush_bytes_probe: Cell<u64>,
     rate: RefCell<RateLimiter>,
@@ -217,7 +220,7 @@ struct Signals {
 pub struct Engine {
     inner: Rc<Inner>,
     signals: Rc<Signals>,
-    tasks: Rc<RefCell<Vec<glommio::task::JoinHandle<()>>>>,
+    tasks: Rc<RefCell<Vec<crate::io::TaskHandle>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -402,6 +405,7 @@ impl Engine {
             Some(Manifest::create(fs.clone(), &dir, number + 1, st, opts.manifest_max_bytes).await?)
         };
         let bps = opts.compaction_bytes_per_sec;
+        let stall = policy::should_stall(&opts.compaction, &file_infos(&version));
         let inner = Rc::new(Inner {
             dir,
             wal,
@@ -418,6 +422,7 @@ impl Engine {
             closed: Cell::new(false),
             bg_error: RefCell::new(None),
             disk_full: RefCell::new(None),
+            stall: Cell::new(stall),
             counters: RefCell::new(Counters::default()),
             flush_bytes_probe: Cell::new(0),
             rate: RefCell::new(RateLimiter::new(bps)),
@@ -429,24 +434,26 @@ impl Engine {
             tasks: Rc::new(RefCell::new(Vec::new())),
         };
         if engine.inner.opts.background && !engine.inner.opts.read_only {
-            engine.start_background();
+            engine.start_background()?;
         } else if !engine.inner.opts.read_only {
             while engine.flush_one().await? {}
         }
         Ok(engine)
     }
 
-    fn start_background(&self) {
+    fn start_background(&self) -> Result<()> {
+        use crate::io::{spawn_background, Priority};
         let weak = Rc::downgrade(&self.inner);
         let sig = self.signals.clone();
-        let flusher = glommio::spawn_local(background_loop(weak.clone(), sig.clone(), Job::Flush)).detach();
-        let compactor = glommio::spawn_local(background_loop(weak.clone(), sig.clone(), Job::Compact)).detach();
+        let flusher = spawn_background(background_loop(weak.clone(), sig.clone(), Job::Flush), Priority::Flush)?;
+        let compactor = spawn_background(background_loop(weak.clone(), sig.clone(), Job::Compact), Priority::Bulk)?;
         let mut t = self.tasks.borrow_mut();
         t.push(flusher);
         t.push(compactor);
         if let Durability::Periodic(every) = self.inner.opts.wal.durability {
-            t.push(glommio::spawn_local(periodic_sync(weak, sig, every)).detach());
+            t.push(spawn_background(periodic_sync(weak, sig, every), Priority::Flush)?);
         }
+        Ok(())
     }
 
     fn engine_of(inner: Rc<Inner>, signals: Rc<Signals>) -> Engine {
@@ -578,10 +585,7 @@ impl Engine {
             self.check_bg_error()?;
             self.wal()?.check_fenced()?;
             let imm_full = self.inner.imm.borrow().len() >= self.inner.opts.max_immutable_memtables.max(1);
-            let l0_stop = {
-                let v = self.inner.version.borrow().clone();
-                policy::should_stall(&self.inner.opts.compaction, &file_infos(&v)) == StallDecision::Stop
-            };
+            let l0_stop = self.inner.stall.get() == StallDecision::Stop;
             let mem_full = self.inner.mem.borrow().size() >= self.inner.opts.memtable_bytes;
             if !self.inner.opts.background {
                 if mem_full {
@@ -894,7 +898,7 @@ impl Engine {
             }
             v.levels[0].push(handle);
             v.normalize();
-            *self.inner.version.borrow_mut() = Rc::new(v);
+            self.install(v);
             let popped = self.inner.imm.borrow_mut().pop_front();
             debug_assert!(popped.is_some_and(|p| Rc::ptr_eq(&p, mem)));
         }
@@ -1052,7 +1056,7 @@ impl Engine {
             }
             v.levels[out_level].push(t.clone());
             v.normalize();
-            *self.inner.version.borrow_mut() = Rc::new(v);
+            self.install(v);
             self.inner.counters.borrow_mut().compactions += 1;
             return Ok(());
         }
@@ -1178,7 +1182,7 @@ impl Engine {
             }
             v.levels[out_level].extend(handles.iter().cloned());
             v.normalize();
-            *self.inner.version.borrow_mut() = Rc::new(v);
+            self.install(v);
             self.inner
                 .obsolete
                 .borrow_mut()
@@ -1196,6 +1200,14 @@ impl Engine {
         c.compaction_read += read_bytes;
         c.compaction_written += written;
         Ok(())
+    }
+
+    /// Makes `v` the current version.
+    fn install(&self, v: Version) {
+        self.inner
+            .stall
+            .set(policy::should_stall(&self.inner.opts.compaction, &file_infos(&v)));
+        *self.inner.version.borrow_mut() = Rc::new(v);
     }
 
     /// Appends a manifest edit. A failure fences the engine: the edit may or may

@@ -383,6 +383,48 @@ impl std::future::Future for YieldNow {
     }
 }
 
+/// A background task's handle; awaiting it waits for the task to end.
+pub type TaskHandle = glommio::task::JoinHandle<()>;
+
+/// How much CPU a background task may take when foreground work is waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Priority {
+    /// Memtable flushes: writers stall if these fall behind, so they get as
+    /// much CPU as the foreground.
+    Flush,
+    /// Compaction and other bulk work: a fifth of the foreground's share, so
+    /// request latency holds while it runs.
+    Bulk,
+}
+
+thread_local! {
+    static QUEUES: std::cell::RefCell<Vec<(usize, Priority, glommio::TaskQueueHandle)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Spawns a detached background task into the task queue for `prio`,
+/// creating the queue on first use on this executor.
+pub fn spawn_background(fut: impl std::future::Future<Output = ()> + 'static, prio: Priority) -> Result<TaskHandle> {
+    let ex = glommio::executor();
+    let id = ex.id();
+    let handle = QUEUES.with(|q| {
+        let mut q = q.borrow_mut();
+        if let Some((_, _, h)) = q.iter().find(|(i, p, _)| *i == id && *p == prio) {
+            return *h;
+        }
+        let (shares, name) = match prio {
+            Priority::Flush => (1000, "corekv-flush"),
+            Priority::Bulk => (200, "corekv-bulk"),
+        };
+        let h = ex.create_task_queue(glommio::Shares::Static(shares), glommio::Latency::NotImportant, name);
+        q.push((id, prio, h));
+        h
+    });
+    glommio::spawn_local_into(fut, handle)
+        .map(|t| t.detach())
+        .map_err(|e| Error::InvalidArgument(format!("cannot spawn a background task: {e}")))
+}
+
 /// Sleeps on the current executor's timer.
 pub async fn sleep(d: Duration) {
     glommio::timer::sleep(d).await;
