@@ -3,7 +3,7 @@
 # invocation, with the same parameters on the same disk, and prints a ratio
 # table (corekv / RocksDB).
 #
-#   bench/scripts/vs_rocksdb.sh            # full: --num=2000000 (about 10-15 minutes here)
+#   bench/scripts/vs_rocksdb.sh            # full: --num=2000000 (about 6 minutes here)
 #   bench/scripts/vs_rocksdb.sh --quick    # --num=200000, for a quick look
 #   options: --num N  --reads N  --sync-num N (writes per writer in the sync test)
 #            --dir DIR (default target/vs_rocksdb under the repo; must not be tmpfs)

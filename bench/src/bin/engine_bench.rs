@@ -39,12 +39,19 @@ fn parse_flag(s: &str) -> BenchResult<bool> {
 
 /// Command-line flags, named as db_bench names them where db_bench has one.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "engine-bench", rename_all = "snake_case", about = "db_bench-style workloads on one corekv engine pinned to one core")]
+#[command(
+    name = "engine-bench",
+    rename_all = "snake_case",
+    about = "db_bench-style workloads on one corekv engine pinned to one core"
+)]
 struct Args {
     /// Comma-separated workloads, run in order on one database: fillseq,
     /// fillrandom, overwrite, readrandom, readmissing, seekrandom, scan (alias
     /// readseq), waitforcompaction, flush, stats.
-    #[arg(long, default_value = "fillseq,fillrandom,overwrite,readrandom,readmissing,seekrandom,scan")]
+    #[arg(
+        long,
+        default_value = "fillseq,fillrandom,overwrite,readrandom,readmissing,seekrandom,scan"
+    )]
     benchmarks: String,
     /// Keys in the key space; also the write count of each worker.
     #[arg(long, default_value_t = 2_000_000)]
@@ -212,7 +219,10 @@ impl Bench {
     }
 
     fn engine(&self) -> BenchResult<Engine> {
-        self.engine.borrow().clone().ok_or_else(|| "engine not open".to_string())
+        self.engine
+            .borrow()
+            .clone()
+            .ok_or_else(|| "engine not open".to_string())
     }
 
     /// Runs `threads` workers made by `make` and reports them under `name`.
@@ -402,7 +412,10 @@ impl Bench {
                 for _ in 0..a.reads.unwrap_or(a.num) {
                     make_key(rng.next_u64() % a.num.max(1), key_size, &mut key);
                     let t = Instant::now();
-                    let r = engine.get(token_of(&key), &key).await.map_err(|e| format!("get: {e}"))?;
+                    let r = engine
+                        .get(token_of(&key), &key)
+                        .await
+                        .map_err(|e| format!("get: {e}"))?;
                     w.record(t);
                     if let Some(r) = r {
                         w.found += 1;
@@ -440,7 +453,11 @@ impl Bench {
                     if page.entries.first().is_some_and(|e| e.token == token && e.key == key) {
                         w.found += 1;
                     }
-                    w.bytes += page.entries.iter().map(|e| (e.key.len() + e.value.len()) as u64).sum::<u64>();
+                    w.bytes += page
+                        .entries
+                        .iter()
+                        .map(|e| (e.key.len() + e.value.len()) as u64)
+                        .sum::<u64>();
                 }
                 Ok(w)
             }
@@ -464,7 +481,11 @@ impl Bench {
                     let page = engine.scan(&o).await.map_err(|e| format!("scan: {e}"))?;
                     w.record(t);
                     entries += page.entries.len() as u64;
-                    w.bytes += page.entries.iter().map(|e| (e.key.len() + e.value.len()) as u64).sum::<u64>();
+                    w.bytes += page
+                        .entries
+                        .iter()
+                        .map(|e| (e.key.len() + e.value.len()) as u64)
+                        .sum::<u64>();
                     match page.cursor {
                         Some(c) => o.after = Some(c),
                         None => break,
