@@ -264,6 +264,13 @@ impl RateLimiter {
     }
 }
 
+async fn open_table_file(opts: &Options, path: &Path) -> Result<crate::io::File> {
+    match opts.table_reads {
+        crate::options::TableReads::Direct => opts.fs.open(path, false).await,
+        crate::options::TableReads::Buffered => opts.fs.open_buffered(path).await,
+    }
+}
+
 fn table_name(no: u64) -> String {
     format!("{no:06}.sst")
 }
@@ -322,7 +329,7 @@ impl Engine {
             }
             for rec in files.values() {
                 let path = dir.join(table_name(rec.file_no));
-                let file = fs.open(&path, false).await?;
+                let file = open_table_file(&opts, &path).await?;
                 let table = Table::open(file, rec.file_no, cache.clone()).await?;
                 live.insert(rec.file_no);
                 version.levels[level].push(Rc::new(TableHandle {
@@ -565,6 +572,9 @@ impl Engine {
         }
         self.inner.counters.borrow_mut().user_bytes += user_bytes;
         wal.wait(ticket).await?;
+        // In periodic mode nothing above suspends: give flush and compaction
+        // their share when this task's time slice is used up.
+        crate::io::yield_if_needed().await;
         Ok(base + count - 1)
     }
 
@@ -868,7 +878,7 @@ impl Engine {
         }
         let meta = b.finish().await?;
         self.inner.opts.fs.sync_dir(&self.inner.dir).await?;
-        let file = self.inner.opts.fs.open(&path, false).await?;
+        let file = open_table_file(&self.inner.opts, &path).await?;
         let table = Table::open(file, file_no, self.inner.cache.clone()).await?;
         let rec = record_of(&meta, now);
         let handle = Rc::new(TableHandle {
@@ -1154,7 +1164,7 @@ impl Engine {
             if meta.entries == 0 {
                 continue;
             }
-            let file = self.inner.opts.fs.open(path, false).await?;
+            let file = open_table_file(&self.inner.opts, path).await?;
             let table = Table::open(file, meta.file_no, self.inner.cache.clone()).await?;
             written += meta.size;
             handles.push(Rc::new(TableHandle {

@@ -26,5 +26,5 @@ pub use engine::{Cursor, Engine, Record, ScanOptions, ScanPage, Stats};
 pub use error::{Error, Result};
 pub use format::{Entry, Kind, SeqNo, Token, WriteBatch};
 pub use io::Fs;
-pub use options::{CompactionFilter, Limits, Options};
+pub use options::{CompactionFilter, Limits, Options, TableReads};
 pub use wal::Durability;

@@ -60,6 +60,19 @@ pub trait CompactionFilter {
     fn retain(&self, token: Token, key: &[u8], versions: &[BodyRef<'_>], now_ms: u64) -> usize;
 }
 
+/// How table blocks are read from disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TableReads {
+    /// O_DIRECT: every block cache miss is a disk read. Memory use is exactly
+    /// the block cache; latency does not depend on what else the machine does.
+    #[default]
+    Direct,
+    /// Through the OS page cache: misses in the block cache may be served from
+    /// kernel memory. Faster when the data fits in RAM; memory use is then
+    /// the block cache plus whatever the kernel keeps.
+    Buffered,
+}
+
 /// Everything an engine is opened with.
 #[derive(Clone)]
 pub struct Options {
@@ -77,6 +90,8 @@ pub struct Options {
     pub table: TableOptions,
     /// Block cache size in bytes.
     pub block_cache_bytes: usize,
+    /// Direct (default) or page-cache table reads.
+    pub table_reads: TableReads,
     /// Compaction policy.
     pub compaction: CompactionStyle,
     /// Compaction write bandwidth in bytes per second (0 = unlimited).
@@ -125,6 +140,7 @@ impl Options {
             wal: WalOptions::default(),
             table: TableOptions::default(),
             block_cache_bytes: 64 << 20,
+            table_reads: TableReads::Direct,
             compaction: CompactionStyle::default(),
             compaction_bytes_per_sec: 0,
             tombstone_grace: Duration::from_secs(10 * 24 * 3600),

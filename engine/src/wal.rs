@@ -448,10 +448,19 @@ impl Wal {
     }
 
     async fn wait_lsn(&self, lsn: u64) -> Result<()> {
+        let mut yielded = false;
         loop {
             self.check_fenced()?;
             if self.st.borrow().durable_lsn >= lsn {
                 return Ok(());
+            }
+            if !yielded && !self.syncing.get() {
+                // Before leading a sync, let the other ready writers (those the
+                // last sync just woke) append: one fdatasync then covers them all
+                // instead of this record alone.
+                yielded = true;
+                crate::io::yield_now().await;
+                continue;
             }
             match BusyGuard::try_take(&self.syncing, &self.synced) {
                 Some(_leader) => self.sync_round().await?,

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use corekv_engine::compaction::policy::{CompactionStyle, LeveledOptions, SizeTieredOptions, TimeWindowOptions};
-use corekv_engine::{Durability, Engine, Fs, Kind, Options, ScanOptions};
+use corekv_engine::{Durability, Engine, Fs, Kind, Options, ScanOptions, TableReads};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -57,6 +57,9 @@ fn options(fs: Fs, dir: PathBuf, seed: u64, clock: corekv_engine::options::Clock
             ..TimeWindowOptions::default()
         }),
     };
+    if seed % 2 == 1 {
+        o.table_reads = TableReads::Buffered;
+    }
     if seed % 5 == 4 {
         o.wal.durability = Durability::Periodic(Duration::from_millis(5));
     }

@@ -123,6 +123,10 @@ struct Args {
     /// Seed for the key generators.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Read table blocks with O_DIRECT (true, the engine's default) or through
+    /// the OS page cache (false), like db_bench's flag of the same name.
+    #[arg(long, default_value = "true", num_args = 0..=1, default_missing_value = "true", value_parser = parse_flag)]
+    use_direct_reads: bool,
 }
 
 /// What one worker measured.
@@ -174,6 +178,11 @@ impl Bench {
         let mut o = Options::new(Fs::real(), a.db.clone());
         o.memtable_bytes = a.write_buffer_size;
         o.block_cache_bytes = a.cache_size;
+        o.table_reads = if a.use_direct_reads {
+            corekv_engine::TableReads::Direct
+        } else {
+            corekv_engine::TableReads::Buffered
+        };
         o.wal.durability = if a.sync {
             Durability::Sync
         } else {

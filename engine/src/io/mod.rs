@@ -55,6 +55,8 @@ pub enum File {
     Real(real::RealFile),
     /// A simulated file.
     Sim(sim::SimFile),
+    /// A read-only file read through the page cache.
+    Buffered(real::RealBufferedFile),
 }
 
 /// A buffer to write, aligned as the backend needs.
@@ -169,6 +171,15 @@ impl Fs {
         }
     }
 
+    /// Opens an existing file read-only for reads through the OS page cache
+    /// (the simulated disk has no page cache: the same as [`Fs::open`]).
+    pub async fn open_buffered(&self, path: &Path) -> Result<File> {
+        match self {
+            Fs::Real(r) => Ok(File::Buffered(r.open_buffered(path).await?)),
+            Fs::Sim(s) => Ok(File::Sim(s.open(path)?)),
+        }
+    }
+
     /// Removes a file.
     pub async fn remove(&self, path: &Path) -> Result<()> {
         match self {
@@ -235,6 +246,7 @@ impl File {
         match self {
             File::Real(f) => &f.path,
             File::Sim(f) => f.path(),
+            File::Buffered(f) => &f.path,
         }
     }
 
@@ -247,7 +259,7 @@ impl File {
                 b.as_bytes_mut().fill(0);
                 IoBuf::Dma(b)
             }
-            File::Sim(_) => IoBuf::Vec(vec![0u8; len]),
+            File::Sim(_) | File::Buffered(_) => IoBuf::Vec(vec![0u8; len]),
         }
     }
 
@@ -276,6 +288,7 @@ impl File {
                 yield_now().await;
                 f.read_at(pos, len).map(ReadBuf::Vec)
             }
+            File::Buffered(f) => f.read_at(pos, len).await,
         }
     }
 
@@ -301,6 +314,7 @@ impl File {
                 yield_now().await;
                 f.sync()
             }
+            File::Buffered(_) => Ok(()), // opened read-only: nothing to sync
         }
     }
 
@@ -309,6 +323,7 @@ impl File {
         match self {
             File::Real(f) => f.size().await,
             File::Sim(f) => Ok(f.size()),
+            File::Buffered(f) => f.size().await,
         }
     }
 
@@ -317,6 +332,7 @@ impl File {
         match self {
             File::Real(f) => f.truncate(len).await,
             File::Sim(f) => f.truncate(len),
+            File::Buffered(_) => Err(read_only(self.path())),
         }
     }
 
@@ -325,6 +341,7 @@ impl File {
         match self {
             File::Real(f) => f.allocate(len).await,
             File::Sim(f) => f.allocate(len),
+            File::Buffered(_) => Err(read_only(self.path())),
         }
     }
 
@@ -333,6 +350,7 @@ impl File {
     /// fdatasync have no unwritten-extent conversion to journal.
     pub async fn fill_zeros(&self, len: u64) -> Result<()> {
         match self {
+            File::Buffered(_) => Err(read_only(self.path())),
             File::Real(_) => {
                 let chunk = 1usize << 20;
                 let mut pos = 0u64;
@@ -354,8 +372,13 @@ impl File {
         match self {
             File::Real(f) => f.close().await,
             File::Sim(_) => Ok(()),
+            File::Buffered(f) => f.close().await,
         }
     }
+}
+
+fn read_only(path: &Path) -> Error {
+    Error::InvalidArgument(format!("{} is open read-only", path.display()))
 }
 
 /// A shared handle to an open file.

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
+use glommio::io::{BufferedFile, DmaBuffer, DmaFile, OpenOptions};
 
 use super::ReadBuf;
 use crate::error::{Error, Result};
@@ -180,6 +180,42 @@ impl RealFile {
 
     pub(super) async fn allocate(&self, len: u64) -> Result<()> {
         gio(&self.path, self.file.pre_allocate(len, false).await)
+    }
+
+    pub(super) async fn close(self) -> Result<()> {
+        gio(&self.path, self.file.close().await)
+    }
+}
+
+/// A read-only file read through the OS page cache (io_uring buffered reads):
+/// the table-read mode that lets the kernel's page cache act as a second-level
+/// cache, as RocksDB's default does.
+#[derive(Debug)]
+pub struct RealBufferedFile {
+    pub(super) file: BufferedFile,
+    pub(super) path: PathBuf,
+}
+
+impl RealFs {
+    pub(super) async fn open_buffered(&self, path: &Path) -> Result<RealBufferedFile> {
+        let file = gio(path, BufferedFile::open(path).await)?;
+        Ok(RealBufferedFile {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl RealBufferedFile {
+    pub(super) async fn read_at(&self, pos: u64, len: usize) -> Result<ReadBuf> {
+        if len == 0 {
+            return Ok(ReadBuf::Vec(Vec::new()));
+        }
+        Ok(ReadBuf::Dma(gio(&self.path, self.file.read_at(pos, len).await)?))
+    }
+
+    pub(super) async fn size(&self) -> Result<u64> {
+        gio(&self.path, self.file.file_size().await)
     }
 
     pub(super) async fn close(self) -> Result<()> {

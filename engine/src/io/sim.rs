@@ -109,10 +109,7 @@ pub struct SimFile {
 }
 
 fn eio(path: &Path, what: &str) -> Error {
-    Error::io(
-        path,
-        std::io::Error::other(format!("simulated EIO ({what})")),
-    )
+    Error::io(path, std::io::Error::other(format!("simulated EIO ({what})")))
 }
 
 fn enoent(path: &Path) -> Error {
