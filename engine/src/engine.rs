@@ -29,9 +29,38 @@ use crate::manifest::{self, FileRecord, Manifest, ManifestState, VersionEdit};
 use crate::memtable::MemTable;
 use crate::notify::{BusyGuard, Notify};
 use crate::options::Options;
-use crate::sstable::{Table, TableBuilder, TableIter, TableMeta};
+use crate::sstable::{Found, Table, TableBuilder, TableIter, TableMeta};
 use crate::version::{TableHandle, Version};
 use crate::wal::{Durability, Wal, WalStats};
+
+/// Where a point read found its version.
+enum Hit {
+    Mem(SeqNo, Rc<[u8]>),
+    Table(Found, Rc<TableHandle>),
+}
+
+impl Hit {
+    fn seq(&self) -> SeqNo {
+        match self {
+            Hit::Mem(s, _) => *s,
+            Hit::Table(f, _) => f.seq,
+        }
+    }
+
+    fn body(&self) -> &[u8] {
+        match self {
+            Hit::Mem(_, b) => b,
+            Hit::Table(f, _) => f.body(),
+        }
+    }
+
+    fn corruption(&self, e: crate::error::DecodeError) -> Error {
+        match self {
+            Hit::Mem(..) => Error::corruption("memtable", 0, e.to_string()),
+            Hit::Table(_, t) => Error::corruption(&t.path, 0, format!("undecodable entry body: {e}")),
+        }
+    }
+}
 
 /// A live value returned by a read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -646,36 +675,36 @@ impl Engine {
         Ok(())
     }
 
-    /// Reads the newest version of (token, key), tombstones included and
-    /// expiry not applied (the cluster layer needs both).
-    pub async fn get_entry(&self, token: Token, key: &[u8]) -> Result<Option<Entry>> {
+    /// Finds the newest stored version of (token, key).
+    async fn lookup(&self, token: Token, key: &[u8]) -> Result<Option<Hit>> {
         self.check_key(key)?;
         let read_seq = self.inner.wal.as_ref().map_or(SeqNo::MAX, |w| w.visible_seq());
-        let mut mems = vec![self.inner.mem.borrow().clone()];
-        mems.extend(self.inner.imm.borrow().iter().rev().cloned());
-        let version = self.inner.version.borrow().clone();
         self.inner.counters.borrow_mut().gets += 1;
-        for m in &mems {
+        if let Some((seq, body)) = self.inner.mem.borrow().get(token, key, read_seq) {
+            return Ok(Some(Hit::Mem(seq, body)));
+        }
+        let imm: Vec<Rc<MemTable>> = self.inner.imm.borrow().iter().rev().cloned().collect();
+        for m in &imm {
             if let Some((seq, body)) = m.get(token, key, read_seq) {
-                return Entry::from_body(token, key, seq, &body)
-                    .map(Some)
-                    .map_err(|e| Error::corruption("memtable", 0, e.to_string()));
+                return Ok(Some(Hit::Mem(seq, body)));
             }
         }
+        let version = self.inner.version.borrow().clone();
+        let hash = crate::filter::hash_key(token, key);
         let mut probed = 0u64;
-        let mut best: Option<(SeqNo, Vec<u8>, &Rc<TableHandle>)> = None;
+        let mut best: Option<(Found, Rc<TableHandle>)> = None;
         if let Some(l0) = version.levels.first() {
             for t in l0 {
-                if best.as_ref().is_some_and(|b| b.0 >= t.rec.max_seq) {
+                if best.as_ref().is_some_and(|b| b.0.seq >= t.rec.max_seq) {
                     break;
                 }
                 if !t.covers(token, key) {
                     continue;
                 }
                 probed += 1;
-                if let Some((seq, body)) = t.table.get(token, key).await? {
-                    if best.as_ref().is_none_or(|b| seq > b.0) {
-                        best = Some((seq, body, t));
+                if let Some(f) = t.table.get_ref_hashed(token, key, SeqNo::MAX, hash).await? {
+                    if best.as_ref().is_none_or(|b| f.seq > b.0.seq) {
+                        best = Some((f, t.clone()));
                     }
                 }
             }
@@ -684,36 +713,43 @@ impl Engine {
             for level in 1..version.levels.len() {
                 if let Some(t) = version.find_in_level(level, token, key) {
                     probed += 1;
-                    if let Some((seq, body)) = t.table.get(token, key).await? {
-                        best = Some((seq, body, t));
+                    if let Some(f) = t.table.get_ref_hashed(token, key, SeqNo::MAX, hash).await? {
+                        best = Some((f, t.clone()));
                         break;
                     }
                 }
             }
         }
         self.inner.counters.borrow_mut().tables_probed += probed;
-        match best {
-            Some((seq, body, t)) => Entry::from_body(token, key, seq, &body)
-                .map(Some)
-                .map_err(|e| Error::corruption(&t.path, 0, e.to_string())),
+        Ok(best.map(|(f, t)| Hit::Table(f, t)))
+    }
+
+    /// Reads the newest version of (token, key), tombstones included and
+    /// expiry not applied (the cluster layer needs both).
+    pub async fn get_entry(&self, token: Token, key: &[u8]) -> Result<Option<Entry>> {
+        match self.lookup(token, key).await? {
             None => Ok(None),
+            Some(h) => Entry::from_body(token, key, h.seq(), h.body())
+                .map(Some)
+                .map_err(|e| h.corruption(e)),
         }
     }
 
     /// Reads the live value of (token, key): `None` if absent, deleted or expired.
     pub async fn get(&self, token: Token, key: &[u8]) -> Result<Option<Record>> {
-        let now = self.now();
-        Ok(self.get_entry(token, key).await?.and_then(|e| {
-            if e.kind == Kind::Delete || e.is_expired(now) {
-                None
-            } else {
-                Some(Record {
-                    value: e.value,
-                    meta: e.meta,
-                    expiry_ms: e.time,
-                    seq: e.seq,
-                })
-            }
+        let Some(h) = self.lookup(token, key).await? else {
+            return Ok(None);
+        };
+        let b = decode_body(h.body()).map_err(|e| h.corruption(e))?;
+        // Only values with an expiry pay for reading the clock.
+        if b.kind == Kind::Delete || (b.time != 0 && b.time <= self.now()) {
+            return Ok(None);
+        }
+        Ok(Some(Record {
+            value: b.value.to_vec(),
+            meta: b.meta.to_vec(),
+            expiry_ms: b.time,
+            seq: h.seq(),
         }))
     }
 
