@@ -488,3 +488,82 @@ impl TableIter {
         r
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::path::PathBuf;
+    use std::rc::Rc;
+
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::format::{encode_body, Kind};
+    use crate::io::Fs;
+    use crate::sstable::{TableBuilder, TableOptions};
+
+    fn run<F: std::future::Future<Output = ()> + 'static>(f: F) {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap()
+            .run(f);
+    }
+
+    /// Full-scan time of a ~200 MB table on the real disk (O_DIRECT, so the
+    /// page cache does not help). The table is built once and kept in
+    /// target/test-data/readahead-bench for later runs.
+    /// `cargo test --release -p corekv-engine --lib readahead_scan_cost -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn readahead_scan_cost() {
+        run(async {
+            let fs = Fs::real();
+            let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/test-data/readahead-bench"));
+            fs.prepare_dir(&dir).await.unwrap();
+            let path = dir.join("000001.sst");
+            let n = 200_000u64;
+            if !fs.exists(&path).await {
+                let tmp = dir.join("000001.tmp");
+                let mut rng = SmallRng::seed_from_u64(7);
+                let mut b = TableBuilder::new(fs.create(&tmp).await.unwrap(), TableOptions::default(), 1);
+                let mut body = Vec::new();
+                let mut value = vec![0u8; 1024];
+                for i in 0..n {
+                    rng.fill(&mut value[..]);
+                    body.clear();
+                    encode_body(Kind::Put, 0, &[], &value, &mut body);
+                    b.add(0, format!("{i:016}").as_bytes(), 1, &body).await.unwrap();
+                }
+                b.finish().await.unwrap();
+                fs.rename(&tmp, &path).await.unwrap();
+            }
+            let cache = Rc::new(BlockCache::new(8 << 20));
+            let t = Table::open(fs.open(&path, false).await.unwrap(), 1, cache).await.unwrap();
+            println!("table {} MiB, {} blocks", t.size() >> 20, t.index().len());
+            for round in 0..3 {
+                let before = t.stats();
+                let t0 = std::time::Instant::now();
+                let mut it = TableIter::new(t.clone());
+                it.set_fill_cache(false);
+                it.seek_to_first().await.unwrap();
+                let mut c = 0u64;
+                let mut bytes = 0usize;
+                while it.valid() {
+                    c += 1;
+                    bytes += it.body().len();
+                    it.advance().await.unwrap();
+                }
+                let el = t0.elapsed();
+                assert_eq!(c, n);
+                let s = t.stats();
+                println!(
+                    "round {round}: {c} entries, {bytes} body bytes in {el:?} = {:.0} MB/s, {} block reads",
+                    t.size() as f64 / el.as_secs_f64() / 1e6,
+                    s.block_reads - before.block_reads,
+                );
+            }
+        });
+    }
+}
