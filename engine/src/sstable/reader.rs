@@ -731,7 +731,9 @@ mod tests {
         let mut users = std::collections::BTreeSet::new();
         while users.len() < keys {
             let t = tokens[rng.gen_range(0..tokens.len())];
-            let k: Vec<u8> = (0..rng.gen_range(1..20)).map(|_| b"abcd0189"[rng.gen_range(0..8)]).collect();
+            let k: Vec<u8> = (0..rng.gen_range(1..20))
+                .map(|_| b"abcd0189"[rng.gen_range(0..8)])
+                .collect();
             users.insert((t, k));
         }
         let mut out = Vec::new();
@@ -763,7 +765,9 @@ mod tests {
 
     async fn open(fs: &Fs, path: &Path, cache_bytes: usize) -> Rc<Table> {
         let cache = Rc::new(BlockCache::new(cache_bytes));
-        Table::open(fs.open(path, false).await.unwrap(), 1, cache).await.unwrap()
+        Table::open(fs.open(path, false).await.unwrap(), 1, cache)
+            .await
+            .unwrap()
     }
 
     fn entry(it: &TableIter) -> Ent {
@@ -805,8 +809,17 @@ mod tests {
                 let t = open(&fs, &path, 96 * 1024).await;
                 let reference = scan(&t, 0, false).await;
                 assert_eq!(reference, entries);
-                for (ra, fill) in [(DEFAULT_READAHEAD, false), (DEFAULT_READAHEAD, true), (1, true), (40_000, false)] {
-                    assert_eq!(scan(&t, ra, fill).await, entries, "{compression:?} {block_size} ra {ra}");
+                for (ra, fill) in [
+                    (DEFAULT_READAHEAD, false),
+                    (DEFAULT_READAHEAD, true),
+                    (1, true),
+                    (40_000, false),
+                ] {
+                    assert_eq!(
+                        scan(&t, ra, fill).await,
+                        entries,
+                        "{compression:?} {block_size} ra {ra}"
+                    );
                 }
 
                 let mut off = TableIter::new(t.clone());
@@ -826,7 +839,11 @@ mod tests {
                         off.seek(e.0, &k).await.unwrap();
                         on.seek(e.0, &k).await.unwrap();
                     }
-                    let steps = if rng.gen_bool(0.2) { rng.gen_range(0..2000) } else { rng.gen_range(0..60) };
+                    let steps = if rng.gen_bool(0.2) {
+                        rng.gen_range(0..2000)
+                    } else {
+                        rng.gen_range(0..60)
+                    };
                     for _ in 0..steps {
                         assert_eq!(on.valid(), off.valid());
                         if !on.valid() {
@@ -871,7 +888,11 @@ mod tests {
             build(&fs, &path, &entries, opts).await;
             let t = open(&fs, &path, 1 << 20).await;
             let blocks = t.index().len() as u64;
-            assert!(t.size() > 4 << 20 && blocks > 1000, "{} bytes, {blocks} blocks", t.size());
+            assert!(
+                t.size() > 4 << 20 && blocks > 1000,
+                "{} bytes, {blocks} blocks",
+                t.size()
+            );
 
             let s0 = t.stats();
             assert_eq!(scan(&t, 0, false).await.len(), entries.len());
@@ -887,7 +908,10 @@ mod tests {
             let max_ios = 4 + t.size() / (DEFAULT_READAHEAD as u64 - 17 * 1024) + 1;
             assert!(ios <= max_ios && ios * 20 < blocks, "{ios} I/Os for {blocks} blocks");
             assert_eq!(s2.block_reads - s1.block_reads, blocks);
-            assert_eq!(s2.block_read_bytes - s1.block_read_bytes, s1.block_read_bytes - s0.block_read_bytes);
+            assert_eq!(
+                s2.block_read_bytes - s1.block_read_bytes,
+                s1.block_read_bytes - s0.block_read_bytes
+            );
             assert_eq!(s2.readahead_bytes, s2.block_read_bytes - s1.block_read_bytes);
             let cs = t.cache.stats();
             assert_eq!(cs.inserts, 0, "{cs:?}");
@@ -940,7 +964,8 @@ mod tests {
                 // Past the first runs, so the block is in the middle of a run.
                 let bad = rng.gen_range(8..nblocks);
                 let h = t.index().get(bad).unwrap().handle;
-                sim.flip_bit(&path, h.offset + rng.gen_range(0..h.size), rng.gen()).unwrap();
+                sim.flip_bit(&path, h.offset + rng.gen_range(0..h.size), rng.gen())
+                    .unwrap();
                 // Before the damaged block, the same entries as a clean read.
                 let t = open(&fs, &path, 1 << 20).await;
                 let mut it = TableIter::new(t.clone());
@@ -953,13 +978,11 @@ mod tests {
                     r = it.advance().await;
                 }
                 let e = r.unwrap_err();
-                match &e {
-                    Error::ChecksumMismatch { path: p, offset, .. } => {
-                        assert_eq!(p, &path);
-                        assert_eq!(*offset, h.offset, "seed {seed}");
-                    }
-                    other => panic!("seed {seed}: {other:?}"),
-                }
+                assert!(
+                    matches!(&e, Error::ChecksumMismatch { path: p, offset, .. } if *p == path && *offset == h.offset),
+                    "seed {seed}: block {bad} at {}: {e:?}",
+                    h.offset
+                );
                 assert!(e.to_string().contains("000009.sst"), "{e}");
                 assert!(!it.valid());
                 assert!(t.stats().readahead_bytes > 0);
@@ -978,7 +1001,10 @@ mod tests {
     fn readahead_scan_cost() {
         run(async {
             let fs = Fs::real();
-            let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/test-data/readahead-bench"));
+            let dir = PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/test-data/readahead-bench"
+            ));
             fs.prepare_dir(&dir).await.unwrap();
             let path = dir.join("000001.sst");
             let n = 200_000u64;
@@ -998,7 +1024,9 @@ mod tests {
                 fs.rename(&tmp, &path).await.unwrap();
             }
             let cache = Rc::new(BlockCache::new(8 << 20));
-            let t = Table::open(fs.open(&path, false).await.unwrap(), 1, cache).await.unwrap();
+            let t = Table::open(fs.open(&path, false).await.unwrap(), 1, cache)
+                .await
+                .unwrap();
             println!("table {} MiB, {} blocks", t.size() >> 20, t.index().len());
             for (round, ra) in [0, DEFAULT_READAHEAD, 0, DEFAULT_READAHEAD].into_iter().enumerate() {
                 let before = t.stats();
