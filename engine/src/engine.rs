@@ -762,7 +762,10 @@ impl Engine {
         for (i, level) in version.levels.iter().enumerate() {
             if i == 0 {
                 for t in level {
-                    sources.push(Source::Table(Box::new(TableIter::new(t.table.clone()))));
+                    let mut it = TableIter::new(t.table.clone());
+                    // A scan passes over blocks once: keep the cache for point reads.
+                    it.set_fill_cache(false);
+                    sources.push(Source::Table(Box::new(it)));
                 }
             } else if !level.is_empty() {
                 sources.push(Source::Level(LevelSource::new(level.clone())));
@@ -1108,7 +1111,12 @@ impl Engine {
         }
         let sources = inputs
             .iter()
-            .map(|(_, t)| Source::Table(Box::new(TableIter::new(t.table.clone()))))
+            .map(|(_, t)| {
+                let mut it = TableIter::new(t.table.clone());
+                // Compaction reads each block once: it must not evict the hot set.
+                it.set_fill_cache(false);
+                Source::Table(Box::new(it))
+            })
             .collect();
         let mut it = MergeIter::new(sources);
         it.seek_to_first().await?;

@@ -114,6 +114,7 @@ impl LevelSource {
         self.iter = match self.tables.get(idx) {
             Some(t) => {
                 let mut it = TableIter::new(t.table.clone());
+                it.set_fill_cache(false);
                 it.seek_to_first().await?;
                 Some(it)
             }
@@ -143,6 +144,7 @@ impl LevelSource {
         self.iter = match self.tables.get(i) {
             Some(t) => {
                 let mut it = TableIter::new(t.table.clone());
+                it.set_fill_cache(false);
                 it.seek(token, key).await?;
                 Some(it)
             }
