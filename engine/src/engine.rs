@@ -124,6 +124,9 @@ pub struct ScanOptions {
     pub max_examined: usize,
     /// Return tombstones and expired entries too (repair and streaming need them).
     pub include_deleted: bool,
+    /// Put the blocks the scan reads into the block cache. Off by default: a
+    /// large scan would otherwise evict the blocks point reads keep hot.
+    pub fill_cache: bool,
 }
 
 impl Default for ScanOptions {
@@ -136,6 +139,7 @@ impl Default for ScanOptions {
             limit: 1000,
             max_examined: 100_000,
             include_deleted: false,
+            fill_cache: false,
         }
     }
 }
@@ -328,6 +332,8 @@ impl Engine {
     /// manifest and the WAL.
     pub async fn open(opts: Options) -> Result<Engine> {
         let fs = opts.fs.clone();
+        let mut opts = opts;
+        opts.dir = fs.absolute(&opts.dir)?;
         let dir = opts.dir.clone();
         if opts.limits.max_key == 0 || opts.memtable_bytes == 0 {
             return Err(Error::InvalidArgument(
@@ -753,7 +759,7 @@ impl Engine {
         }))
     }
 
-    fn sources(&self, read_seq: SeqNo) -> Vec<Source> {
+    fn sources(&self, read_seq: SeqNo, fill_cache: bool) -> Vec<Source> {
         let mut sources = vec![Source::Mem(MemSource::new(self.inner.mem.borrow().clone(), read_seq))];
         for m in self.inner.imm.borrow().iter().rev() {
             sources.push(Source::Mem(MemSource::new(m.clone(), read_seq)));
@@ -763,12 +769,11 @@ impl Engine {
             if i == 0 {
                 for t in level {
                     let mut it = TableIter::new(t.table.clone());
-                    // A scan passes over blocks once: keep the cache for point reads.
-                    it.set_fill_cache(false);
+                    it.set_fill_cache(fill_cache);
                     sources.push(Source::Table(Box::new(it)));
                 }
             } else if !level.is_empty() {
-                sources.push(Source::Level(LevelSource::new(level.clone())));
+                sources.push(Source::Level(LevelSource::new(level.clone(), fill_cache)));
             }
         }
         sources
@@ -779,7 +784,7 @@ impl Engine {
     pub async fn scan(&self, o: &ScanOptions) -> Result<ScanPage> {
         let read_seq = self.inner.wal.as_ref().map_or(SeqNo::MAX, |w| w.visible_seq());
         let now = self.now();
-        let mut it = MergeIter::new(self.sources(read_seq));
+        let mut it = MergeIter::new(self.sources(read_seq, o.fill_cache));
         match &o.after {
             Some(c) => {
                 let mut k = c.key.clone();
@@ -1041,7 +1046,7 @@ impl Engine {
     /// How many versions of a key are stored (memtables and tables, tombstones
     /// included): a diagnostic for tools and tests.
     pub async fn versions_of(&self, token: Token, key: &[u8]) -> Result<usize> {
-        let mut it = MergeIter::new(self.sources(SeqNo::MAX));
+        let mut it = MergeIter::new(self.sources(SeqNo::MAX, false));
         it.seek(token, key).await?;
         let mut n = 0;
         while it.valid() {

@@ -95,15 +95,17 @@ impl MemSource {
 #[derive(Debug)]
 pub struct LevelSource {
     tables: Vec<Rc<TableHandle>>,
+    fill_cache: bool,
     idx: usize,
     iter: Option<TableIter>,
 }
 
 impl LevelSource {
     /// A cursor over `tables`, which must be sorted and disjoint.
-    pub fn new(tables: Vec<Rc<TableHandle>>) -> LevelSource {
+    pub fn new(tables: Vec<Rc<TableHandle>>, fill_cache: bool) -> LevelSource {
         LevelSource {
             tables,
+            fill_cache,
             idx: 0,
             iter: None,
         }
@@ -114,7 +116,7 @@ impl LevelSource {
         self.iter = match self.tables.get(idx) {
             Some(t) => {
                 let mut it = TableIter::new(t.table.clone());
-                it.set_fill_cache(false);
+                it.set_fill_cache(self.fill_cache);
                 it.seek_to_first().await?;
                 Some(it)
             }
@@ -144,7 +146,7 @@ impl LevelSource {
         self.iter = match self.tables.get(i) {
             Some(t) => {
                 let mut it = TableIter::new(t.table.clone());
-                it.set_fill_cache(false);
+                it.set_fill_cache(self.fill_cache);
                 it.seek(token, key).await?;
                 Some(it)
             }

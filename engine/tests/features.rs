@@ -325,3 +325,33 @@ fn periodic_mode_acknowledges_before_sync_and_loses_at_most_the_window() {
         );
     });
 }
+
+#[test]
+fn a_relative_data_directory_works() {
+    let dir = common::test_dir("relative");
+    common::run(move || async move {
+        let cwd = std::env::current_dir().unwrap();
+        let rel = pathdiff(&dir.join("db"), &cwd);
+        assert!(rel.is_relative());
+        let e = Engine::open(Options::new(Fs::real(), rel)).await.unwrap();
+        e.put(1, b"k", b"v", b"", 0).await.unwrap();
+        e.flush().await.unwrap();
+        assert_eq!(e.get(1, b"k").await.unwrap().unwrap().value, b"v");
+        e.close().await.unwrap();
+    });
+}
+
+/// `target` relative to `base` (both absolute).
+fn pathdiff(target: &std::path::Path, base: &std::path::Path) -> PathBuf {
+    let t: Vec<_> = target.components().collect();
+    let b: Vec<_> = base.components().collect();
+    let common = t.iter().zip(b.iter()).take_while(|(x, y)| x == y).count();
+    let mut out = PathBuf::new();
+    for _ in common..b.len() {
+        out.push("..");
+    }
+    for c in &t[common..] {
+        out.push(c.as_os_str());
+    }
+    out
+}

@@ -454,6 +454,8 @@ impl Bench {
                     let o = ScanOptions {
                         start_token: token,
                         limit: 1 + a.seek_nexts,
+                        // db_bench's iterators fill the block cache (ReadOptions default).
+                        fill_cache: true,
                         ..ScanOptions::default()
                     };
                     let t = Instant::now();
@@ -482,6 +484,8 @@ impl Bench {
                 let mut w = Worker::new()?;
                 let mut o = ScanOptions {
                     limit: a.scan_page.max(1),
+                    // As db_bench's readseq: the scan fills the block cache.
+                    fill_cache: true,
                     ..ScanOptions::default()
                 };
                 let mut entries = 0u64;

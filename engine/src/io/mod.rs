@@ -136,6 +136,15 @@ impl Fs {
         Fs::Sim(SimFs::new(seed))
     }
 
+    /// `path` made absolute against the current directory: glommio opens
+    /// directories without a base fd, so a relative path fails with EBADF.
+    pub fn absolute(&self, path: &Path) -> Result<PathBuf> {
+        match self {
+            Fs::Real(_) => std::path::absolute(path).map_err(|e| Error::io(path, e)),
+            Fs::Sim(_) => Ok(path.to_path_buf()),
+        }
+    }
+
     /// True for the simulated disk.
     pub fn is_sim(&self) -> bool {
         matches!(self, Fs::Sim(_))
