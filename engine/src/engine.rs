@@ -1554,3 +1554,45 @@ fn decide(
     }
     Ok(versions[..n].to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limiter_asks_for_the_time_the_bytes_take() {
+        let mut r = RateLimiter::new(1 << 20);
+        // The first second's budget is free.
+        assert_eq!(r.take(1 << 20), None);
+        // Another MiB at once must wait about a second.
+        let w = r.take(1 << 20).unwrap_or_default();
+        assert!(w > Duration::from_millis(900) && w <= Duration::from_millis(1000), "{w:?}");
+        let mut off = RateLimiter::new(0);
+        assert_eq!(off.take(u64::MAX / 2), None, "0 means unlimited");
+    }
+
+    #[test]
+    fn decide_keeps_newest_turns_expiry_into_tombstone_and_purges_at_the_bottom() {
+        let body = |kind: Kind, time: u64, v: &[u8]| {
+            let mut b = Vec::new();
+            crate::format::encode_body(kind, time, b"m", v, &mut b);
+            b
+        };
+        let now = 10_000;
+        let vs = vec![(9, body(Kind::Put, 0, b"new")), (3, body(Kind::Put, 0, b"old"))];
+        let out = decide(&vs, 1, b"k", now, 100, false, None).unwrap_or_default();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, 9);
+        // Expired, not at the bottom: becomes a tombstone dated at the expiry.
+        let vs = vec![(9, body(Kind::Put, 5_000, b"x")), (3, body(Kind::Put, 0, b"old"))];
+        let out = decide(&vs, 1, b"k", now, 100_000, false, None).unwrap_or_default();
+        let b = decode_body(&out[0].1).unwrap_or_else(|_| BodyRef { kind: Kind::Put, time: 0, meta: &[], value: &[] });
+        assert_eq!((b.kind, b.time), (Kind::Delete, 5_000));
+        // A tombstone inside its grace period survives even at the bottom...
+        let vs = vec![(9, body(Kind::Delete, 9_000, b""))];
+        assert_eq!(decide(&vs, 1, b"k", now, 5_000, true, None).unwrap_or_default().len(), 1);
+        // ...and goes once the grace period is over, but only at the bottom.
+        assert!(decide(&vs, 1, b"k", now, 500, true, None).unwrap_or_default().is_empty());
+        assert_eq!(decide(&vs, 1, b"k", now, 500, false, None).unwrap_or_default().len(), 1);
+    }
+}
