@@ -1580,19 +1580,19 @@ mod tests {
         };
         let now = 10_000;
         let vs = vec![(9, body(Kind::Put, 0, b"new")), (3, body(Kind::Put, 0, b"old"))];
-        let out = decide(&vs, 1, b"k", now, 100, false, None).unwrap_or_default();
+        let out = decide(&vs, 1, b"k", now, 100, false, None).unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].0, 9);
         // Expired, not at the bottom: becomes a tombstone dated at the expiry.
         let vs = vec![(9, body(Kind::Put, 5_000, b"x")), (3, body(Kind::Put, 0, b"old"))];
-        let out = decide(&vs, 1, b"k", now, 100_000, false, None).unwrap_or_default();
-        let b = decode_body(&out[0].1).unwrap_or_else(|_| BodyRef { kind: Kind::Put, time: 0, meta: &[], value: &[] });
+        let out = decide(&vs, 1, b"k", now, 100_000, false, None).unwrap();
+        let b = decode_body(&out[0].1).unwrap();
         assert_eq!((b.kind, b.time), (Kind::Delete, 5_000));
         // A tombstone inside its grace period survives even at the bottom...
         let vs = vec![(9, body(Kind::Delete, 9_000, b""))];
-        assert_eq!(decide(&vs, 1, b"k", now, 5_000, true, None).unwrap_or_default().len(), 1);
+        assert_eq!(decide(&vs, 1, b"k", now, 5_000, true, None).unwrap().len(), 1);
         // ...and goes once the grace period is over, but only at the bottom.
-        assert!(decide(&vs, 1, b"k", now, 500, true, None).unwrap_or_default().is_empty());
-        assert_eq!(decide(&vs, 1, b"k", now, 500, false, None).unwrap_or_default().len(), 1);
+        assert!(decide(&vs, 1, b"k", now, 500, true, None).unwrap().is_empty());
+        assert_eq!(decide(&vs, 1, b"k", now, 500, false, None).unwrap().len(), 1);
     }
 }
