@@ -1566,7 +1566,10 @@ mod tests {
         assert_eq!(r.take(1 << 20), None);
         // Another MiB at once must wait about a second.
         let w = r.take(1 << 20).unwrap_or_default();
-        assert!(w > Duration::from_millis(900) && w <= Duration::from_millis(1000), "{w:?}");
+        assert!(
+            w > Duration::from_millis(900) && w <= Duration::from_millis(1000),
+            "{w:?}"
+        );
         let mut off = RateLimiter::new(0);
         assert_eq!(off.take(u64::MAX / 2), None, "0 means unlimited");
     }

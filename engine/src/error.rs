@@ -125,6 +125,17 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The data directory is on memory-backed storage (tmpfs, ramfs), whose
+    /// contents vanish at reboot: acknowledged writes would be lost.
+    #[error(
+        "{path} is on {fs_type}, which loses everything at reboot; put the data directory on a real disk (ext4 or xfs)"
+    )]
+    VolatileStorage {
+        /// The directory.
+        path: PathBuf,
+        /// The file system found.
+        fs_type: &'static str,
+    },
     /// An invalid argument or option.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

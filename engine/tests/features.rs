@@ -355,3 +355,25 @@ fn pathdiff(target: &std::path::Path, base: &std::path::Path) -> PathBuf {
     }
     out
 }
+
+#[test]
+fn tmpfs_is_refused_with_a_clear_error() {
+    let shm = std::path::Path::new("/dev/shm");
+    let is_tmpfs = std::process::Command::new("stat")
+        .args(["-f", "-c", "%T", "/dev/shm"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "tmpfs")
+        .unwrap_or(false);
+    if !is_tmpfs {
+        eprintln!("/dev/shm is not tmpfs on this machine: nothing to check");
+        return;
+    }
+    let dir = shm.join(format!("corekv-tmpfs-{}", std::process::id()));
+    let d2 = dir.clone();
+    common::run(move || async move {
+        let err = Engine::open(Options::new(Fs::real(), d2)).await.unwrap_err();
+        assert!(matches!(err, Error::VolatileStorage { .. }), "{err}");
+        assert!(err.to_string().contains("tmpfs"), "the message says what to do: {err}");
+    });
+    let _ = std::fs::remove_dir_all(dir);
+}

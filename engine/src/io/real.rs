@@ -37,6 +37,35 @@ pub fn check_memlock() -> Result<()> {
     Ok(())
 }
 
+/// Refuses memory-backed file systems: fdatasync there promises nothing
+/// across a reboot. (Since Linux 6.6 tmpfs even accepts O_DIRECT, so the open
+/// alone would not catch it.)
+fn check_durable_fs(dir: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    let mut c = dir.as_os_str().as_bytes().to_vec();
+    c.push(0);
+    // SAFETY: an all-zero statfs is a valid value for the kernel to overwrite.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is NUL-terminated and outlives the call; `st` is ours.
+    let rc = unsafe { libc::statfs(c.as_ptr().cast(), &mut st) };
+    if rc != 0 {
+        return Err(Error::io(dir, std::io::Error::last_os_error()));
+    }
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs between targets
+    let t = st.f_type as i64;
+    let fs_type = match t {
+        TMPFS_MAGIC => "tmpfs",
+        RAMFS_MAGIC => "ramfs",
+        _ => return Ok(()),
+    };
+    Err(Error::VolatileStorage {
+        path: dir.to_path_buf(),
+        fs_type,
+    })
+}
+
 /// The real file system.
 #[derive(Clone, Debug, Default)]
 pub struct RealFs {}
@@ -56,6 +85,7 @@ impl RealFs {
     pub(super) async fn prepare_dir(&self, dir: &Path) -> Result<()> {
         check_memlock()?;
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        check_durable_fs(dir)?;
         let sentinel = dir.join(SENTINEL);
         let ok = std::fs::metadata(&sentinel).map(|m| m.len() >= 4096).unwrap_or(false);
         if !ok {
