@@ -747,8 +747,7 @@ impl Engine {
             return Ok(None);
         };
         let b = decode_body(h.body()).map_err(|e| h.corruption(e))?;
-        // Only values with an expiry pay for reading the clock.
-        if b.kind == Kind::Delete || (b.time != 0 && b.time <= self.now()) {
+        if !b.is_live(|| self.now()) {
             return Ok(None);
         }
         Ok(Some(Record {
@@ -819,17 +818,8 @@ impl Engine {
                 examined += 1;
                 if token >= o.start_token && key.starts_with(&o.prefix) {
                     let b = decode_body(body).map_err(|e| Error::corruption(&self.inner.dir, 0, e.to_string()))?;
-                    let live = b.kind == Kind::Put && !(b.time != 0 && b.time <= now);
-                    if live || o.include_deleted {
-                        out.push(Entry {
-                            token,
-                            key: key.to_vec(),
-                            seq,
-                            kind: b.kind,
-                            time: b.time,
-                            meta: b.meta.to_vec(),
-                            value: b.value.to_vec(),
-                        });
+                    if o.include_deleted || b.is_live(|| now) {
+                        out.push(b.to_entry(token, key, seq));
                     }
                 } else if o.start_token == o.end_token && token == o.start_token && key > o.prefix.as_slice() {
                     // Past the prefix inside a single token: nothing more can match.

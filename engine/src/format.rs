@@ -199,16 +199,7 @@ impl Entry {
 
     /// Builds an entry from an internal key and an encoded body.
     pub fn from_body(token: Token, key: &[u8], seq: SeqNo, body: &[u8]) -> Result<Entry, DecodeError> {
-        let b = decode_body(body)?;
-        Ok(Entry {
-            token,
-            key: key.to_vec(),
-            seq,
-            kind: b.kind,
-            time: b.time,
-            meta: b.meta.to_vec(),
-            value: b.value.to_vec(),
-        })
+        Ok(decode_body(body)?.to_entry(token, key, seq))
     }
 
     /// Approximate memory footprint, for memtable accounting.
@@ -229,6 +220,28 @@ pub struct BodyRef<'a> {
     pub meta: &'a [u8],
     /// The value.
     pub value: &'a [u8],
+}
+
+impl BodyRef<'_> {
+    /// True for a put that has not expired. The clock is read only for values
+    /// that carry an expiry.
+    #[inline]
+    pub fn is_live(&self, now_ms: impl FnOnce() -> u64) -> bool {
+        self.kind == Kind::Put && (self.time == 0 || self.time > now_ms())
+    }
+
+    /// An owned entry with this body.
+    pub fn to_entry(&self, token: Token, key: &[u8], seq: SeqNo) -> Entry {
+        Entry {
+            token,
+            key: key.to_vec(),
+            seq,
+            kind: self.kind,
+            time: self.time,
+            meta: self.meta.to_vec(),
+            value: self.value.to_vec(),
+        }
+    }
 }
 
 /// Encodes an entry body.

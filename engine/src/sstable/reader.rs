@@ -697,32 +697,9 @@ mod tests {
     use crate::io::Fs;
     use crate::sstable::{Compression, TableBuilder, TableOptions};
 
-    fn run<F: std::future::Future<Output = ()> + 'static>(f: F) {
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .make()
-            .unwrap()
-            .run(f);
-    }
-
     type Ent = (Token, Vec<u8>, SeqNo, Vec<u8>);
 
-    /// A directory on the real disk (tmpfs has no O_DIRECT), removed when dropped.
-    struct RealDir(PathBuf);
-
-    impl RealDir {
-        fn new(name: &str) -> RealDir {
-            let d = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/test-data"))
-                .join(format!("reader-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&d);
-            RealDir(d)
-        }
-    }
-
-    impl Drop for RealDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use super::super::tests::{run, RealDir};
 
     /// Random entries in table order: few tokens, 1-3 versions per key,
     /// compressible and random values of 0..600 bytes.

@@ -18,7 +18,7 @@ use crate::io::Fs;
 
 type Ent = (Token, Vec<u8>, SeqNo, Vec<u8>);
 
-fn run<F: std::future::Future<Output = ()> + 'static>(f: F) {
+pub(crate) fn run<F: std::future::Future<Output = ()> + 'static>(f: F) {
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .make()
         .unwrap()
@@ -27,10 +27,10 @@ fn run<F: std::future::Future<Output = ()> + 'static>(f: F) {
 
 /// A directory on the real disk (tmpfs has no O_DIRECT), unique per test and
 /// process, removed when dropped (also when the test panics).
-struct RealDir(PathBuf);
+pub(crate) struct RealDir(pub(crate) PathBuf);
 
 impl RealDir {
-    fn new(name: &str) -> RealDir {
+    pub(crate) fn new(name: &str) -> RealDir {
         let d = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/test-data"))
             .join(format!("sst-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
