@@ -215,18 +215,30 @@ async fn model_run(fs: Fs, dir: PathBuf, seed: u64, ops: usize) {
     e.flush().await.unwrap();
     e.compact().await.unwrap();
     check_all(&e, &oracle, now.get(), seed, ops).await;
+    // Statistics restart at each reopen; the tables on disk tell whether the
+    // run exercised flushes at all.
     let st = e.stats();
-    assert!(st.flushes > 0, "seed {seed}: the run should flush: {st:?}");
+    assert!(
+        st.levels.iter().any(|(n, _)| *n > 0),
+        "seed {seed}: the run should leave tables: {st:?}"
+    );
     e.close().await.unwrap();
 }
 
-const SEEDS: u64 = 6;
 const OPS: usize = 4_000;
+
+/// Seeds per backend: 6 in CI (24,000 operations each), `COREKV_MODEL_SEEDS=N` for long runs.
+fn seeds() -> u64 {
+    std::env::var("COREKV_MODEL_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6)
+}
 
 #[test]
 fn model_sim_disk() {
     common::run(|| async {
-        for seed in 0..SEEDS {
+        for seed in 0..seeds() {
             let fs = Fs::sim(seed);
             model_run(fs, PathBuf::from("/db"), seed, OPS).await;
         }
@@ -237,7 +249,7 @@ fn model_sim_disk() {
 fn model_real_disk() {
     let base = common::test_dir("model-real");
     common::run(move || async move {
-        for seed in 0..SEEDS {
+        for seed in 0..seeds() {
             let dir = base.join(format!("seed-{seed}"));
             model_run(Fs::real(), dir, 100 + seed, OPS).await;
         }
