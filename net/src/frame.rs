@@ -1,0 +1,1 @@
+//! The binary protocol's frames and messages.
