@@ -545,3 +545,17 @@ fn from_error_truncates_on_a_char_boundary() {
         }
     }
 }
+
+/// The example in docs/protocol.md, byte for byte.
+#[test]
+fn docs_example_get() {
+    let mut out = Vec::new();
+    req(Consistency::Quorum, 0, Op::Get { key: b"k" })
+        .encode_frame(1, &mut out)
+        .unwrap();
+    let header: [u8; 18] = [0x43, 0x4B, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0];
+    assert_eq!(&out[..18], &header);
+    assert_eq!(&out[18..22], &crc32c::crc32c(&header).to_le_bytes());
+    assert_eq!(&out[18..22], &[0x4A, 0x9C, 0x9D, 0x79]);
+    assert_eq!(&out[22..], &[0x02, 0x00, 0x01, b'k']);
+}
