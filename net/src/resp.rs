@@ -1,0 +1,1 @@
+//! The RESP2/RESP3 codec.
