@@ -864,3 +864,46 @@ proptest! {
         let _ = RespRequest::parse(&Command { args });
     }
 }
+
+#[test]
+fn string2ll_semantics() {
+    use super::decode::parse_i64;
+    // The cases from Redis' util.c string2ll tests.
+    for bad in [
+        "+1",
+        " 1",
+        "1 ",
+        "01",
+        "-",
+        "",
+        "-0",
+        "-01",
+        "-9223372036854775809",
+        "9223372036854775808",
+        "1a",
+    ] {
+        assert_eq!(parse_i64(bad.as_bytes()), None, "{bad:?}");
+    }
+    for (s, v) in [
+        ("-1", -1),
+        ("0", 0),
+        ("1", 1),
+        ("99", 99),
+        ("-99", -99),
+        ("-9223372036854775808", i64::MIN),
+        ("9223372036854775807", i64::MAX),
+    ] {
+        assert_eq!(parse_i64(s.as_bytes()), Some(v), "{s:?}");
+    }
+}
+
+#[test]
+fn max_bulk_header_waits_for_body() {
+    // A 512 MiB bulk is within the default limit: the header alone is "need
+    // more", and the parser has allocated nothing for the body.
+    assert_eq!(parse_command(b"*2\r\n$3\r\nSET\r\n$536870912\r\n", &lim()), Ok(None));
+    assert_eq!(
+        parse_command(b"*2\r\n$3\r\nSET\r\n$536870913\r\n", &lim()),
+        Err(RespError::InvalidBulkLength)
+    );
+}
