@@ -1,1 +1,0 @@
-//! The RESP2/RESP3 codec.
