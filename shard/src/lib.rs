@@ -9,5 +9,7 @@ pub mod config;
 pub mod error;
 pub mod topology;
 
+pub use config::Config;
+
 pub use error::{ConfigOrigin, Error, Result};
 pub use topology::{core_of_vnode, token_of, Node, NodeId, NodeStatus, Ring, Route, Token, Vnode};

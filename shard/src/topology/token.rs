@@ -64,7 +64,9 @@ mod tests {
 
         /// A key without `{` hashes whole.
         #[test]
-        fn no_brace_hashes_whole(key in proptest::collection::vec(any::<u8>().prop_filter("no {", |b| *b != b'{'), 0..64)) {
+        fn no_brace_hashes_whole(
+            key in proptest::collection::vec(any::<u8>().prop_filter("no {", |b| *b != b'{'), 0..64)
+        ) {
             prop_assert_eq!(hash_part(&key), &key[..]);
         }
 
