@@ -1,0 +1,699 @@
+//! The node's configuration.
+//!
+//! Four layers, each overriding the one before: the built-in defaults, a TOML
+//! file, environment variables, then `section.key=value` overrides (the CLI's
+//! `--set`). Every layer goes through the same per-key parser, so a bad value is
+//! reported the same way wherever it came from: the key, the value, the reason
+//! and the origin ([`Error::InvalidValue`]). Unknown keys in the file or in an
+//! override are errors ([`Error::UnknownKey`]), because a misspelt key silently
+//! ignored is a setting the operator believes is applied and is not.
+//!
+//! The node prints the effective configuration at start ([`Config`]'s
+//! `Display` is TOML that [`Config::apply_toml`] reads back).
+//!
+//! ## Keys
+//!
+//! Each key `section.key` can be set by the environment variable
+//! `COREKV_<SECTION>_<KEY>` in upper case (for example `ports.shard_base` by
+//! `COREKV_PORTS_SHARD_BASE`). Other `COREKV_*` variables are ignored, so
+//! tools may use the prefix for their own settings.
+//!
+//! | key | type | default | meaning |
+//! |---|---|---|---|
+//! | `node.id` | string | `corekv-1` | stable node identity; vnode tokens derive from it |
+//! | `node.data_dir` | path | `./corekv-data` | where WAL, SSTables and hints live |
+//! | `node.listen` | string | `0.0.0.0` | address the listeners bind |
+//! | `node.cores` | integer 1..=1024 | all available | cores (one executor each) |
+//! | `cluster.dc` | string | `dc1` | data center |
+//! | `cluster.rack` | string | `""` | rack; empty means racks are not configured |
+//! | `cluster.vnodes` | integer 1..=4096 | 256 | vnodes per node |
+//! | `cluster.replication_factor` | integer 1..=15 | 3 | replicas per key (N) |
+//! | `ports.client` | port | 7380 | client protocol, any core |
+//! | `ports.shard_base` | port | 7400 | shard-aware client port of core 0; core `c` listens on base + c |
+//! | `ports.resp` | port | 6380 | RESP (Redis protocol) |
+//! | `storage.memtable_bytes` | integer >= 1 MiB | 64 MiB | memtable budget per node, split across cores |
+//! | `storage.block_cache_bytes` | integer | 256 MiB | block cache budget per node, split across cores; 0 disables |
+//! | `storage.durability` | `sync` or `periodic:<ms>` | `sync` | ack after fdatasync, or at once with a WAL sync every `<ms>` (1..=60000) |
+//! | `limits.max_key_bytes` | integer 1..=65535 | 1024 | largest key |
+//! | `limits.max_value_bytes` | integer >= 1 | 1 MiB | largest value |
+//! | `limits.max_frame_bytes` | integer >= 1 KiB | 16 MiB | largest wire frame; must hold a largest key and value |
+//! | `limits.max_inflight_per_connection` | integer >= 1 | 128 | requests a connection may have outstanding |
+//! | `limits.max_connections_per_core` | integer >= 1 | 1024 | open connections per core |
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Serialize, Serializer};
+
+use crate::error::{ConfigOrigin, Error, Result};
+
+/// Every configuration key, as `section.key`, in display order.
+pub const KEYS: &[&str] = &[
+    "node.id",
+    "node.data_dir",
+    "node.listen",
+    "node.cores",
+    "cluster.dc",
+    "cluster.rack",
+    "cluster.vnodes",
+    "cluster.replication_factor",
+    "ports.client",
+    "ports.shard_base",
+    "ports.resp",
+    "storage.memtable_bytes",
+    "storage.block_cache_bytes",
+    "storage.durability",
+    "limits.max_key_bytes",
+    "limits.max_value_bytes",
+    "limits.max_frame_bytes",
+    "limits.max_inflight_per_connection",
+    "limits.max_connections_per_core",
+];
+
+/// Keys whose TOML value is a string; all others are integers.
+const STRING_KEYS: &[&str] = &[
+    "node.id",
+    "node.data_dir",
+    "node.listen",
+    "cluster.dc",
+    "cluster.rack",
+    "storage.durability",
+];
+
+/// The upper bound on cores; a limit on everything, and the shard port range
+/// must fit below 65536.
+const MAX_CORES: u64 = 1024;
+
+/// The node's effective configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Config {
+    /// `[node]`: identity and placement on the machine.
+    pub node: NodeConfig,
+    /// `[cluster]`: placement in the cluster.
+    pub cluster: ClusterConfig,
+    /// `[ports]`: listener ports.
+    pub ports: PortsConfig,
+    /// `[storage]`: memory budgets and durability.
+    pub storage: StorageConfig,
+    /// `[limits]`: sizes and counts bounded on every path.
+    pub limits: LimitsConfig,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeConfig {
+    /// Stable node identity.
+    pub id: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Address the listeners bind.
+    pub listen: String,
+    /// Number of cores (executors).
+    pub cores: u64,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterConfig {
+    /// Data center.
+    pub dc: String,
+    /// Rack; empty when racks are not configured.
+    pub rack: String,
+    /// Vnodes per node.
+    pub vnodes: u64,
+    /// Replicas per key.
+    pub replication_factor: u64,
+}
+
+/// `[ports]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PortsConfig {
+    /// Client protocol port (any core answers and forwards).
+    pub client: u16,
+    /// Shard-aware port of core 0; core `c` listens on `shard_base + c`.
+    pub shard_base: u16,
+    /// RESP port.
+    pub resp: u16,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StorageConfig {
+    /// Memtable budget for the node, split across cores.
+    pub memtable_bytes: u64,
+    /// Block cache budget for the node, split across cores.
+    pub block_cache_bytes: u64,
+    /// When writes are acknowledged.
+    pub durability: Durability,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LimitsConfig {
+    /// Largest key in bytes.
+    pub max_key_bytes: u64,
+    /// Largest value in bytes.
+    pub max_value_bytes: u64,
+    /// Largest wire frame in bytes.
+    pub max_frame_bytes: u64,
+    /// Outstanding requests per connection.
+    pub max_inflight_per_connection: u64,
+    /// Open connections per core.
+    pub max_connections_per_core: u64,
+}
+
+/// When a write is acknowledged (mirrors the engine's WAL durability).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// After the WAL record is fdatasynced; nothing acknowledged is lost.
+    Sync,
+    /// At once; the WAL is synced every `interval_ms`, the window a power loss can lose.
+    Periodic {
+        /// Sync interval in milliseconds.
+        interval_ms: u64,
+    },
+}
+
+impl fmt::Display for Durability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Durability::Sync => f.write_str("sync"),
+            Durability::Periodic { interval_ms } => write!(f, "periodic:{interval_ms}"),
+        }
+    }
+}
+
+impl Serialize for Durability {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s == "sync" {
+            return Ok(Durability::Sync);
+        }
+        let Some(ms) = s.strip_prefix("periodic:") else {
+            return Err("expected `sync` or `periodic:<ms>`".to_owned());
+        };
+        let interval_ms = parse_int(ms, 1, 60_000)?;
+        Ok(Durability::Periodic { interval_ms })
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // The machine's cores; 1 if the OS will not say, which is safe (slow, not wrong).
+        let cores = std::thread::available_parallelism()
+            .map_or(1, |n| n.get() as u64)
+            .min(MAX_CORES);
+        Config {
+            node: NodeConfig {
+                id: "corekv-1".to_owned(),
+                data_dir: PathBuf::from("./corekv-data"),
+                listen: "0.0.0.0".to_owned(),
+                cores,
+            },
+            cluster: ClusterConfig {
+                dc: "dc1".to_owned(),
+                rack: String::new(),
+                vnodes: 256,
+                replication_factor: 3,
+            },
+            ports: PortsConfig {
+                client: 7380,
+                shard_base: 7400,
+                resp: 6380,
+            },
+            storage: StorageConfig {
+                memtable_bytes: 64 << 20,
+                block_cache_bytes: 256 << 20,
+                durability: Durability::Sync,
+            },
+            limits: LimitsConfig {
+                max_key_bytes: 1024,
+                max_value_bytes: 1 << 20,
+                max_frame_bytes: 16 << 20,
+                max_inflight_per_connection: 128,
+                max_connections_per_core: 1024,
+            },
+        }
+    }
+}
+
+/// Parses a decimal integer in `min..=max`.
+fn parse_int(value: &str, min: u64, max: u64) -> std::result::Result<u64, String> {
+    let n: u64 = value
+        .trim()
+        .parse()
+        .map_err(|_| "expected a non-negative integer".to_owned())?;
+    if n < min || n > max {
+        return Err(format!("must be between {min} and {max}"));
+    }
+    Ok(n)
+}
+
+fn parse_port(value: &str) -> std::result::Result<u16, String> {
+    // 1..=65535 fits a u16 by construction.
+    parse_int(value, 1, u64::from(u16::MAX)).map(|p| p as u16)
+}
+
+fn non_empty(value: &str) -> std::result::Result<String, String> {
+    if value.trim().is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    Ok(value.to_owned())
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then the `COREKV_*` entries of `env`,
+    /// then `overrides` (`section.key=value`), then [`Config::validate`].
+    ///
+    /// `env` is passed in, not read, so tests and the simulator control it;
+    /// the binary passes `std::env::vars()`.
+    pub fn load<I, S>(file: Option<&Path>, env: I, overrides: &[S]) -> Result<Config>
+    where
+        I: IntoIterator<Item = (String, String)>,
+        S: AsRef<str>,
+    {
+        let mut config = Config::default();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+                path: path.to_owned(),
+                source,
+            })?;
+            config.apply_toml(&text, path)?;
+        }
+        config.apply_env(env)?;
+        for item in overrides {
+            config.apply_override(item.as_ref())?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The environment variable for `key` (`section.key`).
+    pub fn env_var(key: &str) -> String {
+        format!("COREKV_{}", key.replace('.', "_").to_ascii_uppercase())
+    }
+
+    /// Sets `key` (`section.key`) from its text form, checking the value's own range.
+    pub fn set(&mut self, key: &str, value: &str, origin: &ConfigOrigin) -> Result<()> {
+        let bad = |reason: String| Error::InvalidValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            reason,
+            origin: origin.clone(),
+        };
+        match key {
+            "node.id" => self.node.id = non_empty(value).map_err(bad)?,
+            "node.data_dir" => self.node.data_dir = PathBuf::from(non_empty(value).map_err(bad)?),
+            "node.listen" => self.node.listen = non_empty(value).map_err(bad)?,
+            "node.cores" => self.node.cores = parse_int(value, 1, MAX_CORES).map_err(bad)?,
+            "cluster.dc" => self.cluster.dc = non_empty(value).map_err(bad)?,
+            // Empty is meaningful here: racks not configured.
+            "cluster.rack" => self.cluster.rack = value.to_owned(),
+            "cluster.vnodes" => self.cluster.vnodes = parse_int(value, 1, 4096).map_err(bad)?,
+            "cluster.replication_factor" => self.cluster.replication_factor = parse_int(value, 1, 15).map_err(bad)?,
+            "ports.client" => self.ports.client = parse_port(value).map_err(bad)?,
+            "ports.shard_base" => self.ports.shard_base = parse_port(value).map_err(bad)?,
+            "ports.resp" => self.ports.resp = parse_port(value).map_err(bad)?,
+            "storage.memtable_bytes" => {
+                self.storage.memtable_bytes = parse_int(value, 1 << 20, u64::MAX).map_err(bad)?
+            }
+            "storage.block_cache_bytes" => {
+                self.storage.block_cache_bytes = parse_int(value, 0, u64::MAX).map_err(bad)?
+            }
+            "storage.durability" => self.storage.durability = value.parse().map_err(bad)?,
+            "limits.max_key_bytes" => self.limits.max_key_bytes = parse_int(value, 1, 65_535).map_err(bad)?,
+            "limits.max_value_bytes" => self.limits.max_value_bytes = parse_int(value, 1, u64::MAX).map_err(bad)?,
+            // u32::MAX: the frame header's length field is 32 bits.
+            "limits.max_frame_bytes" => {
+                self.limits.max_frame_bytes = parse_int(value, 1024, u64::from(u32::MAX)).map_err(bad)?
+            }
+            "limits.max_inflight_per_connection" => {
+                self.limits.max_inflight_per_connection = parse_int(value, 1, 1 << 20).map_err(bad)?
+            }
+            "limits.max_connections_per_core" => {
+                self.limits.max_connections_per_core = parse_int(value, 1, 1 << 20).map_err(bad)?
+            }
+            _ => {
+                return Err(Error::UnknownKey {
+                    key: key.to_owned(),
+                    origin: origin.clone(),
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a TOML document (`path` only names it in errors).
+    pub fn apply_toml(&mut self, text: &str, path: &Path) -> Result<()> {
+        let origin = ConfigOrigin::File(path.to_owned());
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::ConfigSyntax {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        for (section, body) in &table {
+            // Name the section alone when it is unknown: `[nodes]` is one typo, not one per key.
+            if !KEYS.iter().any(|k| k.split('.').next() == Some(section.as_str())) {
+                return Err(Error::UnknownKey {
+                    key: section.clone(),
+                    origin,
+                });
+            }
+            let toml::Value::Table(body) = body else {
+                return Err(Error::InvalidValue {
+                    key: section.clone(),
+                    value: body.to_string(),
+                    reason: "expected a [section] table".to_owned(),
+                    origin,
+                });
+            };
+            for (name, value) in body {
+                let key = format!("{section}.{name}");
+                if !KEYS.contains(&key.as_str()) {
+                    return Err(Error::UnknownKey { key, origin });
+                }
+                // TOML is typed: a port written as "7380" is a mistake worth naming.
+                let text = match (value, STRING_KEYS.contains(&key.as_str())) {
+                    (toml::Value::String(s), true) => s.clone(),
+                    (toml::Value::Integer(i), false) => i.to_string(),
+                    (other, want_string) => {
+                        return Err(Error::InvalidValue {
+                            key,
+                            value: other.to_string(),
+                            reason: if want_string {
+                                "expected a string"
+                            } else {
+                                "expected an integer"
+                            }
+                            .to_owned(),
+                            origin,
+                        })
+                    }
+                };
+                self.set(&key, &text, &origin)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the `COREKV_<SECTION>_<KEY>` entries of `env`; other entries are ignored.
+    pub fn apply_env<I: IntoIterator<Item = (String, String)>>(&mut self, env: I) -> Result<()> {
+        let mut found: Vec<(usize, String, String)> = Vec::new();
+        for (name, value) in env {
+            if let Some(i) = KEYS.iter().position(|k| Self::env_var(k) == name) {
+                found.push((i, name, value));
+            }
+        }
+        // Apply in key order, not environment order, so errors are reproducible.
+        found.sort();
+        for (i, name, value) in found {
+            self.set(KEYS[i], &value, &ConfigOrigin::Env(name))?;
+        }
+        Ok(())
+    }
+
+    /// Applies one `section.key=value` override.
+    pub fn apply_override(&mut self, item: &str) -> Result<()> {
+        let Some((key, value)) = item.split_once('=') else {
+            return Err(Error::MalformedOverride { item: item.to_owned() });
+        };
+        self.set(key.trim(), value, &ConfigOrigin::Override)
+    }
+
+    /// Checks the rules between keys (each key's own range is checked by [`Config::set`]).
+    pub fn validate(&self) -> Result<()> {
+        let conflict = |key: &str, other: &str, reason: String| {
+            Err(Error::Conflict {
+                key: key.to_owned(),
+                other: other.to_owned(),
+                reason,
+            })
+        };
+        let base = u64::from(self.ports.shard_base);
+        let last = base + self.node.cores - 1;
+        if last > u64::from(u16::MAX) {
+            return conflict(
+                "ports.shard_base",
+                "node.cores",
+                format!("{} cores from port {base} run past 65535", self.node.cores),
+            );
+        }
+        let in_shard_range = |p: u16| (base..=last).contains(&u64::from(p));
+        if in_shard_range(self.ports.client) {
+            return conflict(
+                "ports.client",
+                "ports.shard_base",
+                format!("port {} is a shard port", self.ports.client),
+            );
+        }
+        if in_shard_range(self.ports.resp) {
+            return conflict(
+                "ports.resp",
+                "ports.shard_base",
+                format!("port {} is a shard port", self.ports.resp),
+            );
+        }
+        if self.ports.client == self.ports.resp {
+            return conflict("ports.client", "ports.resp", format!("both are {}", self.ports.client));
+        }
+        // A put of the largest key and value must fit one frame, with room for headers.
+        let need = self
+            .limits
+            .max_key_bytes
+            .saturating_add(self.limits.max_value_bytes)
+            .saturating_add(1024);
+        if need > self.limits.max_frame_bytes {
+            return conflict(
+                "limits.max_frame_bytes",
+                "limits.max_value_bytes",
+                format!(
+                    "a frame of {} bytes cannot carry a key and value needing {need}",
+                    self.limits.max_frame_bytes
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The shard-aware port of `core`.
+    pub fn shard_port(&self, core: u16) -> u16 {
+        debug_assert!(u64::from(core) < self.node.cores);
+        self.ports.shard_base.saturating_add(core)
+    }
+}
+
+/// The effective configuration as TOML, readable by [`Config::apply_toml`].
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Fails only for a data_dir that is not UTF-8; fmt::Error is all Display can say.
+        let text = toml::to_string(self).map_err(|_| fmt::Error)?;
+        f.write_str(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn write_file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("corekv-shard-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.ports.client, 7380);
+        assert_eq!(c.ports.shard_base, 7400);
+        assert_eq!(c.ports.resp, 6380);
+        assert_eq!(c.node.data_dir, PathBuf::from("./corekv-data"));
+        assert!(c.node.cores >= 1);
+        assert_eq!(c.shard_port(1), 7401);
+        assert_eq!(c.storage.durability, Durability::Sync);
+    }
+
+    #[test]
+    fn every_key_is_settable_and_documented() {
+        let doc = include_str!("config.rs");
+        let c = Config::default();
+        for key in KEYS {
+            assert!(
+                doc.contains(&format!("| `{key}` |")),
+                "{key} missing from the key table"
+            );
+            let mut copy = c.clone();
+            // Setting a key to its displayed value is a no-op: get and set agree.
+            let shown = toml::Table::try_from(&c).unwrap();
+            let (section, name) = key.split_once('.').unwrap();
+            let v = &shown[section][name];
+            let text = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+            copy.set(key, &text, &ConfigOrigin::Override).unwrap();
+            assert_eq!(copy, c, "{key}");
+        }
+    }
+
+    #[test]
+    fn precedence_default_file_env_override() {
+        let path = write_file(
+            "precedence.toml",
+            "[ports]\nclient = 8000\nresp = 8001\nshard_base = 9000\n[node]\nid = \"from-file\"\n",
+        );
+        let env = env(&[
+            ("COREKV_PORTS_RESP", "8101"),
+            ("COREKV_PORTS_SHARD_BASE", "9100"),
+            ("COREKV_UNRELATED", "ignored"),
+            ("PATH", "/bin"),
+        ]);
+        let c = Config::load(Some(&path), env, &["ports.shard_base=9200"]).unwrap();
+        assert_eq!(c.ports.client, 8000, "file over default");
+        assert_eq!(c.ports.resp, 8101, "env over file");
+        assert_eq!(c.ports.shard_base, 9200, "override over env");
+        assert_eq!(c.node.id, "from-file");
+        assert_eq!(c.limits.max_key_bytes, 1024, "default where nothing set it");
+    }
+
+    #[test]
+    fn durability_forms() {
+        let mut c = Config::default();
+        c.apply_override("storage.durability=periodic:50").unwrap();
+        assert_eq!(c.storage.durability, Durability::Periodic { interval_ms: 50 });
+        for bad in ["periodic:0", "periodic:", "periodic:x", "async", "periodic:60001"] {
+            let err = c.apply_override(&format!("storage.durability={bad}")).unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidValue { key, value, .. } if key == "storage.durability" && value == bad)
+            );
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let mut c = Config::default();
+        let err = c.apply_override("ports.client=70000").unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidValue { key, value, origin: ConfigOrigin::Override, .. }
+            if key == "ports.client" && value == "70000")
+        );
+        assert!(
+            err.to_string().contains("ports.client") && err.to_string().contains("70000"),
+            "{err}"
+        );
+
+        let err = c.apply_env(env(&[("COREKV_NODE_CORES", "zero")])).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidValue { key, origin: ConfigOrigin::Env(v), .. }
+            if key == "node.cores" && v == "COREKV_NODE_CORES")
+        );
+        assert!(err.to_string().contains("COREKV_NODE_CORES"), "{err}");
+
+        let err = c.apply_override("ports.clinet=1").unwrap_err();
+        assert!(matches!(&err, Error::UnknownKey { key, .. } if key == "ports.clinet"));
+        assert!(matches!(
+            c.apply_override("ports.client"),
+            Err(Error::MalformedOverride { .. })
+        ));
+        assert!(matches!(c.apply_override("node.id="), Err(Error::InvalidValue { key, .. }) if key == "node.id"));
+    }
+
+    #[test]
+    fn file_errors_name_the_key() {
+        let p = Path::new("corekv.toml");
+        let mut c = Config::default();
+        let err = c.apply_toml("[ports]\nclient = 7380\nbogus = 1\n", p).unwrap_err();
+        assert!(matches!(&err, Error::UnknownKey { key, origin: ConfigOrigin::File(_) } if key == "ports.bogus"));
+        assert!(
+            err.to_string().contains("ports.bogus") && err.to_string().contains("corekv.toml"),
+            "{err}"
+        );
+        let err = c.apply_toml("[nodes]\nid = \"x\"\n", p).unwrap_err();
+        assert!(matches!(&err, Error::UnknownKey { key, .. } if key == "nodes"));
+        let err = c.apply_toml("[ports]\nclient = \"7380\"\n", p).unwrap_err();
+        assert!(matches!(&err, Error::InvalidValue { key, .. } if key == "ports.client"));
+        let err = c.apply_toml("[node]\nid = 5\n", p).unwrap_err();
+        assert!(matches!(&err, Error::InvalidValue { key, .. } if key == "node.id"));
+        let err = c.apply_toml("[limits]\nmax_key_bytes = -1\n", p).unwrap_err();
+        assert!(matches!(&err, Error::InvalidValue { key, .. } if key == "limits.max_key_bytes"));
+        let err = c.apply_toml("node = 3\n", p).unwrap_err();
+        assert!(matches!(&err, Error::InvalidValue { key, .. } if key == "node"));
+        assert!(matches!(c.apply_toml("[ports\n", p), Err(Error::ConfigSyntax { .. })));
+        let missing = Path::new("/nonexistent/corekv.toml");
+        let none: [&str; 0] = [];
+        assert!(matches!(
+            Config::load(Some(missing), Vec::new(), &none),
+            Err(Error::ConfigRead { .. })
+        ));
+    }
+
+    #[test]
+    fn conflicts_name_both_keys() {
+        let mut c = Config::default();
+        c.node.cores = 8;
+        c.ports.client = 7403;
+        assert!(matches!(c.validate(), Err(Error::Conflict { key, other, .. })
+            if key == "ports.client" && other == "ports.shard_base"));
+        let mut c = Config::default();
+        c.node.cores = 200;
+        c.ports.shard_base = 65_500;
+        assert!(matches!(c.validate(), Err(Error::Conflict { key, other, .. })
+            if key == "ports.shard_base" && other == "node.cores"));
+        let mut c = Config::default();
+        c.ports.resp = c.ports.client;
+        assert!(matches!(c.validate(), Err(Error::Conflict { .. })));
+        let mut c = Config::default();
+        c.limits.max_value_bytes = c.limits.max_frame_bytes;
+        assert!(matches!(c.validate(), Err(Error::Conflict { key, .. }) if key == "limits.max_frame_bytes"));
+        // load() validates.
+        let err = Config::load(None, Vec::new(), &["ports.resp=7380"]).unwrap_err();
+        assert!(matches!(err, Error::Conflict { .. }));
+    }
+
+    #[test]
+    fn display_is_toml_that_reads_back() {
+        let mut c = Config::default();
+        c.apply_override("storage.durability=periodic:10").unwrap();
+        c.apply_override("cluster.rack=r2").unwrap();
+        let text = c.to_string();
+        assert!(
+            text.contains("[ports]") && text.contains("durability = \"periodic:10\""),
+            "{text}"
+        );
+        println!("{text}");
+        let mut back = Config::default();
+        back.apply_toml(&text, Path::new("display.toml")).unwrap();
+        assert_eq!(back, c);
+    }
+
+    proptest! {
+        /// Any in-range port set by any layer reads back; any out-of-range one is refused naming the key.
+        #[test]
+        fn ports_round_trip(port in 0u32..70_000, layer in 0u8..3) {
+            let mut c = Config::default();
+            let res = match layer {
+                0 => c.apply_toml(&format!("[ports]\nresp = {port}\n"), Path::new("p.toml")),
+                1 => c.apply_env(env(&[("COREKV_PORTS_RESP", &port.to_string())])),
+                _ => c.apply_override(&format!("ports.resp={port}")),
+            };
+            if (1..=65_535).contains(&port) {
+                prop_assert!(res.is_ok());
+                prop_assert_eq!(u32::from(c.ports.resp), port);
+            } else {
+                let ok = matches!(res, Err(Error::InvalidValue { ref key, .. }) if key == "ports.resp");
+                prop_assert!(ok);
+            }
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! One corekv node.
+//!
+//! So far: `topology` (key -> token -> vnode -> node -> core, replica placement
+//! with rack awareness) and `config` (the node's configuration). Both are pure
+//! code without I/O beyond reading the configuration file, so the server and the
+//! deterministic simulator share them.
+
+pub mod config;
+pub mod error;
+pub mod topology;
+
+pub use config::Config;
+
+pub use error::{ConfigOrigin, Error, Result};
+pub use topology::{core_of_vnode, token_of, Node, NodeId, NodeStatus, Ring, Route, Token, Vnode};
