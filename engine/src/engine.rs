@@ -25,7 +25,7 @@ use crate::compaction::policy::{self, CompactionPick, FileInfo, PolicyState, Sta
 use crate::error::{Error, Result};
 use crate::format::{decode_body, BodyRef, Entry, Kind, SeqNo, Token, WriteBatch};
 use crate::iter::{LevelSource, MemSource, MergeIter, Source};
-use crate::manifest::{self, FileRecord, Manifest, ManifestState, VersionEdit};
+use crate::manifest::{self, Manifest, ManifestState, VersionEdit};
 use crate::memtable::MemTable;
 use crate::notify::{BusyGuard, Notify};
 use crate::options::Options;
@@ -310,21 +310,6 @@ fn table_name(no: u64) -> String {
 
 fn parse_table_name(n: &str) -> Option<u64> {
     n.strip_suffix(".sst")?.parse().ok()
-}
-
-fn record_of(meta: &TableMeta, created_ms: u64) -> FileRecord {
-    FileRecord {
-        file_no: meta.file_no,
-        size: meta.size,
-        entries: meta.entries,
-        tombstones: meta.tombstones,
-        min_seq: meta.min_seq,
-        max_seq: meta.max_seq,
-        max_time: meta.max_time,
-        created_ms,
-        smallest: meta.smallest.clone(),
-        largest: meta.largest.clone(),
-    }
 }
 
 impl Engine {
@@ -914,7 +899,8 @@ impl Engine {
         self.inner.opts.fs.sync_dir(&self.inner.dir).await?;
         let file = open_table_file(&self.inner.opts, &path).await?;
         let table = Table::open(file, file_no, self.inner.cache.clone()).await?;
-        let rec = record_of(&meta, now);
+        // The builder stamped `created_ms` from the table options.
+        let rec = meta.clone();
         let handle = Rc::new(TableHandle {
             rec: rec.clone(),
             table,
@@ -1207,7 +1193,7 @@ impl Engine {
             let table = Table::open(file, meta.file_no, self.inner.cache.clone()).await?;
             written += meta.size;
             handles.push(Rc::new(TableHandle {
-                rec: record_of(meta, created),
+                rec: meta.clone(), // created_ms stamped by the builder
                 table,
                 path: path.clone(),
                 being_compacted: Cell::new(false),

@@ -31,37 +31,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{DecodeError, Error, Result};
-use crate::format::{get_bytes, get_u64, get_varint, put_varint, SeqNo, Token};
+use crate::format::{get_bytes, get_u64, get_varint, put_varint, SeqNo};
 use crate::io::{File, Fs};
 use crate::log::{self, LogBuffer, LogEnd};
 
 const EDIT_VERSION: u8 = 1;
 
-/// What the manifest records of one SSTable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileRecord {
-    /// File number (the table is `NNNNNN.sst`).
-    pub file_no: u64,
-    /// Size in bytes.
-    pub size: u64,
-    /// Entries (every version counts).
-    pub entries: u64,
-    /// Tombstones among them.
-    pub tombstones: u64,
-    /// Smallest sequence number.
-    pub min_seq: SeqNo,
-    /// Largest sequence number.
-    pub max_seq: SeqNo,
-    /// Largest `time` field (expiry or deletion time).
-    pub max_time: u64,
-    /// When the table was written (ms since the epoch); compaction outputs carry
-    /// the newest of their inputs.
-    pub created_ms: u64,
-    /// Smallest internal key.
-    pub smallest: (Token, Vec<u8>, SeqNo),
-    /// Largest internal key.
-    pub largest: (Token, Vec<u8>, SeqNo),
-}
+/// What the manifest records of one SSTable: the metadata the table builder
+/// returns, as is (one type, so the two cannot drift apart).
+pub type FileRecord = crate::sstable::TableMeta;
 
 /// A change to the set of live files.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

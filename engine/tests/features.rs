@@ -77,11 +77,9 @@ fn ttl_expires_reads_and_compaction_drops_expired_and_old_tombstones() {
             .entries
             .len()
         };
-        assert_eq!(live(e.clone()).await, 75);
-        e.flush().await.unwrap();
-        e.compact().await.unwrap();
-        let all = e
-            .scan(&ScanOptions {
+        // Every key still stored, tombstones and expired values included.
+        let stored = |e: Engine| async move {
+            e.scan(&ScanOptions {
                 limit: 10_000,
                 include_deleted: true,
                 ..ScanOptions::default()
@@ -89,7 +87,12 @@ fn ttl_expires_reads_and_compaction_drops_expired_and_old_tombstones() {
             .await
             .unwrap()
             .entries
-            .len();
+            .len()
+        };
+        assert_eq!(live(e.clone()).await, 75);
+        e.flush().await.unwrap();
+        e.compact().await.unwrap();
+        let all = stored(e.clone()).await;
         // Tombstones and expired values are kept through the grace period...
         assert!(all > 75, "tombstones must survive the grace period: {all}");
         now.set(now.get() + 61_000);
@@ -100,16 +103,7 @@ fn ttl_expires_reads_and_compaction_drops_expired_and_old_tombstones() {
             e.compact().await.unwrap();
         }
         e.compact_range_all().await.unwrap();
-        let all = e
-            .scan(&ScanOptions {
-                limit: 10_000,
-                include_deleted: true,
-                ..ScanOptions::default()
-            })
-            .await
-            .unwrap()
-            .entries
-            .len();
+        let all = stored(e.clone()).await;
         assert_eq!(all, 76, "after the grace period only live keys remain");
         assert_eq!(live(e.clone()).await, 76);
     });
