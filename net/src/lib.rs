@@ -10,3 +10,4 @@ pub mod error;
 pub mod frame;
 pub mod msg;
 pub mod resp;
+pub mod token;

@@ -204,7 +204,7 @@ proptest! {
     ) {
         let n: Vec<Node<'_>> = nodes
             .iter()
-            .map(|(a, c, t)| Node { address: a, cores: *c, tokens: List::Slice(t) })
+            .map(|(a, c, t)| Node { address: a, cores: *c, shard_port: 7400, tokens: List::Slice(t) })
             .collect();
         rt_resp(Response::Ring { epoch, nodes: List::Slice(&n) })
     }

@@ -311,25 +311,31 @@ impl<'a> Item<'a> for Option<ValueRef<'a>> {
 pub struct Node<'a> {
     /// Where to connect, `host:port`.
     pub address: &'a str,
-    /// Cores (shards) on the node; a vnode's core is derived from its index.
+    /// Cores (shards) on the node; a vnode's core is its index (its position
+    /// in `tokens`) modulo `cores`.
     pub cores: u16,
+    /// Shard-aware port of core 0: core `c` answers on `shard_port + c` on the
+    /// host of `address`; 0 when the node has no shard-aware ports.
+    pub shard_port: u16,
     /// The node's vnode tokens.
     pub tokens: List<'a, u64>,
 }
 
 impl<'a> Item<'a> for Node<'a> {
-    const MIN_LEN: usize = 4;
+    const MIN_LEN: usize = 6;
     fn read(r: &mut Reader<'a>) -> Result<Self, FrameError> {
         let mk = r.limits().max_key;
         Ok(Node {
             address: r.str("address length", mk)?,
             cores: r.u16()?,
+            shard_port: r.u16()?,
             tokens: List::read(r, "token count")?,
         })
     }
     fn write(&self, out: &mut Vec<u8>) {
         put_bytes(out, self.address.as_bytes());
         out.extend_from_slice(&self.cores.to_le_bytes());
+        out.extend_from_slice(&self.shard_port.to_le_bytes());
         self.tokens.write(out);
     }
 }
