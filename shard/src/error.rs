@@ -104,4 +104,13 @@ pub enum Error {
         /// The id.
         id: String,
     },
+
+    /// The runtime could not start, serve or stop.
+    #[error("{what}: {reason}")]
+    Runtime {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        reason: String,
+    },
 }

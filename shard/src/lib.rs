@@ -7,6 +7,9 @@
 
 pub mod config;
 pub mod error;
+pub mod runtime;
+pub mod server;
+pub mod store;
 pub mod topology;
 
 pub use config::Config;

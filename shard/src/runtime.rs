@@ -1,0 +1,530 @@
+//! The node's runtime: one pinned glommio executor per core, the channel mesh
+//! between them, task queues, start-up and the two-phase shutdown.
+//!
+//! ## The mesh
+//!
+//! Every ordered pair of cores (a, b) has a bounded single-producer channel
+//! a -> b carrying [`Envelope`]s: an owned command plus a oneshot for its
+//! reply. The reply does not travel back over the mesh: the owning core
+//! completes the oneshot and glommio's remote waker wakes the asking task on
+//! its own executor. So a core's mesh receivers only ever spawn tasks and never
+//! wait to send into another core's channel, and the cycle that deadlocks
+//! glommio issue 555 (two cores each awaiting space in the other's full
+//! channel while neither drains) cannot form. A sender whose channel is full
+//! waits for space: that is the backpressure on the connection that produced
+//! the request, and it always ends because the receiver drains unconditionally.
+//!
+//! ## Task queues
+//!
+//! Connections and mesh requests run in a foreground queue with 1000 shares;
+//! the engine puts flushes (1000 shares) and compactions (200) in their own
+//! queues, so background work cannot starve requests.
+//!
+//! ## Shutdown
+//!
+//! [`StopHandle::stop`] (SIGTERM or SIGINT through [`install_signal_handler`])
+//! starts phase one on every core: stop accepting, stop reading new requests,
+//! finish and answer the ones in flight, close connections. When every core
+//! has drained, phase two closes each engine (syncing its WAL) and the threads
+//! exit. Phase two waits for all cores because a core that has drained may
+//! still receive forwarded requests from a core that has not.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use corekv_engine::{Engine, Fs, Options as EngineOptions};
+use futures::channel::oneshot;
+use futures::future::{FutureExt, Shared};
+use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
+use glommio::{Latency, LocalExecutorBuilder, Placement, Shares, TaskQueueHandle};
+
+use crate::config::{Config, Durability};
+use crate::error::{Error, Result};
+use crate::store::{Cmd, Failure, FailureKind, Reply, Store};
+use crate::topology::{Node as RingNode, Ring};
+
+/// A command sent to another core, with the way back for its reply.
+#[derive(Debug)]
+pub struct Envelope {
+    /// The command.
+    pub cmd: Cmd,
+    /// Where the owning core sends the reply.
+    pub reply: oneshot::Sender<Reply>,
+}
+
+/// Channel capacity between two cores, in envelopes.
+pub const MESH_CAPACITY: usize = 1024;
+
+/// This core's ends of the mesh.
+#[derive(Debug)]
+pub struct Mesh {
+    peers: Vec<Option<ConnectedSender<Envelope>>>,
+}
+
+impl Mesh {
+    /// Sends `cmd` to `core` and waits for its reply.
+    async fn call(&self, core: usize, cmd: Cmd) -> Reply {
+        let Some(Some(tx)) = self.peers.get(core) else {
+            return Reply::Failed(Failure::new(FailureKind::Internal, format!("no mesh channel to core {core}")));
+        };
+        let (reply, rx) = oneshot::channel();
+        let env = Envelope { cmd, reply };
+        let sent = match tx.try_send(env) {
+            Ok(()) => Ok(()),
+            // Full: wait for space (see the module notes on why this cannot deadlock).
+            Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(env))) => {
+                tx.send(env).await.map_err(|_| ())
+            }
+            Err(_) => Err(()),
+        };
+        if sent.is_err() {
+            return Reply::Failed(Failure::new(FailureKind::Unavailable, format!("core {core} is shutting down")));
+        }
+        rx.await.unwrap_or_else(|_| {
+            Reply::Failed(Failure::new(FailureKind::Unavailable, format!("core {core} dropped the request")))
+        })
+    }
+}
+
+/// A future every task on a core can wait on to learn that shutdown began.
+pub type StopSignal = Shared<oneshot::Receiver<()>>;
+
+/// Everything one core owns. Shared by `Rc` among the core's tasks.
+#[derive(Debug)]
+pub struct Shard {
+    /// This core's index.
+    pub id: usize,
+    /// Cores on the node.
+    pub cores: usize,
+    /// The core's data.
+    pub store: Store,
+    /// The ring (a single node until the cluster issue).
+    pub ring: Arc<Ring>,
+    /// The node's configuration.
+    pub config: Arc<Config>,
+    /// Fires when shutdown begins.
+    pub stop: StopSignal,
+    /// The foreground task queue.
+    pub fg: TaskQueueHandle,
+    /// When the node started (for INFO).
+    pub started: std::time::Instant,
+    mesh: Mesh,
+}
+
+impl Shard {
+    /// Executes `cmd` on `core`: here if it is this core, else over the mesh.
+    pub async fn exec(&self, core: usize, cmd: Cmd) -> Reply {
+        if core == self.id {
+            self.store.exec(cmd).await
+        } else {
+            self.mesh.call(core, cmd).await
+        }
+    }
+
+    /// The core that stores `token` on this node.
+    pub fn core_of(&self, token: crate::topology::Token) -> usize {
+        let v = self.ring.owner_vnode(token);
+        crate::topology::core_of_vnode(v.index, nonzero(self.cores))
+    }
+
+    /// Whether shutdown has begun.
+    pub fn stopping(&self) -> bool {
+        self.stop.peek().is_some()
+    }
+}
+
+fn nonzero(n: usize) -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(n).unwrap_or(std::num::NonZeroUsize::MIN)
+}
+
+/// Per-core result of start-up, sent to the main thread.
+type Ready = std::result::Result<(), String>;
+
+/// Fires shutdown on every core; cloneable and callable from any thread, once.
+#[derive(Debug, Clone)]
+pub struct StopHandle {
+    senders: Arc<Mutex<Vec<oneshot::Sender<()>>>>,
+}
+
+impl StopHandle {
+    /// Begins shutdown (idempotent).
+    pub fn stop(&self) {
+        let senders = match self.senders.lock() {
+            Ok(mut g) => std::mem::take(&mut *g),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        };
+        for s in senders {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Stops the node on SIGTERM or SIGINT. A second signal while draining exits
+/// at once with status 130, for an operator who does not want to wait.
+pub fn install_signal_handler(stop: StopHandle) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).map_err(|e| Error::Runtime {
+        what: "installing the signal handler".into(),
+        reason: e.to_string(),
+    })?;
+    std::thread::Builder::new()
+        .name("corekv-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for sig in signals.forever() {
+                seen += 1;
+                if seen > 1 {
+                    tracing::warn!(sig, "second signal while draining: exiting now");
+                    std::process::exit(130);
+                }
+                tracing::info!(sig, "signal received: draining");
+                stop.stop();
+            }
+        })
+        .map_err(|e| Error::Runtime {
+            what: "starting the signal thread".into(),
+            reason: e.to_string(),
+        })?;
+    Ok(())
+}
+
+/// The per-core entry point the server supplies: serves until `shard.stop`
+/// fires and every connection has drained.
+pub type ServeFn = fn(Rc<Shard>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>>>>;
+
+/// A running node.
+#[derive(Debug)]
+pub struct RunningNode {
+    stop: StopHandle,
+    threads: Vec<std::thread::JoinHandle<Result<()>>>,
+    drained: mpsc::Receiver<()>,
+    finish: Vec<oneshot::Sender<()>>,
+    cores: usize,
+}
+
+impl RunningNode {
+    /// A handle that begins shutdown.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// Waits for shutdown to be requested and the node to drain, then closes
+    /// every engine and joins the core threads. The first core error, if any.
+    pub fn wait(self) -> Result<()> {
+        let RunningNode {
+            threads,
+            drained,
+            finish,
+            cores,
+            ..
+        } = self;
+        // A core that failed drops its sender; count what arrives either way.
+        for _ in 0..cores {
+            if drained.recv().is_err() {
+                break;
+            }
+        }
+        for f in finish {
+            let _ = f.send(());
+        }
+        let mut first = Ok(());
+        for t in threads {
+            let r = t.join().unwrap_or_else(|_| {
+                Err(Error::Runtime {
+                    what: "a core thread".into(),
+                    reason: "panicked".into(),
+                })
+            });
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+}
+
+fn engine_options(config: &Config, core: usize, cores: usize) -> EngineOptions {
+    let dir: PathBuf = config.node.data_dir.join(format!("core-{core}"));
+    let mut o = EngineOptions::new(Fs::real(), dir);
+    let per_core = |total: u64| usize::try_from(total / cores as u64).unwrap_or(usize::MAX);
+    o.memtable_bytes = per_core(config.storage.memtable_bytes).max(1 << 20);
+    o.block_cache_bytes = per_core(config.storage.block_cache_bytes);
+    o.wal.durability = match config.storage.durability {
+        Durability::Sync => corekv_engine::Durability::Sync,
+        Durability::Periodic { interval_ms } => corekv_engine::Durability::Periodic(Duration::from_millis(interval_ms)),
+    };
+    o.limits.max_key = usize::try_from(config.limits.max_key_bytes).unwrap_or(usize::MAX);
+    o.limits.max_value = usize::try_from(config.limits.max_value_bytes).unwrap_or(usize::MAX);
+    o
+}
+
+/// Builds the node's ring: this node alone (replication arrives with the
+/// cluster issue), with the vnode count from the configuration.
+pub fn single_node_ring(config: &Config) -> Result<Ring> {
+    let address = format!("{}:{}", config.node.listen, config.ports.client);
+    Ring::new(
+        vec![RingNode::new(config.node.id.clone(), address)],
+        u32::try_from(config.cluster.vnodes).unwrap_or(u32::MAX),
+    )
+}
+
+/// Refuses to start when another process already listens on one of our ports:
+/// SO_REUSEPORT would otherwise let both bind and split the traffic.
+fn check_ports_free(config: &Config, cores: usize) -> Result<()> {
+    let mut ports = vec![config.ports.client, config.ports.resp];
+    for c in 0..cores {
+        ports.push(config.shard_port(u16::try_from(c).unwrap_or(u16::MAX)));
+    }
+    for p in ports {
+        let addr = format!("{}:{p}", config.node.listen);
+        if let Err(e) = std::net::TcpListener::bind(&addr) {
+            return Err(Error::Runtime {
+                what: format!("binding {addr}"),
+                reason: format!("{e} (is another corekv or service using this port? set ports.* to change it)"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Starts the node: one executor per core, each opening its engine and
+/// serving with `serve`. Returns once every core is serving, or the first
+/// start-up error (after stopping the cores that did start).
+pub fn start(config: Config, serve: ServeFn) -> Result<RunningNode> {
+    let cores = usize::try_from(config.node.cores).unwrap_or(1).max(1);
+    check_ports_free(&config, cores)?;
+    let ring = Arc::new(single_node_ring(&config)?);
+    let config = Arc::new(config);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    // senders[a][b] / receivers[a][b]: the channel a -> b.
+    let mut senders: Vec<Vec<Option<SharedSender<Envelope>>>> = (0..cores).map(|_| Vec::new()).collect();
+    let mut receivers: Vec<Vec<Option<SharedReceiver<Envelope>>>> = (0..cores).map(|_| Vec::new()).collect();
+    for a in 0..cores {
+        for b in 0..cores {
+            if a == b {
+                senders[a].push(None);
+                receivers[b].push(None);
+            } else {
+                let (tx, rx) = shared_channel::new_bounded(MESH_CAPACITY);
+                senders[a].push(Some(tx));
+                receivers[b].push(Some(rx));
+            }
+        }
+    }
+    // receivers[b] above was filled in order a = 0..cores, so receivers[b][a] is a -> b.
+
+    let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
+    let (drained_tx, drained_rx) = mpsc::channel::<()>();
+    let mut stops = Vec::new();
+    let mut finish = Vec::new();
+    let mut threads = Vec::new();
+    let started = std::time::Instant::now();
+    for (core, (tx_row, rx_row)) in senders.into_iter().zip(receivers).enumerate() {
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (finish_tx, finish_rx) = oneshot::channel::<()>();
+        stops.push(stop_tx);
+        finish.push(finish_tx);
+        let (ready_tx, drained_tx) = (ready_tx.clone(), drained_tx.clone());
+        let (ring, config) = (ring.clone(), config.clone());
+        let builder = LocalExecutorBuilder::new(Placement::Fixed(core % cpus)).name(&format!("corekv-core-{core}"));
+        let handle = builder
+            .spawn(move || async move {
+                let r = core_main(CoreArgs {
+                    core,
+                    cores,
+                    ring,
+                    config,
+                    tx_row,
+                    rx_row,
+                    stop: stop_rx.shared(),
+                    ready: ready_tx.clone(),
+                    drained: drained_tx,
+                    finish: finish_rx,
+                    serve,
+                    started,
+                })
+                .await;
+                if let Err(e) = &r {
+                    let _ = ready_tx.send(Err(format!("core {core}: {e}")));
+                }
+                r
+            })
+            .map_err(|e| Error::Runtime {
+                what: format!("starting the executor of core {core}"),
+                reason: e.to_string(),
+            })?;
+        threads.push(CoreThread(handle));
+    }
+    drop(ready_tx);
+    drop(drained_tx);
+    let node = RunningNode {
+        stop: StopHandle {
+            senders: Arc::new(Mutex::new(stops)),
+        },
+        threads: threads.into_iter().map(CoreThread::into_std).collect(),
+        drained: drained_rx,
+        finish,
+        cores,
+    };
+    for _ in 0..cores {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => {
+                node.stop.stop();
+                let _ = node.wait();
+                return Err(Error::Runtime {
+                    what: "starting the node".into(),
+                    reason,
+                });
+            }
+            Err(_) => {
+                node.stop.stop();
+                let _ = node.wait();
+                return Err(Error::Runtime {
+                    what: "starting the node".into(),
+                    reason: "a core exited during start-up".into(),
+                });
+            }
+        }
+    }
+    Ok(node)
+}
+
+/// glommio's join handle, turned into a std one by a joiner thread so
+/// [`RunningNode`] can hold a plain type.
+struct CoreThread(glommio::ExecutorJoinHandle<Result<()>>);
+
+impl CoreThread {
+    fn into_std(self) -> std::thread::JoinHandle<Result<()>> {
+        let h = self.0;
+        std::thread::spawn(move || match h.join() {
+            Ok(r) => r,
+            Err(e) => Err(Error::Runtime {
+                what: "a core executor".into(),
+                reason: e.to_string(),
+            }),
+        })
+    }
+}
+
+struct CoreArgs {
+    core: usize,
+    cores: usize,
+    ring: Arc<Ring>,
+    config: Arc<Config>,
+    tx_row: Vec<Option<SharedSender<Envelope>>>,
+    rx_row: Vec<Option<SharedReceiver<Envelope>>>,
+    stop: StopSignal,
+    ready: mpsc::Sender<Ready>,
+    drained: mpsc::Sender<()>,
+    finish: oneshot::Receiver<()>,
+    serve: ServeFn,
+    started: std::time::Instant,
+}
+
+async fn core_main(a: CoreArgs) -> Result<()> {
+    let fg = glommio::executor().create_task_queue(Shares::Static(1000), Latency::NotImportant, "corekv-fg");
+    // Connect every channel at once: a connect waits for its peer, so doing
+    // them one by one could wait on a core that waits on us.
+    let tx_fut = futures::future::join_all(a.tx_row.into_iter().map(|t| async move {
+        match t {
+            Some(t) => Some(t.connect().await),
+            None => None,
+        }
+    }));
+    let rx_fut = futures::future::join_all(a.rx_row.into_iter().map(|r| async move {
+        match r {
+            Some(r) => Some(r.connect().await),
+            None => None,
+        }
+    }));
+    let (peers, inbound) = futures::join!(tx_fut, rx_fut);
+
+    let opts = engine_options(&a.config, a.core, a.cores);
+    let engine = Engine::open(opts).await.map_err(|e| Error::Runtime {
+        what: format!("opening the engine of core {}", a.core),
+        reason: e.to_string(),
+    })?;
+    let shard = Rc::new(Shard {
+        id: a.core,
+        cores: a.cores,
+        store: Store::new(engine),
+        ring: a.ring,
+        config: a.config,
+        stop: a.stop,
+        fg,
+        started: a.started,
+        mesh: Mesh { peers },
+    });
+    for rx in inbound.into_iter().flatten() {
+        let s = shard.clone();
+        glommio::spawn_local_into(receive(s, rx), fg)
+            .map_err(|e| Error::Runtime {
+                what: "spawning a mesh receiver".into(),
+                reason: e.to_string(),
+            })?
+            .detach();
+    }
+    let served = (a.serve)(shard.clone());
+    // `serve` binds its listeners before its first await point, so once
+    // polled it is ready; report readiness from inside it via the callback
+    // would couple the modules, so the server calls `ready` through the shard.
+    let r = with_ready(served, a.ready).await;
+    let _ = a.drained.send(());
+    let _ = a.finish.await;
+    let close = shard.store.engine().clone().close().await.map_err(|e| Error::Runtime {
+        what: format!("closing the engine of core {}", a.core),
+        reason: e.to_string(),
+    });
+    r.and(close)
+}
+
+thread_local! {
+    static READY: std::cell::RefCell<Option<mpsc::Sender<Ready>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Called by the server once its listeners are bound on this core.
+pub fn report_ready() {
+    READY.with(|r| {
+        if let Some(tx) = r.borrow_mut().take() {
+            let _ = tx.send(Ok(()));
+        }
+    });
+}
+
+async fn with_ready(fut: std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>>>>, ready: mpsc::Sender<Ready>) -> Result<()> {
+    READY.with(|r| *r.borrow_mut() = Some(ready));
+    fut.await
+}
+
+async fn receive(shard: Rc<Shard>, rx: ConnectedReceiver<Envelope>) {
+    while let Some(env) = rx.recv().await {
+        let s = shard.clone();
+        let task = glommio::spawn_local_into(
+            async move {
+                let reply = s.store.exec(env.cmd).await;
+                // The asker may have given up (timeout, closed connection).
+                let _ = env.reply.send(reply);
+            },
+            shard.fg,
+        );
+        match task {
+            Ok(t) => drop(t.detach()),
+            Err(e) => tracing::error!(error = %e, "cannot spawn a mesh request"),
+        }
+    }
+}
+
+/// The local address of the node's client port as seen by a client
+/// connected to `local` (used to advertise a reachable address when the
+/// node listens on 0.0.0.0).
+pub fn advertised(listen: &str, port: u16, local: Option<SocketAddr>) -> String {
+    match (listen, local) {
+        ("0.0.0.0" | "::" | "[::]", Some(l)) => SocketAddr::new(l.ip(), port).to_string(),
+        _ => format!("{listen}:{port}"),
+    }
+}

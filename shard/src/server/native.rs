@@ -1,0 +1,602 @@
+//! The binary protocol's connection loop and request execution
+//! (docs/protocol.md).
+//!
+//! Requests are decoded in place from the receive buffer, turned into owned
+//! commands for the owning core, and executed concurrently: a connection may
+//! have up to `limits.max_inflight_per_connection` requests outstanding, and
+//! responses go out as they finish (matched by request id), so one slow scan
+//! does not hold back the gets pipelined behind it.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use corekv_engine::Cursor;
+use corekv_net::frame::FrameDecoder;
+use corekv_net::msg::{Condition, ErrorCode, KeyValue, Limits, List, Node, Op, Request, Response, ValueRef};
+use futures::AsyncRead;
+
+use super::{read_some, scan, Outbox};
+use crate::runtime::{advertised, Shard};
+use crate::store::{now_ms, Cmd, Cond, ExpireAction, Failure, FailureKind, Key, Reply, Value};
+use crate::topology::token_of;
+
+/// Bytes requested from the socket per read.
+const READ_CHUNK: usize = 16 << 10;
+
+/// Entries per scan page when the client asks for more (or 0).
+const MAX_PAGE: u32 = 10_000;
+
+/// The wire limits from the configuration.
+pub fn limits(shard: &Shard) -> Limits {
+    let l = &shard.config.limits;
+    Limits {
+        max_frame: u32::try_from(l.max_frame_bytes).unwrap_or(u32::MAX),
+        max_key: u32::try_from(l.max_key_bytes).unwrap_or(u32::MAX),
+        max_value: u32::try_from(l.max_value_bytes).unwrap_or(u32::MAX),
+        ..Limits::default()
+    }
+}
+
+fn error_code(kind: FailureKind) -> ErrorCode {
+    match kind {
+        FailureKind::TooLarge => ErrorCode::TOO_LARGE,
+        FailureKind::Invalid => ErrorCode::MALFORMED,
+        FailureKind::NotInteger | FailureKind::Overflow => ErrorCode::NOT_AN_INTEGER,
+        FailureKind::Unavailable => ErrorCode::UNAVAILABLE,
+        FailureKind::Overloaded => ErrorCode::OVERLOADED,
+        _ => ErrorCode::INTERNAL,
+    }
+}
+
+fn encode(out: &mut Vec<u8>, id: u64, r: &Response<'_>) {
+    if r.encode_frame(id, out).is_err() {
+        // Only a body over 4 GiB fails, which max_frame-bounded replies never reach.
+        out.clear();
+        let e = Response::Error {
+            code: ErrorCode::TOO_LARGE,
+            message: "response too large",
+        };
+        let _ = e.encode_frame(id, out);
+    }
+}
+
+fn encode_failure(out: &mut Vec<u8>, id: u64, f: &Failure) {
+    encode(
+        out,
+        id,
+        &Response::Error {
+            code: error_code(f.kind),
+            message: &f.message,
+        },
+    );
+}
+
+/// Answers a connection over the per-core connection limit, then it closes.
+pub fn refuse(out: &Outbox, f: &Failure) {
+    let mut b = Vec::new();
+    encode_failure(&mut b, 0, f);
+    out.push_raw(&b);
+}
+
+/// Reads frames until EOF, a fatal error, or shutdown.
+pub async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, mut reader: R, out: &Rc<Outbox>, local: Option<SocketAddr>) {
+    let limits = limits(shard);
+    let max_inflight = usize::try_from(shard.config.limits.max_inflight_per_connection).unwrap_or(usize::MAX);
+    let mut dec = FrameDecoder::new(limits.max_frame);
+    let mut msg = String::new();
+    loop {
+        // Serve every complete frame buffered.
+        loop {
+            while out.inflight() >= max_inflight && !out.is_broken() {
+                out.progressed().await;
+            }
+            if out.is_broken() {
+                return;
+            }
+            let frame = match dec.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    // Fatal: the framing is lost. Answer once and close.
+                    let mut b = Vec::new();
+                    encode(&mut b, 0, &Response::from_error(&e, &mut msg, 1024));
+                    out.push_raw(&b);
+                    return;
+                }
+            };
+            let id = frame.header.request_id;
+            match Request::decode(&frame, &limits) {
+                Ok(req) => start(shard, out, id, req, local),
+                Err(e) => {
+                    let mut b = Vec::new();
+                    encode(&mut b, id, &Response::from_error(&e, &mut msg, 1024));
+                    out.begin();
+                    out.finish_unordered(&b);
+                    if e.is_fatal() {
+                        return;
+                    }
+                }
+            }
+        }
+        let partial = dec.buffered() > 0;
+        let buf = dec.spare(READ_CHUNK);
+        match read_some(shard, &mut reader, buf, partial).await {
+            Ok(Some(0)) => {
+                dec.commit(0);
+                if dec.buffered() > 0 {
+                    let mut b = Vec::new();
+                    let detail = format!("connection closed inside a frame ({} bytes of it received)", dec.buffered());
+                    encode(
+                        &mut b,
+                        0,
+                        &Response::Error {
+                            code: ErrorCode::MALFORMED,
+                            message: &detail,
+                        },
+                    );
+                    out.push_raw(&b);
+                }
+                return;
+            }
+            Ok(Some(n)) => dec.commit(n),
+            Ok(None) => return, // shutdown: stop reading, in-flight requests finish
+            Err(e) => {
+                dec.commit(0);
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    let mut b = Vec::new();
+                    encode(
+                        &mut b,
+                        0,
+                        &Response::Error {
+                            code: ErrorCode::TIMEOUT,
+                            message: "request half-sent for too long; closing",
+                        },
+                    );
+                    out.push_raw(&b);
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// What a request becomes once its borrowed bytes are copied out.
+enum Job {
+    /// One command on one core; the opcode picks how its reply is encoded.
+    One { core: usize, cmd: Cmd, op: Kind },
+    MGet(Vec<Key>),
+    MPut { entries: Vec<(Key, Vec<u8>)>, expiry_ms: u64 },
+    Scan { start: u64, end: u64, cursor: Vec<u8>, limit: usize },
+    List { prefix: Vec<u8>, cursor: Vec<u8>, limit: usize },
+    Ping,
+    Ring,
+}
+
+/// How a single-command reply is encoded.
+#[derive(Clone, Copy)]
+enum Kind {
+    Get,
+    Write,
+    Delete,
+    Integer,
+    Expire,
+}
+
+fn expiry(ttl_ms: u64) -> u64 {
+    if ttl_ms == 0 {
+        0
+    } else {
+        now_ms().saturating_add(ttl_ms)
+    }
+}
+
+fn key(k: &[u8]) -> Result<Key, Failure> {
+    if k.is_empty() {
+        return Err(Failure::new(FailureKind::Invalid, "empty key"));
+    }
+    Ok(Key::new(k))
+}
+
+fn job(shard: &Shard, op: &Op<'_>) -> Result<Job, Failure> {
+    let one = |k: &[u8], cmd: fn(Key) -> Cmd, op: Kind| -> Result<Job, Failure> {
+        let k = key(k)?;
+        Ok(Job::One {
+            core: shard.core_of(k.token),
+            cmd: cmd(k),
+            op,
+        })
+    };
+    Ok(match *op {
+        Op::Get { key: k } => one(k, Cmd::Get, Kind::Get)?,
+        Op::Exists { key: k } => one(k, |k| Cmd::Exists(vec![k]), Kind::Integer)?,
+        Op::Delete { key: k } => one(k, |k| Cmd::Delete(vec![k]), Kind::Delete)?,
+        Op::Ttl { key: k } => one(k, Cmd::Ttl, Kind::Integer)?,
+        Op::Put {
+            key: k,
+            value,
+            ttl_ms,
+            condition,
+        } => {
+            let k = key(k)?;
+            Job::One {
+                core: shard.core_of(k.token),
+                cmd: Cmd::Put {
+                    key: k,
+                    value: value.to_vec(),
+                    expiry_ms: expiry(ttl_ms),
+                    cond: match condition {
+                        Condition::Always => Cond::Always,
+                        Condition::IfAbsent => Cond::IfAbsent,
+                        Condition::IfPresent => Cond::IfPresent,
+                    },
+                },
+                op: Kind::Write,
+            }
+        }
+        Op::Expire { key: k, ttl_ms } => {
+            let k = key(k)?;
+            Job::One {
+                core: shard.core_of(k.token),
+                cmd: Cmd::Expire {
+                    key: k,
+                    action: if ttl_ms == 0 {
+                        ExpireAction::Persist
+                    } else {
+                        ExpireAction::At(expiry(ttl_ms))
+                    },
+                    cond: None,
+                },
+                op: Kind::Expire,
+            }
+        }
+        Op::Incr { key: k, delta } => {
+            let k = key(k)?;
+            Job::One {
+                core: shard.core_of(k.token),
+                cmd: Cmd::Incr { key: k, delta },
+                op: Kind::Integer,
+            }
+        }
+        Op::Cas {
+            key: k,
+            expected,
+            value,
+            ttl_ms,
+        } => {
+            let k = key(k)?;
+            Job::One {
+                core: shard.core_of(k.token),
+                cmd: Cmd::Cas {
+                    key: k,
+                    expected: expected.to_vec(),
+                    value: value.to_vec(),
+                    expiry_ms: expiry(ttl_ms),
+                },
+                op: Kind::Write,
+            }
+        }
+        Op::MGet { keys } => Job::MGet(keys.iter().map(key).collect::<Result<_, _>>()?),
+        Op::MPut { entries, ttl_ms } => Job::MPut {
+            entries: entries
+                .iter()
+                .map(|kv: KeyValue<'_>| Ok((key(kv.key)?, kv.value.to_vec())))
+                .collect::<Result<_, Failure>>()?,
+            expiry_ms: expiry(ttl_ms),
+        },
+        Op::Scan {
+            start,
+            end,
+            cursor,
+            limit,
+        } => Job::Scan {
+            start,
+            end,
+            cursor: cursor.to_vec(),
+            limit: page_limit(limit),
+        },
+        Op::List { prefix, cursor, limit } => Job::List {
+            prefix: prefix.to_vec(),
+            cursor: cursor.to_vec(),
+            limit: page_limit(limit),
+        },
+        Op::Ping => Job::Ping,
+        Op::Ring => Job::Ring,
+    })
+}
+
+fn page_limit(limit: u32) -> usize {
+    let l = if limit == 0 { MAX_PAGE } else { limit.min(MAX_PAGE) };
+    l as usize
+}
+
+fn start(shard: &Rc<Shard>, out: &Rc<Outbox>, id: u64, req: Request<'_>, local: Option<SocketAddr>) {
+    out.begin();
+    let job = job(shard, &req.op);
+    let (s, o) = (shard.clone(), out.clone());
+    let timeout = Duration::from_millis(u64::from(req.timeout_ms));
+    let task = glommio::spawn_local_into(
+        async move {
+            let mut b = Vec::new();
+            match job {
+                Err(f) => encode_failure(&mut b, id, &f),
+                Ok(job) => {
+                    let mut rb = Vec::new();
+                    let done = if timeout.is_zero() {
+                        run(&s, job, id, &mut rb, local).await;
+                        true
+                    } else {
+                        let r = run(&s, job, id, &mut rb, local);
+                        futures::pin_mut!(r);
+                        let t = glommio::timer::sleep(timeout);
+                        futures::pin_mut!(t);
+                        matches!(futures::future::select(r, t).await, futures::future::Either::Left(_))
+                    };
+                    if done {
+                        b = rb;
+                    } else {
+                        let m = format!("no answer within {} ms (the write may still apply)", timeout.as_millis());
+                        encode(
+                            &mut b,
+                            id,
+                            &Response::Error {
+                                code: ErrorCode::TIMEOUT,
+                                message: &m,
+                            },
+                        );
+                    }
+                }
+            }
+            o.finish_unordered(&b);
+        },
+        shard.fg,
+    );
+    match task {
+        Ok(t) => drop(t.detach()),
+        Err(_) => {
+            let mut b = Vec::new();
+            encode_failure(&mut b, id, &Failure::new(FailureKind::Internal, "cannot schedule the request"));
+            out.finish_unordered(&b);
+        }
+    }
+}
+
+fn value_ref(v: &Value) -> ValueRef<'_> {
+    let now = now_ms();
+    ValueRef {
+        value: &v.value,
+        meta: &v.meta,
+        ttl_ms: if v.expiry_ms == 0 {
+            0
+        } else {
+            v.expiry_ms.saturating_sub(now).max(1)
+        },
+    }
+}
+
+fn unexpected(b: &mut Vec<u8>, id: u64, r: &Reply) {
+    encode_failure(b, id, &Failure::new(FailureKind::Internal, format!("unexpected reply {r:?}")));
+}
+
+async fn run(shard: &Rc<Shard>, job: Job, id: u64, b: &mut Vec<u8>, local: Option<SocketAddr>) {
+    match job {
+        Job::One { core, cmd, op } => {
+            let r = shard.exec(core, cmd).await;
+            match (op, &r) {
+                (_, Reply::Failed(f)) => encode_failure(b, id, f),
+                (Kind::Get, Reply::Value(Some(v))) => encode(b, id, &Response::Value(value_ref(v))),
+                (Kind::Get, Reply::Value(None)) => encode(b, id, &Response::NotFound),
+                (Kind::Write, Reply::Bool(true)) | (Kind::Delete, Reply::Int(_)) => encode(b, id, &Response::Ok),
+                (Kind::Write, Reply::Bool(false)) => encode(
+                    b,
+                    id,
+                    &Response::Error {
+                        code: ErrorCode::CONDITION_FAILED,
+                        message: "condition not met",
+                    },
+                ),
+                (Kind::Integer, Reply::Int(n)) => encode(b, id, &Response::Integer(*n)),
+                (Kind::Expire, Reply::Bool(x)) => encode(b, id, &Response::Integer(i64::from(*x))),
+                _ => unexpected(b, id, &r),
+            }
+        }
+        Job::MGet(keys) => match mget(shard, keys).await {
+            Ok(vals) => {
+                let refs: Vec<Option<ValueRef<'_>>> = vals.iter().map(|v| v.as_ref().map(value_ref)).collect();
+                encode(b, id, &Response::Values(List::Slice(&refs)));
+            }
+            Err(f) => encode_failure(b, id, &f),
+        },
+        Job::MPut { entries, expiry_ms } => match mput(shard, entries, expiry_ms).await {
+            Ok(()) => encode(b, id, &Response::Ok),
+            Err(f) => encode_failure(b, id, &f),
+        },
+        Job::Scan {
+            start,
+            end,
+            cursor,
+            limit,
+        } => match scan_tokens(shard, start, end, &cursor, limit).await {
+            Ok((entries, next)) => encode_page(b, id, &entries, &next),
+            Err(f) => encode_failure(b, id, &f),
+        },
+        Job::List { prefix, cursor, limit } => match list(shard, &prefix, &cursor, limit).await {
+            Ok((entries, next)) => encode_page(b, id, &entries, &next),
+            Err(f) => encode_failure(b, id, &f),
+        },
+        Job::Ping => encode(b, id, &Response::Ok),
+        Job::Ring => {
+            let ring = &shard.ring;
+            let vnodes = ring.vnodes_per_node();
+            let tokens: Vec<Vec<u64>> = ring
+                .nodes()
+                .iter()
+                .map(|n| (0..vnodes).map(|i| crate::topology::Ring::vnode_token(&n.id, i)).collect())
+                .collect();
+            let address = advertised(&shard.config.node.listen, shard.config.ports.client, local);
+            let nodes: Vec<Node<'_>> = ring
+                .nodes()
+                .iter()
+                .zip(&tokens)
+                .map(|(_, t)| Node {
+                    address: &address,
+                    cores: u16::try_from(shard.cores).unwrap_or(u16::MAX),
+                    shard_port: shard.config.ports.shard_base,
+                    tokens: List::Slice(t),
+                })
+                .collect();
+            encode(
+                b,
+                id,
+                &Response::Ring {
+                    epoch: 1,
+                    nodes: List::Slice(&nodes),
+                },
+            );
+        }
+    }
+}
+
+fn encode_page(b: &mut Vec<u8>, id: u64, entries: &[crate::store::ScanEntry], next: &[u8]) {
+    let kvs: Vec<KeyValue<'_>> = entries
+        .iter()
+        .map(|e| KeyValue {
+            key: &e.key,
+            value: &e.value,
+        })
+        .collect();
+    encode(
+        b,
+        id,
+        &Response::ScanPage {
+            entries: List::Slice(&kvs),
+            next_cursor: next,
+        },
+    );
+}
+
+/// Groups item indexes by owning core.
+pub fn by_core(shard: &Shard, tokens: impl Iterator<Item = u64>) -> Vec<(usize, Vec<usize>)> {
+    let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (i, t) in tokens.enumerate() {
+        let c = shard.core_of(t);
+        match groups.iter_mut().find(|(gc, _)| *gc == c) {
+            Some((_, v)) => v.push(i),
+            None => groups.push((c, vec![i])),
+        }
+    }
+    groups
+}
+
+/// Reads keys from their cores in parallel; values in request order.
+pub async fn mget(shard: &Rc<Shard>, keys: Vec<Key>) -> Result<Vec<Option<Value>>, Failure> {
+    let groups = by_core(shard, keys.iter().map(|k| k.token));
+    let calls = groups.iter().map(|(c, idx)| {
+        let ks = idx.iter().map(|&i| keys[i].clone()).collect();
+        shard.exec(*c, Cmd::MGet(ks))
+    });
+    let replies = futures::future::join_all(calls).await;
+    let mut out = vec![None; keys.len()];
+    for ((_, idx), r) in groups.iter().zip(replies) {
+        match r {
+            Reply::Values(vs) => {
+                for (&i, v) in idx.iter().zip(vs) {
+                    out[i] = v;
+                }
+            }
+            Reply::Failed(f) => return Err(f),
+            other => return Err(Failure::new(FailureKind::Internal, format!("unexpected reply {other:?}"))),
+        }
+    }
+    Ok(out)
+}
+
+/// Writes pairs, one atomic batch per core, the cores in parallel.
+pub async fn mput(shard: &Rc<Shard>, entries: Vec<(Key, Vec<u8>)>, expiry_ms: u64) -> Result<(), Failure> {
+    let groups = by_core(shard, entries.iter().map(|(k, _)| k.token));
+    let calls = groups.iter().map(|(c, idx)| {
+        let es = idx.iter().map(|&i| entries[i].clone()).collect();
+        shard.exec(*c, Cmd::MPut { entries: es, expiry_ms })
+    });
+    for r in futures::future::join_all(calls).await {
+        match r {
+            Reply::Ok => {}
+            Reply::Failed(f) => return Err(f),
+            other => return Err(Failure::new(FailureKind::Internal, format!("unexpected reply {other:?}"))),
+        }
+    }
+    Ok(())
+}
+
+/// Cursor layout: `segment u8 | token u64 BE | key` (resume after that key in
+/// that segment) or `segment u8` alone (start of the segment). Segment 1 is
+/// `[start, end or MAX]`, segment 2 the wrapped part `[0, end)`.
+fn decode_cursor(c: &[u8]) -> Result<(u8, Option<Cursor>), Failure> {
+    let bad = || Failure::new(FailureKind::Invalid, "malformed scan cursor");
+    match c.split_first() {
+        None => Ok((1, None)),
+        Some((&seg, rest)) if seg == 1 || seg == 2 => {
+            if rest.is_empty() {
+                Ok((seg, None))
+            } else {
+                Ok((seg, Some(Cursor::decode(rest).map_err(|_| bad())?)))
+            }
+        }
+        _ => Err(bad()),
+    }
+}
+
+fn encode_cursor(seg: u8, c: &Cursor) -> Vec<u8> {
+    let mut v = vec![seg];
+    v.extend_from_slice(&c.encode());
+    v
+}
+
+/// A page of tokens `[start, end)`, wrapping when `end <= start`.
+async fn scan_tokens(
+    shard: &Rc<Shard>,
+    start: u64,
+    end: u64,
+    cursor: &[u8],
+    limit: usize,
+) -> Result<(Vec<crate::store::ScanEntry>, Vec<u8>), Failure> {
+    let (seg, after) = decode_cursor(cursor)?;
+    let wraps = end <= start;
+    let (lo, hi) = match (seg, wraps) {
+        (1, false) => (start, end - 1),
+        (1, true) => (start, u64::MAX),
+        (_, true) if end > 0 => (0, end - 1),
+        _ => return Ok((Vec::new(), Vec::new())),
+    };
+    let cores = scan::all_cores(shard);
+    let p = scan::page(shard, &cores, lo, hi, after, &[], limit).await?;
+    let next = match p.next {
+        Some(c) => encode_cursor(seg, &c),
+        None if seg == 1 && wraps && end > 0 => vec![2],
+        None => Vec::new(),
+    };
+    Ok((p.entries, next))
+}
+
+/// A page of keys starting with `prefix`. A prefix that holds a whole hash
+/// tag (`{user1}...`) pins every match to one token, so one core answers.
+async fn list(
+    shard: &Rc<Shard>,
+    prefix: &[u8],
+    cursor: &[u8],
+    limit: usize,
+) -> Result<(Vec<crate::store::ScanEntry>, Vec<u8>), Failure> {
+    let (_, after) = decode_cursor(cursor)?;
+    // A complete hash tag inside the prefix is the first tag of every key
+    // that has the prefix, so they all share its token.
+    let tagged = crate::topology::hash_part(prefix) != prefix;
+    let (lo, hi, cores) = if tagged {
+        let t = token_of(prefix);
+        (t, t, vec![shard.core_of(t)])
+    } else {
+        (0, u64::MAX, scan::all_cores(shard))
+    };
+    let p = scan::page(shard, &cores, lo, hi, after, prefix, limit).await?;
+    let next = p.next.map(|c| encode_cursor(1, &c)).unwrap_or_default();
+    Ok((p.entries, next))
+}

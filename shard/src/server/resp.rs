@@ -1,0 +1,710 @@
+//! The Redis-protocol port (docs/resp.md).
+//!
+//! Commands from one connection run concurrently (pipelined writes share a
+//! group commit) but their replies leave in order, as Redis clients require.
+//! Redis also guarantees that a command sees the writes sent before it on
+//! the same connection; here a write is visible once durable, so a command
+//! that reads a key with a write still in flight on this connection waits
+//! for that write before it starts. Writes to one key apply in the order sent
+//! (the owning core's key lock is FIFO and requests reach it in order).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use corekv_net::resp::{
+    glob_match, parse_command, unknown_command_message, ClientRequest, CommandRequest, Expire, ExpireCond as RExpireCond,
+    Limits as RespLimits, Proto, ReplyWriter, RespRequest, SetCond,
+};
+use futures::AsyncRead;
+
+use super::native::{by_core, mget, mput};
+use super::{read_some, scan, Outbox};
+use crate::runtime::Shard;
+use crate::store::{now_ms, Cmd, Cond, ExpireAction, ExpireCond, Failure, FailureKind, Key, Reply, Value};
+
+const READ_CHUNK: usize = 16 << 10;
+
+/// Most keys a SCAN call returns when one hash tag holds more than COUNT keys
+/// (the call must finish a token, see [`scan_cmd`]).
+const SCAN_GROUP_CAP: usize = 100_000;
+
+/// Per-connection state.
+struct Conn {
+    proto: Proto,
+    name: Option<Vec<u8>>,
+    id: u64,
+    /// Keys with a write in flight on this connection, and how many.
+    writing: RefCell<HashMap<Vec<u8>, usize>>,
+}
+
+fn failure_text(f: &Failure) -> String {
+    match f.kind {
+        FailureKind::NotInteger => "ERR value is not an integer or out of range".into(),
+        FailureKind::Overflow => "ERR increment or decrement would overflow".into(),
+        FailureKind::Overloaded => format!("ERR {}", f.message),
+        FailureKind::Unavailable => format!("TRYAGAIN {}", f.message),
+        _ => format!("ERR {}", f.message),
+    }
+}
+
+/// Answers a connection over the per-core limit (Redis' wording), then it closes.
+pub fn refuse(out: &Outbox, f: &Failure) {
+    let mut b = Vec::new();
+    ReplyWriter::new(Proto::Resp2).error(&mut b, &failure_text(f));
+    out.push_raw(&b);
+}
+
+fn resp_limits(shard: &Shard) -> RespLimits {
+    let l = &shard.config.limits;
+    RespLimits {
+        max_bulk: usize::try_from(l.max_value_bytes.max(l.max_key_bytes)).unwrap_or(usize::MAX),
+        max_args: 1 << 20,
+        ..RespLimits::default()
+    }
+}
+
+static NEXT_CLIENT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Reads commands until EOF, QUIT, a protocol error, or shutdown.
+pub async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, mut reader: R, out: &Rc<Outbox>) {
+    let limits = resp_limits(shard);
+    let max_inflight = usize::try_from(shard.config.limits.max_inflight_per_connection).unwrap_or(usize::MAX);
+    let conn = Rc::new(RefCell::new(Conn {
+        proto: Proto::Resp2,
+        name: None,
+        id: NEXT_CLIENT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        writing: RefCell::new(HashMap::new()),
+    }));
+    let mut buf: Vec<u8> = Vec::new();
+    let mut start = 0usize;
+    let mut seq = 0u64;
+    loop {
+        loop {
+            while out.inflight() >= max_inflight && !out.is_broken() {
+                out.progressed().await;
+            }
+            if out.is_broken() {
+                return;
+            }
+            let (cmd, used) = match parse_command(&buf[start..], &limits) {
+                Ok(Some(x)) => x,
+                Ok(None) => break,
+                Err(e) => {
+                    let mut b = Vec::new();
+                    ReplyWriter::new(conn.borrow().proto).protocol_error(&mut b, &e);
+                    out.begin();
+                    out.finish_ordered(seq, b);
+                    return;
+                }
+            };
+            let this = seq;
+            seq += 1;
+            let req = RespRequest::parse(&cmd);
+            let quit = matches!(req, Ok(RespRequest::Quit));
+            dispatch(shard, out, &conn, this, req).await;
+            start += used;
+            if quit {
+                return;
+            }
+        }
+        if start > 0 {
+            buf.drain(..start);
+            start = 0;
+        }
+        let len = buf.len();
+        buf.resize(len + READ_CHUNK, 0);
+        let r = read_some(shard, &mut reader, &mut buf[len..], len > 0).await;
+        match r {
+            Ok(Some(n)) if n > 0 => buf.truncate(len + n),
+            _ => return,
+        }
+    }
+}
+
+async fn wait_for_writes(out: &Outbox, conn: &RefCell<Conn>, keys: &[&[u8]]) {
+    loop {
+        let busy = {
+            let c = conn.borrow();
+            let w = c.writing.borrow();
+            !w.is_empty() && keys.iter().any(|k| w.contains_key(*k))
+        };
+        if !busy || out.is_broken() {
+            return;
+        }
+        out.progressed().await;
+    }
+}
+
+/// Registers in-flight writes; the guard unregisters them when dropped.
+struct Writing {
+    conn: Rc<RefCell<Conn>>,
+    keys: Vec<Vec<u8>>,
+}
+
+impl Writing {
+    fn new(conn: &Rc<RefCell<Conn>>, keys: &[&[u8]]) -> Writing {
+        {
+            let c = conn.borrow();
+            let mut w = c.writing.borrow_mut();
+            for k in keys {
+                *w.entry(k.to_vec()).or_insert(0) += 1;
+            }
+        }
+        Writing {
+            conn: conn.clone(),
+            keys: keys.iter().map(|k| k.to_vec()).collect(),
+        }
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        let c = self.conn.borrow();
+        let mut w = c.writing.borrow_mut();
+        for k in &self.keys {
+            if let Some(n) = w.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    w.remove(k);
+                }
+            }
+        }
+    }
+}
+
+/// Turns one request into its reply, inline for the cheap ones and in a task
+/// for those that touch data.
+async fn dispatch(
+    shard: &Rc<Shard>,
+    out: &Rc<Outbox>,
+    conn: &Rc<RefCell<Conn>>,
+    seq: u64,
+    req: Result<RespRequest<'_>, corekv_net::resp::CommandError>,
+) {
+    out.begin();
+    let w = ReplyWriter::new(conn.borrow().proto);
+    let mut b = Vec::new();
+    let req = match req {
+        Ok(r) => r,
+        Err(e) => {
+            w.error(&mut b, &e.to_string());
+            out.finish_ordered(seq, b);
+            return;
+        }
+    };
+    // Read-after-write on this connection.
+    let read_keys: Vec<&[u8]> = match &req {
+        RespRequest::Get(k) | RespRequest::Ttl { key: k, .. } => vec![*k],
+        RespRequest::Exists(ks) | RespRequest::MGet(ks) => ks.clone(),
+        _ => Vec::new(),
+    };
+    if !read_keys.is_empty() {
+        wait_for_writes(out, conn, &read_keys).await;
+    }
+    let job: Option<Job> = match req {
+        RespRequest::Empty => {
+            // Redis ignores empty inline lines without replying.
+            out.finish_ordered(seq, Vec::new());
+            return;
+        }
+        RespRequest::Get(k) => Some(Job::Get(Key::new(k))),
+        RespRequest::Set(a) => {
+            let expiry_ms = match a.expire {
+                None => 0,
+                Some(Expire::Seconds(s)) => now_ms().saturating_add(u64::try_from(s).unwrap_or(0).saturating_mul(1000)),
+                Some(Expire::Millis(ms)) => now_ms().saturating_add(u64::try_from(ms).unwrap_or(0)),
+                Some(Expire::AtSeconds(s)) => u64::try_from(s).unwrap_or(1).saturating_mul(1000),
+                Some(Expire::AtMillis(ms)) => u64::try_from(ms).unwrap_or(1),
+            };
+            let cond = match a.cond {
+                None => Cond::Always,
+                Some(SetCond::IfAbsent) => Cond::IfAbsent,
+                Some(SetCond::IfPresent) => Cond::IfPresent,
+            };
+            Some(Job::Set {
+                guard: Writing::new(conn, &[a.key]),
+                key: Key::new(a.key),
+                value: a.value.to_vec(),
+                expiry_ms,
+                cond,
+            })
+        }
+        RespRequest::Del(ks) => Some(Job::Del {
+            guard: Writing::new(conn, &ks),
+            keys: ks.iter().map(|k| Key::new(k)).collect(),
+        }),
+        RespRequest::Exists(ks) => Some(Job::Exists(ks.iter().map(|k| Key::new(k)).collect())),
+        RespRequest::MGet(ks) => Some(Job::MGet(ks.iter().map(|k| Key::new(k)).collect())),
+        RespRequest::MSet(pairs) => {
+            let keys: Vec<&[u8]> = pairs.iter().map(|(k, _)| *k).collect();
+            Some(Job::MSet {
+                guard: Writing::new(conn, &keys),
+                entries: pairs.iter().map(|(k, v)| (Key::new(k), v.to_vec())).collect(),
+            })
+        }
+        RespRequest::IncrBy { key, by } => Some(Job::Incr {
+            guard: Writing::new(conn, &[key]),
+            key: Key::new(key),
+            by,
+        }),
+        RespRequest::Expire { key, millis, cond } => Some(Job::Expire {
+            guard: Writing::new(conn, &[key]),
+            key: Key::new(key),
+            action: if millis <= 0 {
+                ExpireAction::Delete
+            } else {
+                ExpireAction::At(now_ms().saturating_add(u64::try_from(millis).unwrap_or(u64::MAX)))
+            },
+            cond: cond.map(|c| match c {
+                RExpireCond::Nx => ExpireCond::Nx,
+                RExpireCond::Xx => ExpireCond::Xx,
+                RExpireCond::Gt => ExpireCond::Gt,
+                RExpireCond::Lt => ExpireCond::Lt,
+            }),
+        }),
+        RespRequest::Ttl { key, millis } => Some(Job::Ttl { key: Key::new(key), millis }),
+        RespRequest::Scan(a) => Some(Job::Scan {
+            cursor: a.cursor,
+            pattern: a.pattern.map(<[u8]>::to_vec),
+            count: a.count.map_or(10, |c| usize::try_from(c).unwrap_or(usize::MAX)).clamp(1, 10_000),
+            string_type: a.type_.is_none_or(|t| t.eq_ignore_ascii_case(b"string")),
+        }),
+        RespRequest::Info(_) => Some(Job::Info),
+        RespRequest::Keys(_) => {
+            w.error(
+                &mut b,
+                "ERR KEYS is not supported: it would walk every key while the node waits. \
+                 Use SCAN with MATCH and COUNT (redis-cli --scan --pattern works)",
+            );
+            None
+        }
+        RespRequest::Ping(None) => {
+            w.simple(&mut b, b"PONG");
+            None
+        }
+        RespRequest::Ping(Some(m)) | RespRequest::Echo(m) => {
+            w.bulk(&mut b, m);
+            None
+        }
+        RespRequest::Command(c) => {
+            command(&w, &mut b, &c);
+            None
+        }
+        RespRequest::Hello { protover, setname, .. } => {
+            let mut c = conn.borrow_mut();
+            if let Some(p) = protover {
+                c.proto = if p == 3 { Proto::Resp3 } else { Proto::Resp2 };
+            }
+            if let Some(n) = setname {
+                c.name = Some(n.to_vec());
+            }
+            let w = ReplyWriter::new(c.proto);
+            w.map(&mut b, 7);
+            w.bulk(&mut b, b"server");
+            w.bulk(&mut b, b"corekv");
+            w.bulk(&mut b, b"version");
+            w.bulk(&mut b, b"7.0.0");
+            w.bulk(&mut b, b"proto");
+            w.integer(&mut b, if c.proto == Proto::Resp3 { 3 } else { 2 });
+            w.bulk(&mut b, b"id");
+            w.integer(&mut b, i64::try_from(c.id).unwrap_or(i64::MAX));
+            w.bulk(&mut b, b"mode");
+            w.bulk(&mut b, b"standalone");
+            w.bulk(&mut b, b"role");
+            w.bulk(&mut b, b"master");
+            w.bulk(&mut b, b"modules");
+            w.array(&mut b, 0);
+            None
+        }
+        RespRequest::Client(c) => {
+            let mut conn = conn.borrow_mut();
+            match c {
+                ClientRequest::SetName(n) => {
+                    conn.name = if n.is_empty() { None } else { Some(n.to_vec()) };
+                    w.ok(&mut b);
+                }
+                ClientRequest::GetName => match &conn.name {
+                    Some(n) => w.bulk(&mut b, n),
+                    None => w.null(&mut b),
+                },
+                ClientRequest::Id => w.integer(&mut b, i64::try_from(conn.id).unwrap_or(i64::MAX)),
+            }
+            None
+        }
+        RespRequest::Select(0) => {
+            w.ok(&mut b);
+            None
+        }
+        RespRequest::Select(_) => {
+            w.error(&mut b, "ERR DB index is out of range");
+            None
+        }
+        RespRequest::Quit => {
+            w.ok(&mut b);
+            None
+        }
+        RespRequest::UnknownCommand { name, args } => {
+            if name.eq_ignore_ascii_case(b"config") && args.first().is_some_and(|a| a.eq_ignore_ascii_case(b"get")) {
+                // redis-benchmark and some tools read settings at start;
+                // no Redis setting applies here, so the answer is empty.
+                w.map(&mut b, 0);
+            } else {
+                w.error(&mut b, &unknown_command_message(name, &args));
+            }
+            None
+        }
+    };
+    let Some(job) = job else {
+        out.finish_ordered(seq, b);
+        return;
+    };
+    let (s, o) = (shard.clone(), out.clone());
+    let task = glommio::spawn_local_into(
+        async move {
+            let mut b = Vec::new();
+            run(&s, &w, job, &mut b).await;
+            o.finish_ordered(seq, b);
+        },
+        shard.fg,
+    );
+    match task {
+        Ok(t) => drop(t.detach()),
+        Err(_) => {
+            let mut b = Vec::new();
+            w.error(&mut b, "ERR cannot schedule the command");
+            out.finish_ordered(seq, b);
+        }
+    }
+}
+
+enum Job {
+    Get(Key),
+    Set {
+        guard: Writing,
+        key: Key,
+        value: Vec<u8>,
+        expiry_ms: u64,
+        cond: Cond,
+    },
+    Del {
+        guard: Writing,
+        keys: Vec<Key>,
+    },
+    Exists(Vec<Key>),
+    MGet(Vec<Key>),
+    MSet {
+        guard: Writing,
+        entries: Vec<(Key, Vec<u8>)>,
+    },
+    Incr {
+        guard: Writing,
+        key: Key,
+        by: i64,
+    },
+    Expire {
+        guard: Writing,
+        key: Key,
+        action: ExpireAction,
+        cond: Option<ExpireCond>,
+    },
+    Ttl {
+        key: Key,
+        millis: bool,
+    },
+    Scan {
+        cursor: u64,
+        pattern: Option<Vec<u8>>,
+        count: usize,
+        string_type: bool,
+    },
+    Info,
+}
+
+fn check_key(k: &Key) -> Result<(), Failure> {
+    if k.bytes.is_empty() {
+        return Err(Failure::new(FailureKind::Invalid, "empty keys are not allowed"));
+    }
+    Ok(())
+}
+
+/// Sends one command per owning core and sums their integer replies.
+async fn sum_by_core(shard: &Rc<Shard>, keys: Vec<Key>, make: fn(Vec<Key>) -> Cmd) -> Result<i64, Failure> {
+    let groups = by_core(shard, keys.iter().map(|k| k.token));
+    let calls = groups.iter().map(|(c, idx)| {
+        let ks = idx.iter().map(|&i| keys[i].clone()).collect();
+        shard.exec(*c, make(ks))
+    });
+    let mut n = 0;
+    for r in futures::future::join_all(calls).await {
+        match r {
+            Reply::Int(x) => n += x,
+            Reply::Failed(f) => return Err(f),
+            other => return Err(Failure::new(FailureKind::Internal, format!("unexpected reply {other:?}"))),
+        }
+    }
+    Ok(n)
+}
+
+async fn run(shard: &Rc<Shard>, w: &ReplyWriter, job: Job, b: &mut Vec<u8>) {
+    if let Err(f) = run_inner(shard, w, job, b).await {
+        b.clear();
+        w.error(b, &failure_text(&f));
+    }
+}
+
+fn unexpected(r: &Reply) -> Failure {
+    Failure::new(FailureKind::Internal, format!("unexpected reply {r:?}"))
+}
+
+async fn one(shard: &Rc<Shard>, key: &Key, cmd: Cmd) -> Result<Reply, Failure> {
+    check_key(key)?;
+    match shard.exec(shard.core_of(key.token), cmd).await {
+        Reply::Failed(f) => Err(f),
+        r => Ok(r),
+    }
+}
+
+async fn run_inner(shard: &Rc<Shard>, w: &ReplyWriter, job: Job, b: &mut Vec<u8>) -> Result<(), Failure> {
+    match job {
+        Job::Get(key) => match one(shard, &key, Cmd::Get(key.clone())).await? {
+            Reply::Value(Some(v)) => w.bulk(b, &v.value),
+            Reply::Value(None) => w.null(b),
+            r => return Err(unexpected(&r)),
+        },
+        Job::Set {
+            guard,
+            key,
+            value,
+            expiry_ms,
+            cond,
+        } => {
+            let cmd = Cmd::Put {
+                key: key.clone(),
+                value,
+                expiry_ms,
+                cond,
+            };
+            let r = one(shard, &key, cmd).await;
+            drop(guard);
+            match r? {
+                Reply::Bool(true) => w.ok(b),
+                Reply::Bool(false) => w.null(b),
+                r => return Err(unexpected(&r)),
+            }
+        }
+        Job::Del { guard, keys } => {
+            keys.iter().try_for_each(check_key)?;
+            let n = sum_by_core(shard, keys, Cmd::Delete).await;
+            drop(guard);
+            w.integer(b, n?);
+        }
+        Job::Exists(keys) => {
+            keys.iter().try_for_each(check_key)?;
+            w.integer(b, sum_by_core(shard, keys, Cmd::Exists).await?);
+        }
+        Job::MGet(keys) => {
+            keys.iter().try_for_each(check_key)?;
+            let vals: Vec<Option<Value>> = mget(shard, keys).await?;
+            w.array(b, vals.len());
+            for v in vals {
+                match v {
+                    Some(v) => w.bulk(b, &v.value),
+                    None => w.null(b),
+                }
+            }
+        }
+        Job::MSet { guard, entries } => {
+            entries.iter().try_for_each(|(k, _)| check_key(k))?;
+            let r = mput(shard, entries, 0).await;
+            drop(guard);
+            r?;
+            w.ok(b);
+        }
+        Job::Incr { guard, key, by } => {
+            let r = one(shard, &key, Cmd::Incr { key: key.clone(), delta: by }).await;
+            drop(guard);
+            match r? {
+                Reply::Int(n) => w.integer(b, n),
+                r => return Err(unexpected(&r)),
+            }
+        }
+        Job::Expire {
+            guard,
+            key,
+            action,
+            cond,
+        } => {
+            let r = one(
+                shard,
+                &key,
+                Cmd::Expire {
+                    key: key.clone(),
+                    action,
+                    cond,
+                },
+            )
+            .await;
+            drop(guard);
+            match r? {
+                Reply::Bool(x) => w.integer(b, i64::from(x)),
+                r => return Err(unexpected(&r)),
+            }
+        }
+        Job::Ttl { key, millis } => match one(shard, &key, Cmd::Ttl(key.clone())).await? {
+            Reply::Int(n) if n < 0 || millis => w.integer(b, n),
+            // Redis rounds to the nearest second.
+            Reply::Int(n) => w.integer(b, (n + 500) / 1000),
+            r => return Err(unexpected(&r)),
+        },
+        Job::Scan {
+            cursor,
+            pattern,
+            count,
+            string_type,
+        } => {
+            let (keys, next) = scan_cmd(shard, cursor, count).await?;
+            w.array(b, 2);
+            w.bulk(b, next.to_string().as_bytes());
+            let keys: Vec<Vec<u8>> = keys
+                .into_iter()
+                .filter(|k| string_type && pattern.as_ref().is_none_or(|p| glob_match(p, k)))
+                .collect();
+            w.array(b, keys.len());
+            for k in keys {
+                w.bulk(b, &k);
+            }
+        }
+        Job::Info => {
+            let text = info(shard).await?;
+            w.verbatim(b, b"txt", text.as_bytes());
+        }
+    }
+    Ok(())
+}
+
+/// SCAN over the node in token order. The cursor is the token to resume at
+/// (0: start, and 0 again when done). A call ends on a token boundary: it
+/// returns every remaining key of the last token it touched, so resuming at
+/// the next token misses nothing even when a hash tag gives many keys one
+/// token. Like Redis, a key may come back twice (if written between calls),
+/// and a key present for the whole scan is returned at least once.
+async fn scan_cmd(shard: &Rc<Shard>, cursor: u64, count: usize) -> Result<(Vec<Vec<u8>>, u64), Failure> {
+    let cores = scan::all_cores(shard);
+    let p = scan::page(shard, &cores, cursor, u64::MAX, None, &[], count).await?;
+    let mut keys: Vec<Vec<u8>> = p.entries.into_iter().map(|e| e.key).collect();
+    let Some(mut at) = p.next else {
+        return Ok((keys, 0));
+    };
+    let token = at.token;
+    let core = [shard.core_of(token)];
+    // Finish the token.
+    loop {
+        let more = scan::page(shard, &core, token, token, Some(at.clone()), &[], 1000).await?;
+        keys.extend(more.entries.into_iter().map(|e| e.key));
+        match more.next {
+            Some(c) if keys.len() < SCAN_GROUP_CAP => at = c,
+            _ => break,
+        }
+    }
+    Ok((keys, token.checked_add(1).unwrap_or(0)))
+}
+
+async fn info(shard: &Rc<Shard>) -> Result<String, Failure> {
+    use std::fmt::Write;
+    let calls = (0..shard.cores).map(|c| shard.exec(c, Cmd::Info));
+    let mut t = String::new();
+    let up = shard.started.elapsed().as_secs();
+    let _ = write!(
+        t,
+        "# Server\r\nredis_version:7.0.0\r\ncorekv_version:{}\r\nredis_mode:standalone\r\nos:Linux\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{up}\r\ncores:{}\r\n\r\n# Persistence\r\naof_enabled:1\r\ncorekv_durability:{}\r\n\r\n# Stats\r\n",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id(),
+        shard.config.ports.resp,
+        shard.cores,
+        shard.config.storage.durability,
+    );
+    let mut total = 0u64;
+    for (c, r) in futures::future::join_all(calls).await.into_iter().enumerate() {
+        match r {
+            Reply::Info(i) => {
+                total += i.commands;
+                let _ = write!(
+                    t,
+                    "core{c}:commands={},user_bytes_written={},write_amplification={:.2},gets={},flushes={},compactions={}\r\n",
+                    i.commands, i.user_bytes_written, i.write_amplification, i.gets, i.flushes, i.compactions
+                );
+            }
+            Reply::Failed(f) => return Err(f),
+            r => return Err(unexpected(&r)),
+        }
+    }
+    let _ = write!(t, "total_commands_processed:{total}\r\n");
+    Ok(t)
+}
+
+/// Supported commands: name, arity (Redis convention: negative = at least),
+/// flags, first key, last key, step.
+const COMMANDS: &[(&str, i64, &[&str], i64, i64, i64)] = &[
+    ("get", 2, &["readonly", "fast"], 1, 1, 1),
+    ("set", -3, &["write", "denyoom"], 1, 1, 1),
+    ("del", -2, &["write"], 1, -1, 1),
+    ("exists", -2, &["readonly", "fast"], 1, -1, 1),
+    ("mget", -2, &["readonly", "fast"], 1, -1, 1),
+    ("mset", -3, &["write", "denyoom"], 1, -1, 2),
+    ("incr", 2, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("incrby", 3, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("decr", 2, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("decrby", 3, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("expire", -3, &["write", "fast"], 1, 1, 1),
+    ("pexpire", -3, &["write", "fast"], 1, 1, 1),
+    ("ttl", 2, &["readonly", "fast"], 1, 1, 1),
+    ("pttl", 2, &["readonly", "fast"], 1, 1, 1),
+    ("scan", -2, &["readonly"], 0, 0, 0),
+    ("keys", 2, &["readonly"], 0, 0, 0),
+    ("ping", -1, &["fast"], 0, 0, 0),
+    ("echo", 2, &["fast"], 0, 0, 0),
+    ("info", -1, &["loading", "stale"], 0, 0, 0),
+    ("command", -1, &["loading", "stale"], 0, 0, 0),
+    ("hello", -1, &["noscript", "loading", "stale", "fast"], 0, 0, 0),
+    ("client", -2, &["noscript", "loading", "stale"], 0, 0, 0),
+    ("select", 2, &["loading", "stale", "fast"], 0, 0, 0),
+    ("quit", -1, &["noscript", "loading", "stale", "fast"], 0, 0, 0),
+];
+
+fn command_entry(w: &ReplyWriter, b: &mut Vec<u8>, c: &(&str, i64, &[&str], i64, i64, i64)) {
+    w.array(b, 6);
+    w.bulk(b, c.0.as_bytes());
+    w.integer(b, c.1);
+    w.set(b, c.2.len());
+    for f in c.2 {
+        w.simple(b, f.as_bytes());
+    }
+    w.integer(b, c.3);
+    w.integer(b, c.4);
+    w.integer(b, c.5);
+}
+
+fn command(w: &ReplyWriter, b: &mut Vec<u8>, c: &CommandRequest<'_>) {
+    let find = |n: &[u8]| COMMANDS.iter().find(|c| c.0.as_bytes().eq_ignore_ascii_case(n));
+    match c {
+        CommandRequest::List => {
+            w.array(b, COMMANDS.len());
+            for c in COMMANDS {
+                command_entry(w, b, c);
+            }
+        }
+        CommandRequest::Count => w.integer(b, i64::try_from(COMMANDS.len()).unwrap_or(0)),
+        CommandRequest::Info(names) => {
+            w.array(b, names.len());
+            for n in names {
+                match find(n) {
+                    Some(c) => command_entry(w, b, c),
+                    None => w.null_array(b),
+                }
+            }
+        }
+        // redis-cli asks for docs at start for its hints; it works without them.
+        CommandRequest::Docs(_) => w.map(b, 0),
+    }
+}

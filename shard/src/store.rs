@@ -1,0 +1,677 @@
+//! One core's data: its engine, the per-key locks that make read-modify-write
+//! operations atomic, and the version clock.
+//!
+//! Every command arrives here owned ([`Cmd`]), whether it came from a
+//! connection on this core or over the mesh from another, so there is one
+//! execution path. Commands are executed only on the core that owns the keys'
+//! vnodes; the server routes them (ARCHITECTURE.md section 3).
+//!
+//! ## Atomicity
+//!
+//! Every write takes the key's lock for its whole duration, including the
+//! fdatasync: a read-modify-write (INCR, CAS, NX/XX, EXPIRE, DEL's count) reads
+//! and writes with no other write to the key in between. Reads take no lock:
+//! the engine shows a write only once it is durable, so a read concurrent with
+//! an unacknowledged write sees the older value, which is a valid linearization.
+//! Writes to different keys do not wait for each other and share one group
+//! commit. Multi-key writes lock their keys in sorted order, so two of them
+//! cannot deadlock.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+use corekv_engine::{Cursor, Engine, Error as EngineError, Record, ScanOptions, WriteBatch};
+use futures::channel::oneshot;
+
+use crate::topology::Token;
+
+/// A key with its token (computed once, at the edge).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    /// The key's token.
+    pub token: Token,
+    /// The key bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl Key {
+    /// A key and its token.
+    pub fn new(bytes: &[u8]) -> Key {
+        Key {
+            token: crate::topology::token_of(bytes),
+            bytes: bytes.to_vec(),
+        }
+    }
+}
+
+/// A write's precondition on whether the key exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cond {
+    /// Unconditional.
+    Always,
+    /// Only if absent (NX).
+    IfAbsent,
+    /// Only if present (XX).
+    IfPresent,
+}
+
+/// EXPIRE's precondition (Redis 7 semantics: a key without a TTL counts as
+/// an infinite TTL for GT and LT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpireCond {
+    /// Only if the key has no TTL.
+    Nx,
+    /// Only if the key has a TTL.
+    Xx,
+    /// Only if the new expiry is later.
+    Gt,
+    /// Only if the new expiry is earlier.
+    Lt,
+}
+
+/// What EXPIRE does to an existing key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpireAction {
+    /// Expire at this absolute time (ms since the epoch).
+    At(u64),
+    /// Remove the TTL (true for any existing key).
+    Persist,
+    /// Delete the key now (Redis: EXPIRE with a time in the past).
+    Delete,
+}
+
+/// A command for the core that owns its keys. Expiry times are absolute (ms
+/// since the epoch, 0 = none): the edge turns relative TTLs into deadlines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Cmd {
+    /// Read one key. Reply: [`Reply::Value`].
+    Get(Key),
+    /// Write one key. Reply: [`Reply::Bool`] (false: the condition failed).
+    Put {
+        /// The key.
+        key: Key,
+        /// The value.
+        value: Vec<u8>,
+        /// Absolute expiry, 0 = none.
+        expiry_ms: u64,
+        /// NX / XX.
+        cond: Cond,
+    },
+    /// Delete keys in one batch. Reply: [`Reply::Int`], how many existed.
+    Delete(Vec<Key>),
+    /// Count the keys that exist. Reply: [`Reply::Int`].
+    Exists(Vec<Key>),
+    /// Read keys. Reply: [`Reply::Values`], in order.
+    MGet(Vec<Key>),
+    /// Write keys in one atomic batch. Reply: [`Reply::Ok`].
+    MPut {
+        /// The pairs.
+        entries: Vec<(Key, Vec<u8>)>,
+        /// Absolute expiry for all, 0 = none.
+        expiry_ms: u64,
+    },
+    /// Change a key's expiry. Reply: [`Reply::Bool`] (false: missing, or the
+    /// condition failed).
+    Expire {
+        /// The key.
+        key: Key,
+        /// What to do.
+        action: ExpireAction,
+        /// NX / XX / GT / LT.
+        cond: Option<ExpireCond>,
+    },
+    /// Remaining time to live. Reply: [`Reply::Int`]: -2 missing, -1 no
+    /// expiry, else ms left.
+    Ttl(Key),
+    /// Add to a decimal integer value (missing = 0), keeping its expiry.
+    /// Reply: [`Reply::Int`] (the new value) or a failure.
+    Incr {
+        /// The key.
+        key: Key,
+        /// The amount.
+        delta: i64,
+    },
+    /// Write only if the current version is `expected` (empty: the key must
+    /// not exist). Reply: [`Reply::Bool`].
+    Cas {
+        /// The key.
+        key: Key,
+        /// The version the client read.
+        expected: Vec<u8>,
+        /// The new value.
+        value: Vec<u8>,
+        /// Absolute expiry, 0 = none.
+        expiry_ms: u64,
+    },
+    /// One page of a scan of this core's keys. Reply: [`Reply::Page`].
+    Scan {
+        /// First token (inclusive).
+        start: Token,
+        /// Last token (inclusive).
+        end: Token,
+        /// Resume strictly after this position.
+        after: Option<Cursor>,
+        /// Only keys with this prefix.
+        prefix: Vec<u8>,
+        /// Most entries.
+        limit: usize,
+    },
+    /// Counters for INFO. Reply: [`Reply::Info`].
+    Info,
+}
+
+/// A stored value as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Value {
+    /// The value bytes.
+    pub value: Vec<u8>,
+    /// Its version (opaque to clients; CAS sends it back).
+    pub meta: Vec<u8>,
+    /// Absolute expiry (ms since the epoch), 0 = none.
+    pub expiry_ms: u64,
+}
+
+/// A scanned entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanEntry {
+    /// The key's token.
+    pub token: Token,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value.
+    pub value: Vec<u8>,
+}
+
+/// A page of one core's scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// Entries in (token, key) order.
+    pub entries: Vec<ScanEntry>,
+    /// Where this core stopped; `None` when its range is exhausted. Every key
+    /// of this core at or before the cursor has been examined.
+    pub cursor: Option<Cursor>,
+}
+
+/// Per-core counters for INFO.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CoreInfo {
+    /// Commands executed on this core.
+    pub commands: u64,
+    /// Bytes written by users.
+    pub user_bytes_written: u64,
+    /// Write amplification.
+    pub write_amplification: f64,
+    /// Point reads served.
+    pub gets: u64,
+    /// Memtable flushes.
+    pub flushes: u64,
+    /// Compactions.
+    pub compactions: u64,
+}
+
+/// The answer to a [`Cmd`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Reply {
+    /// Done.
+    Ok,
+    /// A yes/no answer.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A value or none.
+    Value(Option<Value>),
+    /// Values in request order.
+    Values(Vec<Option<Value>>),
+    /// A scan page.
+    Page(Page),
+    /// Counters.
+    Info(CoreInfo),
+    /// The command failed.
+    Failed(Failure),
+}
+
+/// Why a command failed, in terms both protocols can report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// A message for humans.
+    pub message: String,
+}
+
+/// Kinds of [`Failure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// A key or value over a limit, or an empty key.
+    TooLarge,
+    /// A malformed argument.
+    Invalid,
+    /// INCR on a value that is not a decimal i64.
+    NotInteger,
+    /// INCR would overflow.
+    Overflow,
+    /// The node cannot take writes now (disk full, fenced after a failed fsync, closing).
+    Unavailable,
+    /// The node is overloaded.
+    Overloaded,
+    /// Anything else: a bug or an I/O error.
+    Internal,
+}
+
+impl Failure {
+    /// A failure of `kind`.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Failure {
+        Failure {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<EngineError> for Failure {
+    fn from(e: EngineError) -> Failure {
+        let kind = match &e {
+            EngineError::EmptyKey
+            | EngineError::KeyTooLarge { .. }
+            | EngineError::ValueTooLarge { .. }
+            | EngineError::MetaTooLarge { .. }
+            | EngineError::BatchTooLarge { .. } => FailureKind::TooLarge,
+            EngineError::InvalidArgument(_) => FailureKind::Invalid,
+            EngineError::DiskFull { .. } | EngineError::Fenced { .. } | EngineError::ReadOnly | EngineError::Closed => {
+                FailureKind::Unavailable
+            }
+            _ => FailureKind::Internal,
+        };
+        Failure::new(kind, e.to_string())
+    }
+}
+
+/// A hybrid logical clock: `physical ms << 16 | counter`, strictly increasing
+/// on this core. Used as the version of each write (opaque `meta` bytes, big
+/// endian), which CAS compares.
+#[derive(Debug, Default)]
+pub struct Hlc {
+    last: Cell<u64>,
+}
+
+impl Hlc {
+    /// The next timestamp.
+    pub fn tick(&self, now_ms: u64) -> u64 {
+        let next = (now_ms << 16).max(self.last.get().saturating_add(1));
+        self.last.set(next);
+        next
+    }
+}
+
+/// FIFO per-key locks for one core (single-threaded: no atomics).
+#[derive(Debug, Default)]
+pub struct KeyLocks {
+    held: RefCell<HashMap<Vec<u8>, VecDeque<oneshot::Sender<()>>>>,
+}
+
+/// Holds a key's lock until dropped.
+#[derive(Debug)]
+pub struct KeyGuard {
+    locks: Rc<KeyLocks>,
+    key: Vec<u8>,
+}
+
+impl KeyLocks {
+    /// Waits for `key`'s lock.
+    pub async fn lock(self: &Rc<Self>, key: &[u8]) -> KeyGuard {
+        let rx = {
+            let mut held = self.held.borrow_mut();
+            match held.get_mut(key) {
+                None => {
+                    held.insert(key.to_vec(), VecDeque::new());
+                    None
+                }
+                Some(q) => {
+                    let (tx, rx) = oneshot::channel();
+                    q.push_back(tx);
+                    Some(rx)
+                }
+            }
+        };
+        if let Some(rx) = rx {
+            // The sender is consumed only by `release`, which hands us the lock;
+            // it is never dropped unsent while we wait (waiters are popped only
+            // to be sent to), so an error cannot happen; treat it as granted.
+            let _ = rx.await;
+        }
+        KeyGuard {
+            locks: self.clone(),
+            key: key.to_vec(),
+        }
+    }
+
+    /// Locks several keys in sorted order (deduplicated).
+    pub async fn lock_all(self: &Rc<Self>, keys: &[&[u8]]) -> Vec<KeyGuard> {
+        let mut sorted: Vec<&[u8]> = keys.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut guards = Vec::with_capacity(sorted.len());
+        for k in sorted {
+            guards.push(self.lock(k).await);
+        }
+        guards
+    }
+
+    fn release(&self, key: &[u8]) {
+        let mut held = self.held.borrow_mut();
+        let Some(q) = held.get_mut(key) else { return };
+        // Hand the lock to the first waiter still waiting; a waiter whose
+        // future was dropped (its request cancelled) refuses the send.
+        while let Some(tx) = q.pop_front() {
+            if tx.send(()).is_ok() {
+                return;
+            }
+        }
+        held.remove(key);
+    }
+
+    /// Keys currently locked (for tests and stats).
+    pub fn held(&self) -> usize {
+        self.held.borrow().len()
+    }
+}
+
+impl Drop for KeyGuard {
+    fn drop(&mut self) {
+        self.locks.release(&self.key);
+    }
+}
+
+/// The wall clock in ms since the epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// One core's store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    engine: Engine,
+    locks: Rc<KeyLocks>,
+    hlc: Rc<Hlc>,
+    commands: Rc<Cell<u64>>,
+}
+
+impl Store {
+    /// Wraps this core's engine.
+    pub fn new(engine: Engine) -> Store {
+        Store {
+            engine,
+            locks: Rc::new(KeyLocks::default()),
+            hlc: Rc::new(Hlc::default()),
+            commands: Rc::new(Cell::new(0)),
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Executes a command; never panics, failures come back as [`Reply::Failed`].
+    pub async fn exec(&self, cmd: Cmd) -> Reply {
+        self.commands.set(self.commands.get() + 1);
+        match self.run(cmd).await {
+            Ok(r) => r,
+            Err(f) => Reply::Failed(f),
+        }
+    }
+
+    fn version(&self) -> Vec<u8> {
+        self.hlc.tick(now_ms()).to_be_bytes().to_vec()
+    }
+
+    async fn read(&self, key: &Key) -> Result<Option<Record>, Failure> {
+        Ok(self.engine.get(key.token, &key.bytes).await?)
+    }
+
+    async fn write(&self, key: &Key, value: &[u8], expiry_ms: u64) -> Result<(), Failure> {
+        let meta = self.version();
+        self.engine.put(key.token, &key.bytes, value, &meta, expiry_ms).await?;
+        Ok(())
+    }
+
+    async fn run(&self, cmd: Cmd) -> Result<Reply, Failure> {
+        match cmd {
+            Cmd::Get(key) => Ok(Reply::Value(self.read(&key).await?.map(to_value))),
+            Cmd::Put {
+                key,
+                value,
+                expiry_ms,
+                cond,
+            } => {
+                let _g = self.locks.lock(&key.bytes).await;
+                if cond != Cond::Always {
+                    let exists = self.read(&key).await?.is_some();
+                    if exists != (cond == Cond::IfPresent) {
+                        return Ok(Reply::Bool(false));
+                    }
+                }
+                self.write(&key, &value, expiry_ms).await?;
+                Ok(Reply::Bool(true))
+            }
+            Cmd::Delete(keys) => {
+                let names: Vec<&[u8]> = keys.iter().map(|k| k.bytes.as_slice()).collect();
+                let _g = self.locks.lock_all(&names).await;
+                let mut batch = WriteBatch::new();
+                let mut existed = 0i64;
+                let now = now_ms();
+                let mut seen = std::collections::HashSet::new();
+                for k in &keys {
+                    if !seen.insert(&k.bytes) {
+                        continue;
+                    }
+                    if self.read(k).await?.is_some() {
+                        existed += 1;
+                        batch.delete(k.token, &k.bytes, &self.version(), now);
+                    }
+                }
+                if existed > 0 {
+                    self.engine.write(batch).await?;
+                }
+                Ok(Reply::Int(existed))
+            }
+            Cmd::Exists(keys) => {
+                let mut n = 0;
+                for k in &keys {
+                    if self.read(k).await?.is_some() {
+                        n += 1;
+                    }
+                }
+                Ok(Reply::Int(n))
+            }
+            Cmd::MGet(keys) => {
+                let mut out = Vec::with_capacity(keys.len());
+                for k in &keys {
+                    out.push(self.read(k).await?.map(to_value));
+                }
+                Ok(Reply::Values(out))
+            }
+            Cmd::MPut { entries, expiry_ms } => {
+                let names: Vec<&[u8]> = entries.iter().map(|(k, _)| k.bytes.as_slice()).collect();
+                let _g = self.locks.lock_all(&names).await;
+                let mut batch = WriteBatch::new();
+                for (k, v) in &entries {
+                    if k.bytes.is_empty() {
+                        return Err(EngineError::EmptyKey.into());
+                    }
+                    batch.put(k.token, &k.bytes, v, &self.version(), expiry_ms);
+                }
+                self.engine.write(batch).await?;
+                Ok(Reply::Ok)
+            }
+            Cmd::Expire { key, action, cond } => {
+                let _g = self.locks.lock(&key.bytes).await;
+                let Some(cur) = self.read(&key).await? else {
+                    return Ok(Reply::Bool(false));
+                };
+                // No TTL counts as an infinite one for GT and LT.
+                let cur_exp = if cur.expiry_ms == 0 { u64::MAX } else { cur.expiry_ms };
+                let new_exp = match action {
+                    ExpireAction::At(t) => t,
+                    ExpireAction::Persist => u64::MAX,
+                    ExpireAction::Delete => 0,
+                };
+                let ok = match cond {
+                    None => true,
+                    Some(ExpireCond::Nx) => cur.expiry_ms == 0,
+                    Some(ExpireCond::Xx) => cur.expiry_ms != 0,
+                    Some(ExpireCond::Gt) => new_exp > cur_exp,
+                    Some(ExpireCond::Lt) => new_exp < cur_exp,
+                };
+                if !ok {
+                    return Ok(Reply::Bool(false));
+                }
+                match action {
+                    ExpireAction::Delete => {
+                        self.engine.delete(key.token, &key.bytes, &self.version()).await?;
+                    }
+                    ExpireAction::Persist => {
+                        if cur.expiry_ms != 0 {
+                            self.write(&key, &cur.value, 0).await?;
+                        }
+                    }
+                    ExpireAction::At(t) => self.write(&key, &cur.value, t).await?,
+                }
+                Ok(Reply::Bool(true))
+            }
+            Cmd::Ttl(key) => Ok(Reply::Int(match self.read(&key).await? {
+                None => -2,
+                Some(r) if r.expiry_ms == 0 => -1,
+                Some(r) => i64::try_from(r.expiry_ms.saturating_sub(now_ms())).unwrap_or(i64::MAX),
+            })),
+            Cmd::Incr { key, delta } => {
+                let _g = self.locks.lock(&key.bytes).await;
+                let cur = self.read(&key).await?;
+                let (n, expiry) = match &cur {
+                    None => (0i64, 0),
+                    Some(r) => (parse_int(&r.value)?, r.expiry_ms),
+                };
+                let Some(next) = n.checked_add(delta) else {
+                    return Err(Failure::new(
+                        FailureKind::Overflow,
+                        "increment or decrement would overflow",
+                    ));
+                };
+                self.write(&key, next.to_string().as_bytes(), expiry).await?;
+                Ok(Reply::Int(next))
+            }
+            Cmd::Cas {
+                key,
+                expected,
+                value,
+                expiry_ms,
+            } => {
+                let _g = self.locks.lock(&key.bytes).await;
+                let matches = match self.read(&key).await? {
+                    None => expected.is_empty(),
+                    Some(r) => !expected.is_empty() && r.meta == expected,
+                };
+                if !matches {
+                    return Ok(Reply::Bool(false));
+                }
+                self.write(&key, &value, expiry_ms).await?;
+                Ok(Reply::Bool(true))
+            }
+            Cmd::Scan {
+                start,
+                end,
+                after,
+                prefix,
+                limit,
+            } => {
+                let page = self
+                    .engine
+                    .scan(&ScanOptions {
+                        start_token: start,
+                        end_token: end,
+                        prefix,
+                        after,
+                        limit: limit.max(1),
+                        ..ScanOptions::default()
+                    })
+                    .await?;
+                Ok(Reply::Page(Page {
+                    entries: page
+                        .entries
+                        .into_iter()
+                        .map(|e| ScanEntry {
+                            token: e.token,
+                            key: e.key,
+                            value: e.value,
+                        })
+                        .collect(),
+                    cursor: page.cursor,
+                }))
+            }
+            Cmd::Info => {
+                let s = self.engine.stats();
+                Ok(Reply::Info(CoreInfo {
+                    commands: self.commands.get(),
+                    user_bytes_written: s.user_bytes_written,
+                    write_amplification: s.write_amplification,
+                    gets: s.gets,
+                    flushes: s.flushes,
+                    compactions: s.compactions,
+                }))
+            }
+        }
+    }
+}
+
+fn to_value(r: Record) -> Value {
+    Value {
+        value: r.value,
+        meta: r.meta,
+        expiry_ms: r.expiry_ms,
+    }
+}
+
+/// Parses a stored value as Redis does for INCR: optional `-`, decimal digits,
+/// no spaces or `+`, fits in i64.
+fn parse_int(b: &[u8]) -> Result<i64, Failure> {
+    let bad = || Failure::new(FailureKind::NotInteger, "value is not an integer or out of range");
+    if b.is_empty() || b.len() > 20 || b[0] == b'+' || (b.len() > 1 && b[0] == b'0') {
+        return Err(bad());
+    }
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .filter(|n| *n != 0 || b == b"0")
+        .ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incr_parses_like_redis() {
+        assert_eq!(parse_int(b"0").ok(), Some(0));
+        assert_eq!(parse_int(b"-12").ok(), Some(-12));
+        assert_eq!(parse_int(b"9223372036854775807").ok(), Some(i64::MAX));
+        for bad in [&b""[..], b" 1", b"+1", b"01", b"1.0", b"-0", b"9223372036854775808", b"abc"] {
+            assert!(parse_int(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn hlc_is_strictly_increasing() {
+        let h = Hlc::default();
+        let a = h.tick(1000);
+        let b = h.tick(1000);
+        let c = h.tick(999); // the wall clock stepped back
+        assert!(a < b && b < c);
+        assert!(h.tick(2000) > c);
+    }
+}
