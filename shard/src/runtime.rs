@@ -271,19 +271,39 @@ pub fn single_node_ring(config: &Config) -> Result<Ring> {
     )
 }
 
-/// Refuses to start when another process already listens on one of our ports:
-/// SO_REUSEPORT would otherwise let both bind and split the traffic.
+/// Ports with a socket in LISTEN state, from /proc/net/tcp and tcp6.
+fn listening_ports() -> std::collections::HashSet<u16> {
+    let mut out = std::collections::HashSet::new();
+    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(f) else { continue };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // cols[1] = local "ADDR:PORT" in hex, cols[3] = state (0A = LISTEN).
+            if cols.len() > 3 && cols[3] == "0A" {
+                if let Some(p) = cols[1].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()) {
+                    out.insert(p);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Refuses to start when another process already listens on one of our
+/// ports: SO_REUSEPORT would otherwise let both bind and split the traffic.
+/// Only listening sockets count: connections a previous run of this node left
+/// closing (FIN_WAIT2 while a client keeps its end open) must not block a restart.
 fn check_ports_free(config: &Config, cores: usize) -> Result<()> {
     let mut ports = vec![config.ports.client, config.ports.resp];
     for c in 0..cores {
         ports.push(config.shard_port(u16::try_from(c).unwrap_or(u16::MAX)));
     }
+    let busy = listening_ports();
     for p in ports {
-        let addr = format!("{}:{p}", config.node.listen);
-        if let Err(e) = std::net::TcpListener::bind(&addr) {
+        if busy.contains(&p) {
             return Err(Error::Runtime {
-                what: format!("binding {addr}"),
-                reason: format!("{e} (is another corekv or service using this port? set ports.* to change it)"),
+                what: format!("binding {}:{p}", config.node.listen),
+                reason: "another process listens on this port (a running corekv?); set ports.* to change it".into(),
             });
         }
     }
@@ -300,22 +320,21 @@ pub fn start(config: Config, serve: ServeFn) -> Result<RunningNode> {
     let config = Arc::new(config);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
 
-    // senders[a][b] / receivers[a][b]: the channel a -> b.
+    // senders[a][b]: a's end of the channel a -> b; receivers[b][a]: b's end.
     let mut senders: Vec<Vec<Option<SharedSender<Envelope>>>> = (0..cores).map(|_| Vec::new()).collect();
     let mut receivers: Vec<Vec<Option<SharedReceiver<Envelope>>>> = (0..cores).map(|_| Vec::new()).collect();
-    for a in 0..cores {
-        for b in 0..cores {
+    for (a, row) in senders.iter_mut().enumerate() {
+        for (b, inbox) in receivers.iter_mut().enumerate() {
             if a == b {
-                senders[a].push(None);
-                receivers[b].push(None);
+                row.push(None);
+                inbox.push(None);
             } else {
                 let (tx, rx) = shared_channel::new_bounded(MESH_CAPACITY);
-                senders[a].push(Some(tx));
-                receivers[b].push(Some(rx));
+                row.push(Some(tx));
+                inbox.push(Some(rx));
             }
         }
     }
-    // receivers[b] above was filled in order a = 0..cores, so receivers[b][a] is a -> b.
 
     let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
     let (drained_tx, drained_rx) = mpsc::channel::<()>();
@@ -443,12 +462,14 @@ async fn core_main(a: CoreArgs) -> Result<()> {
         }
     }));
     let (peers, inbound) = futures::join!(tx_fut, rx_fut);
+    tracing::debug!(core = a.core, "mesh connected");
 
     let opts = engine_options(&a.config, a.core, a.cores);
     let engine = Engine::open(opts).await.map_err(|e| Error::Runtime {
         what: format!("opening the engine of core {}", a.core),
         reason: e.to_string(),
     })?;
+    tracing::debug!(core = a.core, "engine open");
     let shard = Rc::new(Shard {
         id: a.core,
         cores: a.cores,

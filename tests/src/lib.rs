@@ -19,3 +19,6 @@ pub fn crash_value(i: u64) -> Vec<u8> {
 pub fn token(key: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(key)
 }
+
+pub mod node;
+pub mod wire;

@@ -346,9 +346,28 @@ async fn dispatch(
         }
         RespRequest::UnknownCommand { name, args } => {
             if name.eq_ignore_ascii_case(b"config") && args.first().is_some_and(|a| a.eq_ignore_ascii_case(b"get")) {
-                // redis-benchmark and some tools read settings at start;
-                // no Redis setting applies here, so the answer is empty.
-                w.map(&mut b, 0);
+                // redis-benchmark and other tools read persistence settings
+                // at start; answer the two that have a meaning here.
+                let durable = matches!(shard.config.storage.durability, crate::config::Durability::Sync);
+                let known: Vec<(&[u8], &[u8])> = args[1..]
+                    .iter()
+                    .filter_map(|p| {
+                        if p.eq_ignore_ascii_case(b"save") {
+                            Some((&b"save"[..], &b""[..]))
+                        } else if p.eq_ignore_ascii_case(b"appendonly") {
+                            Some((&b"appendonly"[..], &b"yes"[..]))
+                        } else if p.eq_ignore_ascii_case(b"appendfsync") {
+                            Some((&b"appendfsync"[..], if durable { &b"always"[..] } else { &b"everysec"[..] }))
+                        } else {
+                            None
+                        }
+                    })
+                    .collect();
+                w.map(&mut b, known.len());
+                for (k, v) in known {
+                    w.bulk(&mut b, k);
+                    w.bulk(&mut b, v);
+                }
             } else {
                 w.error(&mut b, &unknown_command_message(name, &args));
             }
@@ -643,9 +662,12 @@ async fn info(shard: &Rc<Shard>) -> Result<String, Failure> {
     Ok(t)
 }
 
-/// Supported commands: name, arity (Redis convention: negative = at least),
+/// A COMMAND entry: name, arity (Redis convention: negative = at least),
 /// flags, first key, last key, step.
-const COMMANDS: &[(&str, i64, &[&str], i64, i64, i64)] = &[
+type CommandInfo = (&'static str, i64, &'static [&'static str], i64, i64, i64);
+
+/// Supported commands.
+const COMMANDS: &[CommandInfo] = &[
     ("get", 2, &["readonly", "fast"], 1, 1, 1),
     ("set", -3, &["write", "denyoom"], 1, 1, 1),
     ("del", -2, &["write"], 1, -1, 1),
@@ -672,7 +694,7 @@ const COMMANDS: &[(&str, i64, &[&str], i64, i64, i64)] = &[
     ("quit", -1, &["noscript", "loading", "stale", "fast"], 0, 0, 0),
 ];
 
-fn command_entry(w: &ReplyWriter, b: &mut Vec<u8>, c: &(&str, i64, &[&str], i64, i64, i64)) {
+fn command_entry(w: &ReplyWriter, b: &mut Vec<u8>, c: &CommandInfo) {
     w.array(b, 6);
     w.bulk(b, c.0.as_bytes());
     w.integer(b, c.1);

@@ -1,0 +1,203 @@
+//! A corekv node in a child process, for end-to-end tests: free ports,
+//! start and wait for readiness, SIGKILL, SIGTERM, restart on the same data.
+// Test support: a failure here is a failed test, and a panic with the
+// message is the clearest report.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long a start may take before the test fails (generous: CI machines
+/// are slow and debug builds more so).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A node process and its ports.
+#[derive(Debug)]
+pub struct TestNode {
+    bin: PathBuf,
+    /// Its data directory.
+    pub dir: PathBuf,
+    /// Cores (executors).
+    pub cores: u16,
+    /// The shared client port.
+    pub client: u16,
+    /// The shard-aware port of core 0.
+    pub shard_base: u16,
+    /// The RESP port.
+    pub resp: u16,
+    extra: Vec<String>,
+    child: Option<Child>,
+    /// Everything the node wrote on stderr so far (for failure messages).
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+fn port_free(p: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", p)).is_ok()
+}
+
+/// `n` consecutive free ports (probed, so another process may still take
+/// them before the node binds; the node then fails to start and says so).
+fn free_ports(n: u16) -> u16 {
+    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    loop {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let base = 20_000 + ((x >> 33) % 35_000) as u16;
+        if (base..base + n).all(port_free) {
+            return base;
+        }
+    }
+}
+
+impl TestNode {
+    /// Starts a node with `cores` cores on a fresh data directory `dir`
+    /// (emptied first), listening on 127.0.0.1, plus `extra` flags.
+    pub fn start(bin: &str, dir: &Path, cores: u16, extra: &[&str]) -> TestNode {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).expect("create the data dir");
+        let base = free_ports(cores + 2);
+        let mut n = TestNode {
+            bin: PathBuf::from(bin),
+            dir: dir.to_path_buf(),
+            cores,
+            client: base,
+            resp: base + 1,
+            shard_base: base + 2,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            log: Default::default(),
+        };
+        n.spawn().expect("the node starts");
+        n
+    }
+
+    /// Starts the process and waits for its "ready" line; on failure, the
+    /// node's stderr.
+    pub fn spawn(&mut self) -> Result<Duration, String> {
+        let t0 = Instant::now();
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("serve")
+            .arg("--node.data_dir")
+            .arg(&self.dir)
+            .args(["--node.listen", "127.0.0.1"])
+            .args(["--node.cores", &self.cores.to_string()])
+            .args(["--ports.client", &self.client.to_string()])
+            .args(["--ports.resp", &self.resp.to_string()])
+            .args(["--ports.shard_base", &self.shard_base.to_string()])
+            .args(["--storage.memtable_bytes", "16777216"])
+            .args(&self.extra)
+            .env("COREKV_LOG", "warn,corekv_shard=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| format!("spawn {}: {e}", self.bin.display()))?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let (tx, rx) = mpsc::channel();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.starts_with("corekv: ready") {
+                    let _ = tx.send(());
+                }
+                if let Ok(mut l) = log.lock() {
+                    l.push(line);
+                }
+            }
+        });
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if rx.recv_timeout(Duration::from_millis(50)).is_ok() {
+                return Ok(t0.elapsed());
+            }
+            let status = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if status.is_some() || Instant::now() > deadline {
+                // Let the reader thread collect the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                return Err(format!("node did not become ready (exit: {status:?}); log:\n{}", self.log_text()));
+            }
+        }
+    }
+
+    /// The node's stderr so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    /// The OS process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit (panics after 60 s).
+    pub fn sigterm(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = c.try_wait().expect("wait") {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "node did not exit after SIGTERM:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Restarts on the same data and ports after a kill or stop.
+    pub fn restart(&mut self) -> Duration {
+        self.kill9();
+        // The kernel may hold the ports briefly after an abrupt close.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.spawn() {
+                Ok(d) => return d,
+                Err(e) if Instant::now() < deadline && (e.contains("Address already in use") || e.contains("another process listens")) => {
+                    self.kill9();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// `redis://` URL of the RESP port.
+    pub fn redis_url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.resp)
+    }
+
+    /// The core (of this node) that owns `key`, computed as the node does.
+    pub fn core_of(&self, key: &[u8]) -> usize {
+        let mut c = corekv_shard::Config::default();
+        c.node.listen = "127.0.0.1".into();
+        c.ports.client = self.client;
+        let ring = corekv_shard::runtime::single_node_ring(&c).expect("ring");
+        let cores = std::num::NonZeroUsize::new(self.cores as usize).expect("cores > 0");
+        ring.route(key, cores).core
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A test data directory on the real disk (target/tmp), unique per name and process.
+pub fn test_dir(tmp: &str, name: &str) -> PathBuf {
+    PathBuf::from(tmp).join(format!("{name}-{}", std::process::id()))
+}

@@ -1,0 +1,43 @@
+//! `corekv`: start a node (`serve`) and talk to a running one (`get`, `put`,
+//! `del`, `scan`). A library so test crates can build the same command
+//! under their own binary name.
+
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Arg, ArgAction, Command};
+
+fn cli() -> Command {
+    Command::new("corekv")
+        .about("corekv: a distributed key-value store")
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .subcommand(serve::command())
+}
+
+/// Runs the command line of this process and returns its exit code.
+pub fn main() -> ExitCode {
+    let matches = cli().get_matches();
+    let r = match matches.subcommand() {
+        Some(("serve", m)) => serve::run(m),
+        _ => Err("unknown command (see corekv --help)".to_string()),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corekv: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A repeatable `--set section.key=value` argument.
+fn set_arg() -> Arg {
+    Arg::new("set")
+        .long("set")
+        .value_name("SECTION.KEY=VALUE")
+        .action(ArgAction::Append)
+        .help("Override one configuration key (repeatable)")
+}
