@@ -555,6 +555,11 @@ async fn routes_each_key_to_its_core_port() {
     );
     // One connection per core port, reused.
     assert_eq!((mock.accepted(c0), mock.accepted(c1)), (1, 1));
+    client.connect_all().await.unwrap();
+    assert_eq!(
+        (mock.accepted(c0), mock.accepted(c1), mock.accepted(mock.shared)),
+        (1, 1, 1)
+    );
 }
 
 #[tokio::test]

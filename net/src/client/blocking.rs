@@ -223,6 +223,11 @@ impl Client {
         self.run(self.inner.cas(key, expected_meta, value, ttl_ms))
     }
 
+    /// See [`crate::client::Client::connect_all`].
+    pub fn connect_all(&self) -> Result<()> {
+        self.run(self.inner.connect_all())
+    }
+
     /// See [`crate::client::Client::ping`].
     pub fn ping(&self) -> Result<()> {
         self.run(self.inner.ping())

@@ -386,6 +386,22 @@ impl Client {
             .sum()
     }
 
+    /// Opens a connection to every endpoint of the ring now (each core port
+    /// and each node's shared port) instead of on first use, so the first
+    /// requests do not pay for connecting. Fails with the first error.
+    pub async fn connect_all(&self) -> Result<()> {
+        let topo = self.inner.topology();
+        let transport = &self.inner.transport;
+        let opens = topo.endpoints.iter().map(|e| async move {
+            match tokio::time::timeout(self.timeout, e.conn(&transport.settings)).await {
+                Ok(r) => r.map(drop),
+                Err(_) => Err(ClientError::Timeout { after: self.timeout }),
+            }
+        });
+        futures::future::try_join_all(opens).await?;
+        Ok(())
+    }
+
     /// Sends `op` to `endpoint`, retrying idempotent operations on retryable
     /// errors.
     async fn call(&self, endpoint: &Endpoint, op: Op<'_>) -> Result<Reply> {
