@@ -507,9 +507,12 @@ async fn serve(state: Arc<MockState>, port: u16, stream: TcpStream) {
     }
 }
 
+/// Defaults, but no backoff sleeps and no background ring refresh (so the
+/// mock's arrival counts are exactly the test's requests).
 fn options() -> ClientOptions {
     ClientOptions {
         retry_backoff: Duration::ZERO,
+        refresh_interval: None,
         ..ClientOptions::default()
     }
 }
@@ -1024,6 +1027,35 @@ async fn refresh_keeps_the_newest_ring() {
 }
 
 #[tokio::test]
+async fn the_ring_is_refreshed_in_the_background() {
+    let (ta, tb) = (token_of(b"alpha"), token_of(b"beta"));
+    let mock = Mock::start(2, vec![ta, tb]).await;
+    let client = Client::connect(
+        &[mock.seed()],
+        ClientOptions {
+            refresh_interval: Some(Duration::from_millis(20)),
+            ..options()
+        },
+    )
+    .await
+    .unwrap();
+    {
+        let mut ring = mock.state.ring.lock().unwrap();
+        ring.epoch = 2;
+        ring.tokens = vec![tb, ta];
+    }
+    // Wait for two more RING requests: the second starts after the first
+    // refresh has installed its ring.
+    mock.wait_arrivals(3).await;
+    assert!(mock.count(Opcode::Ring) >= 3);
+    assert_eq!(client.epoch(), 2);
+    assert_eq!(
+        client.routing().endpoint(b"alpha"),
+        format!("127.0.0.1:{}", mock.cores[1])
+    );
+}
+
+#[tokio::test]
 async fn connect_tries_the_seeds_in_order() {
     let dead = {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1091,9 +1123,13 @@ fn blocking_client_from_plain_threads() {
     assert_eq!(client.list_all("t1-", 7).unwrap().len(), 50);
     client.ping().unwrap();
 
-    // From inside a runtime the blocking client refuses rather than stalls it.
+    // From a tokio application's blocking pool, and (discouraged, it blocks
+    // the executor thread) from async code, without panicking.
     let c = client.clone();
-    let inside = rt.block_on(async move { c.get("x") });
-    assert!(matches!(inside, Err(ClientError::BlockingInAsyncContext)));
-    drop(client);
+    let got = rt.block_on(async move { tokio::task::spawn_blocking(move || c.get("t0-1")).await.unwrap() });
+    assert_eq!(got.unwrap().unwrap().value, b"1");
+    let c = client.clone();
+    assert!(rt.block_on(async move { c.exists("t0-2") }).unwrap());
+    // The last clone dropped inside a runtime does not panic either.
+    rt.block_on(async move { drop(client) });
 }

@@ -1,12 +1,15 @@
 //! A synchronous client for plain threads: the async [`crate::client::Client`]
-//! driven by a small tokio runtime the blocking client owns (one worker
-//! thread, which runs the connections' reader and writer tasks; each call
-//! blocks its caller until the answer).
+//! on a small tokio runtime the blocking client owns. The runtime's one worker
+//! thread runs the connections' reader and writer tasks and drives sockets and
+//! timers; each call runs its request on the calling thread
+//! (`futures::executor::block_on` inside the runtime's context) and blocks
+//! that thread until the answer.
 //!
 //! Clones share the runtime and the connections, so several threads can each
 //! hold a clone and have requests in flight at once (pipelined on the shared
-//! connections). Calling it from inside an async runtime fails with
-//! [`ClientError::BlockingInAsyncContext`] instead of stalling that runtime.
+//! connections). It also works from `tokio::task::spawn_blocking`. Calling it
+//! from async code works but blocks that executor thread for the whole call:
+//! use the async client there.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -47,23 +50,23 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// Runs `fut` on the calling thread with `rt` as the tokio context (for
+/// spawning connection tasks and for timers). Unlike `Runtime::block_on`, this
+/// does not refuse to run inside another runtime's thread.
 fn run_on<T>(rt: &RuntimeBox, fut: impl Future<Output = Result<T>>) -> Result<T> {
-    if tokio::runtime::Handle::try_current().is_ok() {
-        return Err(ClientError::BlockingInAsyncContext);
-    }
-    match &rt.0 {
-        Some(rt) => rt.block_on(fut),
-        // Only `Drop` takes the runtime, and nobody calls through a dropped client.
-        None => Err(ClientError::BlockingInAsyncContext),
-    }
+    let Some(rt) = &rt.0 else {
+        // Only `Drop` takes the runtime, and no call runs through a dropped client.
+        return Err(ClientError::Runtime(std::io::Error::other(
+            "the client's runtime has shut down",
+        )));
+    };
+    let _context = rt.enter();
+    futures::executor::block_on(fut)
 }
 
 impl Client {
     /// Starts the runtime and connects as [`crate::client::Client::connect`].
     pub fn connect<S: AsRef<str>>(seeds: &[S], options: ClientOptions) -> Result<Client> {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(ClientError::BlockingInAsyncContext);
-        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("corekv-client")

@@ -312,11 +312,13 @@ impl Conn {
 
 async fn read_loop(shared: Arc<Shared>, mut rd: OwnedReadHalf) {
     let mut dec = FrameDecoder::new(shared.limits.max_frame);
+    // Read into a buffer zeroed once and copy what arrived, rather than have
+    // the decoder zero a fresh 64 KiB region for every (usually small) read.
+    let mut chunk = vec![0u8; READ_CHUNK];
     let reason = 'conn: loop {
-        let spare = dec.spare(READ_CHUNK);
-        match rd.read(spare).await {
+        match rd.read(&mut chunk).await {
             Ok(0) => break CloseReason::Eof,
-            Ok(n) => dec.commit(n),
+            Ok(n) => dec.feed(chunk.get(..n).unwrap_or_default()),
             Err(e) => break CloseReason::io(&e),
         }
         loop {

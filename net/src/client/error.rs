@@ -164,10 +164,6 @@ pub enum ClientError {
         /// The last attempt's error.
         last: Box<ClientError>,
     },
-    /// A blocking client was called from inside an async runtime, where
-    /// blocking the thread would stall (or deadlock) that runtime.
-    #[error("the blocking client cannot be used from an async context; use the async client")]
-    BlockingInAsyncContext,
     /// Building the blocking client's runtime failed.
     #[error("cannot start the blocking client's runtime: {0}")]
     Runtime(std::io::Error),

@@ -69,6 +69,11 @@ pub struct ClientOptions {
     pub max_batch: usize,
     /// Limits applied to responses (and to the size of requests sent).
     pub limits: Limits,
+    /// Fetch the ring again this often in the background (default 30 s), so
+    /// routing follows membership changes; `None`: only on
+    /// [`Client::refresh_ring`]. The task ends when the last clone of the
+    /// client is dropped.
+    pub refresh_interval: Option<Duration>,
 }
 
 impl Default for ClientOptions {
@@ -82,6 +87,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(1),
             max_batch: 4096,
             limits: Limits::default(),
+            refresh_interval: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -329,7 +335,7 @@ impl Client {
         };
         let routing = transport.fetch_ring(&seeds, options.consistency).await?;
         let topology = Topology::new(routing, &transport);
-        Ok(Client {
+        let client = Client {
             inner: Arc::new(Inner {
                 transport,
                 seeds,
@@ -339,7 +345,16 @@ impl Client {
             }),
             consistency: options.consistency,
             timeout: options.timeout,
-        })
+        };
+        if let Some(every) = options.refresh_interval.filter(|d| !d.is_zero()) {
+            tokio::spawn(refresh_loop(
+                Arc::downgrade(&client.inner),
+                client.consistency,
+                client.timeout,
+                every,
+            ));
+        }
+        Ok(client)
     }
 
     /// A handle whose requests carry consistency `c`. It shares this client's
@@ -378,7 +393,8 @@ impl Client {
         self.inner.topology().routing.clone()
     }
 
-    /// Requests currently waiting for an answer, over all connections.
+    /// Requests currently waiting for an answer, over the connections of the
+    /// current ring.
     pub fn pending_requests(&self) -> usize {
         lock(&self.inner.transport.endpoints)
             .values()
@@ -746,6 +762,22 @@ impl Client {
         let topology = Arc::new(Topology::new(routing, &self.inner.transport));
         *self.inner.topology.write().unwrap_or_else(|e| e.into_inner()) = topology;
         Ok(epoch)
+    }
+}
+
+/// Refreshes the ring every `every` while any clone of the client lives. It
+/// holds the client only weakly between refreshes, so dropping the client ends it.
+async fn refresh_loop(inner: std::sync::Weak<Inner>, consistency: Consistency, timeout: Duration, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let client = Client {
+            inner,
+            consistency,
+            timeout,
+        };
+        // A failed refresh keeps the current ring; the next tick tries again.
+        let _ = client.refresh_ring().await;
     }
 }
 
