@@ -14,7 +14,7 @@ use std::time::Duration;
 use corekv_net::client::{
     blocking, Client, ClientError, ClientOptions, CloseReason, Condition, Consistency, ErrorCode, PutOptions, Ttl,
 };
-use corekv_net::frame::FrameDecoder;
+use corekv_net::frame::{encode_frame, Flags, FrameDecoder};
 use corekv_net::msg::{self, KeyValue, Limits, List, Op, Opcode, Request, Response, ValueRef};
 use corekv_net::token::token_of;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,6 +30,10 @@ enum Action {
     Error(ErrorCode, &'static str),
     /// Answer bytes that are not a frame.
     Garbage,
+    /// Answer a well-framed VALUE whose body does not decode.
+    BadBody,
+    /// Send ERROR with request id 0 (a connection-level report), then close.
+    Fatal(ErrorCode, &'static str),
 }
 
 #[derive(Default)]
@@ -482,6 +486,21 @@ async fn serve(state: Arc<MockState>, port: u16, stream: TcpStream) {
                     let _ = tx.send(b"this is not a corekv frame".to_vec());
                     continue;
                 }
+                Some(Action::BadBody) => {
+                    let mut out = Vec::new();
+                    let value = msg::ResponseOpcode::Value as u8;
+                    encode_frame(&mut out, value, Flags::RESPONSE, id, |b| {
+                        b.extend_from_slice(&[0xff; 3])
+                    })
+                    .unwrap();
+                    out
+                }
+                Some(Action::Fatal(code, message)) => {
+                    let mut out = Vec::new();
+                    Response::Error { code, message }.encode_frame(0, &mut out).unwrap();
+                    let _ = tx.send(out);
+                    return;
+                }
                 Some(Action::Error(code, message)) => {
                     let mut out = Vec::new();
                     Response::Error { code, message }.encode_frame(id, &mut out).unwrap();
@@ -897,6 +916,34 @@ async fn a_bad_frame_fails_every_pending_request_and_the_connection_reopens() {
     assert_eq!(client.pending_requests(), 0);
     assert_eq!(client.incr("n", 1).await.unwrap(), 1);
     assert_eq!(mock.accepted(mock.shared), 2);
+}
+
+#[tokio::test]
+async fn a_bad_body_fails_only_its_request_and_a_server_report_closes() {
+    let mock = Mock::start(1, vec![0]).await;
+    mock.insert(b"k", b"v");
+    let client = Client::connect(&[mock.seed()], options()).await.unwrap();
+    mock.on_next(Opcode::Get, Action::BadBody);
+    let e = client.get("k").await.unwrap_err();
+    assert!(matches!(e, ClientError::Protocol(_)), "{e:?}");
+    assert_eq!(mock.count(Opcode::Get), 1, "a protocol error is not retried");
+    assert_eq!(client.get("k").await.unwrap().unwrap().value, b"v");
+    assert_eq!(
+        mock.accepted(mock.cores[0]),
+        1,
+        "the framing was intact, the connection stayed"
+    );
+
+    mock.on_next(Opcode::Incr, Action::Fatal(ErrorCode::BAD_FRAME, "lost framing"));
+    match client.incr("n", 1).await {
+        Err(ClientError::ConnectionClosed {
+            reason: CloseReason::Server { code, message },
+            ..
+        }) => assert_eq!((code, message.as_str()), (ErrorCode::BAD_FRAME, "lost framing")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(client.incr("n", 1).await.unwrap(), 1);
+    assert_eq!(mock.accepted(mock.cores[0]), 2);
 }
 
 #[tokio::test]

@@ -49,6 +49,7 @@ pub struct ClientOptions {
     /// Time limit of one attempt of one request, connecting included
     /// (default 2 s). Also sent to the server as the request's `timeout_ms`.
     /// With retries, a call can take up to `(retries + 1) * timeout` plus backoff.
+    /// Zero: no client-side limit, and the server applies its default.
     pub timeout: Duration,
     /// How many times an idempotent request is retried after an I/O error, a
     /// timeout, a lost connection or `OVERLOADED` (default 2). Non-idempotent
@@ -197,6 +198,9 @@ impl Transport {
             let conn = endpoint.conn(&self.settings).await?;
             conn.call(req).await
         };
+        if timeout.is_zero() {
+            return call.await;
+        }
         match tokio::time::timeout(timeout, call).await {
             Ok(r) => r,
             Err(_) => Err(ClientError::Timeout { after: timeout }),
@@ -408,12 +412,11 @@ impl Client {
     pub async fn connect_all(&self) -> Result<()> {
         let topo = self.inner.topology();
         let transport = &self.inner.transport;
-        let opens = topo.endpoints.iter().map(|e| async move {
-            match tokio::time::timeout(self.timeout, e.conn(&transport.settings)).await {
-                Ok(r) => r.map(drop),
-                Err(_) => Err(ClientError::Timeout { after: self.timeout }),
-            }
-        });
+        // Each connection attempt is bounded by `connect_timeout`.
+        let opens = topo
+            .endpoints
+            .iter()
+            .map(|e| async move { e.conn(&transport.settings).await.map(drop) });
         futures::future::try_join_all(opens).await?;
         Ok(())
     }
