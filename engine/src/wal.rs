@@ -349,7 +349,7 @@ impl Wal {
                 self.sync_now().await?;
                 continue;
             }
-            {
+            let full_log_no = {
                 let mut st = self.st.borrow_mut();
                 let fits = st.active.buf.end() + (HEADER + payload_len) as u64 <= self.opts.segment_bytes;
                 if fits {
@@ -364,16 +364,31 @@ impl Wal {
                     }
                     return Ok((Ticket { lsn: st.appended_lsn }, base));
                 }
-            }
-            self.rotate().await?;
+                st.active.buf.log_no()
+            };
+            // Many writers can find the segment full at once; only the first
+            // rotates, the others retry in the segment it opened.
+            self.rotate_from(Some(full_log_no)).await?;
         }
     }
 
     /// Starts a new segment (the memtable switched, or the active one is full).
     /// Returns the new segment's log number.
     pub async fn rotate(&self) -> Result<u64> {
+        self.rotate_from(None).await
+    }
+
+    /// Rotates, unless `full` is given and the active segment is no longer
+    /// that log (another writer rotated while this one waited for a spare).
+    async fn rotate_from(&self, full: Option<u64>) -> Result<u64> {
         loop {
             self.check_fenced()?;
+            if let Some(seen) = full {
+                let active = self.st.borrow().active.buf.log_no();
+                if active != seen {
+                    return Ok(active);
+                }
+            }
             let taken = self.st.borrow_mut().spare.take();
             if let Some((file, name)) = taken {
                 let mut st = self.st.borrow_mut();
@@ -671,6 +686,34 @@ mod tests {
             assert!(wal.wait(t).await.is_err());
             let e = wal.append(3, 1, |_| b"abc".to_vec()).await.unwrap_err();
             assert!(matches!(e, Error::Fenced { .. }), "{e}");
+        });
+    }
+
+    /// Regression: hundreds of writers finding the segment full at once used
+    /// to rotate once each, leaving a nearly empty 64 MiB segment per writer.
+    #[test]
+    fn concurrent_full_segment_rotates_once() {
+        run(async {
+            let fs = Fs::sim(3);
+            let dir = Path::new("/db");
+            fs.prepare_dir(dir).await.unwrap();
+            let (wal, _) = Wal::recover(fs.clone(), dir, opts(), 0, |_| Ok(())).await.unwrap();
+            let wal = Rc::new(wal);
+            let mut tasks = Vec::new();
+            // 400 writers x 1 KiB = 400 KiB over 64 KiB segments: about 7 segments of data.
+            for i in 0..400u32 {
+                let w = wal.clone();
+                tasks.push(glommio::spawn_local(async move {
+                    let body = i.to_le_bytes().repeat(256);
+                    let (t, _) = w.append(body.len(), 1, |_| body.clone()).await.unwrap();
+                    w.wait(t).await.unwrap();
+                }));
+            }
+            for t in tasks {
+                t.await;
+            }
+            let segments = fs.list(dir).await.unwrap().iter().filter(|n| n.starts_with("wal-")).count();
+            assert!(segments <= 10, "{segments} segments for 400 KiB of 64 KiB segments");
         });
     }
 }

@@ -33,6 +33,7 @@
 //! | `ports.resp` | port | 6380 | RESP (Redis protocol) |
 //! | `storage.memtable_bytes` | integer >= 1 MiB | 64 MiB | memtable budget per node, split across cores |
 //! | `storage.block_cache_bytes` | integer | 256 MiB | block cache budget per node, split across cores; 0 disables |
+//! | `storage.wal_segment_bytes` | integer 1 MiB..=1 GiB | 64 MiB | size of each preallocated WAL segment file |
 //! | `storage.durability` | `sync` or `periodic:<ms>` | `sync` | ack after fdatasync, or at once with a WAL sync every `<ms>` (1..=60000) |
 //! | `limits.max_key_bytes` | integer 1..=65535 | 1024 | largest key |
 //! | `limits.max_value_bytes` | integer >= 1 | 1 MiB | largest value |
@@ -62,6 +63,7 @@ pub const KEYS: &[&str] = &[
     "ports.resp",
     "storage.memtable_bytes",
     "storage.block_cache_bytes",
+    "storage.wal_segment_bytes",
     "storage.durability",
     "limits.max_key_bytes",
     "limits.max_value_bytes",
@@ -143,6 +145,8 @@ pub struct StorageConfig {
     pub memtable_bytes: u64,
     /// Block cache budget for the node, split across cores.
     pub block_cache_bytes: u64,
+    /// Size of each WAL segment file.
+    pub wal_segment_bytes: u64,
     /// When writes are acknowledged.
     pub durability: Durability,
 }
@@ -231,6 +235,7 @@ impl Default for Config {
             storage: StorageConfig {
                 memtable_bytes: 64 << 20,
                 block_cache_bytes: 256 << 20,
+                wal_segment_bytes: 64 << 20,
                 durability: Durability::Sync,
             },
             limits: LimitsConfig {
@@ -323,6 +328,9 @@ impl Config {
             "ports.resp" => self.ports.resp = parse_port(value).map_err(bad)?,
             "storage.memtable_bytes" => {
                 self.storage.memtable_bytes = parse_int(value, 1 << 20, u64::MAX).map_err(bad)?
+            }
+            "storage.wal_segment_bytes" => {
+                self.storage.wal_segment_bytes = parse_int(value, 1 << 20, 1 << 30).map_err(bad)?
             }
             "storage.block_cache_bytes" => {
                 self.storage.block_cache_bytes = parse_int(value, 0, u64::MAX).map_err(bad)?

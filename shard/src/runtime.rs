@@ -140,6 +140,39 @@ fn nonzero(n: usize) -> std::num::NonZeroUsize {
     std::num::NonZeroUsize::new(n).unwrap_or(std::num::NonZeroUsize::MIN)
 }
 
+/// Start-up barrier: no core serves until every core has opened its engine,
+/// so a client is never accepted by one core while another still replays its
+/// WAL (its forwarded requests would wait, unanswered, behind the replay).
+#[derive(Debug, Default)]
+struct StartGate {
+    state: Mutex<(usize, bool)>,
+    cv: std::sync::Condvar,
+}
+
+impl StartGate {
+    /// Arrives; blocks this thread (nothing is being served yet) until all
+    /// `cores` arrived. False if a core failed instead.
+    fn arrive(&self, cores: usize) -> bool {
+        let Ok(mut g) = self.state.lock() else { return false };
+        g.0 += 1;
+        self.cv.notify_all();
+        while g.0 < cores && !g.1 {
+            g = match self.cv.wait(g) {
+                Ok(g) => g,
+                Err(_) => return false,
+            };
+        }
+        !g.1
+    }
+
+    fn fail(&self) {
+        if let Ok(mut g) = self.state.lock() {
+            g.1 = true;
+        }
+        self.cv.notify_all();
+    }
+}
+
 /// Per-core result of start-up, sent to the main thread.
 type Ready = std::result::Result<(), String>;
 
@@ -252,6 +285,7 @@ fn engine_options(config: &Config, core: usize, cores: usize) -> EngineOptions {
     let per_core = |total: u64| usize::try_from(total / cores as u64).unwrap_or(usize::MAX);
     o.memtable_bytes = per_core(config.storage.memtable_bytes).max(1 << 20);
     o.block_cache_bytes = per_core(config.storage.block_cache_bytes);
+    o.wal.segment_bytes = config.storage.wal_segment_bytes;
     o.wal.durability = match config.storage.durability {
         Durability::Sync => corekv_engine::Durability::Sync,
         Durability::Periodic { interval_ms } => corekv_engine::Durability::Periodic(Duration::from_millis(interval_ms)),
@@ -342,13 +376,14 @@ pub fn start(config: Config, serve: ServeFn) -> Result<RunningNode> {
     let mut finish = Vec::new();
     let mut threads = Vec::new();
     let started = std::time::Instant::now();
+    let gate = Arc::new(StartGate::default());
     for (core, (tx_row, rx_row)) in senders.into_iter().zip(receivers).enumerate() {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (finish_tx, finish_rx) = oneshot::channel::<()>();
         stops.push(stop_tx);
         finish.push(finish_tx);
         let (ready_tx, drained_tx) = (ready_tx.clone(), drained_tx.clone());
-        let (ring, config) = (ring.clone(), config.clone());
+        let (ring, config, gate) = (ring.clone(), config.clone(), gate.clone());
         let builder = LocalExecutorBuilder::new(Placement::Fixed(core % cpus)).name(&format!("corekv-core-{core}"));
         let handle = builder
             .spawn(move || async move {
@@ -365,9 +400,11 @@ pub fn start(config: Config, serve: ServeFn) -> Result<RunningNode> {
                     finish: finish_rx,
                     serve,
                     started,
+                    gate: gate.clone(),
                 })
                 .await;
                 if let Err(e) = &r {
+                    gate.fail();
                     let _ = ready_tx.send(Err(format!("core {core}: {e}")));
                 }
                 r
@@ -443,6 +480,7 @@ struct CoreArgs {
     finish: oneshot::Receiver<()>,
     serve: ServeFn,
     started: std::time::Instant,
+    gate: Arc<StartGate>,
 }
 
 async fn core_main(a: CoreArgs) -> Result<()> {
@@ -470,6 +508,11 @@ async fn core_main(a: CoreArgs) -> Result<()> {
         reason: e.to_string(),
     })?;
     tracing::debug!(core = a.core, "engine open");
+    if !a.gate.arrive(a.cores) {
+        // Another core failed to start; the node is not starting.
+        let _ = engine.close().await;
+        return Ok(());
+    }
     let shard = Rc::new(Shard {
         id: a.core,
         cores: a.cores,

@@ -42,11 +42,15 @@ fn port_free(p: u16) -> bool {
 /// `n` consecutive free ports (probed, so another process may still take
 /// them before the node binds; the node then fails to start and says so).
 fn free_ports(n: u16) -> u16 {
-    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    // Tests in one process run in parallel: each call takes its own block of
+    // the range (a process-wide counter), offset by the pid so that test
+    // processes running side by side start in different places.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let span = 40_000u64;
+    let start = (u64::from(std::process::id()) * 7919) % span;
     loop {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let base = 20_000 + ((x >> 33) % 35_000) as u16;
+        let k = NEXT.fetch_add(u64::from(n), std::sync::atomic::Ordering::Relaxed);
+        let base = 20_000 + ((start + k) % (span - u64::from(n))) as u16;
         if (base..base + n).all(port_free) {
             return base;
         }
@@ -89,6 +93,7 @@ impl TestNode {
             .args(["--ports.resp", &self.resp.to_string()])
             .args(["--ports.shard_base", &self.shard_base.to_string()])
             .args(["--storage.memtable_bytes", "16777216"])
+            .args(["--storage.wal_segment_bytes", "4194304"])
             .args(&self.extra)
             .env("COREKV_LOG", "warn,corekv_shard=debug")
             .stdin(Stdio::null())
@@ -194,6 +199,10 @@ impl TestNode {
 impl Drop for TestNode {
     fn drop(&mut self) {
         self.kill9();
+        // Keep the data of a failed test for a post-mortem; free the disk otherwise.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! `del`, `scan`). A library so test crates can build the same command
 //! under their own binary name.
 
+mod client;
 mod serve;
 
 use std::process::ExitCode;
@@ -15,17 +16,20 @@ fn cli() -> Command {
         .subcommand_required(true)
         .arg_required_else_help(true)
         .subcommand(serve::command())
+        .subcommands(client::commands())
 }
 
 /// Runs the command line of this process and returns its exit code.
 pub fn main() -> ExitCode {
     let matches = cli().get_matches();
     let r = match matches.subcommand() {
-        Some(("serve", m)) => serve::run(m),
-        _ => Err("unknown command (see corekv --help)".to_string()),
+        Some(("serve", m)) => serve::run(m).map(|()| true),
+        Some((name, m)) => client::run(name, m),
+        None => Err("no command (see corekv --help)".to_string()),
     };
     match r {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("corekv: {e}");
             ExitCode::FAILURE

@@ -1,0 +1,149 @@
+//! Human client commands against a running node: `get`, `put`, `del`, `scan`.
+//!
+//! Keys and values are taken as UTF-8 text from the command line; output
+//! prints bytes as text when they are printable and as `\xNN` escapes otherwise,
+//! so binary data cannot garble the terminal.
+
+use std::time::Duration;
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use corekv_net::client::blocking::Client;
+use corekv_net::client::{ClientOptions, PutOptions};
+use corekv_net::msg::Condition;
+
+fn node_arg() -> Arg {
+    Arg::new("node")
+        .long("node")
+        .short('n')
+        .value_name("HOST:PORT")
+        .default_value("127.0.0.1:7380")
+        .env("COREKV_NODE")
+        .help("Any node's client port")
+}
+
+/// The client subcommands.
+pub fn commands() -> Vec<Command> {
+    vec![
+        Command::new("get")
+            .about("Print a key's value (exit 1 if missing)")
+            .arg(node_arg())
+            .arg(Arg::new("key").required(true)),
+        Command::new("put")
+            .about("Write a key")
+            .arg(node_arg())
+            .arg(Arg::new("key").required(true))
+            .arg(Arg::new("value").required(true))
+            .arg(
+                Arg::new("ttl")
+                    .long("ttl")
+                    .value_name("SECONDS")
+                    .value_parser(clap::value_parser!(u64))
+                    .help("Expire after this many seconds"),
+            )
+            .arg(Arg::new("nx").long("nx").action(ArgAction::SetTrue).help("Only if the key does not exist"))
+            .arg(Arg::new("xx").long("xx").action(ArgAction::SetTrue).conflicts_with("nx").help("Only if the key exists")),
+        Command::new("del")
+            .about("Delete keys")
+            .arg(node_arg())
+            .arg(Arg::new("keys").required(true).num_args(1..)),
+        Command::new("scan")
+            .about("List keys (and values) with a prefix, in pages")
+            .arg(node_arg())
+            .arg(Arg::new("prefix").default_value(""))
+            .arg(
+                Arg::new("limit")
+                    .long("limit")
+                    .value_parser(clap::value_parser!(u64))
+                    .default_value("100")
+                    .help("Most entries to print (0: all)"),
+            )
+            .arg(Arg::new("keys-only").long("keys-only").action(ArgAction::SetTrue).help("Print keys only")),
+    ]
+}
+
+fn show(b: &[u8]) -> String {
+    let mut s = String::new();
+    for c in b.escape_ascii() {
+        s.push(char::from(c));
+    }
+    s
+}
+
+fn connect(m: &ArgMatches) -> Result<Client, String> {
+    let node = m.get_one::<String>("node").map_or("127.0.0.1:7380", String::as_str);
+    let opts = ClientOptions {
+        timeout: Duration::from_secs(5),
+        ..ClientOptions::default()
+    };
+    Client::connect(&[node], opts).map_err(|e| format!("cannot reach {node}: {e}"))
+}
+
+fn arg<'a>(m: &'a ArgMatches, name: &str) -> &'a str {
+    m.get_one::<String>(name).map_or("", String::as_str)
+}
+
+/// Runs a client subcommand; `Ok(false)` means "ran, but the answer is no"
+/// (a missing key, a failed condition), which exits 1 like `grep`.
+pub fn run(name: &str, m: &ArgMatches) -> Result<bool, String> {
+    let c = connect(m)?;
+    match name {
+        "get" => match c.get(arg(m, "key")).map_err(|e| e.to_string())? {
+            Some(v) => {
+                println!("{}", show(&v.value));
+                Ok(true)
+            }
+            None => {
+                eprintln!("(not found)");
+                Ok(false)
+            }
+        },
+        "put" => {
+            let condition = if m.get_flag("nx") {
+                Condition::IfAbsent
+            } else if m.get_flag("xx") {
+                Condition::IfPresent
+            } else {
+                Condition::Always
+            };
+            let ttl_ms = m.get_one::<u64>("ttl").map_or(0, |s| s.saturating_mul(1000));
+            let ok = c
+                .put_with(arg(m, "key"), arg(m, "value"), PutOptions { ttl_ms, condition })
+                .map_err(|e| e.to_string())?;
+            if ok {
+                println!("OK");
+            } else {
+                eprintln!("(condition not met: nothing written)");
+            }
+            Ok(ok)
+        }
+        "del" => {
+            for k in m.get_many::<String>("keys").into_iter().flatten() {
+                c.delete(k).map_err(|e| e.to_string())?;
+            }
+            println!("OK");
+            Ok(true)
+        }
+        "scan" => {
+            let limit = m.get_one::<u64>("limit").copied().unwrap_or(100);
+            let keys_only = m.get_flag("keys-only");
+            let mut pages = c.list_pages(arg(m, "prefix"), 500);
+            let mut n = 0u64;
+            while let Some(page) = pages.next_page().map_err(|e| e.to_string())? {
+                for (k, v) in page {
+                    if limit != 0 && n >= limit {
+                        eprintln!("(stopped at --limit {limit})");
+                        return Ok(true);
+                    }
+                    if keys_only {
+                        println!("{}", show(&k));
+                    } else {
+                        println!("{}\t{}", show(&k), show(&v));
+                    }
+                    n += 1;
+                }
+            }
+            Ok(true)
+        }
+        other => Err(format!("unknown command {other}")),
+    }
+}
