@@ -712,7 +712,13 @@ mod tests {
             for t in tasks {
                 t.await;
             }
-            let segments = fs.list(dir).await.unwrap().iter().filter(|n| n.starts_with("wal-")).count();
+            let segments = fs
+                .list(dir)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|n| n.starts_with("wal-"))
+                .count();
             assert!(segments <= 10, "{segments} segments for 400 KiB of 64 KiB segments");
         });
     }

@@ -263,13 +263,22 @@ pub fn encode_frame(
 /// error the decoder stays failed: the stream has lost its framing.
 #[derive(Debug)]
 pub struct FrameDecoder {
+    /// Initialized storage: bytes `start..end` are received and unreturned;
+    /// `end..` is room for the next read. It is zeroed once when it grows, not
+    /// per read, so a connection of small requests does not memset a read
+    /// buffer per request.
     buf: Vec<u8>,
     start: usize,
+    end: usize,
     max_frame: u32,
     failed: Option<FrameError>,
     /// Length of the region `spare` handed out and `commit` has not settled.
     pending: usize,
 }
+
+/// Above this, an empty decoder gives its storage back (one large frame must
+/// not pin megabytes per idle connection).
+const KEEP_BYTES: usize = 1 << 20;
 
 impl FrameDecoder {
     /// A decoder refusing bodies longer than `max_frame` bytes.
@@ -277,6 +286,7 @@ impl FrameDecoder {
         FrameDecoder {
             buf: Vec::new(),
             start: 0,
+            end: 0,
             max_frame,
             failed: None,
             pending: 0,
@@ -288,40 +298,56 @@ impl FrameDecoder {
     /// incomplete frame.
     fn compact(&mut self) {
         self.commit(0);
-        if self.start > 0 {
-            self.buf.drain(..self.start);
+        if self.start == self.end {
             self.start = 0;
+            self.end = 0;
+            if self.buf.len() > KEEP_BYTES {
+                self.buf = Vec::new();
+            }
+        } else if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+    }
+
+    /// Room for `min` more bytes after `end`.
+    fn reserve(&mut self, min: usize) {
+        let want = self.end + min;
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
         }
     }
 
     /// Appends received bytes.
     pub fn feed(&mut self, bytes: &[u8]) {
         self.compact();
-        self.buf.extend_from_slice(bytes);
+        self.reserve(bytes.len());
+        self.buf[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
     }
 
-    /// A zeroed writable region of at least `min` bytes at the end of the
-    /// buffer, for a read straight into it; follow with [`FrameDecoder::commit`].
+    /// A writable region of at least `min` bytes at the end of the buffer,
+    /// for a read straight into it; follow with [`FrameDecoder::commit`]. Its
+    /// contents are unspecified (stale bytes from earlier reads).
     pub fn spare(&mut self, min: usize) -> &mut [u8] {
         self.compact();
-        let len = self.buf.len();
-        self.buf.resize(len + min, 0);
-        self.pending = min;
-        &mut self.buf[len..]
+        self.reserve(min);
+        self.pending = self.buf.len() - self.end;
+        &mut self.buf[self.end..]
     }
 
     /// Keeps the first `n` bytes of the region the last
     /// [`FrameDecoder::spare`] returned and forgets the rest. Without a
     /// commit, the region is forgotten (as if `commit(0)`) by the next call.
     pub fn commit(&mut self, n: usize) {
-        let filled = self.buf.len() - self.pending + n.min(self.pending);
-        self.buf.truncate(filled);
+        self.end += n.min(self.pending);
         self.pending = 0;
     }
 
     /// Bytes received but not yet returned as frames.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.pending - self.start
+        self.end - self.start
     }
 
     /// The next complete frame, `Ok(None)` if more bytes are needed.
@@ -330,7 +356,7 @@ impl FrameDecoder {
             return Err(e.clone());
         }
         self.commit(0);
-        let rest = &self.buf[self.start..];
+        let rest = &self.buf[self.start..self.end];
         match FrameHeader::decode(rest, self.max_frame) {
             Err(e) => {
                 self.failed = Some(e.clone());

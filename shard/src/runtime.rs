@@ -68,7 +68,10 @@ impl Mesh {
     /// Sends `cmd` to `core` and waits for its reply.
     async fn call(&self, core: usize, cmd: Cmd) -> Reply {
         let Some(Some(tx)) = self.peers.get(core) else {
-            return Reply::Failed(Failure::new(FailureKind::Internal, format!("no mesh channel to core {core}")));
+            return Reply::Failed(Failure::new(
+                FailureKind::Internal,
+                format!("no mesh channel to core {core}"),
+            ));
         };
         let (reply, rx) = oneshot::channel();
         let env = Envelope { cmd, reply };
@@ -81,10 +84,16 @@ impl Mesh {
             Err(_) => Err(()),
         };
         if sent.is_err() {
-            return Reply::Failed(Failure::new(FailureKind::Unavailable, format!("core {core} is shutting down")));
+            return Reply::Failed(Failure::new(
+                FailureKind::Unavailable,
+                format!("core {core} is shutting down"),
+            ));
         }
         rx.await.unwrap_or_else(|_| {
-            Reply::Failed(Failure::new(FailureKind::Unavailable, format!("core {core} dropped the request")))
+            Reply::Failed(Failure::new(
+                FailureKind::Unavailable,
+                format!("core {core} dropped the request"),
+            ))
         })
     }
 }
@@ -384,7 +393,10 @@ pub fn start(config: Config, serve: ServeFn) -> Result<RunningNode> {
         finish.push(finish_tx);
         let (ready_tx, drained_tx) = (ready_tx.clone(), drained_tx.clone());
         let (ring, config, gate) = (ring.clone(), config.clone(), gate.clone());
-        let builder = LocalExecutorBuilder::new(Placement::Fixed(core % cpus)).name(&format!("corekv-core-{core}"));
+        let mut builder = LocalExecutorBuilder::new(Placement::Fixed(core % cpus)).name(&format!("corekv-core-{core}"));
+        if config.node.spin_before_park_us > 0 {
+            builder = builder.spin_before_park(Duration::from_micros(config.node.spin_before_park_us));
+        }
         let handle = builder
             .spawn(move || async move {
                 let r = core_main(CoreArgs {
@@ -560,7 +572,10 @@ pub fn report_ready() {
     });
 }
 
-async fn with_ready(fut: std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>>>>, ready: mpsc::Sender<Ready>) -> Result<()> {
+async fn with_ready(
+    fut: std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>>>>,
+    ready: mpsc::Sender<Ready>,
+) -> Result<()> {
     READY.with(|r| *r.borrow_mut() = Some(ready));
     fut.await
 }

@@ -660,7 +660,16 @@ mod tests {
         assert_eq!(parse_int(b"0").ok(), Some(0));
         assert_eq!(parse_int(b"-12").ok(), Some(-12));
         assert_eq!(parse_int(b"9223372036854775807").ok(), Some(i64::MAX));
-        for bad in [&b""[..], b" 1", b"+1", b"01", b"1.0", b"-0", b"9223372036854775808", b"abc"] {
+        for bad in [
+            &b""[..],
+            b" 1",
+            b"+1",
+            b"01",
+            b"1.0",
+            b"-0",
+            b"9223372036854775808",
+            b"abc",
+        ] {
             assert!(parse_int(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
     }

@@ -123,7 +123,10 @@ impl TestNode {
             if status.is_some() || Instant::now() > deadline {
                 // Let the reader thread collect the last lines.
                 std::thread::sleep(Duration::from_millis(50));
-                return Err(format!("node did not become ready (exit: {status:?}); log:\n{}", self.log_text()));
+                return Err(format!(
+                    "node did not become ready (exit: {status:?}); log:\n{}",
+                    self.log_text()
+                ));
             }
         }
     }
@@ -158,7 +161,11 @@ impl TestNode {
             if let Some(s) = c.try_wait().expect("wait") {
                 return s;
             }
-            assert!(Instant::now() < deadline, "node did not exit after SIGTERM:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "node did not exit after SIGTERM:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -171,7 +178,10 @@ impl TestNode {
         loop {
             match self.spawn() {
                 Ok(d) => return d,
-                Err(e) if Instant::now() < deadline && (e.contains("Address already in use") || e.contains("another process listens")) => {
+                Err(e)
+                    if Instant::now() < deadline
+                        && (e.contains("Address already in use") || e.contains("another process listens")) =>
+                {
                     self.kill9();
                     std::thread::sleep(Duration::from_millis(100));
                 }

@@ -39,7 +39,10 @@ fn get(w: &mut Wire, k: &[u8]) -> Option<Vec<u8>> {
 
 /// A key owned by `core`.
 fn key_on(n: &TestNode, core: usize, prefix: &str) -> Vec<u8> {
-    (0..).map(|i| format!("{prefix}{i}").into_bytes()).find(|k| n.core_of(k) == core).unwrap()
+    (0..)
+        .map(|i| format!("{prefix}{i}").into_bytes())
+        .find(|k| n.core_of(k) == core)
+        .unwrap()
 }
 
 #[test]
@@ -63,19 +66,30 @@ fn every_operation_on_the_shared_port() {
             condition: c,
         })
     };
-    assert_eq!(nx(&mut w, b"c", Condition::IfPresent).clone(), Reply::Error(ErrorCode::CONDITION_FAILED, "condition not met".into()));
+    assert_eq!(
+        nx(&mut w, b"c", Condition::IfPresent).clone(),
+        Reply::Error(ErrorCode::CONDITION_FAILED, "condition not met".into())
+    );
     assert_eq!(nx(&mut w, b"c", Condition::IfAbsent), Reply::Ok);
-    assert!(matches!(nx(&mut w, b"c", Condition::IfAbsent), Reply::Error(ErrorCode::CONDITION_FAILED, _)));
+    assert!(matches!(
+        nx(&mut w, b"c", Condition::IfAbsent),
+        Reply::Error(ErrorCode::CONDITION_FAILED, _)
+    ));
     assert_eq!(nx(&mut w, b"c", Condition::IfPresent), Reply::Ok);
 
     // INCR
     assert_eq!(w.call(Op::Incr { key: b"n", delta: 5 }), Reply::Int(5));
     assert_eq!(w.call(Op::Incr { key: b"n", delta: -7 }), Reply::Int(-2));
-    assert!(matches!(w.call(Op::Incr { key: b"c", delta: 1 }), Reply::Error(ErrorCode::NOT_AN_INTEGER, _)));
+    assert!(matches!(
+        w.call(Op::Incr { key: b"c", delta: 1 }),
+        Reply::Error(ErrorCode::NOT_AN_INTEGER, _)
+    ));
 
     // CAS on the version a read returned.
     put(&mut w, b"cas", b"v1");
-    let Reply::Value(_, meta, _) = w.call(Op::Get { key: b"cas" }) else { panic!() };
+    let Reply::Value(_, meta, _) = w.call(Op::Get { key: b"cas" }) else {
+        panic!()
+    };
     assert!(!meta.is_empty());
     let cas = |w: &mut Wire, expected: &[u8], value: &[u8]| {
         w.call(Op::Cas {
@@ -86,9 +100,15 @@ fn every_operation_on_the_shared_port() {
         })
     };
     assert_eq!(cas(&mut w, &meta, b"v2"), Reply::Ok);
-    assert!(matches!(cas(&mut w, &meta, b"v3"), Reply::Error(ErrorCode::CONDITION_FAILED, _)), "stale version");
+    assert!(
+        matches!(cas(&mut w, &meta, b"v3"), Reply::Error(ErrorCode::CONDITION_FAILED, _)),
+        "stale version"
+    );
     assert_eq!(get(&mut w, b"cas"), Some(b"v2".to_vec()));
-    assert!(matches!(cas(&mut w, b"", b"v4"), Reply::Error(ErrorCode::CONDITION_FAILED, _)), "exists");
+    assert!(
+        matches!(cas(&mut w, b"", b"v4"), Reply::Error(ErrorCode::CONDITION_FAILED, _)),
+        "exists"
+    );
     assert_eq!(
         w.call(Op::Cas {
             key: b"fresh",
@@ -103,12 +123,26 @@ fn every_operation_on_the_shared_port() {
     // TTL / EXPIRE
     assert_eq!(w.call(Op::Ttl { key: b"cas" }), Reply::Int(-1));
     assert_eq!(w.call(Op::Ttl { key: b"nope" }), Reply::Int(-2));
-    assert_eq!(w.call(Op::Expire { key: b"cas", ttl_ms: 60_000 }), Reply::Int(1));
-    let Reply::Int(t) = w.call(Op::Ttl { key: b"cas" }) else { panic!() };
+    assert_eq!(
+        w.call(Op::Expire {
+            key: b"cas",
+            ttl_ms: 60_000
+        }),
+        Reply::Int(1)
+    );
+    let Reply::Int(t) = w.call(Op::Ttl { key: b"cas" }) else {
+        panic!()
+    };
     assert!((59_000..=60_000).contains(&t), "{t}");
     assert_eq!(w.call(Op::Expire { key: b"cas", ttl_ms: 0 }), Reply::Int(1), "persist");
     assert_eq!(w.call(Op::Ttl { key: b"cas" }), Reply::Int(-1));
-    assert_eq!(w.call(Op::Expire { key: b"nope", ttl_ms: 5 }), Reply::Int(0));
+    assert_eq!(
+        w.call(Op::Expire {
+            key: b"nope",
+            ttl_ms: 5
+        }),
+        Reply::Int(0)
+    );
     let r = w.call(Op::Put {
         key: b"short",
         value: b"x",
@@ -126,11 +160,25 @@ fn every_operation_on_the_shared_port() {
     let keys: Vec<Vec<u8>> = (0..50).map(|i| format!("m{i}").into_bytes()).collect();
     assert!(keys.iter().any(|k| n.core_of(k) == 0) && keys.iter().any(|k| n.core_of(k) == 1));
     let vals: Vec<Vec<u8>> = (0..50).map(|i| format!("val{i}").into_bytes()).collect();
-    let kvs: Vec<KeyValue<'_>> = keys.iter().zip(&vals).map(|(k, v)| KeyValue { key: k, value: v }).collect();
-    assert_eq!(w.call(Op::MPut { entries: List::Slice(&kvs), ttl_ms: 0 }), Reply::Ok);
+    let kvs: Vec<KeyValue<'_>> = keys
+        .iter()
+        .zip(&vals)
+        .map(|(k, v)| KeyValue { key: k, value: v })
+        .collect();
+    assert_eq!(
+        w.call(Op::MPut {
+            entries: List::Slice(&kvs),
+            ttl_ms: 0
+        }),
+        Reply::Ok
+    );
     let mut ask: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
     ask.push(b"missing");
-    let Reply::Values(got) = w.call(Op::MGet { keys: List::Slice(&ask) }) else { panic!() };
+    let Reply::Values(got) = w.call(Op::MGet {
+        keys: List::Slice(&ask),
+    }) else {
+        panic!()
+    };
     assert_eq!(got.len(), 51);
     for (i, v) in got[..50].iter().enumerate() {
         assert_eq!(v.as_deref(), Some(vals[i].as_slice()));
@@ -192,12 +240,17 @@ fn every_operation_on_the_shared_port() {
         panic!()
     };
     assert!(next.is_empty());
-    let ks: Vec<String> = entries.iter().map(|(k, _)| String::from_utf8(k.clone()).unwrap()).collect();
+    let ks: Vec<String> = entries
+        .iter()
+        .map(|(k, _)| String::from_utf8(k.clone()).unwrap())
+        .collect();
     let want: Vec<String> = (0..20).map(|i| format!("{{u1}}:{i:02}")).collect();
     assert_eq!(ks, want);
 
     // RING: one node, 256 tokens, two cores, the shard-aware base port.
-    let Reply::Ring(epoch, nodes) = w.call(Op::Ring) else { panic!() };
+    let Reply::Ring(epoch, nodes) = w.call(Op::Ring) else {
+        panic!()
+    };
     assert!(epoch >= 1);
     assert_eq!(nodes, vec![(format!("127.0.0.1:{}", n.client), 2, n.shard_base, 256)]);
 }
@@ -219,7 +272,13 @@ fn keys_of_another_core_are_forwarded_on_every_port() {
         assert_eq!(get(w, &k0), Some(b"written-via-core-1".to_vec()));
         assert_eq!(get(w, b"via-shared"), Some(b"s".to_vec()));
     }
-    assert_eq!(p0.call(Op::Incr { key: &k1, delta: 1 }), Reply::Error(ErrorCode::NOT_AN_INTEGER, "value is not an integer or out of range".into()));
+    assert_eq!(
+        p0.call(Op::Incr { key: &k1, delta: 1 }),
+        Reply::Error(
+            ErrorCode::NOT_AN_INTEGER,
+            "value is not an integer or out of range".into()
+        )
+    );
 
     // Each key is stored only by its owning core's engine.
     let status = n.sigterm();
@@ -229,7 +288,9 @@ fn keys_of_another_core_are_forwarded_on_every_port() {
         .spawn(move || async move {
             let mut out = Vec::new();
             for core in 0..2 {
-                let e = Engine::open(Options::new(Fs::real(), dir.join(format!("core-{core}")))).await.unwrap();
+                let e = Engine::open(Options::new(Fs::real(), dir.join(format!("core-{core}"))))
+                    .await
+                    .unwrap();
                 let t = |k: &[u8]| corekv_shard::token_of(k);
                 out.push((
                     e.get(t(&k0), &k0).await.unwrap().is_some(),
@@ -242,7 +303,11 @@ fn keys_of_another_core_are_forwarded_on_every_port() {
         .unwrap()
         .join()
         .unwrap();
-    assert_eq!(found, vec![(true, false), (false, true)], "(core holds k0, core holds k1) per core");
+    assert_eq!(
+        found,
+        vec![(true, false), (false, true)],
+        "(core holds k0, core holds k1) per core"
+    );
 }
 
 fn frame(opcode: u8, id: u64, body: &[u8]) -> Vec<u8> {

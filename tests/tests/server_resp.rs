@@ -89,9 +89,20 @@ fn strings_counters_and_conditions() {
         assert_eq!(v.as_deref(), Some(format!("val{i}").as_str()));
     }
     assert_eq!(vals[40], None);
-    let e: i64 = cmd("EXISTS").arg(&keys[0]).arg(&keys[1]).arg(&keys[0]).arg("nope").query(&mut c).unwrap();
+    let e: i64 = cmd("EXISTS")
+        .arg(&keys[0])
+        .arg(&keys[1])
+        .arg(&keys[0])
+        .arg("nope")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(e, 3, "EXISTS counts repeated keys, as Redis does");
-    let d: i64 = cmd("DEL").arg(&keys[..10]).arg("nope").arg(&keys[0]).query(&mut c).unwrap();
+    let d: i64 = cmd("DEL")
+        .arg(&keys[..10])
+        .arg("nope")
+        .arg(&keys[0])
+        .query(&mut c)
+        .unwrap();
     assert_eq!(d, 10);
     let e: i64 = cmd("EXISTS").arg(&keys[..10]).query(&mut c).unwrap();
     assert_eq!(e, 0);
@@ -128,7 +139,12 @@ fn ttl_expire_and_expiry() {
     assert!((49..=50).contains(&ttl), "{ttl}");
     let set: i64 = cmd("EXPIRE").arg("forever").arg(10).arg("GT").query(&mut c).unwrap();
     assert_eq!(set, 0, "GT refuses a shorter TTL");
-    let set: i64 = cmd("PEXPIRE").arg("forever").arg(200_000).arg("GT").query(&mut c).unwrap();
+    let set: i64 = cmd("PEXPIRE")
+        .arg("forever")
+        .arg(200_000)
+        .arg("GT")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(set, 1);
     let set: i64 = cmd("EXPIRE").arg("missing").arg(10).query(&mut c).unwrap();
     assert_eq!(set, 0);
@@ -139,7 +155,13 @@ fn ttl_expire_and_expiry() {
 
     // Expiry happens: PX 300 is visible, then gone. Poll with a deadline
     // rather than sleeping a fixed time.
-    let _: () = cmd("SET").arg("short").arg("v").arg("PX").arg(300).query(&mut c).unwrap();
+    let _: () = cmd("SET")
+        .arg("short")
+        .arg("v")
+        .arg("PX")
+        .arg(300)
+        .query(&mut c)
+        .unwrap();
     let t0 = Instant::now();
     let v: Option<String> = cmd("GET").arg("short").query(&mut c).unwrap();
     assert!(v.is_some() || t0.elapsed() >= Duration::from_millis(300));
@@ -154,7 +176,11 @@ fn ttl_expire_and_expiry() {
         assert!(t0.elapsed() < Duration::from_secs(10), "keys did not expire");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(t0.elapsed() >= Duration::from_millis(290), "expired early: {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(290),
+        "expired early: {:?}",
+        t0.elapsed()
+    );
     let ttl: i64 = cmd("TTL").arg("short").query(&mut c).unwrap();
     assert_eq!(ttl, -2);
 }
@@ -191,13 +217,21 @@ fn scan_keys_info_command_and_connection_commands() {
         assert!(calls < 10_000);
     }
     assert_eq!(seen.len(), 799, "every live key");
-    assert!(seen.values().all(|&n| n == 1), "no duplicates without concurrent writes");
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "no duplicates without concurrent writes"
+    );
     assert!(!seen.contains_key("user:7"));
 
     // MATCH through the crate's iterator.
-    let mut users: Vec<String> = redis::Commands::scan_match::<_, String>(&mut c, "user:1*").unwrap().collect();
+    let mut users: Vec<String> = redis::Commands::scan_match::<_, String>(&mut c, "user:1*")
+        .unwrap()
+        .collect();
     users.sort();
-    let mut want: Vec<String> = (0..500).map(|i| format!("user:{i}")).filter(|k| k.starts_with("user:1")).collect();
+    let mut want: Vec<String> = (0..500)
+        .map(|i| format!("user:{i}"))
+        .filter(|k| k.starts_with("user:1"))
+        .collect();
     want.sort();
     assert_eq!(users, want);
 
@@ -205,7 +239,10 @@ fn scan_keys_info_command_and_connection_commands() {
     assert!(e.contains("SCAN"), "KEYS points to SCAN: {e}");
 
     let info: String = cmd("INFO").query(&mut c).unwrap();
-    assert!(info.contains("redis_version:") && info.contains("total_commands_processed:"), "{info}");
+    assert!(
+        info.contains("redis_version:") && info.contains("total_commands_processed:"),
+        "{info}"
+    );
     let count: i64 = cmd("COMMAND").arg("COUNT").query(&mut c).unwrap();
     assert!(count >= 20);
     let all: Value = cmd("COMMAND").query(&mut c).unwrap();
@@ -265,7 +302,11 @@ fn sigkill_and_restart_keep_acknowledged_writes() {
     }
     let got: Vec<Option<String>> = p.query(&mut c).unwrap();
     for (i, v) in got.iter().enumerate() {
-        assert_eq!(v.as_deref(), Some(format!("value-{i}").as_str()), "key r{i} lost after SIGKILL");
+        assert_eq!(
+            v.as_deref(),
+            Some(format!("value-{i}").as_str()),
+            "key r{i} lost after SIGKILL"
+        );
     }
     let x: i64 = cmd("INCR").arg("counter").query(&mut c).unwrap();
     assert_eq!(x, 8);

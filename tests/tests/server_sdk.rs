@@ -19,16 +19,25 @@ fn node(name: &str) -> TestNode {
 fn async_sdk_every_operation_and_token_aware_routing() {
     let n = node("sdk-async");
     let addr = format!("127.0.0.1:{}", n.client);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let c = Client::connect(&[addr.as_str()], ClientOptions::default()).await.unwrap();
+        let c = Client::connect(&[addr.as_str()], ClientOptions::default())
+            .await
+            .unwrap();
         // The SDK routes every key to the core the node stores it on.
         let routing = c.routing();
         for i in 0..500 {
             let k = format!("route{i}");
             let o = routing.owner(k.as_bytes());
             assert_eq!(o.core as usize, n.core_of(k.as_bytes()), "{k}");
-            assert_eq!(routing.endpoint(k.as_bytes()), format!("127.0.0.1:{}", n.shard_base + o.core));
+            assert_eq!(
+                routing.endpoint(k.as_bytes()),
+                format!("127.0.0.1:{}", n.shard_base + o.core)
+            );
         }
         c.ping().await.unwrap();
         c.put("a", "1").await.unwrap();
@@ -92,10 +101,20 @@ fn async_sdk_every_operation_and_token_aware_routing() {
             assert_eq!(v.as_ref().unwrap().value, pairs[i].1.as_bytes());
         }
         assert!(got[300].is_none());
-        let mut listed: Vec<Vec<u8>> = c.list_all("bulk:", 37).await.unwrap().into_iter().map(|(k, _)| k).collect();
+        let mut listed: Vec<Vec<u8>> = c
+            .list_all("bulk:", 37)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         listed.sort();
         let want: Vec<Vec<u8>> = pairs.iter().map(|(k, _)| k.clone().into_bytes()).collect();
-        let missing: Vec<_> = want.iter().filter(|k| !listed.contains(k)).map(|k| String::from_utf8_lossy(k)).collect();
+        let missing: Vec<_> = want
+            .iter()
+            .filter(|k| !listed.contains(k))
+            .map(|k| String::from_utf8_lossy(k))
+            .collect();
         assert_eq!(listed.len(), want.len(), "missing {missing:?}");
         assert_eq!(listed, want);
         let all = c.scan_all(0, 0, 64).await.unwrap();
@@ -136,7 +155,11 @@ fn blocking_sdk_and_cli() {
     assert_eq!(cli(&["get", "from-sdk"]), (Some(0), "hello\n".into()));
     assert_eq!(cli(&["put", "cli:1", "one"]), (Some(0), "OK\n".into()));
     assert_eq!(cli(&["put", "cli:2", "two", "--ttl", "100"]), (Some(0), "OK\n".into()));
-    assert_eq!(cli(&["put", "cli:1", "again", "--nx"]).0, Some(1), "condition not met exits 1");
+    assert_eq!(
+        cli(&["put", "cli:1", "again", "--nx"]).0,
+        Some(1),
+        "condition not met exits 1"
+    );
     assert_eq!(c.get("cli:1").unwrap().unwrap().value, b"one");
     let ttl = c.ttl("cli:2").unwrap();
     assert!(matches!(ttl, Ttl::Millis(ms) if ms > 90_000), "{ttl:?}");
@@ -146,11 +169,23 @@ fn blocking_sdk_and_cli() {
         lines.sort();
         (code, lines)
     };
-    assert_eq!(sorted(cli(&["scan", "cli:"])), (Some(0), vec!["cli:1\tone".into(), "cli:2\ttwo".into()]));
-    assert_eq!(sorted(cli(&["scan", "cli:", "--keys-only"])), (Some(0), vec!["cli:1".into(), "cli:2".into()]));
+    assert_eq!(
+        sorted(cli(&["scan", "cli:"])),
+        (Some(0), vec!["cli:1\tone".into(), "cli:2\ttwo".into()])
+    );
+    assert_eq!(
+        sorted(cli(&["scan", "cli:", "--keys-only"])),
+        (Some(0), vec!["cli:1".into(), "cli:2".into()])
+    );
     assert_eq!(cli(&["del", "cli:1", "cli:2"]), (Some(0), "OK\n".into()));
     assert_eq!(cli(&["get", "cli:1"]).0, Some(1), "missing key exits 1");
-    let out = Command::new(BIN).args(["get", "x", "--node", "127.0.0.1:1"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["get", "x", "--node", "127.0.0.1:1"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"), "a clear error when no node answers");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach"),
+        "a clear error when no node answers"
+    );
 }

@@ -40,8 +40,19 @@ pub fn commands() -> Vec<Command> {
                     .value_parser(clap::value_parser!(u64))
                     .help("Expire after this many seconds"),
             )
-            .arg(Arg::new("nx").long("nx").action(ArgAction::SetTrue).help("Only if the key does not exist"))
-            .arg(Arg::new("xx").long("xx").action(ArgAction::SetTrue).conflicts_with("nx").help("Only if the key exists")),
+            .arg(
+                Arg::new("nx")
+                    .long("nx")
+                    .action(ArgAction::SetTrue)
+                    .help("Only if the key does not exist"),
+            )
+            .arg(
+                Arg::new("xx")
+                    .long("xx")
+                    .action(ArgAction::SetTrue)
+                    .conflicts_with("nx")
+                    .help("Only if the key exists"),
+            ),
         Command::new("del")
             .about("Delete keys")
             .arg(node_arg())
@@ -57,7 +68,12 @@ pub fn commands() -> Vec<Command> {
                     .default_value("100")
                     .help("Most entries to print (0: all)"),
             )
-            .arg(Arg::new("keys-only").long("keys-only").action(ArgAction::SetTrue).help("Print keys only")),
+            .arg(
+                Arg::new("keys-only")
+                    .long("keys-only")
+                    .action(ArgAction::SetTrue)
+                    .help("Print keys only"),
+            ),
     ]
 }
 

@@ -44,7 +44,10 @@ pub fn run(m: &ArgMatches) -> Result<(), String> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let mut overrides: Vec<String> = m.get_many::<String>("set").map(|v| v.cloned().collect()).unwrap_or_default();
+    let mut overrides: Vec<String> = m
+        .get_many::<String>("set")
+        .map(|v| v.cloned().collect())
+        .unwrap_or_default();
     for key in KEYS {
         if let Some(v) = m.get_one::<String>(key) {
             overrides.push(format!("{key}={v}"));
@@ -52,7 +55,10 @@ pub fn run(m: &ArgMatches) -> Result<(), String> {
     }
     let file = m.get_one::<PathBuf>("config");
     let config = Config::load(file.map(PathBuf::as_path), std::env::vars(), &overrides).map_err(|e| e.to_string())?;
-    eprintln!("# corekv {} effective configuration\n{config}", env!("CARGO_PKG_VERSION"));
+    eprintln!(
+        "# corekv {} effective configuration\n{config}",
+        env!("CARGO_PKG_VERSION")
+    );
     let started = std::time::Instant::now();
     let node = runtime::start(config.clone(), server::serve).map_err(|e| e.to_string())?;
     runtime::install_signal_handler(node.stop_handle()).map_err(|e| e.to_string())?;

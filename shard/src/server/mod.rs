@@ -75,12 +75,13 @@ async fn serve_core(shard: Rc<Shard>) -> Result<()> {
     let conns = Rc::new(Connections::default());
     let mut loops = Vec::new();
     for (l, proto) in listeners {
-        let task = glommio::spawn_local_into(accept_loop(shard.clone(), l, proto, conns.clone()), shard.fg).map_err(
-            |e| Error::Runtime {
-                what: "spawning an accept loop".into(),
-                reason: e.to_string(),
-            },
-        )?;
+        let task =
+            glommio::spawn_local_into(accept_loop(shard.clone(), l, proto, conns.clone()), shard.fg).map_err(|e| {
+                Error::Runtime {
+                    what: "spawning an accept loop".into(),
+                    reason: e.to_string(),
+                }
+            })?;
         loops.push(task);
     }
     report_ready();
@@ -93,7 +94,11 @@ async fn serve_core(shard: Rc<Shard>) -> Result<()> {
         let changed = conns.changed.notified();
         futures::pin_mut!(changed);
         if let Either::Right(_) = select(changed, &mut deadline).await {
-            tracing::warn!(core = shard.id, open = conns.open.get(), "drain timed out; closing connections");
+            tracing::warn!(
+                core = shard.id,
+                open = conns.open.get(),
+                "drain timed out; closing connections"
+            );
             break;
         }
     }
@@ -162,6 +167,28 @@ async fn connection(shard: Rc<Shard>, stream: TcpStream, proto: Protocol, over_l
     }
     out.close();
     writer.await;
+}
+
+/// Polls a request's future once in the connection task and spawns it only
+/// if it has to wait: a read served from memory then costs no task. The
+/// future registered the connection task's waker during that poll; after the
+/// spawn its next poll registers the new task's, and a wake-up meanwhile only
+/// wakes the connection task needlessly, so none is lost.
+pub(crate) async fn run_inline_or_spawn(
+    shard: &Shard,
+    mut fut: Pin<Box<dyn Future<Output = ()>>>,
+) -> std::result::Result<(), ()> {
+    let done = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx).is_ready())).await;
+    if done {
+        return Ok(());
+    }
+    match glommio::spawn_local_into(fut, shard.fg) {
+        Ok(t) => {
+            t.detach();
+            Ok(())
+        }
+        Err(_) => Err(()),
+    }
 }
 
 /// Reads into `buf`'s spare room, giving up when the node stops (`Ok(None)`)

@@ -80,7 +80,12 @@ pub fn refuse(out: &Outbox, f: &Failure) {
 }
 
 /// Reads frames until EOF, a fatal error, or shutdown.
-pub async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, mut reader: R, out: &Rc<Outbox>, local: Option<SocketAddr>) {
+pub async fn read_loop<R: AsyncRead + Unpin>(
+    shard: &Rc<Shard>,
+    mut reader: R,
+    out: &Rc<Outbox>,
+    local: Option<SocketAddr>,
+) {
     let limits = limits(shard);
     let max_inflight = usize::try_from(shard.config.limits.max_inflight_per_connection).unwrap_or(usize::MAX);
     let mut dec = FrameDecoder::new(limits.max_frame);
@@ -106,7 +111,7 @@ pub async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, mut reader: R, o
                 }
             };
             let id = frame.header.request_id;
-            match Request::decode(&frame, &limits) {
+            let fut = match Request::decode(&frame, &limits) {
                 Ok(req) => start(shard, out, id, req, local),
                 Err(e) => {
                     let mut b = Vec::new();
@@ -116,7 +121,17 @@ pub async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, mut reader: R, o
                     if e.is_fatal() {
                         return;
                     }
+                    continue;
                 }
+            };
+            if super::run_inline_or_spawn(shard, fut).await.is_err() {
+                let mut b = Vec::new();
+                encode_failure(
+                    &mut b,
+                    id,
+                    &Failure::new(FailureKind::Internal, "cannot schedule the request"),
+                );
+                out.finish_unordered(&b);
             }
         }
         let partial = dec.buffered() > 0;
@@ -126,7 +141,10 @@ pub async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, mut reader: R, o
                 dec.commit(0);
                 if dec.buffered() > 0 {
                     let mut b = Vec::new();
-                    let detail = format!("connection closed inside a frame ({} bytes of it received)", dec.buffered());
+                    let detail = format!(
+                        "connection closed inside a frame ({} bytes of it received)",
+                        dec.buffered()
+                    );
                     encode(
                         &mut b,
                         0,
@@ -164,11 +182,27 @@ pub async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, mut reader: R, o
 /// What a request becomes once its borrowed bytes are copied out.
 enum Job {
     /// One command on one core; the opcode picks how its reply is encoded.
-    One { core: usize, cmd: Cmd, op: Kind },
+    One {
+        core: usize,
+        cmd: Cmd,
+        op: Kind,
+    },
     MGet(Vec<Key>),
-    MPut { entries: Vec<(Key, Vec<u8>)>, expiry_ms: u64 },
-    Scan { start: u64, end: u64, cursor: Vec<u8>, limit: usize },
-    List { prefix: Vec<u8>, cursor: Vec<u8>, limit: usize },
+    MPut {
+        entries: Vec<(Key, Vec<u8>)>,
+        expiry_ms: u64,
+    },
+    Scan {
+        start: u64,
+        end: u64,
+        cursor: Vec<u8>,
+        limit: usize,
+    },
+    List {
+        prefix: Vec<u8>,
+        cursor: Vec<u8>,
+        limit: usize,
+    },
     Ping,
     Ring,
 }
@@ -310,55 +344,54 @@ fn page_limit(limit: u32) -> usize {
     l as usize
 }
 
-fn start(shard: &Rc<Shard>, out: &Rc<Outbox>, id: u64, req: Request<'_>, local: Option<SocketAddr>) {
+/// Turns a decoded request into the future that answers it (owning its data).
+fn start(
+    shard: &Rc<Shard>,
+    out: &Rc<Outbox>,
+    id: u64,
+    req: Request<'_>,
+    local: Option<SocketAddr>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
     out.begin();
     let job = job(shard, &req.op);
     let (s, o) = (shard.clone(), out.clone());
     let timeout = Duration::from_millis(u64::from(req.timeout_ms));
-    let task = glommio::spawn_local_into(
-        async move {
-            let mut b = Vec::new();
-            match job {
-                Err(f) => encode_failure(&mut b, id, &f),
-                Ok(job) => {
-                    let mut rb = Vec::new();
-                    let done = if timeout.is_zero() {
-                        run(&s, job, id, &mut rb, local).await;
-                        true
-                    } else {
-                        let r = run(&s, job, id, &mut rb, local);
-                        futures::pin_mut!(r);
-                        let t = glommio::timer::sleep(timeout);
-                        futures::pin_mut!(t);
-                        matches!(futures::future::select(r, t).await, futures::future::Either::Left(_))
-                    };
-                    if done {
-                        b = rb;
-                    } else {
-                        let m = format!("no answer within {} ms (the write may still apply)", timeout.as_millis());
-                        encode(
-                            &mut b,
-                            id,
-                            &Response::Error {
-                                code: ErrorCode::TIMEOUT,
-                                message: &m,
-                            },
-                        );
-                    }
+    Box::pin(async move {
+        let mut b = Vec::new();
+        match job {
+            Err(f) => encode_failure(&mut b, id, &f),
+            Ok(job) => {
+                let mut rb = Vec::new();
+                let done = if timeout.is_zero() {
+                    run(&s, job, id, &mut rb, local).await;
+                    true
+                } else {
+                    let r = run(&s, job, id, &mut rb, local);
+                    futures::pin_mut!(r);
+                    let t = glommio::timer::sleep(timeout);
+                    futures::pin_mut!(t);
+                    matches!(futures::future::select(r, t).await, futures::future::Either::Left(_))
+                };
+                if done {
+                    b = rb;
+                } else {
+                    let m = format!(
+                        "no answer within {} ms (the write may still apply)",
+                        timeout.as_millis()
+                    );
+                    encode(
+                        &mut b,
+                        id,
+                        &Response::Error {
+                            code: ErrorCode::TIMEOUT,
+                            message: &m,
+                        },
+                    );
                 }
             }
-            o.finish_unordered(&b);
-        },
-        shard.fg,
-    );
-    match task {
-        Ok(t) => drop(t.detach()),
-        Err(_) => {
-            let mut b = Vec::new();
-            encode_failure(&mut b, id, &Failure::new(FailureKind::Internal, "cannot schedule the request"));
-            out.finish_unordered(&b);
         }
-    }
+        o.finish_unordered(&b);
+    })
 }
 
 fn value_ref(v: &Value) -> ValueRef<'_> {
@@ -375,7 +408,11 @@ fn value_ref(v: &Value) -> ValueRef<'_> {
 }
 
 fn unexpected(b: &mut Vec<u8>, id: u64, r: &Reply) {
-    encode_failure(b, id, &Failure::new(FailureKind::Internal, format!("unexpected reply {r:?}")));
+    encode_failure(
+        b,
+        id,
+        &Failure::new(FailureKind::Internal, format!("unexpected reply {r:?}")),
+    );
 }
 
 async fn run(shard: &Rc<Shard>, job: Job, id: u64, b: &mut Vec<u8>, local: Option<SocketAddr>) {
@@ -431,7 +468,11 @@ async fn run(shard: &Rc<Shard>, job: Job, id: u64, b: &mut Vec<u8>, local: Optio
             let tokens: Vec<Vec<u64>> = ring
                 .nodes()
                 .iter()
-                .map(|n| (0..vnodes).map(|i| crate::topology::Ring::vnode_token(&n.id, i)).collect())
+                .map(|n| {
+                    (0..vnodes)
+                        .map(|i| crate::topology::Ring::vnode_token(&n.id, i))
+                        .collect()
+                })
                 .collect();
             let address = advertised(&shard.config.node.listen, shard.config.ports.client, local);
             let nodes: Vec<Node<'_>> = ring
@@ -505,7 +546,12 @@ pub async fn mget(shard: &Rc<Shard>, keys: Vec<Key>) -> Result<Vec<Option<Value>
                 }
             }
             Reply::Failed(f) => return Err(f),
-            other => return Err(Failure::new(FailureKind::Internal, format!("unexpected reply {other:?}"))),
+            other => {
+                return Err(Failure::new(
+                    FailureKind::Internal,
+                    format!("unexpected reply {other:?}"),
+                ))
+            }
         }
     }
     Ok(out)
@@ -522,7 +568,12 @@ pub async fn mput(shard: &Rc<Shard>, entries: Vec<(Key, Vec<u8>)>, expiry_ms: u6
         match r {
             Reply::Ok => {}
             Reply::Failed(f) => return Err(f),
-            other => return Err(Failure::new(FailureKind::Internal, format!("unexpected reply {other:?}"))),
+            other => {
+                return Err(Failure::new(
+                    FailureKind::Internal,
+                    format!("unexpected reply {other:?}"),
+                ))
+            }
         }
     }
     Ok(())

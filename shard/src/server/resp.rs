@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use corekv_net::resp::{
-    glob_match, parse_command, unknown_command_message, ClientRequest, CommandRequest, Expire, ExpireCond as RExpireCond,
-    Limits as RespLimits, Proto, ReplyWriter, RespRequest, SetCond,
+    glob_match, parse_command, unknown_command_message, ClientRequest, CommandRequest, Expire,
+    ExpireCond as RExpireCond, Limits as RespLimits, Proto, ReplyWriter, RespRequest, SetCond,
 };
 use futures::AsyncRead;
 
@@ -76,8 +76,10 @@ pub async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, mut reader: R, o
         id: NEXT_CLIENT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         writing: RefCell::new(HashMap::new()),
     }));
-    let mut buf: Vec<u8> = Vec::new();
-    let mut start = 0usize;
+    // Initialized once; bytes start..end are unparsed. Not zeroed per read:
+    // a connection of small commands would otherwise memset the buffer per command.
+    let mut buf: Vec<u8> = vec![0; READ_CHUNK];
+    let (mut start, mut end) = (0usize, 0usize);
     let mut seq = 0u64;
     loop {
         loop {
@@ -87,7 +89,7 @@ pub async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, mut reader: R, o
             if out.is_broken() {
                 return;
             }
-            let (cmd, used) = match parse_command(&buf[start..], &limits) {
+            let (cmd, used) = match parse_command(&buf[start..end], &limits) {
                 Ok(Some(x)) => x,
                 Ok(None) => break,
                 Err(e) => {
@@ -108,15 +110,23 @@ pub async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, mut reader: R, o
                 return;
             }
         }
-        if start > 0 {
-            buf.drain(..start);
+        if start == end {
+            start = 0;
+            end = 0;
+            if buf.len() > 4 * READ_CHUNK {
+                buf = vec![0; READ_CHUNK];
+            }
+        } else if start > 0 {
+            buf.copy_within(start..end, 0);
+            end -= start;
             start = 0;
         }
-        let len = buf.len();
-        buf.resize(len + READ_CHUNK, 0);
-        let r = read_some(shard, &mut reader, &mut buf[len..], len > 0).await;
-        match r {
-            Ok(Some(n)) if n > 0 => buf.truncate(len + n),
+        if buf.len() - end < READ_CHUNK / 4 {
+            // A command larger than the buffer: grow (bounded by the parser's limits).
+            buf.resize((buf.len() * 2).max(end + READ_CHUNK), 0);
+        }
+        match read_some(shard, &mut reader, &mut buf[end..], end > 0).await {
+            Ok(Some(n)) if n > 0 => end += n,
             _ => return,
         }
     }
@@ -263,11 +273,17 @@ async fn dispatch(
                 RExpireCond::Lt => ExpireCond::Lt,
             }),
         }),
-        RespRequest::Ttl { key, millis } => Some(Job::Ttl { key: Key::new(key), millis }),
+        RespRequest::Ttl { key, millis } => Some(Job::Ttl {
+            key: Key::new(key),
+            millis,
+        }),
         RespRequest::Scan(a) => Some(Job::Scan {
             cursor: a.cursor,
             pattern: a.pattern.map(<[u8]>::to_vec),
-            count: a.count.map_or(10, |c| usize::try_from(c).unwrap_or(usize::MAX)).clamp(1, 10_000),
+            count: a
+                .count
+                .map_or(10, |c| usize::try_from(c).unwrap_or(usize::MAX))
+                .clamp(1, 10_000),
             string_type: a.type_.is_none_or(|t| t.eq_ignore_ascii_case(b"string")),
         }),
         RespRequest::Info(_) => Some(Job::Info),
@@ -357,7 +373,10 @@ async fn dispatch(
                         } else if p.eq_ignore_ascii_case(b"appendonly") {
                             Some((&b"appendonly"[..], &b"yes"[..]))
                         } else if p.eq_ignore_ascii_case(b"appendfsync") {
-                            Some((&b"appendfsync"[..], if durable { &b"always"[..] } else { &b"everysec"[..] }))
+                            Some((
+                                &b"appendfsync"[..],
+                                if durable { &b"always"[..] } else { &b"everysec"[..] },
+                            ))
                         } else {
                             None
                         }
@@ -379,21 +398,15 @@ async fn dispatch(
         return;
     };
     let (s, o) = (shard.clone(), out.clone());
-    let task = glommio::spawn_local_into(
-        async move {
-            let mut b = Vec::new();
-            run(&s, &w, job, &mut b).await;
-            o.finish_ordered(seq, b);
-        },
-        shard.fg,
-    );
-    match task {
-        Ok(t) => drop(t.detach()),
-        Err(_) => {
-            let mut b = Vec::new();
-            w.error(&mut b, "ERR cannot schedule the command");
-            out.finish_ordered(seq, b);
-        }
+    let fut = async move {
+        let mut b = Vec::new();
+        run(&s, &w, job, &mut b).await;
+        o.finish_ordered(seq, b);
+    };
+    if super::run_inline_or_spawn(shard, Box::pin(fut)).await.is_err() {
+        let mut b = Vec::new();
+        w.error(&mut b, "ERR cannot schedule the command");
+        out.finish_ordered(seq, b);
     }
 }
 
@@ -459,7 +472,12 @@ async fn sum_by_core(shard: &Rc<Shard>, keys: Vec<Key>, make: fn(Vec<Key>) -> Cm
         match r {
             Reply::Int(x) => n += x,
             Reply::Failed(f) => return Err(f),
-            other => return Err(Failure::new(FailureKind::Internal, format!("unexpected reply {other:?}"))),
+            other => {
+                return Err(Failure::new(
+                    FailureKind::Internal,
+                    format!("unexpected reply {other:?}"),
+                ))
+            }
         }
     }
     Ok(n)
@@ -541,7 +559,15 @@ async fn run_inner(shard: &Rc<Shard>, w: &ReplyWriter, job: Job, b: &mut Vec<u8>
             w.ok(b);
         }
         Job::Incr { guard, key, by } => {
-            let r = one(shard, &key, Cmd::Incr { key: key.clone(), delta: by }).await;
+            let r = one(
+                shard,
+                &key,
+                Cmd::Incr {
+                    key: key.clone(),
+                    delta: by,
+                },
+            )
+            .await;
             drop(guard);
             match r? {
                 Reply::Int(n) => w.integer(b, n),

@@ -66,7 +66,10 @@ pub async fn page(
             }
             Reply::Failed(f) => return Err(f),
             other => {
-                return Err(Failure::new(FailureKind::Internal, format!("unexpected scan reply {other:?}")));
+                return Err(Failure::new(
+                    FailureKind::Internal,
+                    format!("unexpected scan reply {other:?}"),
+                ));
             }
         }
     }
