@@ -7,7 +7,7 @@
 #   options: --runs N        empty-dir starts (default 5)
 #            --wal-mib M     MiB of values to write before the crash (default 1024)
 #            --value-bytes B value size for the WAL load (default 65536)
-#            --clients C     loader connections (default 1); --pipeline P (default 1): see below
+#            --clients C     loader connections (default 8); --pipeline P (default 4): see below
 #            --sample S      keys read back and checked after recovery (default 4096)
 #            --cores N       corekv --node.cores (default: corekv's default, all cores)
 #            --dir DIR       work dir (default target/startup_recovery; must not be tmpfs)
@@ -27,11 +27,8 @@
 #     acknowledged write is fdatasynced) and a memtable large enough that
 #     nothing is flushed (--storage.memtable_bytes = max(4 GiB, 4 x the load);
 #     split per core; the config has no upper bound), loaded by
-#       resp-load -h 127.0.0.1 -p 16380 -c 1 -n K -d 65536 -P 1      (K keys load:{thread}:{i})
-#     (one connection, one request in flight: at commit 56d3371 concurrent
-#     writers with no spare WAL segment ready make the WAL create segments in a
-#     loop, see bench/README-redis.md; -c 50 -P 16 reproduces it. The WAL holds
-#     the same records either way: one record per SET), then SIGKILLed, so
+#       resp-load -h 127.0.0.1 -p 16380 -c 8 -n K -d 65536 -P 4      (K keys load:{thread}:{i})
+#     (one WAL record per SET), then SIGKILLed, so
 #     every write must come back from the WAL. Prints the WAL
 #     on disk (files, allocated size, and the bytes actually written: each
 #     segment up to its last non-zero byte, since segments are zero-filled when
@@ -52,8 +49,8 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 RUNS=5
 WAL_MIB=1024
 VALUE=65536
-CLIENTS=1
-PIPELINE=1
+CLIENTS=8
+PIPELINE=4
 SAMPLE=4096
 CORES=""
 DIR="$ROOT/target/startup_recovery"

@@ -32,8 +32,8 @@
 //! | `ports.client` | port | 7380 | client protocol, any core |
 //! | `ports.shard_base` | port | 7400 | shard-aware client port of core 0; core `c` listens on base + c |
 //! | `ports.resp` | port | 6380 | RESP (Redis protocol) |
-//! | `storage.memtable_bytes` | integer >= 1 MiB | 64 MiB | memtable budget per node, split across cores |
-//! | `storage.block_cache_bytes` | integer | 256 MiB | block cache budget per node, split across cores; 0 disables |
+//! | `storage.memtable_bytes` | integer >= 1 MiB | 256 MiB | memtable budget per node, split across cores (also bounds the WAL replayed at start) |
+//! | `storage.block_cache_bytes` | integer | a quarter of RAM (256 MiB if unknown) | block cache budget per node, split across cores; 0 disables. Table reads bypass the page cache (O_DIRECT), so this is the node's read cache |
 //! | `storage.wal_segment_bytes` | integer 1 MiB..=1 GiB | 64 MiB | size of each preallocated WAL segment file |
 //! | `storage.durability` | `sync` or `periodic:<ms>` | `sync` | ack after fdatasync, or at once with a WAL sync every `<ms>` (1..=60000) |
 //! | `limits.max_key_bytes` | integer 1..=65535 | 1024 | largest key |
@@ -238,8 +238,8 @@ impl Default for Config {
                 resp: 6380,
             },
             storage: StorageConfig {
-                memtable_bytes: 64 << 20,
-                block_cache_bytes: 256 << 20,
+                memtable_bytes: 256 << 20,
+                block_cache_bytes: default_block_cache(),
                 wal_segment_bytes: 64 << 20,
                 durability: Durability::Sync,
             },
@@ -255,6 +255,22 @@ impl Default for Config {
 }
 
 /// Parses a decimal integer in `min..=max`.
+/// A quarter of the machine's memory: table reads use O_DIRECT, so the block
+/// cache is the only read cache and the node should use the memory a store
+/// on this machine is expected to (ScyllaDB takes most of it; a quarter leaves
+/// room for memtables, connections and other processes).
+fn default_block_cache() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(256 << 20, |kb| (kb * 1024 / 4).max(64 << 20))
+}
+
 fn parse_int(value: &str, min: u64, max: u64) -> std::result::Result<u64, String> {
     let n: u64 = value
         .trim()
