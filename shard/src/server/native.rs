@@ -32,7 +32,9 @@ pub fn limits(shard: &Shard) -> Limits {
     let l = &shard.config.limits;
     Limits {
         max_frame: u32::try_from(l.max_frame_bytes).unwrap_or(u32::MAX),
-        max_key: u32::try_from(l.max_key_bytes).unwrap_or(u32::MAX),
+        // Cursors carry a key plus 9 bytes (segment, token); the engine still
+        // refuses keys over the configured size with TOO_LARGE.
+        max_key: u32::try_from(l.max_key_bytes.saturating_add(16)).unwrap_or(u32::MAX),
         max_value: u32::try_from(l.max_value_bytes).unwrap_or(u32::MAX),
         ..Limits::default()
     }
