@@ -7,7 +7,7 @@
 //! fixed header and the receive-side [`frame::FrameDecoder`], [`msg`] the
 //! client request and response bodies.
 //!
-//! With the `client` feature, [`client`] is the client SDK (tokio): token-aware
+//! With the `client` feature, `client` is the client SDK (tokio): token-aware
 //! routing, pipelined connections, timeouts and retries; see `docs/client.md`.
 
 #[cfg(feature = "client")]

@@ -583,17 +583,13 @@ async fn with_ready(
 async fn receive(shard: Rc<Shard>, rx: ConnectedReceiver<Envelope>) {
     while let Some(env) = rx.recv().await {
         let s = shard.clone();
-        let task = glommio::spawn_local_into(
-            async move {
-                let reply = s.store.exec(env.cmd).await;
-                // The asker may have given up (timeout, closed connection).
-                let _ = env.reply.send(reply);
-            },
-            shard.fg,
-        );
-        match task {
-            Ok(t) => drop(t.detach()),
-            Err(e) => tracing::error!(error = %e, "cannot spawn a mesh request"),
+        let fut = Box::pin(async move {
+            let reply = s.store.exec(env.cmd).await;
+            // The asker may have given up (timeout, closed connection).
+            let _ = env.reply.send(reply);
+        });
+        if crate::server::run_inline_or_spawn(&shard, fut).await.is_err() {
+            tracing::error!("cannot spawn a mesh request");
         }
     }
 }

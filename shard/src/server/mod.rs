@@ -169,12 +169,12 @@ async fn connection(shard: Rc<Shard>, stream: TcpStream, proto: Protocol, over_l
     writer.await;
 }
 
-/// Polls a request's future once in the connection task and spawns it only
+/// Polls a request's future once in the calling task and spawns it only
 /// if it has to wait: a read served from memory then costs no task. The
 /// future registered the connection task's waker during that poll; after the
 /// spawn its next poll registers the new task's, and a wake-up meanwhile only
 /// wakes the connection task needlessly, so none is lost.
-pub(crate) async fn run_inline_or_spawn(
+pub async fn run_inline_or_spawn(
     shard: &Shard,
     mut fut: Pin<Box<dyn Future<Output = ()>>>,
 ) -> std::result::Result<(), ()> {
