@@ -58,7 +58,12 @@ impl Outbox {
         if !self.broken.get() {
             if seq == self.next.get() {
                 let mut buf = self.buf.borrow_mut();
-                buf.extend_from_slice(&bytes);
+                if buf.is_empty() {
+                    // Take the reply's buffer instead of copying it.
+                    *buf = bytes;
+                } else {
+                    buf.extend_from_slice(&bytes);
+                }
                 let mut next = seq + 1;
                 let mut early = self.early.borrow_mut();
                 while let Some(b) = early.remove(&next) {

@@ -494,9 +494,11 @@ fn unexpected(r: &Reply) -> Failure {
     Failure::new(FailureKind::Internal, format!("unexpected reply {r:?}"))
 }
 
-async fn one(shard: &Rc<Shard>, key: &Key, cmd: Cmd) -> Result<Reply, Failure> {
-    check_key(key)?;
-    match shard.exec(shard.core_of(key.token), cmd).await {
+/// Runs the command `make` builds from `key` on the key's core.
+async fn one(shard: &Rc<Shard>, key: Key, make: impl FnOnce(Key) -> Cmd) -> Result<Reply, Failure> {
+    check_key(&key)?;
+    let core = shard.core_of(key.token);
+    match shard.exec(core, make(key)).await {
         Reply::Failed(f) => Err(f),
         r => Ok(r),
     }
@@ -504,7 +506,7 @@ async fn one(shard: &Rc<Shard>, key: &Key, cmd: Cmd) -> Result<Reply, Failure> {
 
 async fn run_inner(shard: &Rc<Shard>, w: &ReplyWriter, job: Job, b: &mut Vec<u8>) -> Result<(), Failure> {
     match job {
-        Job::Get(key) => match one(shard, &key, Cmd::Get(key.clone())).await? {
+        Job::Get(key) => match one(shard, key, Cmd::Get).await? {
             Reply::Value(Some(v)) => w.bulk(b, &v.value),
             Reply::Value(None) => w.null(b),
             r => return Err(unexpected(&r)),
@@ -516,13 +518,13 @@ async fn run_inner(shard: &Rc<Shard>, w: &ReplyWriter, job: Job, b: &mut Vec<u8>
             expiry_ms,
             cond,
         } => {
-            let cmd = Cmd::Put {
-                key: key.clone(),
+            let r = one(shard, key, |key| Cmd::Put {
+                key,
                 value,
                 expiry_ms,
                 cond,
-            };
-            let r = one(shard, &key, cmd).await;
+            })
+            .await;
             drop(guard);
             match r? {
                 Reply::Bool(true) => w.ok(b),
@@ -559,15 +561,7 @@ async fn run_inner(shard: &Rc<Shard>, w: &ReplyWriter, job: Job, b: &mut Vec<u8>
             w.ok(b);
         }
         Job::Incr { guard, key, by } => {
-            let r = one(
-                shard,
-                &key,
-                Cmd::Incr {
-                    key: key.clone(),
-                    delta: by,
-                },
-            )
-            .await;
+            let r = one(shard, key, |key| Cmd::Incr { key, delta: by }).await;
             drop(guard);
             match r? {
                 Reply::Int(n) => w.integer(b, n),
@@ -580,23 +574,14 @@ async fn run_inner(shard: &Rc<Shard>, w: &ReplyWriter, job: Job, b: &mut Vec<u8>
             action,
             cond,
         } => {
-            let r = one(
-                shard,
-                &key,
-                Cmd::Expire {
-                    key: key.clone(),
-                    action,
-                    cond,
-                },
-            )
-            .await;
+            let r = one(shard, key, |key| Cmd::Expire { key, action, cond }).await;
             drop(guard);
             match r? {
                 Reply::Bool(x) => w.integer(b, i64::from(x)),
                 r => return Err(unexpected(&r)),
             }
         }
-        Job::Ttl { key, millis } => match one(shard, &key, Cmd::Ttl(key.clone())).await? {
+        Job::Ttl { key, millis } => match one(shard, key, Cmd::Ttl).await? {
             Reply::Int(n) if n < 0 || millis => w.integer(b, n),
             // Redis rounds to the nearest second.
             Reply::Int(n) => w.integer(b, (n + 500) / 1000),
