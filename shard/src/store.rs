@@ -209,6 +209,10 @@ pub struct CoreInfo {
     pub flushes: u64,
     /// Compactions.
     pub compactions: u64,
+    /// WAL fdatasync calls (writes / syncs = the group-commit batch size).
+    pub wal_syncs: u64,
+    /// Writes applied (batches count once).
+    pub writes: u64,
 }
 
 /// The answer to a [`Cmd`].
@@ -400,6 +404,7 @@ pub struct Store {
     locks: Rc<KeyLocks>,
     hlc: Rc<Hlc>,
     commands: Rc<Cell<u64>>,
+    writes: Rc<Cell<u64>>,
 }
 
 impl Store {
@@ -410,6 +415,7 @@ impl Store {
             locks: Rc::new(KeyLocks::default()),
             hlc: Rc::new(Hlc::default()),
             commands: Rc::new(Cell::new(0)),
+            writes: Rc::new(Cell::new(0)),
         }
     }
 
@@ -436,6 +442,7 @@ impl Store {
     }
 
     async fn write(&self, key: &Key, value: &[u8], expiry_ms: u64) -> Result<(), Failure> {
+        self.writes.set(self.writes.get() + 1);
         let meta = self.version();
         self.engine.put(key.token, &key.bytes, value, &meta, expiry_ms).await?;
         Ok(())
@@ -623,6 +630,8 @@ impl Store {
                     gets: s.gets,
                     flushes: s.flushes,
                     compactions: s.compactions,
+                    wal_syncs: s.wal.syncs,
+                    writes: self.writes.get(),
                 }))
             }
         }

@@ -661,8 +661,8 @@ async fn info(shard: &Rc<Shard>) -> Result<String, Failure> {
                 total += i.commands;
                 let _ = write!(
                     t,
-                    "core{c}:commands={},user_bytes_written={},write_amplification={:.2},gets={},flushes={},compactions={}\r\n",
-                    i.commands, i.user_bytes_written, i.write_amplification, i.gets, i.flushes, i.compactions
+                    "core{c}:commands={},writes={},wal_syncs={},user_bytes_written={},write_amplification={:.2},gets={},flushes={},compactions={}\r\n",
+                    i.commands, i.writes, i.wal_syncs, i.user_bytes_written, i.write_amplification, i.gets, i.flushes, i.compactions
                 );
             }
             Reply::Failed(f) => return Err(f),
