@@ -325,7 +325,10 @@ pub struct KeyGuard {
 }
 
 impl KeyLocks {
-    /// Waits for `key`'s lock.
+    /// Waits for `key`'s lock. Cancel-safe: if the waiting future is dropped
+    /// after the lock was handed to it but before it ran, the drop passes
+    /// the lock on, so a cancelled request (a timeout) cannot leave a key
+    /// locked forever.
     pub async fn lock(self: &Rc<Self>, key: &[u8]) -> KeyGuard {
         let rx = {
             let mut held = self.held.borrow_mut();
@@ -342,10 +345,18 @@ impl KeyLocks {
             }
         };
         if let Some(rx) = rx {
-            // The sender is consumed only by `release`, which hands us the lock;
-            // it is never dropped unsent while we wait (waiters are popped only
-            // to be sent to), so an error cannot happen; treat it as granted.
-            let _ = rx.await;
+            let mut waiting = Waiting {
+                locks: self.clone(),
+                key: key.to_vec(),
+                rx: Some(rx),
+            };
+            if let Some(rx) = waiting.rx.as_mut() {
+                // The sender is consumed only by `release`, which hands us the
+                // lock, and it is never dropped unsent while we wait; an error
+                // cannot happen, and is treated as granted.
+                let _ = rx.await;
+            }
+            waiting.rx = None; // granted and taken: the guard below owns it
         }
         KeyGuard {
             locks: self.clone(),
@@ -381,6 +392,24 @@ impl KeyLocks {
     /// Keys currently locked (for tests and stats).
     pub fn held(&self) -> usize {
         self.held.borrow().len()
+    }
+}
+
+/// A queued lock request; see [`KeyLocks::lock`].
+struct Waiting {
+    locks: Rc<KeyLocks>,
+    key: Vec<u8>,
+    rx: Option<oneshot::Receiver<()>>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            // Handed the lock but cancelled before taking it: pass it on.
+            if let Ok(Some(())) = rx.try_recv() {
+                self.locks.release(&self.key);
+            }
+        }
     }
 }
 
@@ -691,5 +720,26 @@ mod tests {
         let c = h.tick(999); // the wall clock stepped back
         assert!(a < b && b < c);
         assert!(h.tick(2000) > c);
+    }
+
+    #[test]
+    fn a_cancelled_waiter_does_not_keep_the_lock() {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap()
+            .run(async {
+                let locks = Rc::new(KeyLocks::default());
+                let first = locks.lock(b"k").await;
+                // A waiter queued behind `first`, then handed the lock and
+                // dropped before it runs (a request timing out at that moment).
+                let mut waiter = Box::pin(locks.lock(b"k"));
+                assert!(futures::poll!(waiter.as_mut()).is_pending());
+                drop(first); // hands the lock to the waiter
+                drop(waiter); // cancelled before it took it
+                assert_eq!(locks.held(), 0, "the lock was passed on, not leaked");
+                let again = locks.lock(b"k").await; // would wait forever if leaked
+                drop(again);
+                assert_eq!(locks.held(), 0);
+            });
     }
 }
