@@ -57,18 +57,8 @@ pub enum Cond {
 }
 
 /// EXPIRE's precondition (Redis 7 semantics: a key without a TTL counts as
-/// an infinite TTL for GT and LT).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExpireCond {
-    /// Only if the key has no TTL.
-    Nx,
-    /// Only if the key has a TTL.
-    Xx,
-    /// Only if the new expiry is later.
-    Gt,
-    /// Only if the new expiry is earlier.
-    Lt,
-}
+/// an infinite TTL for GT and LT); the RESP codec's type, shared.
+pub use corekv_net::resp::ExpireCond;
 
 /// What EXPIRE does to an existing key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -95,10 +95,7 @@ pub async fn read_loop<R: AsyncRead + Unpin>(
     loop {
         // Serve every complete frame buffered.
         loop {
-            while out.inflight() >= max_inflight && !out.is_broken() {
-                out.progressed().await;
-            }
-            if out.is_broken() {
+            if !out.room(max_inflight).await {
                 return;
             }
             let frame = match dec.next_frame() {

@@ -103,6 +103,15 @@ impl Outbox {
         self.broken.get()
     }
 
+    /// Waits until fewer than `max` requests are in flight; false if the
+    /// peer can no longer be written to (the connection should end).
+    pub async fn room(&self, max: usize) -> bool {
+        while self.inflight.get() >= max && !self.broken.get() {
+            self.progress.notified().await;
+        }
+        !self.broken.get()
+    }
+
     /// Waits until a request finishes or the writer stops.
     pub async fn progressed(&self) {
         self.progress.notified().await;

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use corekv_net::resp::{
-    glob_match, parse_command, unknown_command_message, ClientRequest, CommandRequest, Expire,
-    ExpireCond as RExpireCond, Limits as RespLimits, Proto, ReplyWriter, RespRequest, SetCond,
+    glob_match, parse_command, unknown_command_message, ClientRequest, CommandRequest, Expire, Limits as RespLimits,
+    Proto, ReplyWriter, RespRequest, SetCond,
 };
 use futures::AsyncRead;
 
@@ -83,10 +83,7 @@ pub async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, mut reader: R, o
     let mut seq = 0u64;
     loop {
         loop {
-            while out.inflight() >= max_inflight && !out.is_broken() {
-                out.progressed().await;
-            }
-            if out.is_broken() {
+            if !out.room(max_inflight).await {
                 return;
             }
             let (cmd, used) = match parse_command(&buf[start..end], &limits) {
@@ -266,12 +263,7 @@ async fn dispatch(
             } else {
                 ExpireAction::At(now_ms().saturating_add(u64::try_from(millis).unwrap_or(u64::MAX)))
             },
-            cond: cond.map(|c| match c {
-                RExpireCond::Nx => ExpireCond::Nx,
-                RExpireCond::Xx => ExpireCond::Xx,
-                RExpireCond::Gt => ExpireCond::Gt,
-                RExpireCond::Lt => ExpireCond::Lt,
-            }),
+            cond,
         }),
         RespRequest::Ttl { key, millis } => Some(Job::Ttl {
             key: Key::new(key),
