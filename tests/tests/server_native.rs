@@ -421,3 +421,70 @@ fn bad_input_is_answered_and_isolated() {
     assert!(r.is_err(), "oversized value refused");
     other_client_works(&n);
 }
+
+#[test]
+fn connections_over_the_per_core_limit_are_refused_with_an_error() {
+    let n = TestNode::start(
+        BIN,
+        &test_dir(env!("CARGO_TARGET_TMPDIR"), "native-connlimit"),
+        1,
+        &["--limits.max_connections_per_core", "2"],
+    );
+    let mut a = Wire::connect(n.client).unwrap();
+    let mut b = Wire::connect(n.client).unwrap();
+    put(&mut a, b"x", b"1");
+    put(&mut b, b"y", b"2");
+    let mut c = Wire::connect(n.client).unwrap();
+    let (_, r) = c.recv().unwrap().unwrap();
+    assert!(
+        matches!(r, Reply::Error(ErrorCode::OVERLOADED, ref m) if m.contains("max number of clients")),
+        "{r:?}"
+    );
+    assert!(c.recv().unwrap().is_none(), "closed after the refusal");
+    // The two admitted connections keep working; once one closes, a new one is admitted.
+    assert_eq!(get(&mut a, b"y"), Some(b"2".to_vec()));
+    drop(b);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut d = Wire::connect(n.client).unwrap();
+        let id = d.send(Op::Ping).unwrap();
+        match d.recv().unwrap() {
+            Some((rid, Reply::Ok)) if rid == id => break,
+            // The server may not have seen the close yet: try again.
+            _ => assert!(Instant::now() < deadline, "a freed slot was never reused"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_pipeline_longer_than_the_in_flight_limit_is_served_in_full() {
+    let n = TestNode::start(
+        BIN,
+        &test_dir(env!("CARGO_TARGET_TMPDIR"), "native-inflight"),
+        2,
+        &["--limits.max_inflight_per_connection", "4"],
+    );
+    let mut w = Wire::connect(n.client).unwrap();
+    // 300 requests written before reading any answer: the node reads 4 at a
+    // time (the rest wait in the socket) and still answers every one.
+    let mut ids = std::collections::BTreeSet::new();
+    for i in 0..300 {
+        let k = format!("pipe{i}");
+        ids.insert(
+            w.send(Op::Put {
+                key: k.as_bytes(),
+                value: b"v",
+                ttl_ms: 0,
+                condition: Condition::Always,
+            })
+            .unwrap(),
+        );
+    }
+    while !ids.is_empty() {
+        let (id, r) = w.recv().unwrap().expect("an answer for every request");
+        assert_eq!(r, Reply::Ok);
+        assert!(ids.remove(&id), "unexpected or repeated id {id}");
+    }
+    assert_eq!(get(&mut w, b"pipe299"), Some(b"v".to_vec()));
+}
