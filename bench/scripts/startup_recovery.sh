@@ -105,34 +105,12 @@ mkdir -p "$OUT"
 : >"$OUT/commands.txt"
 : >"$OUT/notes.txt"
 
-port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+source "$(dirname "$0")/common.sh"
 NCORES="${CORES:-$(nproc)}"
 PORTS="$RESP_PORT $CLIENT_PORT"
 for ((c = 0; c < NCORES; c++)); do PORTS="$PORTS $((SHARD_BASE + c))"; done
-for p in $PORTS; do
-    if port_taken "$p"; then
-        echo "port $p on 127.0.0.1 is already in use (this script uses $PORTS); stop whatever holds it" >&2
-        exit 2
-    fi
-done
-
-SERVER_PID=""
-LOAD_PID=""
-cleanup() {
-    if [ -n "$LOAD_PID" ] && kill -0 "$LOAD_PID" 2>/dev/null; then
-        kill -TERM "$LOAD_PID" 2>/dev/null || true
-    fi
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        echo "stopping corekv (pid $SERVER_PID)" >&2
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log_cmd() { echo "$*" >>"$OUT/commands.txt"; }
+# shellcheck disable=SC2086
+check_ports $PORTS
 
 # run_load OUTFILE GUARD_DIR GUARD_BYTES CMD...: runs a load in the background
 # (a signal to this script then stops it at once) with its output in OUTFILE;
@@ -192,16 +170,6 @@ launch() {
     SERVER_PID=$!
 }
 
-# tw_hint LOG: explains a start-up "Address already in use" caused by TIME-WAIT
-# sockets left by a previous corekv (its listeners lack SO_REUSEADDR, so
-# server-side TIME-WAIT connections block corekv's own free-port probe ~60 s).
-tw_hint() {
-    if grep -q "Address already in use" "$1"; then
-        local tw
-        tw=$(ss -tan state time-wait 2>/dev/null | grep -cE ":($RESP_PORT|$CLIENT_PORT|$SHARD_BASE) " || true)
-        echo "hint: $tw TIME-WAIT sockets on corekv's ports; if no process listens there, wait ~60 s and retry" >&2
-    fi
-}
 
 # wait_ready LOG: waits for PING then the ready line; sets PING_MS, READY_MS, SELF_MS.
 wait_ready() {
@@ -211,7 +179,6 @@ wait_ready() {
         if ! kill -0 "$SERVER_PID" 2>/dev/null; then
             echo "FAILED: corekv exited during start-up; its log ($log):" >&2
             tail -20 "$log" >&2
-            tw_hint "$log"
             exit 1
         fi
         sleep 0.002

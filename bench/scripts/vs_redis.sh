@@ -101,49 +101,14 @@ rm -rf "$OUT" "$DIR"/data-*
 mkdir -p "$OUT"
 : >"$OUT/commands.txt"
 
-# port_taken PORT: true if something accepts connections on 127.0.0.1:PORT.
-port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+source "$(dirname "$0")/common.sh"
 NCORES="${CORES:-$(nproc)}"
 PORTS="$REDIS_PORT $RESP_PORT $CLIENT_PORT"
 for ((c = 0; c < NCORES; c++)); do PORTS="$PORTS $((SHARD_BASE + c))"; done
-for p in $PORTS; do
-    if port_taken "$p"; then
-        echo "port $p on 127.0.0.1 is already in use (this script uses $PORTS); stop whatever holds it:" >&2
-        (command -v ss >/dev/null && ss -ltnp "sport = :$p" >&2) || true
-        exit 2
-    fi
-done
+# shellcheck disable=SC2086
+check_ports $PORTS
 
 # --- servers -----------------------------------------------------------------
-SERVER_PID=""
-SERVER_LABEL=""
-LOAD_PID=""
-cleanup() {
-    if [ -n "$LOAD_PID" ] && kill -0 "$LOAD_PID" 2>/dev/null; then
-        kill -TERM "$LOAD_PID" 2>/dev/null || true
-    fi
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        echo "stopping $SERVER_LABEL (pid $SERVER_PID)" >&2
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log_cmd() { echo "$*" >>"$OUT/commands.txt"; }
-
-# tw_hint LOG: explains a start-up "Address already in use" caused by TIME-WAIT
-# sockets left by a previous corekv (its listeners lack SO_REUSEADDR, so
-# server-side TIME-WAIT connections block corekv's own free-port probe ~60 s).
-tw_hint() {
-    if grep -q "Address already in use" "$1"; then
-        local tw
-        tw=$(ss -tan state time-wait 2>/dev/null | grep -cE ":($RESP_PORT|$CLIENT_PORT|$SHARD_BASE) " || true)
-        echo "hint: $tw TIME-WAIT sockets on corekv's ports; if no process listens there, wait ~60 s and retry" >&2
-    fi
-}
 
 # start LABEL PORT CMD...: starts a server in the background, waits for PING.
 start() {
@@ -158,7 +123,6 @@ start() {
         if ! kill -0 "$SERVER_PID" 2>/dev/null; then
             echo "FAILED: $label exited before answering PING; its log ($OUT/$label.server.log):" >&2
             tail -20 "$OUT/$label.server.log" >&2
-            tw_hint "$OUT/$label.server.log"
             exit 1
         fi
         if [ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = "PONG" ]; then

@@ -45,16 +45,9 @@ impl Key {
     }
 }
 
-/// A write's precondition on whether the key exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cond {
-    /// Unconditional.
-    Always,
-    /// Only if absent (NX).
-    IfAbsent,
-    /// Only if present (XX).
-    IfPresent,
-}
+/// A write's precondition on whether the key exists (NX / XX): the wire's
+/// type, shared.
+pub use corekv_net::msg::Condition as Cond;
 
 /// EXPIRE's precondition (Redis 7 semantics: a key without a TTL counts as
 /// an infinite TTL for GT and LT); the RESP codec's type, shared.

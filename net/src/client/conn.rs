@@ -95,15 +95,7 @@ impl Reply {
             }
             Response::Ring { epoch, nodes } => Reply::Ring {
                 epoch,
-                nodes: nodes
-                    .iter()
-                    .map(|n| RingNode {
-                        address: n.address.to_owned(),
-                        cores: n.cores,
-                        shard_port: n.shard_port,
-                        tokens: n.tokens.iter().collect(),
-                    })
-                    .collect(),
+                nodes: nodes.iter().map(|n| RingNode::from(&n)).collect(),
             },
         })
     }

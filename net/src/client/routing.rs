@@ -36,6 +36,17 @@ pub struct RingNode {
     pub tokens: Vec<Token>,
 }
 
+impl From<&crate::msg::Node<'_>> for RingNode {
+    fn from(n: &crate::msg::Node<'_>) -> RingNode {
+        RingNode {
+            address: n.address.to_owned(),
+            cores: n.cores,
+            shard_port: n.shard_port,
+            tokens: n.tokens.iter().collect(),
+        }
+    }
+}
+
 /// Why a ring cannot be routed on. A node sent it, so none of these panics.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -207,15 +218,7 @@ impl Routing {
         let Response::Ring { epoch, nodes } = resp else {
             return Err(RingError::NotARing);
         };
-        let nodes = nodes
-            .iter()
-            .map(|n| RingNode {
-                address: n.address.to_owned(),
-                cores: n.cores,
-                shard_port: n.shard_port,
-                tokens: n.tokens.iter().collect(),
-            })
-            .collect();
+        let nodes = nodes.iter().map(|n| RingNode::from(&n)).collect();
         Routing::new(*epoch, nodes)
     }
 

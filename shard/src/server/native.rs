@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use corekv_engine::Cursor;
 use corekv_net::frame::FrameDecoder;
-use corekv_net::msg::{Condition, ErrorCode, KeyValue, Limits, List, Node, Op, Request, Response, ValueRef};
+use corekv_net::msg::{ErrorCode, KeyValue, Limits, List, Node, Op, Request, Response, ValueRef};
 use futures::AsyncRead;
 
 use super::{read_some, scan, Outbox};
 use crate::runtime::{advertised, Shard};
-use crate::store::{now_ms, Cmd, Cond, ExpireAction, Failure, FailureKind, Key, Reply, Value};
+use crate::store::{now_ms, Cmd, ExpireAction, Failure, FailureKind, Key, Reply, Value};
 use crate::topology::token_of;
 
 /// Bytes requested from the socket per read.
@@ -258,11 +258,7 @@ fn job(shard: &Shard, op: &Op<'_>) -> Result<Job, Failure> {
                     key: k,
                     value: value.to_vec(),
                     expiry_ms: expiry(ttl_ms),
-                    cond: match condition {
-                        Condition::Always => Cond::Always,
-                        Condition::IfAbsent => Cond::IfAbsent,
-                        Condition::IfPresent => Cond::IfPresent,
-                    },
+                    cond: condition,
                 },
                 op: Kind::Write,
             }

@@ -201,13 +201,13 @@ async fn dispatch(
         }
     };
     // Read-after-write on this connection.
-    let read_keys: Vec<&[u8]> = match &req {
-        RespRequest::Get(k) | RespRequest::Ttl { key: k, .. } => vec![*k],
-        RespRequest::Exists(ks) | RespRequest::MGet(ks) => ks.clone(),
-        _ => Vec::new(),
+    let read_keys: &[&[u8]] = match &req {
+        RespRequest::Get(k) | RespRequest::Ttl { key: k, .. } => std::slice::from_ref(k),
+        RespRequest::Exists(ks) | RespRequest::MGet(ks) => ks,
+        _ => &[],
     };
     if !read_keys.is_empty() {
-        wait_for_writes(out, conn, &read_keys).await;
+        wait_for_writes(out, conn, read_keys).await;
     }
     let job: Option<Job> = match req {
         RespRequest::Empty => {
