@@ -34,8 +34,10 @@ struct Conn {
     proto: Proto,
     name: Option<Vec<u8>>,
     id: u64,
-    /// Keys with a write in flight on this connection, and how many.
-    writing: RefCell<HashMap<Vec<u8>, usize>>,
+    /// Hashes (xxh3) of keys with a write in flight on this connection, and
+    /// how many. A hash, not the key: no copy per write, and a collision only
+    /// makes a read wait for an unrelated write, which is still correct.
+    writing: RefCell<HashMap<u64, usize>>,
 }
 
 fn failure_text(f: &Failure) -> String {
@@ -134,7 +136,7 @@ async fn wait_for_writes(out: &Outbox, conn: &RefCell<Conn>, keys: &[&[u8]]) {
         let busy = {
             let c = conn.borrow();
             let w = c.writing.borrow();
-            !w.is_empty() && keys.iter().any(|k| w.contains_key(*k))
+            !w.is_empty() && keys.iter().any(|k| w.contains_key(&key_hash(k)))
         };
         if !busy || out.is_broken() {
             return;
@@ -143,25 +145,27 @@ async fn wait_for_writes(out: &Outbox, conn: &RefCell<Conn>, keys: &[&[u8]]) {
     }
 }
 
+fn key_hash(k: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(k)
+}
+
 /// Registers in-flight writes; the guard unregisters them when dropped.
 struct Writing {
     conn: Rc<RefCell<Conn>>,
-    keys: Vec<Vec<u8>>,
+    keys: Vec<u64>,
 }
 
 impl Writing {
     fn new(conn: &Rc<RefCell<Conn>>, keys: &[&[u8]]) -> Writing {
+        let keys: Vec<u64> = keys.iter().map(|k| key_hash(k)).collect();
         {
             let c = conn.borrow();
             let mut w = c.writing.borrow_mut();
-            for k in keys {
-                *w.entry(k.to_vec()).or_insert(0) += 1;
+            for k in &keys {
+                *w.entry(*k).or_insert(0) += 1;
             }
         }
-        Writing {
-            conn: conn.clone(),
-            keys: keys.iter().map(|k| k.to_vec()).collect(),
-        }
+        Writing { conn: conn.clone(), keys }
     }
 }
 
