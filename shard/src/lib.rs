@@ -1,9 +1,10 @@
 //! One corekv node.
 //!
 //! So far: `topology` (key -> token -> vnode -> node -> core, replica placement
-//! with rack awareness) and `config` (the node's configuration). Both are pure
-//! code without I/O beyond reading the configuration file, so the server and the
-//! deterministic simulator share them.
+//! with rack awareness), `versioning` (dotted version vectors, HLC timestamps,
+//! the stored record format) and `config` (the node's configuration). They are
+//! pure code without I/O beyond reading the configuration file, so the server and
+//! the deterministic simulator share them.
 
 pub mod config;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod runtime;
 pub mod server;
 pub mod store;
 pub mod topology;
+pub mod versioning;
 
 pub use config::Config;
 
