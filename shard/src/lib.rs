@@ -1,12 +1,16 @@
 //! One corekv node.
 //!
 //! So far: `topology` (key -> token -> vnode -> node -> core, replica placement
-//! with rack awareness) and `config` (the node's configuration). Both are pure
-//! code without I/O beyond reading the configuration file, so the server and the
-//! deterministic simulator share them.
+//! with rack awareness), `coordinator` (quorum write, read and CAS state
+//! machines), `replication` (hinted handoff, Merkle-tree anti-entropy) and
+//! `config` (the node's configuration). They are pure code without I/O beyond
+//! reading the configuration file, so the server and the deterministic
+//! simulator share them.
 
 pub mod config;
+pub mod coordinator;
 pub mod error;
+pub mod replication;
 pub mod runtime;
 pub mod server;
 pub mod store;
