@@ -7,6 +7,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::versioning::{Actor, ConflictMode};
+
 /// Result alias for the shard crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -103,6 +105,63 @@ pub enum Error {
     DuplicateNode {
         /// The id.
         id: String,
+    },
+
+    /// A remote HLC timestamp further ahead of the local clock than allowed:
+    /// the remote node's clock is wrong, and taking its time would carry the
+    /// error into ours.
+    #[error("remote clock at {remote_ms} ms is more than {max_drift_ms} ms ahead of the local clock at {local_ms} ms")]
+    ClockDrift {
+        /// The remote timestamp's physical part (ms since the Unix epoch).
+        remote_ms: u64,
+        /// The local physical time.
+        local_ms: u64,
+        /// The configured maximum drift.
+        max_drift_ms: u64,
+    },
+    /// A causal put refused because it would leave too many siblings; the
+    /// client resolves by reading the key and writing back with its context.
+    #[error("the put would leave {siblings} siblings (limit {max}): read the key and write back with its context")]
+    TooManySiblings {
+        /// Siblings the put would have left.
+        siblings: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A version counter would pass `u64::MAX` (only a forged context gets there).
+    #[error("the version counter of actor {actor} would overflow")]
+    CounterOverflow {
+        /// The actor whose counter it is.
+        actor: Actor,
+    },
+    /// Version bytes (a stored record or a client's context) that do not decode.
+    #[error("cannot decode {what} at offset {offset}: {reason}")]
+    VersionDecode {
+        /// What was being decoded (`record`, `context`).
+        what: &'static str,
+        /// Offset in the decoded bytes.
+        offset: usize,
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// Records of two conflict modes were merged; a keyspace's mode is fixed,
+    /// so one of them is corrupt or misfiled.
+    #[error("cannot merge a {left} record with a {right} record")]
+    ModeMismatch {
+        /// The first record's mode.
+        left: ConflictMode,
+        /// The second record's mode.
+        right: ConflictMode,
+    },
+    /// Version limits that do not fit together.
+    #[error("invalid version limits (max_siblings {max_siblings}, max_entries {max_entries}): {reason}")]
+    InvalidVersionLimits {
+        /// The sibling limit asked for.
+        max_siblings: usize,
+        /// The clock entry limit asked for.
+        max_entries: usize,
+        /// What was wrong.
+        reason: &'static str,
     },
 
     /// The runtime could not start, serve or stop.

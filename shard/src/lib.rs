@@ -1,7 +1,8 @@
 //! One corekv node.
 //!
 //! So far: `topology` (key -> token -> vnode -> node -> core, replica placement
-//! with rack awareness), `coordinator` (quorum write, read and CAS state
+//! with rack awareness), `versioning` (dotted version vectors, HLC timestamps,
+//! the stored record format), `coordinator` (quorum write, read and CAS state
 //! machines), `replication` (hinted handoff, Merkle-tree anti-entropy) and
 //! `config` (the node's configuration). They are pure code without I/O beyond
 //! reading the configuration file, so the server and the deterministic
@@ -15,6 +16,7 @@ pub mod runtime;
 pub mod server;
 pub mod store;
 pub mod topology;
+pub mod versioning;
 
 pub use config::Config;
 

@@ -57,3 +57,23 @@ impl<R: Versioned> Mutation<R> {
         }
     }
 }
+
+/// The node's stored record: the join is [`Record::merge`] (which refuses
+/// records of two conflict modes), the rest its canonical encoding.
+impl Versioned for crate::versioning::Record {
+    fn merge(&self, other: &Self) -> Result<Self> {
+        crate::versioning::Record::merge(self, other)
+    }
+
+    fn digest(&self) -> u64 {
+        crate::versioning::Record::digest(self)
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        crate::versioning::Record::encode(self, out)
+    }
+
+    fn decode(buf: &[u8]) -> Result<Self> {
+        crate::versioning::Record::decode(buf)
+    }
+}
