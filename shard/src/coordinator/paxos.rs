@@ -218,11 +218,15 @@ impl Acceptor {
 
     /// Learn that `value` was chosen at `ballot`. Taking it as accepted is
     /// safe even past a higher promise: a majority accepted it, so every
-    /// later prepare quorum already reports it or something newer.
+    /// later prepare quorum already reports it or something newer. The
+    /// promise rises to the ballot if below, as accepting implies promising
+    /// (and the decoder holds the state to that).
     pub fn on_commit(&mut self, ballot: Ballot, value: CasValue) {
         if self.accepted.as_ref().is_none_or(|(b, _)| ballot > *b) {
             self.accepted = Some((ballot, value));
+            self.promised = self.promised.max(ballot);
         }
+        debug_assert!(self.accepted.as_ref().is_none_or(|(b, _)| *b <= self.promised));
     }
 
     /// Appends the encoding to `out`.
@@ -816,6 +820,23 @@ mod tests {
         }
         buf.push(0);
         assert!(Acceptor::decode(&buf).is_err(), "trailing bytes");
+    }
+
+    /// Found by the simulator: a commit above the promise (the acceptor
+    /// missed that round's prepare and proposal) left a state whose own
+    /// decoder refused it after a restart.
+    #[test]
+    fn commit_above_the_promise_stays_decodable() {
+        let mut a = Acceptor::default();
+        a.on_prepare(Ballot { counter: 1, node: 1 });
+        a.on_commit(Ballot { counter: 9, node: 2 }, Some(b"v".to_vec()));
+        assert_eq!(a.promised(), Ballot { counter: 9, node: 2 });
+        let mut buf = Vec::new();
+        a.encode(&mut buf);
+        assert_eq!(Acceptor::decode(&buf).unwrap(), a);
+        // A stale commit changes nothing.
+        a.on_commit(Ballot { counter: 5, node: 2 }, None);
+        assert_eq!(a.accepted().unwrap().1, Some(b"v".to_vec()));
     }
 
     #[test]
