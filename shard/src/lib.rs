@@ -8,6 +8,7 @@
 //! reading the configuration file, so the server and the deterministic
 //! simulator share them.
 
+mod codec;
 pub mod config;
 pub mod coordinator;
 pub mod error;

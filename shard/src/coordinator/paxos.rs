@@ -258,7 +258,7 @@ impl Acceptor {
 
     /// Decodes all of `buf` (untrusted; never panics).
     pub fn decode(buf: &[u8]) -> Result<Acceptor> {
-        let mut r = crate::replication::codec::Reader::new(buf, "paxos state");
+        let mut r = crate::codec::Reader::new(buf, "paxos state");
         if r.u8()? != Self::FORMAT_VERSION {
             return Err(r.error("unknown format version"));
         }
@@ -493,12 +493,13 @@ impl CasOp {
     /// `from` answered. Replies to other rounds and duplicates are ignored.
     pub fn on_reply(&mut self, from: &NodeId, reply: PaxosReply, now: Millis) -> Vec<CasOutput> {
         let mut out = Vec::new();
-        if reply.ballot() != self.ballot || !self.asked.contains(from) {
+        if self.is_done() || reply.ballot() != self.ballot || !self.asked.contains(from) {
             return out;
         }
         let quorum = self.quorum();
-        // More refusals than this and a majority can no longer answer yes.
-        let max_nacks = self.asked.len() - quorum;
+        // More refusals than this and a majority can no longer answer yes
+        // (`start` made sure a majority was asked).
+        let max_nacks = self.asked.len().saturating_sub(quorum);
         match (&mut self.phase, reply) {
             (Phase::Preparing { promises, nacks, .. }, PaxosReply::Promise { accepted, .. }) => {
                 if promises.iter().any(|(n, _)| n == from) || nacks.contains(from) {

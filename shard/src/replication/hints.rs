@@ -27,7 +27,7 @@
 
 use std::collections::BTreeMap;
 
-use super::codec::Reader;
+use crate::codec::Reader;
 use crate::coordinator::{Millis, Mutation, Versioned};
 use crate::error::{Error, Result};
 use crate::topology::NodeId;

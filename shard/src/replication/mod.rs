@@ -2,7 +2,6 @@
 //! anti-entropy Merkle trees ([`merkle`]). Both are state machines or pure
 //! functions without I/O, driven by the server and by the simulator.
 
-pub(crate) mod codec;
 pub mod hints;
 pub mod merkle;
 

@@ -1,5 +1,5 @@
-//! A bounds-checked reader for replication's byte formats (hints, Paxos
-//! state): every length is checked against the bytes left before anything
+//! A bounds-checked reader for the coordinator's and replication's byte
+//! formats (Paxos state, hints): every length is checked against the bytes left before anything
 //! is allocated, so untrusted bytes cannot make a decoder panic or allocate
 //! more than the input.
 
