@@ -8,7 +8,15 @@
 //! whose fallback did not acknowledge either.
 //!
 //! A replica acknowledges only once the write is durable on it (the driver's
-//! job), so `W` acknowledgements mean `W` durable copies.
+//! job), so `W` acknowledgements mean `W` durable copies. A sloppy-quorum
+//! fallback acknowledges once its hint is durable, so a hint that makes `W`
+//! is synced before the client hears of it; the coordinator's own
+//! [`WriteOutput::StoreHint`]s never count toward `W`.
+//!
+//! During a move, each pending replica adds one to the acknowledgements
+//! required (Cassandra's rule): with `P` pending replicas at most `P` of the
+//! `W + P` acks come from nodes about to lose the range, so `W` of them are
+//! on its future replicas.
 
 use super::consistency::Consistency;
 use super::mutation::Mutation;
