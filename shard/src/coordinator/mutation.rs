@@ -58,7 +58,7 @@ impl<R: Versioned> Mutation<R> {
     }
 }
 
-/// The node's stored record: the join is [`Record::merge`] (which refuses
+/// The node's stored record: the join is [`Record::merge`](crate::versioning::Record::merge) (which refuses
 /// records of two conflict modes), the rest its canonical encoding.
 impl Versioned for crate::versioning::Record {
     fn merge(&self, other: &Self) -> Result<Self> {
