@@ -172,4 +172,63 @@ pub enum Error {
         /// Why it failed.
         reason: String,
     },
+
+    /// Too few replicas believed alive to reach the request's consistency
+    /// level; nothing was sent, so nothing was written.
+    #[error("{op} at {consistency} unavailable: {alive} replica(s) believed alive, {required} required")]
+    Unavailable {
+        /// The operation (`write`, `read`, `cas`).
+        op: &'static str,
+        /// The consistency level asked for.
+        consistency: crate::coordinator::Consistency,
+        /// Replicas (or sloppy fallbacks) that could have answered.
+        alive: usize,
+        /// Acknowledgements the level needs.
+        required: usize,
+    },
+    /// The deadline passed before enough replicas answered. A write may still
+    /// have been applied by the replicas that did answer (and by hint replay
+    /// later): the outcome is unknown, not failed.
+    #[error("{op} at {consistency} timed out: {acked} replica(s) answered, {required} required")]
+    Timeout {
+        /// The operation (`write`, `read`, `cas`, `cas (propose)`).
+        op: &'static str,
+        /// The consistency level asked for.
+        consistency: crate::coordinator::Consistency,
+        /// Replicas that answered in time.
+        acked: usize,
+        /// Answers the level needs.
+        required: usize,
+    },
+    /// Replication bytes (a stored hint or Paxos state) that do not decode.
+    #[error("cannot decode {what} at offset {offset}: {reason}")]
+    ReplicationDecode {
+        /// What was being decoded (`hint`, `paxos state`).
+        what: &'static str,
+        /// Offset in the decoded bytes.
+        offset: usize,
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// The hint store is at its bound; the write is still repaired by
+    /// anti-entropy, but no hint keeps it for `target`.
+    #[error("hint store full ({pending} pending, limit {max}): no hint kept for {target}")]
+    HintsFull {
+        /// The node the hint was for.
+        target: crate::topology::NodeId,
+        /// Hints pending.
+        pending: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A value over a size limit (a hint's key or record, a CAS value).
+    #[error("{what} of {len} bytes is over the limit of {max}")]
+    TooLarge {
+        /// What was too large.
+        what: &'static str,
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
 }

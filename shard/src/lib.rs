@@ -2,12 +2,17 @@
 //!
 //! So far: `topology` (key -> token -> vnode -> node -> core, replica placement
 //! with rack awareness), `versioning` (dotted version vectors, HLC timestamps,
-//! the stored record format) and `config` (the node's configuration). They are
-//! pure code without I/O beyond reading the configuration file, so the server and
-//! the deterministic simulator share them.
+//! the stored record format), `coordinator` (quorum write, read and CAS state
+//! machines), `replication` (hinted handoff, Merkle-tree anti-entropy) and
+//! `config` (the node's configuration). They are pure code without I/O beyond
+//! reading the configuration file, so the server and the deterministic
+//! simulator share them.
 
+mod codec;
 pub mod config;
+pub mod coordinator;
 pub mod error;
+pub mod replication;
 pub mod runtime;
 pub mod server;
 pub mod store;
