@@ -869,6 +869,10 @@ impl Engine {
         };
         let path = self.inner.dir.join(table_name(file_no));
         let r = self.flush_to_table(&mem, &path, file_no, now).await;
+        if r.is_err() {
+            // Blocks the builder cached for a table that will not be installed.
+            self.inner.cache.remove_file(file_no);
+        }
         if r.is_err() && self.inner.bg_error.borrow().is_none() {
             // Free the space a failed flush used; the memtable and its WAL remain.
             let _ = self.inner.opts.fs.remove(&path).await;
@@ -883,6 +887,9 @@ impl Engine {
         let mut topts = self.inner.opts.table.clone();
         topts.created_ms = now;
         let mut b = TableBuilder::new(file, topts, file_no);
+        if self.inner.opts.cache_on_flush {
+            b = b.fill_cache(self.inner.cache.clone());
+        }
         let mut src = MemSource::new(mem.clone(), SeqNo::MAX);
         src.seek_to_first();
         let mut n = 0u64;

@@ -90,6 +90,12 @@ pub struct Options {
     pub table: TableOptions,
     /// Block cache size in bytes.
     pub block_cache_bytes: usize,
+    /// Put a flushed table's data blocks into the block cache as they are
+    /// written (RocksDB's `prepopulate_block_cache = kFlushOnly`): recent
+    /// writes are the likeliest reads, and table reads bypass the page
+    /// cache, so otherwise the first read of each flushed block is a disk
+    /// read. Costs a copy of each block at flush time. Default true.
+    pub cache_on_flush: bool,
     /// Direct (default) or page-cache table reads.
     pub table_reads: TableReads,
     /// Compaction policy.
@@ -140,6 +146,7 @@ impl Options {
             wal: WalOptions::default(),
             table: TableOptions::default(),
             block_cache_bytes: 64 << 20,
+            cache_on_flush: true,
             table_reads: TableReads::Direct,
             compaction: CompactionStyle::default(),
             compaction_bytes_per_sec: 0,

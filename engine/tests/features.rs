@@ -272,6 +272,35 @@ fn stats_report_amplification_bloom_and_cache() {
 }
 
 #[test]
+fn flushed_blocks_are_cached_so_reads_after_a_flush_miss_nothing() {
+    for cache_on_flush in [true, false] {
+        common::run(move || async move {
+            let (_fs, mut o) = sim_opts(8);
+            o.block_cache_bytes = 8 << 20;
+            o.cache_on_flush = cache_on_flush;
+            let e = Engine::open(o).await.unwrap();
+            for i in 0..2000u32 {
+                let k = format!("k{i:05}").into_bytes();
+                e.put(common::token(&k), &k, &[7u8; 200], b"", 0).await.unwrap();
+            }
+            e.flush().await.unwrap();
+            let before = e.stats().cache;
+            for i in 0..2000u32 {
+                let k = format!("k{i:05}").into_bytes();
+                assert_eq!(e.get(common::token(&k), &k).await.unwrap().unwrap().value, vec![7u8; 200]);
+            }
+            let after = e.stats().cache;
+            if cache_on_flush {
+                assert!(before.entries > 0, "{before:?}");
+                assert_eq!(after.misses, before.misses, "{after:?}");
+            } else {
+                assert!(after.misses > before.misses, "{after:?}");
+            }
+        });
+    }
+}
+
+#[test]
 fn periodic_mode_acknowledges_before_sync_and_loses_at_most_the_window() {
     common::run(|| async {
         let fs = Fs::sim(7);

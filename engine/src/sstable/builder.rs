@@ -4,7 +4,10 @@
 //! final partial buffer is written zero-padded to the next 4 KiB and the file
 //! is then truncated to its logical length. Nothing is written twice.
 
-use super::block::{BlockBuilder, BlockSealer};
+use std::rc::Rc;
+
+use super::block::{Block, BlockBuilder, BlockSealer};
+use crate::cache::BlockCache;
 use super::meta::{BlockHandle, Footer, MetaHandle, Properties};
 use super::{Compression, TableMeta, TableOptions, FORMAT_VERSION};
 use crate::error::{Error, Result};
@@ -87,6 +90,9 @@ pub struct TableBuilder {
     /// Previous entry, for ordering checks and distinct-key counting.
     prev_seq: SeqNo,
     has_prev: bool,
+    /// Where data blocks go as they are written (flushes only; see
+    /// [`TableBuilder::fill_cache`]).
+    cache: Option<Rc<BlockCache>>,
 }
 
 impl TableBuilder {
@@ -121,9 +127,21 @@ impl TableBuilder {
             first: None,
             prev_seq: 0,
             has_prev: false,
+            cache: None,
             opts,
             file_no,
         }
+    }
+
+    /// Inserts each data block into `cache` as it is written, keyed as the
+    /// table's reader will look it up (file number, offset). A flush uses
+    /// it: the newest data is the likeliest to be read, and without it the
+    /// first read of every flushed block goes to the disk (table reads
+    /// bypass the page cache). The caller removes the file's blocks from the
+    /// cache if the table is abandoned.
+    pub fn fill_cache(mut self, cache: Rc<BlockCache>) -> TableBuilder {
+        self.cache = Some(cache);
+        self
     }
 
     /// The table's file number.
@@ -208,8 +226,17 @@ impl TableBuilder {
         let offset = self.w.offset();
         self.sealed.clear();
         let compression = self.opts.compression;
-        self.sealer.seal(self.data.finish(), compression, &mut self.sealed);
+        let payload = self.data.finish();
+        self.sealer.seal(payload, compression, &mut self.sealed);
+        let cached = self.cache.as_ref().map(|_| payload.to_vec());
         self.w.append(&self.sealed).await?;
+        if let (Some(cache), Some(payload)) = (self.cache.as_ref(), cached) {
+            // The payload came from our own block builder, so it decodes; a
+            // failure would only mean one block is read from disk later.
+            if let Ok(block) = Block::from_payload(payload) {
+                cache.insert(self.file_no, offset, Rc::new(block));
+            }
+        }
         let handle = BlockHandle {
             offset,
             size: self.sealed.len() as u64,
