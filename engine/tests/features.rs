@@ -287,7 +287,10 @@ fn flushed_blocks_are_cached_so_reads_after_a_flush_miss_nothing() {
             let before = e.stats().cache;
             for i in 0..2000u32 {
                 let k = format!("k{i:05}").into_bytes();
-                assert_eq!(e.get(common::token(&k), &k).await.unwrap().unwrap().value, vec![7u8; 200]);
+                assert_eq!(
+                    e.get(common::token(&k), &k).await.unwrap().unwrap().value,
+                    vec![7u8; 200]
+                );
             }
             let after = e.stats().cache;
             if cache_on_flush {

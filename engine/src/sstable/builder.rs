@@ -7,9 +7,9 @@
 use std::rc::Rc;
 
 use super::block::{Block, BlockBuilder, BlockSealer};
-use crate::cache::BlockCache;
 use super::meta::{BlockHandle, Footer, MetaHandle, Properties};
 use super::{Compression, TableMeta, TableOptions, FORMAT_VERSION};
+use crate::cache::BlockCache;
 use crate::error::{Error, Result};
 use crate::filter::FilterBuilder;
 use crate::format::{get_varint, Kind, SeqNo, Token};

@@ -1,5 +1,6 @@
 //! The binary protocol's decoders: `FrameDecoder`, `Frame::decode`,
-//! `Request::decode_body` and `Response::decode_body`.
+//! `Request::decode_body` and `Response::decode_body`, and the node-to-node
+//! `PeerRequest::decode_body` and `PeerResponse::decode_body`.
 //!
 //! Input: `chunk u8 | bytes`. The bytes go through a `FrameDecoder` fed in
 //! `chunk`-sized pieces (as a socket delivers them), every frame it yields
@@ -10,6 +11,7 @@
 #![no_main]
 
 use corekv_net::frame::{encode_frame, Flags, Frame, FrameDecoder};
+use corekv_net::msg::peer::{PeerOpcode, PeerRequest, PeerResponse};
 use corekv_net::msg::{Limits, Request, Response};
 use libfuzzer_sys::fuzz_target;
 
@@ -25,6 +27,19 @@ fn small_limits() -> Limits {
 }
 
 fn check_body(opcode: u8, body: &[u8], lim: &Limits) {
+    // Node-to-node messages (replication, streaming, gossip opcodes).
+    if let Ok(r) = PeerRequest::decode_body(opcode, body, lim) {
+        let mut out = Vec::new();
+        r.encode(&mut out);
+        assert_eq!(PeerRequest::decode_body(opcode, &out, lim), Ok(r), "peer request does not round-trip");
+    }
+    if let Some(op) = PeerOpcode::from_u8(opcode) {
+        if let Ok(r) = PeerResponse::decode_body(op, body, lim) {
+            let mut out = Vec::new();
+            r.encode(&mut out);
+            assert_eq!(PeerResponse::decode_body(op, &out, lim), Ok(r), "peer response does not round-trip");
+        }
+    }
     if let Ok(r) = Request::decode_body(opcode, body, lim) {
         let mut out = Vec::new();
         r.encode(&mut out);
@@ -107,7 +122,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Some((f, used))) = Frame::decode(bytes, MAX) {
         assert_eq!(used, 22 + f.body.len());
     }
-    for opcode in 0..0x10u8 {
+    for opcode in (0..0x10u8).chain([0x40, 0x41, 0x42, 0x80, 0x81, 0xC0]) {
         check_body(opcode, bytes, &lim);
     }
     let mut out = Vec::new();
@@ -117,6 +132,7 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(f.body, bytes);
             let _ = Request::decode(&f, &lim);
             let _ = Response::decode(&f, &lim);
+            let _ = PeerRequest::decode(&f, &lim);
         }
     }
 });

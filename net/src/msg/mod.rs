@@ -14,6 +14,7 @@
 //! lists are validated once and iterated lazily ([`List`]).
 
 pub mod codec;
+pub mod peer;
 
 use crate::error::FrameError;
 use crate::frame::{encode_frame, Flags, Frame};

@@ -165,7 +165,10 @@ impl Writing {
                 *w.entry(*k).or_insert(0) += 1;
             }
         }
-        Writing { conn: conn.clone(), keys }
+        Writing {
+            conn: conn.clone(),
+            keys,
+        }
     }
 }
 
