@@ -496,7 +496,15 @@ struct CoreArgs {
 }
 
 async fn core_main(a: CoreArgs) -> Result<()> {
-    let fg = glommio::executor().create_task_queue(Shares::Static(1000), Latency::NotImportant, "corekv-fg");
+    // Latency::Matters: while requests wait, glommio preempts a running flush or
+    // compaction (at its next `yield_if_needed`) within a millisecond. With
+    // NotImportant everywhere the preemption timer is glommio's default
+    // 100 ms, so a flush could hold requests back that long.
+    let fg = glommio::executor().create_task_queue(
+        Shares::Static(1000),
+        Latency::Matters(std::time::Duration::from_millis(1)),
+        "corekv-fg",
+    );
     // Connect every channel at once: a connect waits for its peer, so doing
     // them one by one could wait on a core that waits on us.
     let tx_fut = futures::future::join_all(a.tx_row.into_iter().map(|t| async move {
