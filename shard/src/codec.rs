@@ -1,35 +1,72 @@
-//! A bounds-checked reader for the coordinator's and replication's byte
-//! formats (Paxos state, hints): every length is checked against the bytes left before anything
-//! is allocated, so untrusted bytes cannot make a decoder panic or allocate
-//! more than the input.
+//! The one bounds-checked reader for the node's own byte formats (version
+//! records and contexts, Paxos state, hints): every length is checked against
+//! the bytes left before anything is allocated, so untrusted bytes cannot make
+//! a decoder panic or allocate more than the input.
+//!
+//! Varints are strict: a varint must use its shortest form, and decoders call
+//! [`Reader::finish`], so every byte string a versioning decoder accepts is
+//! the one canonical encoding of its state (a digest of the bytes can then
+//! stand for the state).
+
+use corekv_engine::format::{get_varint, varint_len};
 
 use crate::error::{Error, Result};
 
-/// Reads little-endian fields from a byte slice.
+/// Which error a reader reports, so each format keeps its own error variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// Version records and contexts: [`Error::VersionDecode`].
+    Versions,
+    /// Paxos state and hints: [`Error::ReplicationDecode`].
+    Replication,
+}
+
+/// Reads little-endian fields and varints from a byte slice.
 #[derive(Debug)]
 pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// What is being decoded (`"record"`, `"hint"`), for the error.
     what: &'static str,
+    format: Format,
 }
 
 impl<'a> Reader<'a> {
-    /// A reader of `buf`, which holds one `what`.
+    /// A reader of `buf`, which holds one `what` of a replication format.
     pub(crate) fn new(buf: &'a [u8], what: &'static str) -> Self {
-        Reader { buf, pos: 0, what }
+        Reader::of(Format::Replication, buf, what)
+    }
+
+    /// A reader of `buf`, which holds one `what` of `format`.
+    pub(crate) fn of(format: Format, buf: &'a [u8], what: &'static str) -> Self {
+        Reader {
+            buf,
+            pos: 0,
+            what,
+            format,
+        }
+    }
+
+    fn error_at(&self, offset: usize, reason: &'static str) -> Error {
+        let what = self.what;
+        match self.format {
+            Format::Versions => Error::VersionDecode { what, offset, reason },
+            Format::Replication => Error::ReplicationDecode { what, offset, reason },
+        }
     }
 
     /// An error at the current offset.
     pub(crate) fn error(&self, reason: &'static str) -> Error {
-        Error::ReplicationDecode {
-            what: self.what,
-            offset: self.pos,
-            reason,
-        }
+        self.error_at(self.pos, reason)
+    }
+
+    /// Bytes not read yet.
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        if self.buf.len() - self.pos < n {
+        if self.remaining() < n {
             return Err(self.error("truncated"));
         }
         let out = &self.buf[self.pos..self.pos + n];
@@ -77,9 +114,41 @@ impl<'a> Reader<'a> {
         self.take(len)
     }
 
+    /// A varint in its shortest form (a longer form would make two encodings
+    /// of one state, and then two digests).
+    pub(crate) fn varint(&mut self) -> Result<u64> {
+        let start = self.pos;
+        let v = get_varint(self.buf, &mut self.pos).map_err(|e| self.error_at(e.offset, e.reason))?;
+        if self.pos - start != varint_len(v) {
+            self.pos = start;
+            return Err(self.error("varint not in its shortest form"));
+        }
+        Ok(v)
+    }
+
+    /// A count of items each at least `min_item_bytes` long: checked against
+    /// the bytes left before anyone allocates for it.
+    pub(crate) fn count(&mut self, min_item_bytes: usize, max: usize) -> Result<usize> {
+        let n = self.varint()?;
+        let n = usize::try_from(n).map_err(|_| self.error("count does not fit in memory"))?;
+        if n > max {
+            return Err(self.error("count over the format's limit"));
+        }
+        if n.saturating_mul(min_item_bytes) > self.remaining() {
+            return Err(self.error("count larger than the bytes left"));
+        }
+        Ok(n)
+    }
+
+    /// A varint length and that many bytes.
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8]> {
+        let len = self.count(1, usize::MAX)?;
+        self.take(len)
+    }
+
     /// Fails unless every byte was read.
     pub(crate) fn finish(&self) -> Result<()> {
-        if self.pos != self.buf.len() {
+        if self.remaining() != 0 {
             return Err(self.error("trailing bytes"));
         }
         Ok(())

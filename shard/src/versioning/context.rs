@@ -11,7 +11,7 @@
 //! Actors are strictly ascending, so equal contexts encode equally.
 
 use super::actor::{Actor, Dot};
-use super::codec::{put_varint, Reader};
+use super::codec::{put_varint, reader};
 use crate::error::Result;
 
 /// A version vector: for each actor, the highest counter seen.
@@ -129,14 +129,14 @@ impl Context {
 
     /// Decodes a context from untrusted bytes (all of `buf`).
     pub fn decode(buf: &[u8]) -> Result<Context> {
-        let mut r = Reader::new(buf, "context");
+        let mut r = reader(buf, "context");
         if r.u8()? != Self::FORMAT_VERSION {
             return Err(r.error("unknown context format version"));
         }
         let n = r.count(Self::MIN_ENTRY_BYTES, Self::MAX_ENTRIES)?;
         let mut entries: Vec<(Actor, u64)> = Vec::with_capacity(n);
         for _ in 0..n {
-            let actor = Actor(r.u64_le()?);
+            let actor = Actor(r.u64()?);
             if entries.last().is_some_and(|&(prev, _)| prev >= actor) {
                 return Err(r.error("actors not strictly ascending"));
             }

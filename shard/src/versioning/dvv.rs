@@ -412,7 +412,7 @@ impl Dvv {
         let n = r.count(Entry::MIN_ENCODED_BYTES, Context::MAX_ENTRIES)?;
         let mut entries: Vec<Entry> = Vec::with_capacity(n);
         for _ in 0..n {
-            let actor = Actor(r.u64_le()?);
+            let actor = Actor(r.u64()?);
             if entries.last().is_some_and(|prev| prev.actor >= actor) {
                 return Err(r.error("actors not strictly ascending"));
             }

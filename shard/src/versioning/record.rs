@@ -17,7 +17,7 @@
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::actor::Actor;
-use super::codec::Reader;
+use super::codec::reader;
 use super::dvv::Dvv;
 use super::hlc::Timestamp;
 use super::keyspace::ConflictMode;
@@ -109,15 +109,15 @@ impl Record {
 
     /// Decodes a record from untrusted bytes (all of `buf`). Never panics.
     pub fn decode(buf: &[u8]) -> Result<Record> {
-        let mut r = Reader::new(buf, "record");
+        let mut r = reader(buf, "record");
         if r.u8()? != Self::FORMAT_VERSION {
             return Err(r.error("unknown record format version"));
         }
         let record = match r.u8()? {
             MODE_CAUSAL => Record::Causal(Dvv::decode(&mut r)?),
             MODE_LWW => {
-                let ts = Timestamp::from_u64(r.u64_le()?);
-                let actor = Actor(r.u64_le()?);
+                let ts = Timestamp::from_u64(r.u64()?);
+                let actor = Actor(r.u64()?);
                 Record::Lww(LwwRegister::new(ts, actor, Value::decode(&mut r)?))
             }
             _ => return Err(r.error("unknown conflict mode")),
