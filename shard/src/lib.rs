@@ -1,12 +1,14 @@
 //! One corekv node.
 //!
 //! So far: `topology` (key -> token -> vnode -> node -> core, replica placement
-//! with rack awareness) and `config` (the node's configuration). Both are pure
-//! code without I/O beyond reading the configuration file, so the server and the
-//! deterministic simulator share them.
+//! with rack awareness, token allocation), `membership` (gossip, cluster-state
+//! CRDT, phi-accrual failure detection) and `config` (the node's
+//! configuration). They are pure code without I/O beyond reading the
+//! configuration file, so the server and the deterministic simulator share them.
 
 pub mod config;
 pub mod error;
+pub mod membership;
 pub mod runtime;
 pub mod server;
 pub mod store;
@@ -15,4 +17,6 @@ pub mod topology;
 pub use config::Config;
 
 pub use error::{ConfigOrigin, Error, Result};
-pub use topology::{core_of_vnode, token_of, Node, NodeId, NodeStatus, Ring, Route, Token, Vnode};
+pub use topology::{
+    allocate_tokens, core_of_vnode, evenly_spaced_tokens, token_of, Node, NodeId, NodeStatus, Ring, Route, Token, Vnode,
+};
