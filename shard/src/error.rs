@@ -106,6 +106,24 @@ pub enum Error {
         /// The id.
         id: String,
     },
+    /// A node carries an explicit token list that is empty or too long.
+    #[error("node `{id}` carries {count} tokens; 1..={max} are allowed")]
+    TokenCount {
+        /// The node.
+        id: String,
+        /// How many tokens it carries.
+        count: usize,
+        /// The most a node may carry.
+        max: usize,
+    },
+    /// A node carries the same token twice (its two vnodes would split nothing).
+    #[error("node `{id}` carries token {token} twice")]
+    DuplicateToken {
+        /// The node.
+        id: String,
+        /// The repeated token.
+        token: u64,
+    },
 
     /// A remote HLC timestamp further ahead of the local clock than allowed:
     /// the remote node's clock is wrong, and taking its time would carry the

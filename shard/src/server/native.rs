@@ -459,16 +459,7 @@ async fn run(shard: &Rc<Shard>, job: Job, id: u64, b: &mut Vec<u8>, local: Optio
         Job::Ping => encode(b, id, &Response::Ok),
         Job::Ring => {
             let ring = &shard.ring;
-            let vnodes = ring.vnodes_per_node();
-            let tokens: Vec<Vec<u64>> = ring
-                .nodes()
-                .iter()
-                .map(|n| {
-                    (0..vnodes)
-                        .map(|i| crate::topology::Ring::vnode_token(&n.id, i))
-                        .collect()
-                })
-                .collect();
+            let tokens: Vec<Vec<u64>> = (0..ring.nodes().len()).map(|n| ring.tokens_of(n)).collect();
             let address = advertised(&shard.config.node.listen, shard.config.ports.client, local);
             let nodes: Vec<Node<'_>> = ring
                 .nodes()

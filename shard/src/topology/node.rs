@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use super::token::Token;
+
 /// A node's stable identity (kept across restarts; the address may change).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeId(pub String);
@@ -35,7 +37,7 @@ pub enum NodeStatus {
 /// One node of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
-    /// Stable identity; the vnode tokens derive from it.
+    /// Stable identity; the vnode tokens derive from it unless `tokens` is set.
     pub id: NodeId,
     /// Where peers and clients reach it (`host:port`).
     pub address: String,
@@ -45,6 +47,10 @@ pub struct Node {
     pub rack: Option<String>,
     /// Life-cycle status.
     pub status: NodeStatus,
+    /// The node's own vnode tokens (chosen by the token allocator when it
+    /// joined and carried in the gossiped cluster state); vnode `i` of the node
+    /// is `tokens[i]`. `None`: the ring derives them by hashing the id.
+    pub tokens: Option<Vec<Token>>,
 }
 
 impl Node {
@@ -56,12 +62,19 @@ impl Node {
             dc: "dc1".to_owned(),
             rack: None,
             status: NodeStatus::Normal,
+            tokens: None,
         }
     }
 
     /// The same node placed in `rack`.
     pub fn with_rack(mut self, rack: impl Into<String>) -> Self {
         self.rack = Some(rack.into());
+        self
+    }
+
+    /// The same node with explicit vnode tokens (see [`Node::tokens`]).
+    pub fn with_tokens(mut self, tokens: Vec<Token>) -> Self {
+        self.tokens = Some(tokens);
         self
     }
 }

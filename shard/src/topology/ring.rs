@@ -1,9 +1,12 @@
 //! The token ring: vnodes, owners, preference lists, and vnode -> core.
 //!
-//! Each node has `V` vnodes whose tokens are xxh3 of (node id, vnode index), so
-//! the ring is a pure function of the set of node ids: nodes never need to agree
-//! on token assignments, and a node that joins takes about `1/N` of the keys,
-//! all of them from the others (nothing moves between old nodes).
+//! A node's vnode tokens are either its own list ([`Node::tokens`], chosen by
+//! [`allocate_tokens`](super::allocate_tokens) when it joined and carried in the
+//! gossiped cluster state) or, without one, `V` tokens that are xxh3 of (node
+//! id, vnode index). Hashed tokens need no agreement at all but leave the most
+//! loaded of 1000 nodes x 256 vnodes at about 1.2 x the mean; allocated tokens
+//! bring that to about 1.0. Either way a joining node takes its keys from the
+//! others only: old tokens never move, so nothing moves between old nodes.
 //!
 //! Vnode `i` (in ring order) owns the tokens `(token[i-1], token[i]]`, the
 //! first one wrapping around from the last. Only one data center is modelled so
@@ -77,7 +80,12 @@ impl Ring {
         h.digest()
     }
 
-    /// Builds the ring of `nodes` with `vnodes_per_node` vnodes each.
+    /// The most tokens one node may carry (the configuration's `cluster.vnodes`
+    /// allows as many): a bound on what a gossiped token list can make us build.
+    pub const MAX_TOKENS_PER_NODE: usize = 4096;
+
+    /// Builds the ring of `nodes`. A node with its own [`Node::tokens`] gets
+    /// exactly those vnodes; the others get `vnodes_per_node` hashed ones.
     pub fn new(mut nodes: Vec<Node>, vnodes_per_node: u32) -> Result<Self> {
         if nodes.is_empty() {
             return Err(Error::EmptyRing);
@@ -91,19 +99,15 @@ impl Ring {
         }
         let mut vnodes = Vec::with_capacity(nodes.len() * vnodes_per_node as usize);
         for (n, node) in (0u32..).zip(&nodes) {
-            for index in 0..vnodes_per_node {
-                vnodes.push(Vnode {
-                    token: Self::vnode_token(&node.id, index),
-                    node: n,
-                    index,
-                });
-            }
+            let tokens = node_tokens(node, vnodes_per_node)?;
+            vnodes.extend(
+                (0u32..)
+                    .zip(tokens)
+                    .map(|(index, token)| Vnode { token, node: n, index }),
+            );
         }
-        vnodes.sort_unstable_by_key(|v| (v.token, v.node, v.index));
-        let mut racks: Vec<Option<&str>> = nodes.iter().map(|n| n.rack.as_deref()).collect();
-        racks.sort_unstable();
-        racks.dedup();
-        let racks = racks.len();
+        vnodes.sort_unstable_by_key(vnode_order);
+        let racks = count_racks(&nodes);
         debug_assert!(vnodes.windows(2).all(|w| w[0].token <= w[1].token));
         Ok(Ring {
             nodes,
@@ -111,6 +115,62 @@ impl Ring {
             vnodes_per_node,
             racks,
         })
+    }
+
+    /// This ring plus `node`: the same ring [`Ring::new`] would build from all
+    /// the nodes, in one merge pass instead of a sort (building a 1000-node ring
+    /// by 1000 successive joins stays cheap).
+    pub fn with_node(&self, node: Node) -> Result<Ring> {
+        let at = match self.nodes.binary_search_by(|n| n.id.cmp(&node.id)) {
+            Ok(_) => return Err(Error::DuplicateNode { id: node.id.0 }),
+            Err(at) => at,
+        };
+        // Node indices are u32 throughout (Vnode::node); no ring comes near 2^32 nodes.
+        let at = at as u32;
+        let mut fresh: Vec<Vnode> = (0u32..)
+            .zip(node_tokens(&node, self.vnodes_per_node)?)
+            .map(|(index, token)| Vnode { token, node: at, index })
+            .collect();
+        fresh.sort_unstable_by_key(vnode_order);
+        // Indices at or past the new node's shift up by one; the shift keeps
+        // the old vnodes' relative order, so a merge gives the sorted whole.
+        let shift = |v: &Vnode| Vnode {
+            node: if v.node >= at { v.node + 1 } else { v.node },
+            ..*v
+        };
+        let mut vnodes = Vec::with_capacity(self.vnodes.len() + fresh.len());
+        let (mut old, mut new) = (self.vnodes.iter().map(shift).peekable(), fresh.into_iter().peekable());
+        loop {
+            let take_old = match (old.peek(), new.peek()) {
+                (Some(o), Some(n)) => vnode_order(o) <= vnode_order(n),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            vnodes.extend(if take_old { old.next() } else { new.next() });
+        }
+        let mut nodes = self.nodes.clone();
+        nodes.insert(at as usize, node);
+        let racks = count_racks(&nodes);
+        debug_assert!(vnodes.windows(2).all(|w| vnode_order(&w[0]) <= vnode_order(&w[1])));
+        Ok(Ring {
+            nodes,
+            vnodes,
+            vnodes_per_node: self.vnodes_per_node,
+            racks,
+        })
+    }
+
+    /// The tokens of node `node` (an index into [`Ring::nodes`]) in vnode-index
+    /// order: what the RING response sends, since a client takes a vnode's
+    /// index (hence its core) from its position in that list. Panics if
+    /// `node` is out of range, like a slice index.
+    pub fn tokens_of(&self, node: usize) -> Vec<Token> {
+        let n = &self.nodes[node];
+        match &n.tokens {
+            Some(tokens) => tokens.clone(),
+            None => (0..self.vnodes_per_node).map(|i| Self::vnode_token(&n.id, i)).collect(),
+        }
     }
 
     /// The nodes, sorted by id ([`Vnode::node`] indexes this).
@@ -123,7 +183,7 @@ impl Ring {
         &self.vnodes
     }
 
-    /// Vnodes per node.
+    /// Vnodes per node for nodes without their own tokens.
     pub fn vnodes_per_node(&self) -> u32 {
         self.vnodes_per_node
     }
@@ -259,6 +319,44 @@ impl Ring {
         let total = (1u128 << 64) as f64;
         owned.into_iter().map(|o| o as f64 / total).collect()
     }
+}
+
+/// The ring's total order on vnodes: by token, ties (two nodes hashing to the
+/// same token) broken by node then index so every node sorts alike.
+fn vnode_order(v: &Vnode) -> (Token, u32, u32) {
+    (v.token, v.node, v.index)
+}
+
+/// Node `node`'s tokens in vnode-index order: its own list, checked, or
+/// `vnodes_per_node` hashed ones.
+fn node_tokens(node: &Node, vnodes_per_node: u32) -> Result<Vec<Token>> {
+    let Some(tokens) = &node.tokens else {
+        return Ok((0..vnodes_per_node).map(|i| Ring::vnode_token(&node.id, i)).collect());
+    };
+    if tokens.is_empty() || tokens.len() > Ring::MAX_TOKENS_PER_NODE {
+        return Err(Error::TokenCount {
+            id: node.id.0.clone(),
+            count: tokens.len(),
+            max: Ring::MAX_TOKENS_PER_NODE,
+        });
+    }
+    let mut sorted = tokens.clone();
+    sorted.sort_unstable();
+    if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+        return Err(Error::DuplicateToken {
+            id: node.id.0.clone(),
+            token: w[0],
+        });
+    }
+    Ok(tokens.clone())
+}
+
+/// Distinct racks; nodes without a rack count as one rack "none".
+fn count_racks(nodes: &[Node]) -> usize {
+    let mut racks: Vec<Option<&str>> = nodes.iter().map(|n| n.rack.as_deref()).collect();
+    racks.sort_unstable();
+    racks.dedup();
+    racks.len()
 }
 
 #[cfg(test)]
@@ -414,6 +512,65 @@ mod tests {
     }
 
     #[test]
+    fn explicit_tokens() {
+        let a = Node::new("a", "x:1").with_tokens(vec![30, 10]);
+        let ring = Ring::new(vec![Node::new("b", "x:2"), a.clone()], 4).unwrap();
+        assert_eq!(ring.vnodes().len(), 6, "2 own tokens + 4 hashed");
+        assert_eq!(ring.tokens_of(0), vec![30, 10], "vnode-index order, as given");
+        let hashed: Vec<_> = (0..4).map(|i| Ring::vnode_token(&NodeId::from("b"), i)).collect();
+        assert_eq!(ring.tokens_of(1), hashed);
+        // Vnode index = position in the node's list, whatever the ring order.
+        let v = ring.vnodes().iter().find(|v| v.token == 10).unwrap();
+        assert_eq!((v.node, v.index), (0, 1));
+        let bad = |tokens: Vec<u64>| Ring::new(vec![a.clone().with_tokens(tokens)], 4);
+        assert!(matches!(bad(Vec::new()), Err(Error::TokenCount { count: 0, .. })));
+        assert!(matches!(
+            bad((0..=Ring::MAX_TOKENS_PER_NODE as u64).collect()),
+            Err(Error::TokenCount { count: 4097, .. })
+        ));
+        assert!(matches!(
+            bad(vec![5, 9, 5]),
+            Err(Error::DuplicateToken { token: 5, .. })
+        ));
+        assert!(matches!(
+            ring.with_node(Node::new("a", "y:1")),
+            Err(Error::DuplicateNode { id }) if id == "a"
+        ));
+    }
+
+    proptest! {
+        /// `with_node` builds exactly the ring `new` builds from all the nodes,
+        /// wherever the new id sorts and whether tokens are hashed or given
+        /// (colliding tokens included, to exercise the tie order).
+        #[test]
+        fn with_node_equals_new(
+            n_nodes in 1usize..12,
+            explicit in proptest::collection::vec(proptest::option::of(proptest::collection::btree_set(0u64..64, 1..6)), 13),
+            new_name in "[a-z]{1,3}",
+        ) {
+            let mut all: Vec<Node> = nodes(n_nodes)
+                .into_iter()
+                .zip(&explicit)
+                .map(|(n, t)| match t {
+                    Some(t) => n.with_tokens(t.iter().copied().collect()),
+                    None => n,
+                })
+                .collect();
+            let mut new = Node::new(new_name, "n:1").with_rack("r9");
+            if let Some(t) = &explicit[12] {
+                new = new.with_tokens(t.iter().rev().copied().collect());
+            }
+            let before = Ring::new(all.clone(), 3).unwrap();
+            all.push(new.clone());
+            let after = before.with_node(new).unwrap();
+            let whole = Ring::new(all, 3).unwrap();
+            prop_assert_eq!(after.nodes(), whole.nodes());
+            prop_assert_eq!(after.vnodes(), whole.vnodes());
+            prop_assert_eq!(after.racks, whole.racks);
+        }
+    }
+
+    #[test]
     fn cores_split_vnodes_evenly() {
         let cores = NonZeroUsize::new(3).unwrap();
         let mut per_core = [0usize; 3];
@@ -486,8 +643,8 @@ mod tests {
         assert!(fraction >= 0.90 * ideal / 1.10, "moved too little: {fraction:.5}");
     }
 
-    /// The bound the balance test enforces: a regression guard at the measured
-    /// 1.2057 plus margin, not the 1.10 target of issue 4, which needs allocated
-    /// (not hashed) vnode tokens carried in the gossiped cluster state.
+    /// The bound the balance test enforces for *hashed* tokens: a regression
+    /// guard at the measured 1.2057 plus margin. The 1.10 target of issue 4 is
+    /// met with allocated tokens (`allocate.rs` tests that).
     const BALANCE_BOUND: f64 = 1.22;
 }
