@@ -448,7 +448,8 @@ mod tests {
 
     fn body() -> impl Strategy<Value = Body> {
         prop_oneof![
-            (any::<u64>(), proptest::collection::vec(digest(), 0..40)).prop_map(|(seq, digests)| Body::Syn { seq, digests }),
+            (any::<u64>(), proptest::collection::vec(digest(), 0..40))
+                .prop_map(|(seq, digests)| Body::Syn { seq, digests }),
             (any::<u64>(), deltas(), proptest::collection::vec(digest(), 0..10))
                 .prop_map(|(seq, deltas, requests)| Body::Ack { seq, deltas, requests }),
             deltas().prop_map(|deltas| Body::Ack2 { deltas }),
@@ -528,7 +529,10 @@ mod tests {
             (NodeId::from("node-3"), NodeState::new(0)),
         ];
         vec![
-            msg(Body::Syn { seq: 17, digests: digests.clone() }),
+            msg(Body::Syn {
+                seq: 17,
+                digests: digests.clone(),
+            }),
             msg(Body::Ack {
                 seq: 17,
                 deltas: deltas.clone(),
@@ -580,7 +584,13 @@ mod tests {
     fn trailing_bytes_and_unknown_values_are_errors() {
         let mut b = bytes(&msg(Body::Ping { seq: 1 }));
         b.push(0);
-        assert!(matches!(decode(&b), Err(Error::GossipDecode { reason: "trailing bytes", .. })));
+        assert!(matches!(
+            decode(&b),
+            Err(Error::GossipDecode {
+                reason: "trailing bytes",
+                ..
+            })
+        ));
 
         let mut b = bytes(&msg(Body::Ping { seq: 1 }));
         b[0] = 2;
@@ -590,7 +600,13 @@ mod tests {
         let mut b = bytes(&msg(Body::Ping { seq: 1 }));
         assert_eq!(b[25], TAG_PING);
         b[25] = 8;
-        assert!(matches!(decode(&b), Err(Error::GossipDecode { reason: "unknown gossip message tag", .. })));
+        assert!(matches!(
+            decode(&b),
+            Err(Error::GossipDecode {
+                reason: "unknown gossip message tag",
+                ..
+            })
+        ));
 
         // A status byte of 5: the last byte of a one-node ACK2 whose only entry is a status.
         let mut s = NodeState::new(1);
@@ -601,7 +617,13 @@ mod tests {
         let last = b.len() - 1;
         assert_eq!(b[last], 4);
         b[last] = 5;
-        assert!(matches!(decode(&b), Err(Error::GossipDecode { reason: "unknown member status", .. })));
+        assert!(matches!(
+            decode(&b),
+            Err(Error::GossipDecode {
+                reason: "unknown member status",
+                ..
+            })
+        ));
         b[last] = 0;
         assert!(decode(&b).is_err());
         // And an entry bit this version does not define.
@@ -609,7 +631,13 @@ mod tests {
         assert_eq!(b[present], HAS_STATUS);
         b[last] = 4;
         b[present] |= 1 << 6;
-        assert!(matches!(decode(&b), Err(Error::GossipDecode { reason: "unknown entry bits in a node state", .. })));
+        assert!(matches!(
+            decode(&b),
+            Err(Error::GossipDecode {
+                reason: "unknown entry bits in a node state",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -640,7 +668,10 @@ mod tests {
         put_varint(&mut b, (MAX_NODES_PER_MESSAGE + 1) as u64);
         assert!(matches!(
             decode(&b),
-            Err(Error::GossipDecode { reason: "count over the format's limit", .. })
+            Err(Error::GossipDecode {
+                reason: "count over the format's limit",
+                ..
+            })
         ));
         // Within the limit but larger than the bytes received: refused too,
         // before a vector of that size exists.
@@ -649,7 +680,10 @@ mod tests {
         b.extend_from_slice(&[0; 64]);
         assert!(matches!(
             decode(&b),
-            Err(Error::GossipDecode { reason: "count larger than the bytes left", .. })
+            Err(Error::GossipDecode {
+                reason: "count larger than the bytes left",
+                ..
+            })
         ));
         // A node state announcing 65,537 tokens.
         let mut b = header(TAG_ACK2);
@@ -659,7 +693,10 @@ mod tests {
         put_varint(&mut b, (MAX_TOKENS_PER_NODE + 1) as u64);
         assert!(matches!(
             decode(&b),
-            Err(Error::GossipDecode { reason: "count over the format's limit", .. })
+            Err(Error::GossipDecode {
+                reason: "count over the format's limit",
+                ..
+            })
         ));
         // A node id of 1025 bytes announced (and present).
         let mut b = vec![FORMAT_VERSION];
@@ -667,7 +704,11 @@ mod tests {
         b.extend_from_slice(&[b'a'; 1025]);
         assert!(matches!(
             decode(&b),
-            Err(Error::GossipDecode { offset: 3, reason: "length over the limit", .. })
+            Err(Error::GossipDecode {
+                offset: 3,
+                reason: "length over the limit",
+                ..
+            })
         ));
         // A rack of 257 bytes.
         let mut b = header(TAG_ACK2);
@@ -676,7 +717,13 @@ mod tests {
         b.extend_from_slice(&[1, 1, HAS_RACK, 1]);
         b.extend_from_slice(&257u16.to_le_bytes());
         b.extend_from_slice(&[b'r'; 257]);
-        assert!(matches!(decode(&b), Err(Error::GossipDecode { reason: "length over the limit", .. })));
+        assert!(matches!(
+            decode(&b),
+            Err(Error::GossipDecode {
+                reason: "length over the limit",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -686,20 +733,42 @@ mod tests {
             from: NodeId("x".repeat(MAX_ID_BYTES + 1)),
             ..msg(Body::Ping { seq: 1 })
         };
-        assert!(matches!(encode(&long, &mut out), Err(Error::TooLarge { len: 1025, max: 1024, .. })));
+        assert!(matches!(
+            encode(&long, &mut out),
+            Err(Error::TooLarge {
+                len: 1025,
+                max: 1024,
+                ..
+            })
+        ));
         assert_eq!(out, [9], "nothing written on failure");
 
         let digests = vec![Digest::nothing(NodeId::from("n")); MAX_NODES_PER_MESSAGE + 1];
         assert!(matches!(
             encode(&msg(Body::Syn { seq: 1, digests }), &mut out),
-            Err(Error::TooLarge { max: MAX_NODES_PER_MESSAGE, .. })
+            Err(Error::TooLarge {
+                max: MAX_NODES_PER_MESSAGE,
+                ..
+            })
         ));
         let mut s = NodeState::new(1);
         s.dc = Some(Versioned::new(1, "d".repeat(MAX_PLACE_BYTES + 1)));
-        assert!(encode(&msg(Body::Ack2 { deltas: vec![(NodeId::from("n"), s)] }), &mut out).is_err());
+        assert!(encode(
+            &msg(Body::Ack2 {
+                deltas: vec![(NodeId::from("n"), s)]
+            }),
+            &mut out
+        )
+        .is_err());
         let mut s = NodeState::new(1);
         s.tokens = Some(Versioned::new(1, vec![0; MAX_TOKENS_PER_NODE + 1].into()));
-        assert!(encode(&msg(Body::Ack2 { deltas: vec![(NodeId::from("n"), s)] }), &mut out).is_err());
+        assert!(encode(
+            &msg(Body::Ack2 {
+                deltas: vec![(NodeId::from("n"), s)]
+            }),
+            &mut out
+        )
+        .is_err());
         assert_eq!(out, [9]);
 
         // Exactly at the limits is fine.
@@ -708,7 +777,9 @@ mod tests {
         s.rack = Some(Versioned::new(1, "r".repeat(MAX_PLACE_BYTES)));
         let m = Message {
             from: NodeId("i".repeat(MAX_ID_BYTES)),
-            ..msg(Body::Ack2 { deltas: vec![(NodeId::from("n"), s)] })
+            ..msg(Body::Ack2 {
+                deltas: vec![(NodeId::from("n"), s)],
+            })
         };
         assert_eq!(decode(&bytes(&m)).unwrap(), m);
         let digests = vec![Digest::nothing(NodeId::from("n")); MAX_NODES_PER_MESSAGE];
