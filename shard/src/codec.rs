@@ -1,5 +1,5 @@
 //! The one bounds-checked reader for the node's own byte formats (version
-//! records and contexts, Paxos state, hints): every length is checked against
+//! records and contexts, Paxos state, hints, gossip messages): every length is checked against
 //! the bytes left before anything is allocated, so untrusted bytes cannot make
 //! a decoder panic or allocate more than the input.
 //!
@@ -19,6 +19,8 @@ pub(crate) enum Format {
     Versions,
     /// Paxos state and hints: [`Error::ReplicationDecode`].
     Replication,
+    /// Gossip messages from peers: [`Error::GossipDecode`].
+    Gossip,
 }
 
 /// Reads little-endian fields and varints from a byte slice.
@@ -52,6 +54,7 @@ impl<'a> Reader<'a> {
         match self.format {
             Format::Versions => Error::VersionDecode { what, offset, reason },
             Format::Replication => Error::ReplicationDecode { what, offset, reason },
+            Format::Gossip => Error::GossipDecode { what, offset, reason },
         }
     }
 

@@ -249,4 +249,38 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+
+    /// Gossip bytes from a peer that do not decode (the payload of a GOSSIP
+    /// frame): the message is dropped, nothing of it is merged.
+    #[error("cannot decode {what} at offset {offset}: {reason}")]
+    GossipDecode {
+        /// What was being decoded (`gossip message`).
+        what: &'static str,
+        /// Offset in the decoded bytes.
+        offset: usize,
+        /// What was wrong.
+        reason: &'static str,
+    },
+
+    /// A node-to-node request failed without an answer: the address is not
+    /// `ip:port`, the connect failed (or failed recently, within the
+    /// reconnect backoff), the connection broke or the peer sent bytes that
+    /// do not decode. Every request in flight on the connection fails with
+    /// it; whether a write it carried was applied is unknown.
+    #[error("peer {addr}: {reason}")]
+    Peer {
+        /// The peer's `ip:port`.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A node-to-node request got no answer in time. The request may still
+    /// be applied by the peer: the outcome is unknown, not failed.
+    #[error("peer {addr} did not answer within {after_ms} ms")]
+    PeerTimeout {
+        /// The peer's `ip:port`.
+        addr: String,
+        /// The timeout that passed.
+        after_ms: u64,
+    },
 }

@@ -17,6 +17,7 @@ pub mod gossip;
 pub mod phi;
 pub mod sim;
 pub mod state;
+pub mod wire;
 
 pub use gossip::{Body, GossipConfig, Gossiper, LocalNode, Message, Output};
 pub use phi::{ArrivalWindow, Distribution, PhiAccrual, PhiConfig};

@@ -9,6 +9,7 @@
 
 mod native;
 mod outbox;
+pub mod peer;
 mod resp;
 mod scan;
 
