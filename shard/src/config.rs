@@ -28,7 +28,15 @@
 //! | `cluster.dc` | string | `dc1` | data center |
 //! | `cluster.rack` | string | `""` | rack; empty means racks are not configured |
 //! | `cluster.vnodes` | integer 1..=4096 | 256 | vnodes per node |
-//! | `cluster.replication_factor` | integer 1..=15 | 3 | replicas per key (N) |
+//! | `cluster.replication_factor` | integer 1..=15 | 3 | replicas per key (N); only used in cluster mode |
+//! | `cluster.seeds` | string | `""` | comma-separated `host:port` client ports of seed nodes; empty = single-node mode (no replication) |
+//! | `cluster.conflict_mode` | `causal` or `lww` | `causal` | concurrent writes kept as siblings (version vectors), or newest HLC timestamp wins |
+//! | `cluster.gossip_interval_ms` | integer 10..=60000 | 1000 | gossip round interval |
+//! | `cluster.phi_threshold` | integer 1..=64 | 8 | phi-accrual conviction threshold |
+//! | `cluster.hinted_handoff` | `true` or `false` | `true` | keep durable hints for replicas that miss a write |
+//! | `cluster.hint_window_ms` | integer | 3 hours | hints older than this are dropped (anti-entropy repair restores those replicas) |
+//! | `cluster.request_timeout_ms` | integer 1..=600000 | 2000 | a coordinated request's deadline when the client sets none |
+//! | `cluster.resp_consistency` | `one`, `quorum` or `all` | `quorum` | consistency of requests on the RESP port, which has no way to say |
 //! | `ports.client` | port | 7380 | client protocol, any core |
 //! | `ports.shard_base` | port | 7400 | shard-aware client port of core 0; core `c` listens on base + c |
 //! | `ports.resp` | port | 6380 | RESP (Redis protocol) |
@@ -60,6 +68,14 @@ pub const KEYS: &[&str] = &[
     "cluster.rack",
     "cluster.vnodes",
     "cluster.replication_factor",
+    "cluster.seeds",
+    "cluster.conflict_mode",
+    "cluster.gossip_interval_ms",
+    "cluster.phi_threshold",
+    "cluster.hinted_handoff",
+    "cluster.hint_window_ms",
+    "cluster.request_timeout_ms",
+    "cluster.resp_consistency",
     "ports.client",
     "ports.shard_base",
     "ports.resp",
@@ -81,6 +97,10 @@ const STRING_KEYS: &[&str] = &[
     "node.listen",
     "cluster.dc",
     "cluster.rack",
+    "cluster.seeds",
+    "cluster.conflict_mode",
+    "cluster.hinted_handoff",
+    "cluster.resp_consistency",
     "storage.durability",
 ];
 
@@ -129,6 +149,82 @@ pub struct ClusterConfig {
     pub vnodes: u64,
     /// Replicas per key.
     pub replication_factor: u64,
+    /// Client addresses (`host:port`) of seed nodes; empty: single-node mode.
+    #[serde(serialize_with = "comma_list")]
+    pub seeds: Vec<String>,
+    /// `causal` or `lww`.
+    pub conflict_mode: ConflictModeSetting,
+    /// Gossip round interval.
+    pub gossip_interval_ms: u64,
+    /// Phi-accrual conviction threshold.
+    pub phi_threshold: u64,
+    /// Whether coordinators keep hints for replicas that missed a write.
+    #[serde(serialize_with = "bool_string")]
+    pub hinted_handoff: bool,
+    /// How long a hint is kept.
+    pub hint_window_ms: u64,
+    /// Default deadline of a coordinated request.
+    pub request_timeout_ms: u64,
+    /// Consistency of RESP requests.
+    pub resp_consistency: RespConsistency,
+}
+
+/// `cluster.conflict_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConflictModeSetting {
+    /// Version vectors; concurrent writes become siblings.
+    Causal,
+    /// Hybrid-logical-clock timestamps; the newest write wins.
+    Lww,
+}
+
+/// `cluster.resp_consistency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RespConsistency {
+    /// One replica.
+    One,
+    /// A majority of the replicas.
+    Quorum,
+    /// Every replica.
+    All,
+}
+
+// The file format keeps every non-integer key a string, so `Display` output
+// reads back through `apply_toml` unchanged.
+fn comma_list<S: Serializer>(v: &[String], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(&v.join(","))
+}
+
+fn bool_string<S: Serializer>(v: &bool, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+fn parse_bool(value: &str) -> std::result::Result<bool, String> {
+    match value {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err("expected `true` or `false`".to_owned()),
+    }
+}
+
+fn parse_seeds(value: &str) -> std::result::Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for s in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match s.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => out.push(s.to_owned()),
+            _ => return Err(format!("seed `{s}` is not host:port")),
+        }
+    }
+    Ok(out)
+}
+
+impl ClusterConfig {
+    /// Whether the node runs as a member of a cluster (seeds configured).
+    pub fn enabled(&self) -> bool {
+        !self.seeds.is_empty()
+    }
 }
 
 /// `[ports]`.
@@ -231,6 +327,14 @@ impl Default for Config {
                 rack: String::new(),
                 vnodes: 256,
                 replication_factor: 3,
+                seeds: Vec::new(),
+                conflict_mode: ConflictModeSetting::Causal,
+                gossip_interval_ms: 1000,
+                phi_threshold: 8,
+                hinted_handoff: true,
+                hint_window_ms: 3 * 3600 * 1000,
+                request_timeout_ms: 2000,
+                resp_consistency: RespConsistency::Quorum,
             },
             ports: PortsConfig {
                 client: 7380,
@@ -345,6 +449,27 @@ impl Config {
             "cluster.rack" => self.cluster.rack = value.to_owned(),
             "cluster.vnodes" => self.cluster.vnodes = parse_int(value, 1, 4096).map_err(bad)?,
             "cluster.replication_factor" => self.cluster.replication_factor = parse_int(value, 1, 15).map_err(bad)?,
+            "cluster.seeds" => self.cluster.seeds = parse_seeds(value).map_err(bad)?,
+            "cluster.conflict_mode" => {
+                self.cluster.conflict_mode = match value {
+                    "causal" => ConflictModeSetting::Causal,
+                    "lww" => ConflictModeSetting::Lww,
+                    _ => return Err(bad("expected `causal` or `lww`".to_owned())),
+                }
+            }
+            "cluster.gossip_interval_ms" => self.cluster.gossip_interval_ms = parse_int(value, 10, 60_000).map_err(bad)?,
+            "cluster.phi_threshold" => self.cluster.phi_threshold = parse_int(value, 1, 64).map_err(bad)?,
+            "cluster.hinted_handoff" => self.cluster.hinted_handoff = parse_bool(value).map_err(bad)?,
+            "cluster.hint_window_ms" => self.cluster.hint_window_ms = parse_int(value, 0, u64::MAX).map_err(bad)?,
+            "cluster.request_timeout_ms" => self.cluster.request_timeout_ms = parse_int(value, 1, 600_000).map_err(bad)?,
+            "cluster.resp_consistency" => {
+                self.cluster.resp_consistency = match value {
+                    "one" => RespConsistency::One,
+                    "quorum" => RespConsistency::Quorum,
+                    "all" => RespConsistency::All,
+                    _ => return Err(bad("expected `one`, `quorum` or `all`".to_owned())),
+                }
+            }
             "ports.client" => self.ports.client = parse_port(value).map_err(bad)?,
             "ports.shard_base" => self.ports.shard_base = parse_port(value).map_err(bad)?,
             "ports.resp" => self.ports.resp = parse_port(value).map_err(bad)?,

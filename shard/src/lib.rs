@@ -10,6 +10,7 @@
 //! the server and the deterministic simulator share them.
 
 mod codec;
+pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod error;

@@ -120,23 +120,51 @@ pub struct Shard {
     pub fg: TaskQueueHandle,
     /// When the node started (for INFO).
     pub started: std::time::Instant,
+    /// Cluster mode (`cluster.seeds` set): this core's coordinator, peers,
+    /// hints and, on core 0, membership.
+    pub cluster: Option<Rc<crate::cluster::Cluster>>,
     mesh: Mesh,
 }
 
 impl Shard {
     /// Executes `cmd` on `core`: here if it is this core, else over the mesh.
-    pub async fn exec(&self, core: usize, cmd: Cmd) -> Reply {
+    pub async fn exec(self: &Rc<Self>, core: usize, cmd: Cmd) -> Reply {
         if core == self.id {
-            self.store.exec(cmd).await
+            self.exec_here(cmd).await
         } else {
             self.mesh.call(core, cmd).await
         }
     }
 
+    /// Executes `cmd` on this core: coordinated requests in the cluster
+    /// module, everything else in the store.
+    pub async fn exec_here(self: &Rc<Self>, cmd: Cmd) -> Reply {
+        match cmd {
+            // Boxed: the coordinator's future is large and recursive through the mesh.
+            Cmd::Cluster(c) => Box::pin(crate::cluster::execute(self, c)).await,
+            other => self.store.exec(other).await,
+        }
+    }
+
     /// The core that stores `token` on this node.
     pub fn core_of(&self, token: crate::topology::Token) -> usize {
+        if let Some(c) = &self.cluster {
+            return c.local_core(token);
+        }
         let v = self.ring.owner_vnode(token);
         crate::topology::core_of_vnode(v.index, nonzero(self.cores))
+    }
+
+    /// The ring requests are routed by: the cluster's current view, or this
+    /// node alone.
+    pub fn current_ring(&self) -> (Arc<Ring>, u64) {
+        match &self.cluster {
+            Some(c) => {
+                let v = c.view();
+                (v.ring.clone(), v.epoch)
+            }
+            None => (self.ring.clone(), 1),
+        }
     }
 
     /// Whether shutdown has begun.
@@ -314,8 +342,9 @@ pub fn single_node_ring(config: &Config) -> Result<Ring> {
     )
 }
 
-/// Ports with a socket in LISTEN state, from /proc/net/tcp and tcp6.
-fn listening_ports() -> std::collections::HashSet<u16> {
+/// (address, port) of sockets in LISTEN state, from /proc/net/tcp and tcp6;
+/// the address as the kernel prints it (hex, network order as stored).
+fn listening_ports() -> std::collections::HashSet<(String, u16)> {
     let mut out = std::collections::HashSet::new();
     for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(f) else { continue };
@@ -323,8 +352,10 @@ fn listening_ports() -> std::collections::HashSet<u16> {
             let cols: Vec<&str> = line.split_whitespace().collect();
             // cols[1] = local "ADDR:PORT" in hex, cols[3] = state (0A = LISTEN).
             if cols.len() > 3 && cols[3] == "0A" {
-                if let Some(p) = cols[1].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()) {
-                    out.insert(p);
+                if let Some((addr, p)) = cols[1].rsplit_once(':') {
+                    if let Ok(p) = u16::from_str_radix(p, 16) {
+                        out.insert((addr.to_owned(), p));
+                    }
                 }
             }
         }
@@ -342,8 +373,15 @@ fn check_ports_free(config: &Config, cores: usize) -> Result<()> {
         ports.push(config.shard_port(u16::try_from(c).unwrap_or(u16::MAX)));
     }
     let busy = listening_ports();
+    // A listener on our address or on a wildcard address takes the port from
+    // us; one on another specific address (127.0.0.2 beside 127.0.0.1) does not.
+    let ours = proc_addr(&config.node.listen);
     for p in ports {
-        if busy.contains(&p) {
+        let taken = busy.iter().any(|(a, bp)| {
+            *bp == p
+                && (a.chars().all(|c| c == '0') || ours.as_deref().is_none_or(|o| o == a.as_str()))
+        });
+        if taken {
             return Err(Error::Runtime {
                 what: format!("binding {}:{p}", config.node.listen),
                 reason: "another process listens on this port (a running corekv?); set ports.* to change it".into(),
@@ -353,6 +391,17 @@ fn check_ports_free(config: &Config, cores: usize) -> Result<()> {
     Ok(())
 }
 
+/// An IPv4 address as /proc/net/tcp prints it (`127.0.0.2` -> `0200007F`);
+/// `None` (compare with every address) for wildcards, names and IPv6.
+fn proc_addr(listen: &str) -> Option<String> {
+    let ip: std::net::Ipv4Addr = listen.parse().ok()?;
+    if ip.is_unspecified() {
+        return None;
+    }
+    let o = ip.octets();
+    Some(format!("{:02X}{:02X}{:02X}{:02X}", o[3], o[2], o[1], o[0]))
+}
+
 /// Starts the node: one executor per core, each opening its engine and
 /// serving with `serve`. Returns once every core is serving, or the first
 /// start-up error (after stopping the cores that did start).
@@ -360,6 +409,12 @@ pub fn start(config: Config, serve: ServeFn) -> Result<RunningNode> {
     let cores = usize::try_from(config.node.cores).unwrap_or(1).max(1);
     check_ports_free(&config, cores)?;
     let ring = Arc::new(single_node_ring(&config)?);
+    let cluster = if config.cluster.enabled() {
+        let view = Arc::new(crate::cluster::SharedView::new(crate::cluster::initial_view(&config)?));
+        Some((view, crate::cluster::data_epoch(&config.node.data_dir)?))
+    } else {
+        None
+    };
     let config = Arc::new(config);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
 
@@ -392,7 +447,7 @@ pub fn start(config: Config, serve: ServeFn) -> Result<RunningNode> {
         stops.push(stop_tx);
         finish.push(finish_tx);
         let (ready_tx, drained_tx) = (ready_tx.clone(), drained_tx.clone());
-        let (ring, config, gate) = (ring.clone(), config.clone(), gate.clone());
+        let (ring, config, gate, cluster) = (ring.clone(), config.clone(), gate.clone(), cluster.clone());
         let mut builder = LocalExecutorBuilder::new(Placement::Fixed(core % cpus)).name(&format!("corekv-core-{core}"));
         if config.node.spin_before_park_us > 0 {
             builder = builder.spin_before_park(Duration::from_micros(config.node.spin_before_park_us));
@@ -413,6 +468,7 @@ pub fn start(config: Config, serve: ServeFn) -> Result<RunningNode> {
                     serve,
                     started,
                     gate: gate.clone(),
+                    cluster,
                 })
                 .await;
                 if let Err(e) = &r {
@@ -493,6 +549,7 @@ struct CoreArgs {
     serve: ServeFn,
     started: std::time::Instant,
     gate: Arc<StartGate>,
+    cluster: Option<(Arc<crate::cluster::SharedView>, u64)>,
 }
 
 async fn core_main(a: CoreArgs) -> Result<()> {
@@ -533,6 +590,18 @@ async fn core_main(a: CoreArgs) -> Result<()> {
         let _ = engine.close().await;
         return Ok(());
     }
+    let cluster = match a.cluster {
+        Some((view, epoch)) => {
+            match crate::cluster::Cluster::open(&a.config, a.core, a.cores, view, epoch, fg).await {
+                Ok(c) => Some(Rc::new(c)),
+                Err(e) => {
+                    let _ = engine.close().await;
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
     let shard = Rc::new(Shard {
         id: a.core,
         cores: a.cores,
@@ -542,8 +611,27 @@ async fn core_main(a: CoreArgs) -> Result<()> {
         stop: a.stop,
         fg,
         started: a.started,
+        cluster,
         mesh: Mesh { peers },
     });
+    if let Some(c) = &shard.cluster {
+        let loops: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> = if a.core == 0 {
+            vec![
+                Box::pin(crate::cluster::hints::replay_loop(shard.clone(), c.clone())),
+                Box::pin(crate::cluster::gossip::gossip_loop(shard.clone(), c.clone())),
+            ]
+        } else {
+            vec![Box::pin(crate::cluster::hints::replay_loop(shard.clone(), c.clone()))]
+        };
+        for l in loops {
+            glommio::spawn_local_into(l, fg)
+                .map_err(|e| Error::Runtime {
+                    what: "spawning a cluster task".into(),
+                    reason: e.to_string(),
+                })?
+                .detach();
+        }
+    }
     for rx in inbound.into_iter().flatten() {
         let s = shard.clone();
         glommio::spawn_local_into(receive(s, rx), fg)
@@ -560,6 +648,12 @@ async fn core_main(a: CoreArgs) -> Result<()> {
     let r = with_ready(served, a.ready).await;
     let _ = a.drained.send(());
     let _ = a.finish.await;
+    if let Some(c) = &shard.cluster {
+        c.pool.close_all();
+        if let Err(e) = c.hints.close().await {
+            tracing::warn!(core = a.core, error = %e, "closing the hint store");
+        }
+    }
     let close = shard.store.engine().clone().close().await.map_err(|e| Error::Runtime {
         what: format!("closing the engine of core {}", a.core),
         reason: e.to_string(),
@@ -592,7 +686,7 @@ async fn receive(shard: Rc<Shard>, rx: ConnectedReceiver<Envelope>) {
     while let Some(env) = rx.recv().await {
         let s = shard.clone();
         let fut = Box::pin(async move {
-            let reply = s.store.exec(env.cmd).await;
+            let reply = s.exec_here(env.cmd).await;
             // The asker may have given up (timeout, closed connection).
             let _ = env.reply.send(reply);
         });

@@ -143,6 +143,20 @@ pub enum Cmd {
     },
     /// Counters for INFO. Reply: [`Reply::Info`].
     Info,
+    /// Cluster mode, replica side: merge `record` (the node's record format,
+    /// docs/versions.md) into the key, durably. Reply: [`Reply::Ok`].
+    ReplicaMerge {
+        /// The key.
+        key: Key,
+        /// The encoded record.
+        record: Vec<u8>,
+    },
+    /// Cluster mode, replica side: this core's record of the key. Reply:
+    /// [`Reply::Record`].
+    ReplicaRead(Key),
+    /// Cluster mode: a request this core coordinates. Executed by the
+    /// cluster module (it needs the ring and the peers), never by the store.
+    Cluster(crate::cluster::ClusterCmd),
 }
 
 /// A stored value as read.
@@ -216,6 +230,10 @@ pub enum Reply {
     Page(Page),
     /// Counters.
     Info(CoreInfo),
+    /// A replica's encoded record of a key, if it has one.
+    Record(Option<Vec<u8>>),
+    /// A coordinated read's answer.
+    Versions(Option<crate::cluster::Versions>),
     /// The command failed.
     Failed(Failure),
 }
@@ -646,9 +664,76 @@ impl Store {
                     writes: self.writes.get(),
                 }))
             }
+            Cmd::ReplicaMerge { key, record } => {
+                let record = VRecord::decode(&record).map_err(|e| Failure::new(FailureKind::Invalid, e.to_string()))?;
+                self.merge_record(&key, &record).await?;
+                Ok(Reply::Ok)
+            }
+            Cmd::ReplicaRead(key) => Ok(Reply::Record(self.read_record(&key).await?.map(|r| r.to_bytes()))),
+            Cmd::Cluster(_) => Err(Failure::new(
+                FailureKind::Internal,
+                "a cluster command reached the store instead of the cluster module",
+            )),
         }
     }
+
+    /// This core's record of `key` (cluster mode).
+    pub async fn read_record(&self, key: &Key) -> Result<Option<VRecord>, Failure> {
+        let Some(r) = self.read(key).await? else {
+            return Ok(None);
+        };
+        if r.meta != RECORD_META {
+            return Err(Failure::new(
+                FailureKind::Internal,
+                "the stored value is not a cluster record (was this data directory written in single-node mode?)",
+            ));
+        }
+        VRecord::decode(&r.value)
+            .map(Some)
+            .map_err(|e| Failure::new(FailureKind::Internal, format!("stored record unreadable: {e}")))
+    }
+
+    /// Merges `incoming` into the key's record, durably, under the key's
+    /// lock. A merge that changes nothing writes nothing (replays of hints
+    /// and read repairs are often no-ops).
+    pub async fn merge_record(&self, key: &Key, incoming: &VRecord) -> Result<(), Failure> {
+        self.update_record(key, |cur| match cur {
+            Some(c) => c
+                .merge(incoming)
+                .map_err(|e| Failure::new(FailureKind::Invalid, e.to_string())),
+            None => Ok(incoming.clone()),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Replaces the key's record by `f(current)` under the key's lock,
+    /// durably (the engine acknowledges after its WAL sync), and returns it.
+    /// Updates of one key are serialized, which is what lets a coordinator
+    /// mint its next dot from the state holding every dot it issued.
+    pub async fn update_record(
+        &self,
+        key: &Key,
+        f: impl FnOnce(Option<&VRecord>) -> Result<VRecord, Failure>,
+    ) -> Result<VRecord, Failure> {
+        let _g = self.locks.lock(&key.bytes).await;
+        let cur = self.read_record(key).await?;
+        let next = f(cur.as_ref())?;
+        if cur.as_ref() != Some(&next) {
+            self.writes.set(self.writes.get() + 1);
+            self.engine
+                .put(key.token, &key.bytes, &next.to_bytes(), RECORD_META, 0)
+                .await?;
+        }
+        Ok(next)
+    }
 }
+
+/// Engine `meta` of every record written in cluster mode: a format tag, so
+/// a single-node value is never misread as a record or the reverse.
+pub const RECORD_META: &[u8] = b"\xC1";
+
+use crate::versioning::Record as VRecord;
 
 fn to_value(r: Record) -> Value {
     Value {

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use corekv_engine::Cursor;
 use corekv_net::frame::FrameDecoder;
-use corekv_net::msg::{ErrorCode, KeyValue, Limits, List, Node, Op, Request, Response, ValueRef};
+use corekv_net::msg::peer::{PeerOpcode, PeerRequest};
+use corekv_net::msg::{Consistency as WireConsistency, ErrorCode, KeyValue, Limits, List, Node, Op, Request, Response, ValueRef};
 use futures::AsyncRead;
 
 use super::{read_some, scan, Outbox};
@@ -110,6 +111,27 @@ pub async fn read_loop<R: AsyncRead + Unpin>(
                 }
             };
             let id = frame.header.request_id;
+            if PeerOpcode::from_u8(frame.header.opcode).is_some() {
+                let fut = match PeerRequest::decode(&frame, &limits) {
+                    Ok(req) => peer_start(shard, out, id, &req),
+                    Err(e) => {
+                        let mut b = Vec::new();
+                        encode(&mut b, id, &Response::from_error(&e, &mut msg, 1024));
+                        out.begin();
+                        out.finish_unordered(&b);
+                        if e.is_fatal() {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                if super::run_inline_or_spawn(shard, fut).await.is_err() {
+                    let mut b = Vec::new();
+                    encode_failure(&mut b, id, &Failure::new(FailureKind::Internal, "cannot schedule the request"));
+                    out.finish_unordered(&b);
+                }
+                continue;
+            }
             let fut = match Request::decode(&frame, &limits) {
                 Ok(req) => start(shard, out, id, req, local),
                 Err(e) => {
@@ -204,6 +226,9 @@ enum Job {
     },
     Ping,
     Ring,
+    /// Cluster mode: coordinated commands run concurrently, one per key,
+    /// answered as one MGET (VALUES) or MPUT (OK).
+    Cluster(Vec<(usize, Cmd)>, Kind),
 }
 
 /// How a single-command reply is encoded.
@@ -214,6 +239,9 @@ enum Kind {
     Delete,
     Integer,
     Expire,
+    ClusterGet,
+    ClusterExists,
+    ClusterWrite,
 }
 
 fn expiry(ttl_ms: u64) -> u64 {
@@ -339,6 +367,124 @@ fn page_limit(limit: u32) -> usize {
     l as usize
 }
 
+/// A node-to-node request's future (owning its data).
+fn peer_start(
+    shard: &Rc<Shard>,
+    out: &Rc<Outbox>,
+    id: u64,
+    req: &PeerRequest<'_>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+    out.begin();
+    let job = crate::cluster::inbound::PeerJob::from_request(req);
+    let (s, o) = (shard.clone(), out.clone());
+    Box::pin(async move {
+        let mut b = Vec::new();
+        crate::cluster::handle_peer_request(&s, job, id, &mut b).await;
+        o.finish_unordered(&b);
+    })
+}
+
+/// The coordinator's level for a request's consistency.
+pub fn consistency(c: WireConsistency) -> Result<crate::coordinator::Consistency, Failure> {
+    use crate::coordinator::Consistency as C;
+    Ok(match c {
+        WireConsistency::One | WireConsistency::Count(1) => C::One,
+        WireConsistency::Count(2) => C::Two,
+        WireConsistency::Quorum => C::Quorum,
+        WireConsistency::All => C::All,
+        other => {
+            return Err(Failure::new(
+                FailureKind::Invalid,
+                format!("consistency {other:?} is not supported (ONE, TWO, QUORUM, ALL)"),
+            ))
+        }
+    })
+}
+
+/// A request in cluster mode: coordinated on the key's owning core.
+fn cluster_job(shard: &Shard, req: &Request<'_>) -> Result<Job, Failure> {
+    use crate::cluster::ClusterCmd;
+    let level = consistency(req.consistency)?;
+    let timeout_ms = u64::from(req.timeout_ms);
+    let get = |k: Key| Cmd::Cluster(ClusterCmd::Get {
+        key: k,
+        consistency: level,
+        timeout_ms,
+    });
+    let write = |k: Key, value: Option<Vec<u8>>, expiry_ms: u64| {
+        Cmd::Cluster(ClusterCmd::Write {
+            key: k,
+            value,
+            expiry_ms,
+            context: None,
+            consistency: level,
+            timeout_ms,
+        })
+    };
+    let one = |k: Key, cmd: Cmd, op: Kind| Job::One {
+        core: shard.core_of(k.token),
+        cmd,
+        op,
+    };
+    Ok(match req.op {
+        Op::Get { key: k } => {
+            let k = key(k)?;
+            one(k.clone(), get(k), Kind::ClusterGet)
+        }
+        Op::Exists { key: k } => {
+            let k = key(k)?;
+            one(k.clone(), get(k), Kind::ClusterExists)
+        }
+        Op::Put {
+            key: k,
+            value,
+            ttl_ms,
+            condition,
+        } => {
+            if condition != crate::store::Cond::Always {
+                return Err(not_in_cluster_mode("PUT with NX/XX"));
+            }
+            let k = key(k)?;
+            one(k.clone(), write(k, Some(value.to_vec()), expiry(ttl_ms)), Kind::ClusterWrite)
+        }
+        Op::Delete { key: k } => {
+            let k = key(k)?;
+            one(k.clone(), write(k, None, 0), Kind::ClusterWrite)
+        }
+        Op::MGet { keys } => Job::Cluster(
+            keys.iter()
+                .map(|k| key(k).map(|k| (shard.core_of(k.token), get(k))))
+                .collect::<Result<_, _>>()?,
+            Kind::ClusterGet,
+        ),
+        Op::MPut { entries, ttl_ms } => Job::Cluster(
+            entries
+                .iter()
+                .map(|kv: KeyValue<'_>| {
+                    key(kv.key).map(|k| (shard.core_of(k.token), write(k, Some(kv.value.to_vec()), expiry(ttl_ms))))
+                })
+                .collect::<Result<_, _>>()?,
+            Kind::ClusterWrite,
+        ),
+        Op::Ping => Job::Ping,
+        Op::Ring => Job::Ring,
+        Op::Scan { .. } => return Err(not_in_cluster_mode("SCAN")),
+        Op::List { .. } => return Err(not_in_cluster_mode("LIST")),
+        Op::Expire { .. } => return Err(not_in_cluster_mode("EXPIRE")),
+        Op::Ttl { .. } => return Err(not_in_cluster_mode("TTL")),
+        Op::Incr { .. } => return Err(not_in_cluster_mode("INCR")),
+        Op::Cas { .. } => return Err(not_in_cluster_mode("CAS")),
+    })
+}
+
+/// The error for an operation cluster mode does not offer yet.
+pub fn not_in_cluster_mode(what: &str) -> Failure {
+    Failure::new(
+        FailureKind::Invalid,
+        format!("{what} is not available in cluster mode yet (it works on a single node: cluster.seeds empty)"),
+    )
+}
+
 /// Turns a decoded request into the future that answers it (owning its data).
 fn start(
     shard: &Rc<Shard>,
@@ -348,7 +494,11 @@ fn start(
     local: Option<SocketAddr>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
     out.begin();
-    let job = job(shard, &req.op);
+    let job = if shard.cluster.is_some() {
+        cluster_job(shard, &req)
+    } else {
+        job(shard, &req.op)
+    };
     let (s, o) = (shard.clone(), out.clone());
     let timeout = Duration::from_millis(u64::from(req.timeout_ms));
     Box::pin(async move {
@@ -387,6 +537,25 @@ fn start(
         }
         o.finish_unordered(&b);
     })
+}
+
+/// The sibling a single-value read returns (the newest) with the context.
+fn newest(v: Option<&crate::cluster::Versions>) -> Option<(&crate::cluster::Sibling, &[u8])> {
+    let v = v?;
+    v.siblings.first().map(|s| (s, v.context.as_slice()))
+}
+
+fn sibling_ref<'a>(s: &'a crate::cluster::Sibling, context: &'a [u8]) -> ValueRef<'a> {
+    let now = now_ms();
+    ValueRef {
+        value: &s.value,
+        meta: context,
+        ttl_ms: if s.expiry_ms == 0 {
+            0
+        } else {
+            s.expiry_ms.saturating_sub(now).max(1)
+        },
+    }
 }
 
 fn value_ref(v: &Value) -> ValueRef<'_> {
@@ -429,7 +598,35 @@ async fn run(shard: &Rc<Shard>, job: Job, id: u64, b: &mut Vec<u8>, local: Optio
                 ),
                 (Kind::Integer, Reply::Int(n)) => encode(b, id, &Response::Integer(*n)),
                 (Kind::Expire, Reply::Bool(x)) => encode(b, id, &Response::Integer(i64::from(*x))),
+                (Kind::ClusterGet, Reply::Versions(v)) => match newest(v.as_ref()) {
+                    Some((s, ctx)) => encode(b, id, &Response::Value(sibling_ref(s, ctx))),
+                    None => encode(b, id, &Response::NotFound),
+                },
+                (Kind::ClusterExists, Reply::Versions(v)) => {
+                    encode(b, id, &Response::Integer(i64::from(newest(v.as_ref()).is_some())))
+                }
+                (Kind::ClusterWrite, Reply::Ok) => encode(b, id, &Response::Ok),
                 _ => unexpected(b, id, &r),
+            }
+        }
+        Job::Cluster(cmds, kind) => {
+            let replies = futures::future::join_all(cmds.into_iter().map(|(core, cmd)| shard.exec(core, cmd))).await;
+            if let Some(f) = replies.iter().find_map(|r| match r {
+                Reply::Failed(f) => Some(f),
+                _ => None,
+            }) {
+                encode_failure(b, id, f);
+            } else if matches!(kind, Kind::ClusterWrite) {
+                encode(b, id, &Response::Ok);
+            } else {
+                let vals: Vec<Option<ValueRef<'_>>> = replies
+                    .iter()
+                    .map(|r| match r {
+                        Reply::Versions(v) => newest(v.as_ref()).map(|(s, ctx)| sibling_ref(s, ctx)),
+                        _ => None,
+                    })
+                    .collect();
+                encode(b, id, &Response::Values(List::Slice(&vals)));
             }
         }
         Job::MGet(keys) => match mget(shard, keys).await {
@@ -458,25 +655,44 @@ async fn run(shard: &Rc<Shard>, job: Job, id: u64, b: &mut Vec<u8>, local: Optio
         },
         Job::Ping => encode(b, id, &Response::Ok),
         Job::Ring => {
-            let ring = &shard.ring;
-            let tokens: Vec<Vec<u64>> = (0..ring.nodes().len()).map(|n| ring.tokens_of(n)).collect();
-            let address = advertised(&shard.config.node.listen, shard.config.ports.client, local);
-            let nodes: Vec<Node<'_>> = ring
-                .nodes()
+            let (ring, epoch) = shard.current_ring();
+            let ports = shard.cluster.as_ref().map(|c| c.view().ports.clone());
+            let listed: Vec<usize> = (0..ring.nodes().len())
+                // A node believed down is left out, so a client routes its keys
+                // to the next replica clockwise until it is back.
+                .filter(|&n| ring.nodes()[n].status != crate::topology::NodeStatus::Down)
+                .collect();
+            let tokens: Vec<Vec<u64>> = listed.iter().map(|&n| ring.tokens_of(n)).collect();
+            let own = advertised(&shard.config.node.listen, shard.config.ports.client, local);
+            let nodes: Vec<Node<'_>> = listed
                 .iter()
                 .zip(&tokens)
-                .map(|(_, t)| Node {
-                    address: &address,
-                    cores: u16::try_from(shard.cores).unwrap_or(u16::MAX),
-                    shard_port: shard.config.ports.shard_base,
-                    tokens: List::Slice(t),
+                .map(|(&n, t)| {
+                    let node = &ring.nodes()[n];
+                    match &ports {
+                        None => Node {
+                            address: &own,
+                            cores: u16::try_from(shard.cores).unwrap_or(u16::MAX),
+                            shard_port: shard.config.ports.shard_base,
+                            tokens: List::Slice(t),
+                        },
+                        Some(p) => {
+                            let sp = p.get(&node.id);
+                            Node {
+                                address: &node.address,
+                                cores: sp.map_or(1, |s| s.cores.max(1)),
+                                shard_port: sp.map_or(0, |s| s.base),
+                                tokens: List::Slice(t),
+                            }
+                        }
+                    }
                 })
                 .collect();
             encode(
                 b,
                 id,
                 &Response::Ring {
-                    epoch: 1,
+                    epoch,
                     nodes: List::Slice(&nodes),
                 },
             );

@@ -503,7 +503,136 @@ async fn one(shard: &Rc<Shard>, key: Key, make: impl FnOnce(Key) -> Cmd) -> Resu
     }
 }
 
+/// A coordinated request in cluster mode, at `cluster.resp_consistency`.
+async fn coordinated(shard: &Rc<Shard>, key: Key, value: Option<Option<(Vec<u8>, u64)>>) -> Result<Reply, Failure> {
+    use crate::cluster::ClusterCmd;
+    use crate::config::RespConsistency;
+    use crate::coordinator::Consistency;
+    check_key(&key)?;
+    let consistency = match shard.config.cluster.resp_consistency {
+        RespConsistency::One => Consistency::One,
+        RespConsistency::Quorum => Consistency::Quorum,
+        RespConsistency::All => Consistency::All,
+    };
+    let core = shard.core_of(key.token);
+    let cmd = match value {
+        None => ClusterCmd::Get {
+            key,
+            consistency,
+            timeout_ms: 0,
+        },
+        Some(v) => {
+            let (value, expiry_ms) = match v {
+                Some((v, e)) => (Some(v), e),
+                None => (None, 0),
+            };
+            ClusterCmd::Write {
+                key,
+                value,
+                expiry_ms,
+                context: None,
+                consistency,
+                timeout_ms: 0,
+            }
+        }
+    };
+    match shard.exec(core, Cmd::Cluster(cmd)).await {
+        Reply::Failed(f) => Err(f),
+        r => Ok(r),
+    }
+}
+
+/// The newest live value of a coordinated read (RESP has no siblings: the
+/// others stay stored and the SDK's `get_versions` returns them).
+fn newest_value(r: Reply) -> Result<Option<Vec<u8>>, Failure> {
+    match r {
+        Reply::Versions(v) => Ok(v.and_then(|v| v.siblings.into_iter().next()).map(|s| s.value)),
+        r => Err(unexpected(&r)),
+    }
+}
+
+async fn run_cluster(shard: &Rc<Shard>, w: &ReplyWriter, job: Job, b: &mut Vec<u8>) -> Result<(), Failure> {
+    use super::native::not_in_cluster_mode;
+    match job {
+        Job::Get(key) => match newest_value(coordinated(shard, key, None).await?)? {
+            Some(v) => w.bulk(b, &v),
+            None => w.null(b),
+        },
+        Job::Set {
+            guard,
+            key,
+            value,
+            expiry_ms,
+            cond,
+        } => {
+            if cond != crate::store::Cond::Always {
+                return Err(not_in_cluster_mode("SET NX/XX"));
+            }
+            let r = coordinated(shard, key, Some(Some((value, expiry_ms)))).await;
+            drop(guard);
+            r?;
+            w.ok(b);
+        }
+        Job::Del { guard, keys } => {
+            // DEL answers how many existed: read each, then delete those.
+            let mut n = 0;
+            for k in keys {
+                if newest_value(coordinated(shard, k.clone(), None).await?)?.is_some() {
+                    coordinated(shard, k, Some(None)).await?;
+                    n += 1;
+                }
+            }
+            drop(guard);
+            w.integer(b, n);
+        }
+        Job::Exists(keys) => {
+            let mut n = 0;
+            for k in keys {
+                n += i64::from(newest_value(coordinated(shard, k, None).await?)?.is_some());
+            }
+            w.integer(b, n);
+        }
+        Job::MGet(keys) => {
+            let vals = futures::future::join_all(keys.into_iter().map(|k| coordinated(shard, k, None))).await;
+            let vals: Vec<Option<Vec<u8>>> = vals
+                .into_iter()
+                .map(|r| r.and_then(newest_value))
+                .collect::<Result<_, _>>()?;
+            w.array(b, vals.len());
+            for v in vals {
+                match v {
+                    Some(v) => w.bulk(b, &v),
+                    None => w.null(b),
+                }
+            }
+        }
+        Job::MSet { guard, entries } => {
+            let r = futures::future::join_all(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| coordinated(shard, k, Some(Some((v, 0))))),
+            )
+            .await;
+            drop(guard);
+            r.into_iter().collect::<Result<Vec<_>, _>>()?;
+            w.ok(b);
+        }
+        Job::Incr { .. } => return Err(not_in_cluster_mode("INCR")),
+        Job::Expire { .. } => return Err(not_in_cluster_mode("EXPIRE")),
+        Job::Ttl { .. } => return Err(not_in_cluster_mode("TTL")),
+        Job::Scan { .. } => return Err(not_in_cluster_mode("SCAN")),
+        Job::Info => {
+            let text = info(shard).await?;
+            w.verbatim(b, b"txt", text.as_bytes());
+        }
+    }
+    Ok(())
+}
+
 async fn run_inner(shard: &Rc<Shard>, w: &ReplyWriter, job: Job, b: &mut Vec<u8>) -> Result<(), Failure> {
+    if shard.cluster.is_some() {
+        return run_cluster(shard, w, job, b).await;
+    }
     match job {
         Job::Get(key) => match one(shard, key, Cmd::Get).await? {
             Reply::Value(Some(v)) => w.bulk(b, &v.value),

@@ -217,6 +217,22 @@ impl Ring {
         &self.vnodes[self.owner_position(token)]
     }
 
+    /// The first vnode of node `node` (an index in [`Ring::nodes`]) at or
+    /// clockwise after `token`: on that node, the vnode whose core stores the
+    /// key. For the key's owner it is the owning vnode. For any other replica
+    /// it depends only on that replica's own tokens, so a key stays on the same
+    /// core of a replica when other nodes join or leave (the owner's vnode
+    /// index would move it). `None` if the node has no vnode.
+    pub fn local_vnode(&self, token: Token, node: usize) -> Option<&Vnode> {
+        let node = u32::try_from(node).ok()?;
+        self.clockwise(token).find(|v| v.node == node)
+    }
+
+    /// Index in [`Ring::nodes`] of the node `id`.
+    pub fn index_of(&self, id: &NodeId) -> Option<usize> {
+        self.nodes.binary_search_by(|n| n.id.cmp(id)).ok()
+    }
+
     /// The vnodes clockwise from the owner of `token`, once around the ring.
     fn clockwise(&self, token: Token) -> impl Iterator<Item = &Vnode> {
         let start = self.owner_position(token);

@@ -1,0 +1,200 @@
+//! Durable hinted handoff on one core: the [`HintStore`] state machine, its
+//! bytes in a small engine of their own (`<data_dir>/hints-<core>`), and the
+//! loop that replays hints to replicas gossip sees up.
+//!
+//! A hint is synced (the engine's WAL group commit) before the write that
+//! produced it finishes, and deleted only after its target acknowledged the
+//! replay durably, so a crash at any point replays a hint at worst twice, and
+//! replays merge idempotently. A separate engine keeps hints out of the key
+//! space: user scans never see them, and streaming a range never ships them.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use corekv_engine::{Engine, Fs, Options as EngineOptions, ScanOptions};
+
+use super::Cluster;
+use crate::config::Config;
+use crate::coordinator::Mutation;
+use crate::error::{Error, Result};
+use crate::replication::hints::{Hint, HintConfig, HintId, HintMetrics, HintStore};
+use crate::runtime::Shard;
+use crate::store::now_ms;
+use crate::topology::{NodeId, NodeStatus};
+use crate::versioning::Record;
+
+/// How often the replay loop looks for targets that came back.
+const REPLAY_EVERY: Duration = Duration::from_millis(250);
+
+/// One core's hints.
+#[derive(Debug)]
+pub struct Hints {
+    engine: Engine,
+    store: RefCell<HintStore<Record>>,
+    enabled: bool,
+}
+
+fn hint_key(id: HintId) -> [u8; 8] {
+    id.0.to_be_bytes()
+}
+
+impl Hints {
+    /// Opens core `core`'s hints and restores the ones a previous run left.
+    pub async fn open(config: &Config, core: usize, cores: usize) -> Result<Hints> {
+        let _ = cores;
+        let dir = config.node.data_dir.join(format!("hints-{core}"));
+        let mut o = EngineOptions::new(Fs::real(), dir);
+        // Hints are few and short-lived: small budgets.
+        o.memtable_bytes = 4 << 20;
+        o.block_cache_bytes = 1 << 20;
+        o.wal.segment_bytes = 4 << 20;
+        o.limits.max_key = 64;
+        o.limits.max_value = usize::MAX >> 1;
+        let engine = Engine::open(o).await.map_err(|e| Error::Runtime {
+            what: format!("opening the hint store of core {core}"),
+            reason: e.to_string(),
+        })?;
+        let hint_config = HintConfig {
+            window: config.cluster.hint_window_ms,
+            ..HintConfig::default()
+        };
+        let mut restored = Vec::new();
+        let mut after = None;
+        loop {
+            let page = engine
+                .scan(&ScanOptions {
+                    start_token: 0,
+                    end_token: u64::MAX,
+                    after: after.clone(),
+                    limit: 1024,
+                    ..ScanOptions::default()
+                })
+                .await
+                .map_err(|e| Error::Runtime {
+                    what: format!("reading the hints of core {core}"),
+                    reason: e.to_string(),
+                })?;
+            for e in &page.entries {
+                let Ok(Some(r)) = engine.get(e.token, &e.key).await else { continue };
+                match Hint::<Record>::decode(&r.value) {
+                    Ok(h) => restored.push(h),
+                    // A hint we cannot read is reported and left for an operator:
+                    // anti-entropy repairs its target anyway.
+                    Err(err) => tracing::error!(core, error = %err, "unreadable hint skipped"),
+                }
+            }
+            match page.cursor {
+                Some(c) => after = Some(c),
+                None => break,
+            }
+        }
+        if !restored.is_empty() {
+            tracing::info!(core, hints = restored.len(), "hints restored");
+        }
+        Ok(Hints {
+            engine,
+            store: RefCell::new(HintStore::restore(hint_config, restored)),
+            enabled: config.cluster.hinted_handoff,
+        })
+    }
+
+    /// Keeps `mutation` for `target`, durably. A hint that cannot be kept
+    /// (store full, disk error) is logged: the replica is then brought back
+    /// by read repair or anti-entropy instead.
+    pub async fn store(&self, shard: &Shard, target: NodeId, mutation: Mutation<Record>) {
+        if !self.enabled {
+            return;
+        }
+        let bytes = {
+            let mut s = self.store.borrow_mut();
+            match s.add(target.clone(), mutation, now_ms()) {
+                Ok(h) => {
+                    let mut b = Vec::new();
+                    match h.encode(&mut b) {
+                        Ok(()) => Some((h.id, b)),
+                        Err(e) => {
+                            tracing::warn!(core = shard.id, error = %e, "hint not encodable");
+                            None
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(core = shard.id, %target, error = %e, "hint dropped");
+                    None
+                }
+            }
+        };
+        let Some((id, b)) = bytes else { return };
+        if let Err(e) = self.engine.put(id.0, &hint_key(id), &b, &[], 0).await {
+            tracing::warn!(core = shard.id, %target, error = %e, "hint not persisted");
+        }
+    }
+
+    async fn forget(&self, id: HintId) {
+        if let Err(e) = self.engine.delete(id.0, &hint_key(id), &[]).await {
+            tracing::warn!(error = %e, "a delivered hint could not be deleted; it will be replayed again");
+        }
+    }
+
+    /// Counters for INFO and metrics.
+    pub fn metrics(&self) -> HintMetrics {
+        self.store.borrow().metrics()
+    }
+
+    /// Closes the hint engine (syncing its WAL).
+    pub async fn close(&self) -> Result<()> {
+        self.engine.clone().close().await.map_err(|e| Error::Runtime {
+            what: "closing the hint store".into(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Replays hints to targets gossip sees up, resends overdue replays and
+/// expires old hints, until the node stops.
+pub async fn replay_loop(shard: Rc<Shard>, cluster: Rc<Cluster>) {
+    loop {
+        let stop = shard.stop.clone();
+        let tick = glommio::timer::sleep(REPLAY_EVERY);
+        futures::pin_mut!(tick);
+        if let futures::future::Either::Left(_) = futures::future::select(stop, tick).await {
+            return;
+        }
+        let now = now_ms();
+        let view = cluster.view();
+        let mut due = Vec::new();
+        {
+            let mut store = cluster.hints.store.borrow_mut();
+            for target in store.targets() {
+                match view.ring.node(&target) {
+                    Some(n) if n.status != NodeStatus::Down => due.extend(store.on_node_up(&target, now)),
+                    _ => store.on_node_down(&target),
+                }
+            }
+            let t = store.on_tick(now);
+            due.extend(t.resend);
+            drop(store);
+            for id in t.expired {
+                cluster.hints.forget(id).await;
+            }
+        }
+        for hint in due {
+            let (s, c) = (shard.clone(), cluster.clone());
+            let task = glommio::spawn_local_into(
+                async move {
+                    let deadline = now_ms() + 5_000;
+                    if super::send_mutation(&s, &c, &hint.target, &hint.mutation, deadline).await
+                        && c.hints.store.borrow_mut().on_ack(hint.id).is_some()
+                    {
+                        c.hints.forget(hint.id).await;
+                    }
+                },
+                shard.fg,
+            );
+            if let Ok(t) = task {
+                t.detach();
+            }
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Node-to-node requests this node answers (docs/protocol.md, "Node-to-node
+//! messages"): a replica's MUTATE and READ, and GOSSIP for core 0.
+
+use std::rc::Rc;
+
+use corekv_net::frame::{encode_frame, Flags};
+use corekv_net::msg::peer::{PeerOp, PeerOpcode, PeerRequest, PeerResponse};
+use corekv_net::msg::{ErrorCode, Response};
+
+use crate::runtime::Shard;
+use crate::store::{Cmd, Failure, FailureKind, Key, Reply};
+use crate::topology::NodeId;
+use crate::versioning::Record;
+
+use super::ClusterCmd;
+
+/// A node-to-node request, copied out of the receive buffer.
+#[derive(Debug)]
+pub enum PeerJob {
+    /// Merge a record into a replica.
+    Mutate {
+        /// The key.
+        key: Key,
+        /// The encoded record.
+        record: Vec<u8>,
+        /// Sloppy quorum: the node this is held for.
+        hint_for: String,
+    },
+    /// A replica's record.
+    Read {
+        /// The key.
+        key: Key,
+        /// Only the digest.
+        digest_only: bool,
+    },
+    /// Gossip.
+    Gossip(Vec<u8>),
+    /// An opcode this node does not serve yet.
+    Unsupported(PeerOpcode),
+}
+
+impl PeerJob {
+    /// Copies what the request carries.
+    pub fn from_request(req: &PeerRequest<'_>) -> PeerJob {
+        match req.op {
+            PeerOp::Mutate {
+                token,
+                key,
+                record,
+                hint_for,
+            } => PeerJob::Mutate {
+                key: Key {
+                    token,
+                    bytes: key.to_vec(),
+                },
+                record: record.to_vec(),
+                hint_for: hint_for.to_owned(),
+            },
+            PeerOp::Read { token, key, digest_only } => PeerJob::Read {
+                key: Key {
+                    token,
+                    bytes: key.to_vec(),
+                },
+                digest_only,
+            },
+            PeerOp::Gossip { payload } => PeerJob::Gossip(payload.to_vec()),
+            other => PeerJob::Unsupported(other.opcode()),
+        }
+    }
+
+    fn opcode(&self) -> PeerOpcode {
+        match self {
+            PeerJob::Mutate { .. } => PeerOpcode::Mutate,
+            PeerJob::Read { .. } => PeerOpcode::Read,
+            PeerJob::Gossip(_) => PeerOpcode::Gossip,
+            PeerJob::Unsupported(op) => *op,
+        }
+    }
+}
+
+fn encode_error(out: &mut Vec<u8>, op: PeerOpcode, id: u64, f: &Failure) {
+    let code = match f.kind {
+        FailureKind::TooLarge => ErrorCode::TOO_LARGE,
+        FailureKind::Invalid => ErrorCode::MALFORMED,
+        FailureKind::Unavailable => ErrorCode::UNAVAILABLE,
+        FailureKind::Overloaded => ErrorCode::OVERLOADED,
+        _ => ErrorCode::INTERNAL,
+    };
+    let r = Response::Error {
+        code,
+        message: &f.message,
+    };
+    out.clear();
+    let _ = encode_frame(out, op as u8, Flags::RESPONSE.with(Flags::ERROR), id, |b| r.encode(b));
+}
+
+/// Serves one node-to-node request and appends its response frame to `out`.
+pub async fn handle_peer_request(shard: &Rc<Shard>, job: PeerJob, id: u64, out: &mut Vec<u8>) {
+    let op = job.opcode();
+    match serve(shard, job).await {
+        Ok(resp) => {
+            if resp.encode_frame(op, id, out).is_err() {
+                encode_error(out, op, id, &Failure::new(FailureKind::TooLarge, "response too large"));
+            }
+        }
+        Err(f) => encode_error(out, op, id, &f),
+    }
+}
+
+/// The owned form of a response (the record is owned by this task).
+enum Answer {
+    Ack,
+    Record(Option<Vec<u8>>, u64),
+    Gossip,
+}
+
+impl Answer {
+    fn encode_frame(&self, op: PeerOpcode, id: u64, out: &mut Vec<u8>) -> Result<(), corekv_net::error::FrameError> {
+        let r = match self {
+            Answer::Ack => PeerResponse::Ack,
+            Answer::Record(r, digest) => PeerResponse::Record {
+                record: r.as_deref(),
+                digest: *digest,
+            },
+            Answer::Gossip => PeerResponse::Gossip { payload: &[] },
+        };
+        r.encode_frame(op, id, out)
+    }
+}
+
+async fn serve(shard: &Rc<Shard>, job: PeerJob) -> Result<Answer, Failure> {
+    let Some(cluster) = shard.cluster.clone() else {
+        return Err(Failure::new(
+            FailureKind::Unavailable,
+            "this node is not in cluster mode (cluster.seeds is empty)",
+        ));
+    };
+    match job {
+        PeerJob::Mutate { key, record, hint_for } => {
+            if !hint_for.is_empty() {
+                let rec = Record::decode(&record).map_err(|e| Failure::new(FailureKind::Invalid, e.to_string()))?;
+                let m = crate::coordinator::Mutation {
+                    key: key.bytes,
+                    token: key.token,
+                    record: rec,
+                };
+                cluster.hints.store(shard, NodeId(hint_for), m).await;
+                return Ok(Answer::Ack);
+            }
+            let core = cluster.local_core(key.token);
+            match shard.exec(core, Cmd::ReplicaMerge { key, record }).await {
+                Reply::Ok => Ok(Answer::Ack),
+                Reply::Failed(f) => Err(f),
+                other => Err(Failure::new(FailureKind::Internal, format!("unexpected reply {other:?}"))),
+            }
+        }
+        PeerJob::Read { key, digest_only } => {
+            let core = cluster.local_core(key.token);
+            match shard.exec(core, Cmd::ReplicaRead(key)).await {
+                Reply::Record(r) => {
+                    let digest = match &r {
+                        Some(b) => Record::decode(b).map(|r| r.digest()).unwrap_or(0),
+                        None => 0,
+                    };
+                    Ok(Answer::Record(if digest_only { None } else { r }, digest))
+                }
+                Reply::Failed(f) => Err(f),
+                other => Err(Failure::new(FailureKind::Internal, format!("unexpected reply {other:?}"))),
+            }
+        }
+        PeerJob::Gossip(payload) => match shard.exec(0, Cmd::Cluster(ClusterCmd::Gossip(payload))).await {
+            Reply::Ok => Ok(Answer::Gossip),
+            Reply::Failed(f) => Err(f),
+            other => Err(Failure::new(FailureKind::Internal, format!("unexpected reply {other:?}"))),
+        },
+        PeerJob::Unsupported(op) => Err(Failure::new(
+            FailureKind::Invalid,
+            format!("node-to-node opcode {op:?} is not served by this version yet"),
+        )),
+    }
+}

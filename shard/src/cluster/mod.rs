@@ -1,0 +1,787 @@
+//! Cluster mode: the coordinator, replica, hint and gossip state machines
+//! (`coordinator`, `replication`, `membership`) driven by the real server.
+//!
+//! A node is in cluster mode when `cluster.seeds` is set. Then every key has
+//! `cluster.replication_factor` replicas on the ring, and a client request is
+//! coordinated on the core that stores the key on a replica node
+//! ([`ClusterCmd`], executed by [`execute`]). The coordinator
+//!
+//! 1. makes the key's next version from its own replica's record, under the
+//!    key's lock, and writes it durably (a replica must hold every dot it
+//!    issued before it issues the next, docs/versions.md);
+//! 2. sends it to the other replicas' owning cores (node-to-node MUTATE), and
+//!    answers the client after the level's number of durable acks;
+//! 3. keeps a durable hint ([`hints`]) for each replica that did not ack
+//!    by the deadline, replayed when gossip sees the replica up.
+//!
+//! A read asks every live replica, merges (siblings survive), answers after
+//! the level's number of answers, and writes the merge back to replicas whose
+//! answer differed (read repair).
+//!
+//! Membership runs on core 0 ([`gossip`]): the gossiper's view of the ring
+//! is published to every core through [`SharedView`], an `Arc` swap read once
+//! per request. Nothing else is shared between cores.
+//!
+//! What cluster mode does not do yet: CAS, INCR, EXPIRE/TTL, NX/XX, SCAN and
+//! LIST answer with an error naming the limitation, and a node that is not a
+//! replica of a key refuses to coordinate it (the error names the replicas,
+//! like Redis Cluster's MOVED; the SDK routes to a replica by itself).
+
+pub mod gossip;
+pub mod hints;
+pub mod inbound;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use corekv_net::msg::peer::{PeerOp, PeerRequest};
+use futures::channel::{mpsc, oneshot};
+use futures::StreamExt;
+
+use crate::config::{Config, ConflictModeSetting};
+use crate::coordinator::{
+    Consistency, Mutation, ReadOp, ReadOutput, ReadRequest, ReplicaPlan, WriteOp, WriteOutput, WriteRequest,
+};
+use crate::error::{Error, Result};
+use crate::membership::ShardPorts;
+use crate::runtime::Shard;
+use crate::server::peer::{PeerAnswer, PeerPool, PeerPoolOptions};
+use crate::store::{now_ms, Cmd, Failure, FailureKind, Key, Reply};
+use crate::topology::{core_of_vnode, Node, NodeId, Ring, Token};
+use crate::versioning::{self, Actor, Context, Dvv, Hlc, LwwRegister, Record, Value};
+
+pub use inbound::handle_peer_request;
+
+/// A coordinated request, executed on the key's owning core of a replica node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClusterCmd {
+    /// Read the key. Reply: [`Reply::Versions`].
+    Get {
+        /// The key.
+        key: Key,
+        /// Answers required.
+        consistency: Consistency,
+        /// Deadline from now.
+        timeout_ms: u64,
+    },
+    /// Write (`value: Some`) or delete (`None`) the key. Reply: [`Reply::Ok`].
+    Write {
+        /// The key.
+        key: Key,
+        /// The new value; `None` deletes.
+        value: Option<Vec<u8>>,
+        /// Absolute expiry (ms since the epoch), 0 = none.
+        expiry_ms: u64,
+        /// The causal context the client read (`None`: the server picks the
+        /// coordinator's replica's context, so one client's successive writes
+        /// replace each other rather than piling up siblings).
+        context: Option<Vec<u8>>,
+        /// Acks required.
+        consistency: Consistency,
+        /// Deadline from now.
+        timeout_ms: u64,
+    },
+    /// An encoded gossip message for core 0's gossiper. Reply: [`Reply::Ok`].
+    Gossip(Vec<u8>),
+}
+
+/// One live version of a key, as a read returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sibling {
+    /// The value.
+    pub value: Vec<u8>,
+    /// Absolute expiry (ms since the epoch), 0 = none.
+    pub expiry_ms: u64,
+}
+
+/// A coordinated read's answer: the live siblings, newest first, and the
+/// context to write back with. No siblings: the key was deleted (the
+/// context still supersedes the deletes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versions {
+    /// The encoded causal context (empty in `lww` keyspaces).
+    pub context: Vec<u8>,
+    /// Live values, newest first.
+    pub siblings: Vec<Sibling>,
+}
+
+/// The cluster as one core sees it.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// Members with their tokens; status `Down` where gossip convicted them.
+    pub ring: Arc<Ring>,
+    /// Shard-aware ports of the members that announced them.
+    pub ports: HashMap<NodeId, ShardPorts>,
+    /// Grows with every change.
+    pub epoch: u64,
+}
+
+/// The view every core reads: written by core 0's gossiper, read once per
+/// request (an atomic load, and a lock only when the epoch moved).
+#[derive(Debug)]
+pub struct SharedView {
+    view: RwLock<Arc<View>>,
+    epoch: AtomicU64,
+}
+
+impl SharedView {
+    /// A shared view starting at `view`.
+    pub fn new(view: View) -> SharedView {
+        SharedView {
+            epoch: AtomicU64::new(view.epoch),
+            view: RwLock::new(Arc::new(view)),
+        }
+    }
+
+    /// Publishes a new view.
+    pub fn publish(&self, view: View) {
+        let epoch = view.epoch;
+        // A poisoned lock only means a reader panicked; the Arc inside is whole.
+        let mut w = self.view.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *w = Arc::new(view);
+        self.epoch.store(epoch, Ordering::Release);
+    }
+
+    /// The current view.
+    pub fn load(&self) -> Arc<View> {
+        self.view.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+}
+
+/// This node's tokens: `cluster.vnodes` hashed from the node id. Every node
+/// can compute any node's tokens from its id, and they never change for a
+/// node id. (Allocated tokens, `topology::allocate`, come with join.)
+pub fn local_tokens(config: &Config) -> Vec<Token> {
+    let id = NodeId(config.node.id.clone());
+    (0..u32::try_from(config.cluster.vnodes).unwrap_or(256))
+        .map(|i| Ring::vnode_token(&id, i))
+        .collect()
+}
+
+/// The ring node describing this node.
+pub fn local_ring_node(config: &Config) -> Node {
+    let mut n = Node::new(config.node.id.clone(), client_address(config)).with_tokens(local_tokens(config));
+    n.dc = config.cluster.dc.clone();
+    if !config.cluster.rack.is_empty() {
+        n.rack = Some(config.cluster.rack.clone());
+    }
+    n
+}
+
+/// The address peers and clients reach this node's client port at.
+pub fn client_address(config: &Config) -> String {
+    format!("{}:{}", config.node.listen, config.ports.client)
+}
+
+/// The first view of a starting node: itself alone.
+pub fn initial_view(config: &Config) -> Result<View> {
+    let ring = Ring::new(
+        vec![local_ring_node(config)],
+        u32::try_from(config.cluster.vnodes).unwrap_or(256),
+    )?;
+    let mut ports = HashMap::new();
+    ports.insert(
+        NodeId(config.node.id.clone()),
+        ShardPorts {
+            base: config.ports.shard_base,
+            cores: u16::try_from(config.node.cores).unwrap_or(1),
+        },
+    );
+    Ok(View {
+        ring: Arc::new(ring),
+        ports,
+        epoch: 1,
+    })
+}
+
+/// This node's data epoch (docs/versions.md, `Actor::derive`): a random
+/// number kept in the data directory. A wiped directory gets a new one, so
+/// the node then writes as a new actor and cannot reuse dots it forgot.
+pub fn data_epoch(dir: &std::path::Path) -> Result<u64> {
+    let path = dir.join("node-epoch");
+    let io = |what: &str, e: std::io::Error| Error::Runtime {
+        what: format!("{what} {}", path.display()),
+        reason: e.to_string(),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse::<u64>().map_err(|e| Error::Runtime {
+            what: format!("reading {}", path.display()),
+            reason: format!("not a number ({e}); remove the file only if the node's data is gone too"),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(|e| io("creating", e))?;
+            let epoch = epoch_seed();
+            let tmp = dir.join("node-epoch.tmp");
+            std::fs::write(&tmp, format!("{epoch}\n")).map_err(|e| io("writing", e))?;
+            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io("syncing", e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| io("renaming", e))?;
+            std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(|e| io("syncing", e))?;
+            Ok(epoch)
+        }
+        Err(e) => Err(io("reading", e)),
+    }
+}
+
+fn epoch_seed() -> u64 {
+    rand::random::<u64>()
+}
+
+/// One core's cluster state.
+#[derive(Debug)]
+pub struct Cluster {
+    /// This node.
+    pub me: NodeId,
+    core: usize,
+    cores: usize,
+    shared: Arc<SharedView>,
+    cached: RefCell<Arc<View>>,
+    /// Outbound node-to-node connections of this core.
+    pub pool: Rc<PeerPool>,
+    causal: bool,
+    actor: Actor,
+    hlc: RefCell<Hlc>,
+    rf: usize,
+    dc: String,
+    timeout: Duration,
+    next_id: Cell<u64>,
+    /// This core's hints for other nodes.
+    pub hints: hints::Hints,
+    /// Core 0 only: membership.
+    pub gossip: Option<gossip::GossipState>,
+}
+
+impl Cluster {
+    /// Opens core `core`'s cluster state (its hint store included).
+    pub async fn open(
+        config: &Config,
+        core: usize,
+        cores: usize,
+        shared: Arc<SharedView>,
+        epoch: u64,
+        fg: glommio::TaskQueueHandle,
+    ) -> Result<Cluster> {
+        let me = NodeId(config.node.id.clone());
+        let source_ip = config.node.listen.parse::<std::net::IpAddr>().ok().filter(|ip| !ip.is_unspecified());
+        let pool = Rc::new(PeerPool::new(
+            PeerPoolOptions {
+                source_ip,
+                connect_timeout: Duration::from_millis(config.cluster.request_timeout_ms.min(1000)),
+                limits: corekv_net::msg::Limits {
+                    max_frame: u32::try_from(config.limits.max_frame_bytes).unwrap_or(u32::MAX),
+                    ..corekv_net::msg::Limits::default()
+                },
+                max_inflight: 4096,
+                reconnect_backoff: Duration::from_millis(200),
+            },
+            fg,
+        ));
+        let hints = hints::Hints::open(config, core, cores).await?;
+        let gossip = if core == 0 {
+            Some(gossip::GossipState::new(config, epoch_seed()))
+        } else {
+            None
+        };
+        let cached = RefCell::new(shared.load());
+        Ok(Cluster {
+            actor: Actor::derive(&me, epoch),
+            me,
+            core,
+            cores,
+            shared,
+            cached,
+            pool,
+            causal: config.cluster.conflict_mode == ConflictModeSetting::Causal,
+            hlc: RefCell::new(Hlc::new(Hlc::DEFAULT_MAX_DRIFT_MS)),
+            rf: usize::try_from(config.cluster.replication_factor).unwrap_or(3),
+            dc: config.cluster.dc.clone(),
+            timeout: Duration::from_millis(config.cluster.request_timeout_ms),
+            next_id: Cell::new(1),
+            hints,
+            gossip,
+        })
+    }
+
+    /// The current view (refreshed when core 0 published a newer one).
+    pub fn view(&self) -> Arc<View> {
+        let epoch = self.shared.epoch();
+        if self.cached.borrow().epoch != epoch {
+            *self.cached.borrow_mut() = self.shared.load();
+        }
+        self.cached.borrow().clone()
+    }
+
+    /// The shared view (core 0 publishes into it).
+    pub fn shared(&self) -> &Arc<SharedView> {
+        &self.shared
+    }
+
+    /// The core of this node that stores `token`.
+    pub fn local_core(&self, token: Token) -> usize {
+        let view = self.view();
+        local_core_in(&view.ring, &self.me, token, self.cores)
+    }
+
+    /// The key's replicas (preference list, rack-aware).
+    pub fn replicas(&self, view: &View, token: Token) -> Vec<NodeId> {
+        view.ring
+            .preference_list_rack_aware(token, self.rf)
+            .into_iter()
+            .map(|n| n.id.clone())
+            .collect()
+    }
+
+    /// Where node `id`'s core storing `token` listens.
+    fn address_for(&self, view: &View, id: &NodeId, token: Token) -> Option<String> {
+        let node = view.ring.node(id)?;
+        match view.ports.get(id) {
+            Some(p) if p.cores > 0 && p.base > 0 => {
+                let cores = std::num::NonZeroUsize::new(usize::from(p.cores))?;
+                let idx = view.ring.index_of(id)?;
+                let v = view.ring.local_vnode(token, idx)?;
+                let core = u16::try_from(core_of_vnode(v.index, cores)).ok()?;
+                let (host, _) = node.address.rsplit_once(':')?;
+                Some(format!("{host}:{}", p.base.checked_add(core)?))
+            }
+            // Without its shard ports the node's client port forwards internally.
+            _ => Some(node.address.clone()),
+        }
+    }
+
+    fn fresh_id(&self) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        (id << 8) | (self.core as u64 & 0xFF)
+    }
+
+    fn deadline(&self, timeout_ms: u64) -> (u64, Duration) {
+        let t = if timeout_ms == 0 {
+            self.timeout
+        } else {
+            Duration::from_millis(timeout_ms)
+        };
+        (now_ms().saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)), t)
+    }
+}
+
+/// The core of node `me` storing `token` (see [`Ring::local_vnode`]).
+pub fn local_core_in(ring: &Ring, me: &NodeId, token: Token, cores: usize) -> usize {
+    let cores = std::num::NonZeroUsize::new(cores).unwrap_or(std::num::NonZeroUsize::MIN);
+    ring.index_of(me)
+        .and_then(|i| ring.local_vnode(token, i))
+        .map_or(0, |v| core_of_vnode(v.index, cores))
+}
+
+fn failure(e: &Error) -> Failure {
+    let kind = match e {
+        Error::Unavailable { .. } | Error::Timeout { .. } => FailureKind::Unavailable,
+        _ => FailureKind::Internal,
+    };
+    Failure::new(kind, e.to_string())
+}
+
+fn versioning_failure(e: &Error) -> Failure {
+    Failure::new(FailureKind::Invalid, e.to_string())
+}
+
+/// Executes a coordinated request on this core.
+pub async fn execute(shard: &Rc<Shard>, cmd: ClusterCmd) -> Reply {
+    let Some(cluster) = shard.cluster.clone() else {
+        return Reply::Failed(Failure::new(FailureKind::Invalid, "this node is not in cluster mode"));
+    };
+    let r = match cmd {
+        ClusterCmd::Get {
+            key,
+            consistency,
+            timeout_ms,
+        } => coordinate_read(shard, &cluster, key, consistency, timeout_ms)
+            .await
+            .map(Reply::Versions),
+        ClusterCmd::Write {
+            key,
+            value,
+            expiry_ms,
+            context,
+            consistency,
+            timeout_ms,
+        } => coordinate_write(shard, &cluster, key, value, expiry_ms, context, consistency, timeout_ms)
+            .await
+            .map(|()| Reply::Ok),
+        ClusterCmd::Gossip(payload) => gossip::on_payload(shard, &cluster, &payload).map(|()| Reply::Ok),
+    };
+    r.unwrap_or_else(Reply::Failed)
+}
+
+/// Refuses a key this node holds no replica of, naming the replicas.
+fn not_a_replica(view: &View, replicas: &[NodeId]) -> Failure {
+    let addrs: Vec<String> = replicas
+        .iter()
+        .filter_map(|id| view.ring.node(id).map(|n| format!("{id}@{}", n.address)))
+        .collect();
+    Failure::new(
+        FailureKind::Unavailable,
+        format!(
+            "this node is not a replica of the key; send it to one of: {}",
+            addrs.join(", ")
+        ),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn coordinate_write(
+    shard: &Rc<Shard>,
+    cluster: &Rc<Cluster>,
+    key: Key,
+    value: Option<Vec<u8>>,
+    expiry_ms: u64,
+    context: Option<Vec<u8>>,
+    consistency: Consistency,
+    timeout_ms: u64,
+) -> std::result::Result<(), Failure> {
+    let view = cluster.view();
+    let replicas = cluster.replicas(&view, key.token);
+    if !replicas.contains(&cluster.me) {
+        return Err(not_a_replica(&view, &replicas));
+    }
+    let core = local_core_in(&view.ring, &cluster.me, key.token, cluster.cores);
+    if core != shard.id {
+        // The coordinator must be the core holding this replica's record.
+        let cmd = ClusterCmd::Write {
+            key,
+            value,
+            expiry_ms,
+            context,
+            consistency,
+            timeout_ms,
+        };
+        return match shard.exec(core, Cmd::Cluster(cmd)).await {
+            Reply::Ok => Ok(()),
+            Reply::Failed(f) => Err(f),
+            other => Err(Failure::new(FailureKind::Internal, format!("unexpected reply {other:?}"))),
+        };
+    }
+    let v = match value {
+        Some(bytes) if expiry_ms > 0 => Value::put_expiring(bytes, expiry_ms),
+        Some(bytes) => Value::put(bytes),
+        None => Value::Tombstone,
+    };
+    let ctx = match &context {
+        Some(c) => Some(Context::decode(c).map_err(|e| versioning_failure(&e))?),
+        None => None,
+    };
+    let ts = cluster.hlc.borrow_mut().now(now_ms());
+    let (actor, causal) = (cluster.actor, cluster.causal);
+    // The coordinator's own replica takes the new version first, durably:
+    // its next update of the key must see this dot.
+    let record = shard
+        .store
+        .update_record(&key, |cur| {
+            if causal {
+                let current = match cur {
+                    Some(Record::Causal(d)) => d.clone(),
+                    Some(Record::Lww(_)) => {
+                        return Err(Failure::new(
+                            FailureKind::Invalid,
+                            "the key holds an lww record but the node runs in causal mode",
+                        ))
+                    }
+                    None => Dvv::new(),
+                };
+                let ctx = ctx.clone().unwrap_or_else(|| current.context());
+                current
+                    .update(&ctx, actor, ts, v, &versioning::Limits::default())
+                    .map(Record::Causal)
+                    .map_err(|e| versioning_failure(&e))
+            } else {
+                let mine = Record::Lww(LwwRegister::new(ts, actor, v));
+                match cur {
+                    Some(c) => c.merge(&mine).map_err(|e| versioning_failure(&e)),
+                    None => Ok(mine),
+                }
+            }
+        })
+        .await?;
+    let (deadline, _) = cluster.deadline(timeout_ms);
+    let plan = ReplicaPlan::new(&view.ring, None, key.token, cluster.rf, |_| false);
+    let (op, outputs) = WriteOp::start(WriteRequest {
+        id: cluster.fresh_id(),
+        mutation: Mutation {
+            key: key.bytes,
+            token: key.token,
+            record,
+        },
+        consistency,
+        local_dc: cluster.dc.clone(),
+        plan,
+        sloppy: false,
+        deadline,
+    });
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let driver = drive_write(shard.clone(), cluster.clone(), op, outputs, reply_tx);
+    glommio::spawn_local_into(driver, shard.fg)
+        .map_err(|e| Failure::new(FailureKind::Internal, format!("cannot spawn a write: {e}")))?
+        .detach();
+    match reply_rx.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(f)) => Err(f),
+        Err(_) => Err(Failure::new(FailureKind::Internal, "the write's driver ended without an answer")),
+    }
+}
+
+/// Sends one mutation to `to` (itself: merged on the owning core) and
+/// reports whether it acked.
+async fn send_mutation(shard: &Rc<Shard>, cluster: &Cluster, to: &NodeId, m: &Mutation<Record>, deadline: u64) -> bool {
+    if *to == cluster.me {
+        let core = cluster.local_core(m.token);
+        let cmd = Cmd::ReplicaMerge {
+            key: Key {
+                token: m.token,
+                bytes: m.key.clone(),
+            },
+            record: m.record.to_bytes(),
+        };
+        return matches!(shard.exec(core, cmd).await, Reply::Ok);
+    }
+    let view = cluster.view();
+    let Some(addr) = cluster.address_for(&view, to, m.token) else {
+        return false;
+    };
+    let record = m.record.to_bytes();
+    let req = PeerRequest {
+        from: &cluster.me.0,
+        op: PeerOp::Mutate {
+            token: m.token,
+            key: &m.key,
+            record: &record,
+            hint_for: "",
+        },
+    };
+    let left = Duration::from_millis(deadline.saturating_sub(now_ms()).max(1));
+    matches!(cluster.pool.call(&addr, &req, left).await, Ok(PeerAnswer::Ack))
+}
+
+async fn drive_write(
+    shard: Rc<Shard>,
+    cluster: Rc<Cluster>,
+    mut op: WriteOp<Record>,
+    outputs: Vec<WriteOutput<Record>>,
+    reply: oneshot::Sender<std::result::Result<(), Failure>>,
+) {
+    let me = cluster.me.clone();
+    let (tx, mut acks) = mpsc::unbounded::<NodeId>();
+    let mut reply = Some(reply);
+    let mut pending = outputs;
+    loop {
+        for o in std::mem::take(&mut pending) {
+            match o {
+                WriteOutput::Send { to, mutation, .. } => {
+                    if to == me {
+                        // Already durable here: written before the op started.
+                        let _ = tx.unbounded_send(to);
+                        continue;
+                    }
+                    let (s, c, tx, deadline) = (shard.clone(), cluster.clone(), tx.clone(), op.deadline());
+                    let task = glommio::spawn_local_into(
+                        async move {
+                            if send_mutation(&s, &c, &to, &mutation, deadline).await {
+                                let _ = tx.unbounded_send(to);
+                            }
+                        },
+                        shard.fg,
+                    );
+                    if let Ok(t) = task {
+                        t.detach();
+                    }
+                }
+                WriteOutput::Reply(r) => {
+                    if let Some(tx) = reply.take() {
+                        let _ = tx.send(r.map(|_| ()).map_err(|e| failure(&e)));
+                    }
+                }
+                WriteOutput::StoreHint { target, mutation } => {
+                    cluster.hints.store(&shard, target, mutation).await;
+                }
+            }
+        }
+        if op.is_done() {
+            return;
+        }
+        let wait = Duration::from_millis(op.deadline().saturating_sub(now_ms()));
+        let timer = glommio::timer::sleep(wait);
+        futures::pin_mut!(timer);
+        let next = acks.next();
+        futures::pin_mut!(next);
+        pending = match futures::future::select(next, timer).await {
+            futures::future::Either::Left((Some(from), _)) => op.on_ack(&from),
+            _ => op.on_tick(now_ms().max(op.deadline())),
+        };
+    }
+}
+
+async fn coordinate_read(
+    shard: &Rc<Shard>,
+    cluster: &Rc<Cluster>,
+    key: Key,
+    consistency: Consistency,
+    timeout_ms: u64,
+) -> std::result::Result<Option<Versions>, Failure> {
+    let view = cluster.view();
+    let (deadline, _) = cluster.deadline(timeout_ms);
+    let plan = ReplicaPlan::new(&view.ring, None, key.token, cluster.rf, |_| false);
+    let (op, outputs) = ReadOp::<Record>::start(ReadRequest {
+        id: cluster.fresh_id(),
+        key: key.bytes.clone(),
+        token: key.token,
+        consistency,
+        local_dc: cluster.dc.clone(),
+        plan,
+        deadline,
+    });
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let driver = drive_read(shard.clone(), cluster.clone(), key.token, op, outputs, reply_tx);
+    glommio::spawn_local_into(driver, shard.fg)
+        .map_err(|e| Failure::new(FailureKind::Internal, format!("cannot spawn a read: {e}")))?
+        .detach();
+    match reply_rx.await {
+        Ok(Ok(record)) => Ok(record.and_then(|r| versions_of(&r, now_ms()))),
+        Ok(Err(f)) => Err(f),
+        Err(_) => Err(Failure::new(FailureKind::Internal, "the read's driver ended without an answer")),
+    }
+}
+
+/// What a client sees of a record at `now`: live siblings newest first and
+/// the context, or `None` when nothing was ever written (a record with only
+/// tombstones or expired values still returns its context).
+pub fn versions_of(record: &Record, now: u64) -> Option<Versions> {
+    let live = |v: &Value| match v {
+        Value::Put { bytes, expires_at_ms } if v.is_live_at(now) => Some(Sibling {
+            value: bytes.clone(),
+            expiry_ms: expires_at_ms.unwrap_or(0),
+        }),
+        _ => None,
+    };
+    match record {
+        Record::Causal(d) => {
+            let mut s: Vec<(u64, Sibling)> = d
+                .siblings()
+                .filter_map(|(dot, v)| live(v).map(|s| (dot.counter, s)))
+                .collect();
+            // Counters are HLC-raised, so the largest is the newest write.
+            s.sort_by(|a, b| b.0.cmp(&a.0));
+            Some(Versions {
+                context: d.context().to_bytes(),
+                siblings: s.into_iter().map(|(_, s)| s).collect(),
+            })
+        }
+        Record::Lww(r) => Some(Versions {
+            context: Vec::new(),
+            siblings: live(&r.value).into_iter().collect(),
+        }),
+    }
+}
+
+async fn fetch(shard: &Rc<Shard>, cluster: &Cluster, to: &NodeId, token: Token, key: &[u8], deadline: u64) -> Option<Option<Record>> {
+    if *to == cluster.me {
+        let core = cluster.local_core(token);
+        let cmd = Cmd::ReplicaRead(Key {
+            token,
+            bytes: key.to_vec(),
+        });
+        return match shard.exec(core, cmd).await {
+            Reply::Record(r) => r.map(|b| Record::decode(&b).ok()).map_or(Some(None), |r| r.map(Some)),
+            _ => None,
+        };
+    }
+    let view = cluster.view();
+    let addr = cluster.address_for(&view, to, token)?;
+    let req = PeerRequest {
+        from: &cluster.me.0,
+        op: PeerOp::Read {
+            token,
+            key,
+            digest_only: false,
+        },
+    };
+    let left = Duration::from_millis(deadline.saturating_sub(now_ms()).max(1));
+    match cluster.pool.call(&addr, &req, left).await {
+        Ok(PeerAnswer::Record { record: None, .. }) => Some(None),
+        Ok(PeerAnswer::Record { record: Some(b), .. }) => Record::decode(&b).ok().map(Some),
+        _ => None,
+    }
+}
+
+type ReadResult = std::result::Result<Option<Record>, Failure>;
+
+async fn drive_read(
+    shard: Rc<Shard>,
+    cluster: Rc<Cluster>,
+    token: Token,
+    mut op: ReadOp<Record>,
+    outputs: Vec<ReadOutput<Record>>,
+    reply: oneshot::Sender<ReadResult>,
+) {
+    let (tx, mut answers) = mpsc::unbounded::<(NodeId, Option<Record>)>();
+    let mut reply = Some(reply);
+    let mut pending = outputs;
+    loop {
+        for o in std::mem::take(&mut pending) {
+            match o {
+                ReadOutput::Send { to } => {
+                    let (s, c, tx, deadline) = (shard.clone(), cluster.clone(), tx.clone(), op.deadline());
+                    let key = op.key().to_vec();
+                    let task = glommio::spawn_local_into(
+                        async move {
+                            if let Some(r) = fetch(&s, &c, &to, token, &key, deadline).await {
+                                let _ = tx.unbounded_send((to, r));
+                            }
+                        },
+                        shard.fg,
+                    );
+                    if let Ok(t) = task {
+                        t.detach();
+                    }
+                }
+                ReadOutput::Reply(r) => {
+                    if let Some(tx) = reply.take() {
+                        let _ = tx.send(r.map(|rr| rr.record).map_err(|e| failure(&e)));
+                    }
+                }
+                ReadOutput::ReadRepair { to, mutation } => {
+                    // Fire and forget: anti-entropy catches a repair lost on the way.
+                    let (s, c) = (shard.clone(), cluster.clone());
+                    let deadline = now_ms() + u64::try_from(cluster.timeout.as_millis()).unwrap_or(2000);
+                    let task = glommio::spawn_local_into(
+                        async move {
+                            send_mutation(&s, &c, &to, &mutation, deadline).await;
+                        },
+                        shard.fg,
+                    );
+                    if let Ok(t) = task {
+                        t.detach();
+                    }
+                }
+            }
+        }
+        if op.is_done() {
+            return;
+        }
+        let wait = Duration::from_millis(op.deadline().saturating_sub(now_ms()));
+        let timer = glommio::timer::sleep(wait);
+        futures::pin_mut!(timer);
+        let next = answers.next();
+        futures::pin_mut!(next);
+        pending = match futures::future::select(next, timer).await {
+            futures::future::Either::Left((Some((from, record)), _)) => op.on_response(&from, record),
+            _ => op.on_tick(now_ms().max(op.deadline())),
+        };
+    }
+}
