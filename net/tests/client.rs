@@ -12,10 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use corekv_net::client::{
-    blocking, Client, ClientError, ClientOptions, CloseReason, Condition, Consistency, ErrorCode, PutOptions, Ttl,
+    blocking, Client, ClientError, ClientOptions, CloseReason, Condition, Consistency, ErrorCode, PutOptions, Sibling,
+    Ttl, Versions,
 };
 use corekv_net::frame::{encode_frame, Flags, FrameDecoder};
-use corekv_net::msg::{self, KeyValue, Limits, List, Op, Opcode, Request, Response, ValueRef};
+use corekv_net::msg::{self, KeyValue, Limits, List, Op, Opcode, Request, Response, SiblingRef, ValueRef};
 use corekv_net::token::token_of;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -63,6 +64,30 @@ struct Stored {
     ttl_ms: u64,
 }
 
+/// The mock's causal versions of one key, with a single actor: a context is
+/// the counter it saw (8 bytes LE, empty = 0) and covers every dot at or
+/// below it, so a write supersedes exactly the siblings its context covers.
+#[derive(Default)]
+struct Causal {
+    clock: u64,
+    /// (dot, value or `None` for a tombstone, expiry_ms).
+    siblings: Vec<(u64, Option<Vec<u8>>, u64)>,
+}
+
+impl Causal {
+    fn write(&mut self, context: &[u8], value: Option<Vec<u8>>, expiry_ms: u64) -> Result<(), &'static str> {
+        let seen = match context.len() {
+            0 => 0,
+            8 => u64::from_le_bytes(context.try_into().unwrap()),
+            _ => return Err("bad context"),
+        };
+        self.siblings.retain(|(dot, _, _)| *dot > seen);
+        self.clock += 1;
+        self.siblings.push((self.clock, value, expiry_ms));
+        Ok(())
+    }
+}
+
 struct RingSpec {
     epoch: u64,
     /// (cores, shard_port, tokens) of the one node; its address is the shared port.
@@ -77,6 +102,7 @@ type Parked = (mpsc::UnboundedSender<Vec<u8>>, Vec<u8>);
 struct MockState {
     shared_port: u16,
     data: Mutex<BTreeMap<Vec<u8>, Stored>>,
+    causal: Mutex<BTreeMap<Vec<u8>, Causal>>,
     next_version: Mutex<u64>,
     script: Mutex<Script>,
     arrivals: Mutex<Vec<Arrival>>,
@@ -124,6 +150,7 @@ impl Mock {
         let state = Arc::new(MockState {
             shared_port: shared,
             data: Mutex::new(BTreeMap::new()),
+            causal: Mutex::new(BTreeMap::new()),
             next_version: Mutex::new(1),
             script: Mutex::new(Script::default()),
             arrivals: Mutex::new(Vec::new()),
@@ -218,7 +245,10 @@ impl MockState {
             | Op::Expire { key, .. }
             | Op::Ttl { key }
             | Op::Incr { key, .. }
-            | Op::Cas { key, .. } => vec![key.to_vec()],
+            | Op::Cas { key, .. }
+            | Op::GetVersions { key }
+            | Op::PutVersioned { key, .. }
+            | Op::DeleteVersioned { key, .. } => vec![key.to_vec()],
             Op::MGet { keys } => keys.iter().map(<[u8]>::to_vec).collect(),
             Op::MPut { entries, .. } => entries.iter().map(|kv| kv.key.to_vec()).collect(),
             Op::List { prefix, .. } => vec![prefix.to_vec()],
@@ -366,6 +396,53 @@ impl MockState {
                     respond(Response::Ok, &mut out);
                 } else {
                     err(ErrorCode::CONDITION_FAILED, "version mismatch", &mut out);
+                }
+            }
+            Op::GetVersions { key } => match self.causal.lock().unwrap().get(key) {
+                None => respond(Response::NotFound, &mut out),
+                Some(c) => {
+                    let context = c.clock.to_le_bytes();
+                    let live: Vec<SiblingRef<'_>> = c
+                        .siblings
+                        .iter()
+                        .filter_map(|(_, v, e)| {
+                            v.as_ref().map(|v| SiblingRef {
+                                value: v,
+                                expiry_ms: *e,
+                            })
+                        })
+                        .collect();
+                    respond(
+                        Response::Versions {
+                            context: &context,
+                            siblings: List::Slice(&live),
+                        },
+                        &mut out,
+                    );
+                }
+            },
+            Op::PutVersioned {
+                key,
+                value,
+                ttl_ms,
+                context,
+            } => {
+                // The mock stores the TTL as the "expiry" so tests can see it arrive.
+                let mut causal = self.causal.lock().unwrap();
+                match causal
+                    .entry(key.to_vec())
+                    .or_default()
+                    .write(context, Some(value.to_vec()), ttl_ms)
+                {
+                    Ok(()) => respond(Response::Ok, &mut out),
+                    Err(m) => err(ErrorCode::MALFORMED, m, &mut out),
+                }
+            }
+            Op::DeleteVersioned { key, context } => {
+                let mut causal = self.causal.lock().unwrap();
+                match causal.entry(key.to_vec()).or_default().write(context, None, 0) {
+                    Ok(()) => respond(Response::Ok, &mut out),
+                    Err(m) => err(ErrorCode::MALFORMED, m, &mut out),
                 }
             }
             Op::Ping => respond(Response::Ok, &mut out),
@@ -1177,6 +1254,134 @@ fn blocking_client_from_plain_threads() {
     assert_eq!(got.unwrap().unwrap().value, b"1");
     let c = client.clone();
     assert!(rt.block_on(async move { c.exists("t0-2") }).unwrap());
+
+    // Causal versions through the blocking wrappers.
+    assert_eq!(client.get_versions("cv").unwrap(), None);
+    client.put_with_context("cv", "x", b"", 0).unwrap();
+    client.put_with_context("cv", "y", b"", 0).unwrap();
+    let v = client.get_versions("cv").unwrap().unwrap();
+    assert_eq!(v.siblings.len(), 2);
+    client.put_with_context("cv", "xy", &v.context, 0).unwrap();
+    let v = client.get_versions("cv").unwrap().unwrap();
+    assert_eq!(v.siblings.iter().map(|s| &s.value[..]).collect::<Vec<_>>(), [b"xy"]);
+    client.delete_with_context("cv", &v.context).unwrap();
+    assert!(client.get_versions("cv").unwrap().unwrap().siblings.is_empty());
     // The last clone dropped inside a runtime does not panic either.
     rt.block_on(async move { drop(client) });
+}
+
+/// GET_VERSIONS, PUT_VERSIONED and DELETE_VERSIONED: a read-modify-write that
+/// resolves siblings, routed like GET and PUT and carrying the handle's
+/// consistency and timeout.
+#[tokio::test]
+async fn causal_versions_read_modify_write() {
+    let tokens = vec![token_of(b"alpha"), token_of(b"beta")];
+    let mock = Mock::start(2, tokens.clone()).await;
+    let client = Client::connect(&[mock.seed()], options()).await.unwrap();
+    let handle = client
+        .with_consistency(Consistency::All)
+        .with_timeout(Duration::from_millis(1234));
+    let key = "cart:7";
+    assert_eq!(handle.get_versions(key).await.unwrap(), None);
+
+    // Two blind writes (empty context) that saw nothing of each other.
+    handle.put_with_context(key, "apple", b"", 0).await.unwrap();
+    handle.put_with_context(key, "pear", b"", 60_000).await.unwrap();
+    let v = handle.get_versions(key).await.unwrap().unwrap();
+    let mut values: Vec<&[u8]> = v.siblings.iter().map(|s| s.value.as_slice()).collect();
+    values.sort();
+    assert_eq!(values, [&b"apple"[..], &b"pear"[..]]);
+    assert!(v.siblings.contains(&Sibling {
+        value: b"pear".to_vec(),
+        expiry_ms: 60_000
+    }));
+
+    // Meanwhile another client writes without having read: its write survives
+    // the resolution below, which did not see it.
+    client.put_with_context(key, "plum", b"", 0).await.unwrap();
+
+    // Resolve: merge the siblings read and write back with their context.
+    let merged = values.join(&b","[..]);
+    handle.put_with_context(key, &merged, &v.context, 0).await.unwrap();
+    let after = handle.get_versions(key).await.unwrap().unwrap();
+    let mut values: Vec<Vec<u8>> = after.siblings.iter().map(|s| s.value.clone()).collect();
+    values.sort();
+    assert_eq!(values, [b"apple,pear".to_vec(), b"plum".to_vec()]);
+
+    // A delete with the latest context supersedes everything: the key reads as
+    // deleted (no siblings) but still has a context.
+    handle.delete_with_context(key, &after.context).await.unwrap();
+    let deleted = handle.get_versions(key).await.unwrap().unwrap();
+    assert_eq!(
+        deleted,
+        Versions {
+            context: deleted.context.clone(),
+            siblings: vec![]
+        }
+    );
+    assert!(!deleted.context.is_empty());
+
+    // A server ERROR is returned as such.
+    let got = handle.put_with_context(key, "x", b"bad", 0).await;
+    assert!(
+        matches!(&got, Err(ClientError::Server { code, .. }) if *code == ErrorCode::MALFORMED),
+        "{got:?}"
+    );
+
+    // Every versioned request went to the key's core port with the handle's
+    // consistency and timeout (the plain client's one write kept QUORUM).
+    let core = mock.cores[expected_core(&tokens, 2, key.as_bytes())];
+    let versioned: Vec<Arrival> = mock
+        .arrivals()
+        .into_iter()
+        .filter(|a| {
+            matches!(
+                a.opcode,
+                Opcode::GetVersions | Opcode::PutVersioned | Opcode::DeleteVersioned
+            )
+        })
+        .collect();
+    assert_eq!(versioned.len(), 10);
+    for a in &versioned {
+        assert_eq!((a.port, a.keys.as_slice()), (core, &[key.as_bytes().to_vec()][..]));
+    }
+    let from_handle: Vec<&Arrival> = versioned
+        .iter()
+        .filter(|a| a.consistency != Consistency::Quorum)
+        .collect();
+    assert_eq!(from_handle.len(), 9);
+    assert!(from_handle
+        .iter()
+        .all(|a| a.consistency == Consistency::All && a.timeout_ms == 1234));
+}
+
+#[tokio::test]
+async fn versioned_writes_are_not_retried_and_reads_are() {
+    let mock = Mock::start(1, vec![0]).await;
+    let client = Client::connect(&[mock.seed()], options()).await.unwrap();
+
+    mock.on_next(Opcode::PutVersioned, Action::Drop);
+    assert!(client.put_with_context("k", "v", b"", 0).await.is_err());
+    // The call has returned, so any retry would already have been sent.
+    assert_eq!(mock.count(Opcode::PutVersioned), 1);
+
+    mock.on_next(Opcode::DeleteVersioned, Action::Error(ErrorCode::OVERLOADED, "busy"));
+    let got = client.delete_with_context("k", b"").await;
+    assert!(
+        matches!(&got, Err(ClientError::Server { code, .. }) if *code == ErrorCode::OVERLOADED),
+        "{got:?}"
+    );
+    assert_eq!(mock.count(Opcode::DeleteVersioned), 1);
+
+    client.put_with_context("k", "v", b"", 0).await.unwrap();
+    mock.on_next(Opcode::GetVersions, Action::Drop);
+    let v = client.get_versions("k").await.unwrap().unwrap();
+    assert_eq!(v.siblings.len(), 1);
+    assert_eq!(mock.count(Opcode::GetVersions), 2, "retried once after the drop");
+
+    // A response that does not decode fails the call, and is not retried.
+    mock.on_next(Opcode::GetVersions, Action::BadBody);
+    let got = client.get_versions("k").await;
+    assert!(matches!(got, Err(ClientError::Protocol(_))), "{got:?}");
+    assert_eq!(mock.count(Opcode::GetVersions), 3);
 }

@@ -9,7 +9,7 @@ use corekv_net::frame::{
 };
 use corekv_net::msg::{
     Condition, Consistency, ErrorCode, KeyValue, Limits, List, Node, Op, Opcode, Request, Response, ResponseOpcode,
-    ValueRef,
+    SiblingRef, ValueRef,
 };
 use proptest::prelude::*;
 
@@ -166,6 +166,36 @@ proptest! {
     fn ring_request(c in cons(), t in any::<u32>()) { rt_req(req(c, t, Op::Ring)) }
 
     #[test]
+    fn get_versions(k in bytes(), c in cons(), t in any::<u32>()) { rt_req(req(c, t, Op::GetVersions { key: &k })) }
+
+    #[test]
+    fn put_versioned(k in bytes(), v in bytes(), ttl in any::<u64>(), ctx in bytes(), c in cons(), t in any::<u32>()) {
+        rt_req(req(c, t, Op::PutVersioned { key: &k, value: &v, ttl_ms: ttl, context: &ctx }))
+    }
+
+    #[test]
+    fn delete_versioned(k in bytes(), ctx in bytes(), c in cons(), t in any::<u32>()) {
+        rt_req(req(c, t, Op::DeleteVersioned { key: &k, context: &ctx }))
+    }
+
+    #[test]
+    fn resp_versions(ctx in bytes(), sibs in prop::collection::vec((bytes(), any::<u64>()), 0..8)) {
+        let s: Vec<SiblingRef<'_>> = sibs.iter().map(|(v, e)| SiblingRef { value: v, expiry_ms: *e }).collect();
+        let resp = Response::Versions { context: &ctx, siblings: List::Slice(&s) };
+        rt_resp(resp);
+        // The decoded list iterates exactly its count, in order.
+        let mut out = Vec::new();
+        resp.encode(&mut out);
+        let Response::Versions { context, siblings } =
+            Response::decode_body(ResponseOpcode::Versions as u8, &out, &Limits::default()).unwrap()
+        else {
+            panic!("not VERSIONS")
+        };
+        prop_assert_eq!(context, &ctx[..]);
+        prop_assert_eq!(siblings.iter().collect::<Vec<_>>(), s);
+    }
+
+    #[test]
     fn resp_ok_not_found(_x in 0u8..1) {
         rt_resp(Response::Ok);
         rt_resp(Response::NotFound);
@@ -230,7 +260,7 @@ proptest! {
     /// A valid header over random body bytes: whatever decodes re-encodes to
     /// something that decodes to the same message.
     #[test]
-    fn random_bodies_decode_consistently(op in 0u8..0x10, data in prop::collection::vec(any::<u8>(), 0..120)) {
+    fn random_bodies_decode_consistently(op in 0u8..0x12, data in prop::collection::vec(any::<u8>(), 0..120)) {
         let lim = Limits::default();
         if let Ok(r) = Request::decode_body(op, &data, &lim) {
             let mut out = Vec::new();
@@ -558,4 +588,266 @@ fn docs_example_get() {
     assert_eq!(&out[18..22], &crc32c::crc32c(&header).to_le_bytes());
     assert_eq!(&out[18..22], &[0x4A, 0x9C, 0x9D, 0x79]);
     assert_eq!(&out[22..], &[0x02, 0x00, 0x01, b'k']);
+}
+
+/// The opcodes of the causal-version messages are fixed on the wire.
+#[test]
+fn versions_opcodes_are_fixed() {
+    assert_eq!(Opcode::GetVersions as u8, 0x0F);
+    assert_eq!(Opcode::PutVersioned as u8, 0x10);
+    assert_eq!(Opcode::DeleteVersioned as u8, 0x11);
+    assert_eq!(ResponseOpcode::Versions as u8, 0x09);
+    for op in [Opcode::GetVersions, Opcode::PutVersioned, Opcode::DeleteVersioned] {
+        assert_eq!(Opcode::from_u8(op as u8), Some(op));
+        assert_eq!(OpcodeClass::of(op as u8), OpcodeClass::Client);
+    }
+    assert_eq!(ResponseOpcode::from_u8(0x09), Some(ResponseOpcode::Versions));
+    assert_eq!(Opcode::from_u8(0x12), None);
+    assert_eq!(ResponseOpcode::from_u8(0x0A), None);
+}
+
+/// Byte-exact layouts of the causal-version messages (docs/protocol.md).
+#[test]
+fn versions_layouts_are_fixed() {
+    let body = |r: Request<'_>| {
+        let mut b = Vec::new();
+        r.encode(&mut b);
+        b
+    };
+    assert_eq!(
+        body(req(Consistency::Quorum, 300, Op::GetVersions { key: b"k" })),
+        [2, 0xAC, 0x02, 1, b'k']
+    );
+    assert_eq!(
+        body(req(
+            Consistency::One,
+            0,
+            Op::PutVersioned {
+                key: b"k",
+                value: b"vv",
+                ttl_ms: 128,
+                context: b"\x01\x00",
+            }
+        )),
+        [1, 0, 1, b'k', 2, b'v', b'v', 0x80, 0x01, 2, 1, 0]
+    );
+    assert_eq!(
+        body(req(
+            Consistency::All,
+            0,
+            Op::DeleteVersioned {
+                key: b"k",
+                context: b"",
+            }
+        )),
+        [3, 0, 1, b'k', 0]
+    );
+    let sibs = [
+        SiblingRef {
+            value: b"a",
+            expiry_ms: 0,
+        },
+        SiblingRef {
+            value: b"",
+            expiry_ms: 0x0102,
+        },
+    ];
+    let mut out = Vec::new();
+    Response::Versions {
+        context: b"c",
+        siblings: List::Slice(&sibs),
+    }
+    .encode(&mut out);
+    assert_eq!(
+        out,
+        [1, b'c', 2, 1, b'a', 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0]
+    );
+    // A deleted key: a context and no siblings.
+    let mut out = Vec::new();
+    Response::Versions {
+        context: b"c",
+        siblings: List::Slice(&[]),
+    }
+    .encode(&mut out);
+    assert_eq!(out, [1, b'c', 0]);
+    assert_eq!(
+        Response::decode_body(0x09, &out, &Limits::default()),
+        Ok(Response::Versions {
+            context: b"c",
+            siblings: List::Slice(&[]),
+        })
+    );
+}
+
+/// Bad causal-version bodies: over-long contexts and values, too many
+/// siblings, counts the body cannot hold, truncation and trailing bytes are
+/// typed errors, never panics, and never fatal to the connection.
+#[test]
+fn versions_bad_input_is_refused() {
+    let lim = Limits {
+        max_frame: MAX,
+        max_key: 4,
+        max_value: 8,
+        max_items: 3,
+    };
+    let enc = |r: Request<'_>| {
+        let mut b = Vec::new();
+        r.encode(&mut b);
+        b
+    };
+    let long_ctx = [7u8; 5];
+    let put = enc(req(
+        Consistency::One,
+        0,
+        Op::PutVersioned {
+            key: b"k",
+            value: b"v",
+            ttl_ms: 0,
+            context: &long_ctx,
+        },
+    ));
+    let del = enc(req(
+        Consistency::One,
+        0,
+        Op::DeleteVersioned {
+            key: b"k",
+            context: &long_ctx,
+        },
+    ));
+    for (op, b) in [(Opcode::PutVersioned, &put), (Opcode::DeleteVersioned, &del)] {
+        let e = Request::decode_body(op as u8, b, &lim).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                FrameError::LimitExceeded {
+                    what: "context length",
+                    len: 5,
+                    max: 4,
+                    ..
+                }
+            ),
+            "{op:?}: {e:?}"
+        );
+        assert!(!e.is_fatal());
+        assert_eq!(e.code(), ErrorCode::TOO_LARGE);
+        // Fine under the default limits.
+        assert!(Request::decode_body(op as u8, b, &Limits::default()).is_ok());
+    }
+    let long_value = enc(req(
+        Consistency::One,
+        0,
+        Op::PutVersioned {
+            key: b"k",
+            value: b"123456789",
+            ttl_ms: 0,
+            context: b"",
+        },
+    ));
+    assert!(matches!(
+        Request::decode_body(Opcode::PutVersioned as u8, &long_value, &lim),
+        Err(FrameError::LimitExceeded {
+            what: "value length",
+            ..
+        })
+    ));
+    let long_key = enc(req(Consistency::One, 0, Op::GetVersions { key: b"12345" }));
+    assert!(matches!(
+        Request::decode_body(Opcode::GetVersions as u8, &long_key, &lim),
+        Err(FrameError::LimitExceeded { what: "key length", .. })
+    ));
+
+    // Every strict prefix of a request body, and one trailing byte, fail.
+    for (op, b) in [(Opcode::PutVersioned, &put), (Opcode::DeleteVersioned, &del)] {
+        for n in 0..b.len() {
+            let e = Request::decode_body(op as u8, &b[..n], &Limits::default()).unwrap_err();
+            assert!(matches!(e, FrameError::Malformed { .. }), "{op:?} prefix {n}: {e:?}");
+        }
+        let mut trailing = b.clone();
+        trailing.push(0);
+        assert!(matches!(
+            Request::decode_body(op as u8, &trailing, &Limits::default()),
+            Err(FrameError::Malformed {
+                reason: "trailing bytes after the message",
+                ..
+            })
+        ));
+    }
+
+    let resp = |ctx: &[u8], sibs: &[SiblingRef<'_>]| {
+        let mut b = Vec::new();
+        Response::Versions {
+            context: ctx,
+            siblings: List::Slice(sibs),
+        }
+        .encode(&mut b);
+        b
+    };
+    let v = ResponseOpcode::Versions as u8;
+    let sib = |value: &'static [u8]| SiblingRef { value, expiry_ms: 9 };
+    // Too many siblings.
+    let four = resp(b"c", &[sib(b"a"), sib(b"b"), sib(b"c"), sib(b"d")]);
+    assert!(matches!(
+        Response::decode_body(v, &four, &lim),
+        Err(FrameError::LimitExceeded {
+            what: "sibling count",
+            len: 4,
+            max: 3,
+            ..
+        })
+    ));
+    // A sibling value over max_value; a context over max_key.
+    assert!(matches!(
+        Response::decode_body(v, &resp(b"c", &[sib(b"123456789")]), &lim),
+        Err(FrameError::LimitExceeded {
+            what: "value length",
+            ..
+        })
+    ));
+    assert!(matches!(
+        Response::decode_body(v, &resp(&long_ctx, &[]), &lim),
+        Err(FrameError::LimitExceeded {
+            what: "context length",
+            ..
+        })
+    ));
+    // A count the remaining bytes cannot hold (9 bytes a sibling at least) is
+    // refused before any sibling is read.
+    let lying = [0u8, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    assert!(matches!(
+        Response::decode_body(v, &lying, &Limits::default()),
+        Err(FrameError::Malformed {
+            reason: "item count exceeds the bytes remaining",
+            ..
+        })
+    ));
+    let huge = [0u8, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F];
+    assert!(Response::decode_body(v, &huge, &Limits::default()).is_err());
+    // Truncated and trailing.
+    let good = resp(b"ctx", &[sib(b"a"), sib(b"bc")]);
+    assert!(Response::decode_body(v, &good, &lim).is_ok());
+    for n in 0..good.len() {
+        assert!(matches!(
+            Response::decode_body(v, &good[..n], &lim),
+            Err(FrameError::Malformed { .. })
+        ));
+    }
+    let mut trailing = good.clone();
+    trailing.push(0);
+    assert!(matches!(
+        Response::decode_body(v, &trailing, &lim),
+        Err(FrameError::Malformed {
+            reason: "trailing bytes after the message",
+            ..
+        })
+    ));
+    // VERSIONS must come as a response, and without the error flag.
+    let f = frame_bytes(v, Flags::default(), &good);
+    let (fr, _) = Frame::decode(&f, MAX).unwrap().unwrap();
+    assert!(matches!(
+        Response::decode(&fr, &lim),
+        Err(FrameError::WrongDirection { .. })
+    ));
+    let f = frame_bytes(v, Flags::RESPONSE.with(Flags::ERROR), &good);
+    let (fr, _) = Frame::decode(&f, MAX).unwrap().unwrap();
+    assert!(Response::decode(&fr, &lim).is_err());
 }

@@ -31,6 +31,8 @@ pub enum Reply {
     Error(ErrorCode, String),
     /// RING: epoch, (address, cores, shard_port, token count).
     Ring(u64, Vec<(String, u16, u16, usize)>),
+    /// VERSIONS: context, (value, expiry_ms) per sibling.
+    Versions(Vec<u8>, Vec<(Vec<u8>, u64)>),
 }
 
 impl Reply {
@@ -52,6 +54,10 @@ impl Reply {
                     .iter()
                     .map(|n| (n.address.to_string(), n.cores, n.shard_port, n.tokens.len()))
                     .collect(),
+            ),
+            Response::Versions { context, siblings } => Reply::Versions(
+                context.to_vec(),
+                siblings.iter().map(|s| (s.value.to_vec(), s.expiry_ms)).collect(),
             ),
         }
     }

@@ -67,6 +67,9 @@ fn check_body(opcode: u8, body: &[u8], lim: &Limits) {
                 assert_eq!(n.tokens.iter().count(), n.tokens.len());
             }
         }
+        if let Response::Versions { siblings, .. } = r {
+            assert_eq!(siblings.iter().count(), siblings.len());
+        }
     }
 }
 
@@ -122,7 +125,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Some((f, used))) = Frame::decode(bytes, MAX) {
         assert_eq!(used, 22 + f.body.len());
     }
-    for opcode in (0..0x10u8).chain([0x40, 0x41, 0x42, 0x80, 0x81, 0xC0]) {
+    // Every client opcode (requests up to DELETE_VERSIONED = 0x11) and the
+    // node-to-node ones.
+    for opcode in (0..0x12u8).chain([0x40, 0x41, 0x42, 0x80, 0x81, 0xC0]) {
         check_body(opcode, bytes, &lim);
     }
     let mut out = Vec::new();

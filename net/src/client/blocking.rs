@@ -19,6 +19,7 @@ use tokio::runtime::Runtime;
 
 use crate::client::{
     self as asynch, ClientError, ClientOptions, Consistency, Entry, PutOptions, Result, Routing, ScanPage, Ttl, Value,
+    Versions,
 };
 use crate::token::Token;
 
@@ -224,6 +225,27 @@ impl Client {
         ttl_ms: u64,
     ) -> Result<bool> {
         self.run(self.inner.cas(key, expected_meta, value, ttl_ms))
+    }
+
+    /// See [`crate::client::Client::get_versions`].
+    pub fn get_versions(&self, key: impl AsRef<[u8]>) -> Result<Option<Versions>> {
+        self.run(self.inner.get_versions(key))
+    }
+
+    /// See [`crate::client::Client::put_with_context`] (never retried).
+    pub fn put_with_context(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        context: &[u8],
+        ttl_ms: u64,
+    ) -> Result<()> {
+        self.run(self.inner.put_with_context(key, value, context, ttl_ms))
+    }
+
+    /// See [`crate::client::Client::delete_with_context`] (never retried).
+    pub fn delete_with_context(&self, key: impl AsRef<[u8]>, context: &[u8]) -> Result<()> {
+        self.run(self.inner.delete_with_context(key, context))
     }
 
     /// See [`crate::client::Client::connect_all`].

@@ -26,7 +26,7 @@ use tokio::task::AbortHandle;
 
 use crate::client::error::{ClientError, CloseReason, Result};
 use crate::client::routing::RingNode;
-use crate::client::{ScanPage, Value};
+use crate::client::{ScanPage, Sibling, Value, Versions};
 use crate::frame::{Frame, FrameDecoder, HEADER_LEN};
 use crate::msg::{Limits, Request, Response, ResponseOpcode, ValueRef};
 
@@ -53,6 +53,7 @@ pub(crate) enum Reply {
     ScanPage(ScanPage),
     Integer(i64),
     Ring { epoch: u64, nodes: Vec<RingNode> },
+    Versions(Versions),
 }
 
 impl Reply {
@@ -66,6 +67,7 @@ impl Reply {
             Reply::ScanPage(_) => ResponseOpcode::ScanPage,
             Reply::Integer(_) => ResponseOpcode::Integer,
             Reply::Ring { .. } => ResponseOpcode::Ring,
+            Reply::Versions(_) => ResponseOpcode::Versions,
         }
     }
 
@@ -97,6 +99,16 @@ impl Reply {
                 epoch,
                 nodes: nodes.iter().map(|n| RingNode::from(&n)).collect(),
             },
+            Response::Versions { context, siblings } => Reply::Versions(Versions {
+                context: context.to_vec(),
+                siblings: siblings
+                    .iter()
+                    .map(|s| Sibling {
+                        value: s.value.to_vec(),
+                        expiry_ms: s.expiry_ms,
+                    })
+                    .collect(),
+            }),
         })
     }
 }

@@ -122,6 +122,36 @@ impl Default for PutOptions {
     }
 }
 
+/// Every live version of a key, as [`Client::get_versions`] returns it.
+///
+/// In a `causal` keyspace concurrent writes of a key are all kept, as
+/// siblings; in an `lww` keyspace there is never more than one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Versions {
+    /// The causal context: what this read saw. Opaque: pass it back
+    /// **unchanged** to [`Client::put_with_context`] or
+    /// [`Client::delete_with_context`], and that write supersedes exactly the
+    /// siblings read here (writes this read did not see survive beside it).
+    /// Never edit it, and never use one key's context for another key: a
+    /// context is a claim of what was seen, and a wrong claim can supersede
+    /// writes nobody saw.
+    pub context: Vec<u8>,
+    /// The values of the concurrent writes, in the server's order. Empty: the
+    /// key was deleted, though the context still matters (a write with it
+    /// supersedes the delete rather than standing beside it).
+    pub siblings: Vec<Sibling>,
+}
+
+/// One concurrent version of a key (see [`Versions`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Sibling {
+    /// The value bytes.
+    pub value: Vec<u8>,
+    /// When this write expires, in ms since the Unix epoch by the server's
+    /// clock; 0 = never. Each sibling keeps its own write's expiry.
+    pub expiry_ms: u64,
+}
+
 /// A key and its value, as scans and listings return them.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
@@ -151,10 +181,14 @@ pub enum Ttl {
 ///
 /// INCR would add twice, CAS and NX/XX PUT could report a false failure (the
 /// first attempt applied, the retry sees the new state), so they are never
-/// retried.
+/// retried. Neither are PUT_VERSIONED and DELETE_VERSIONED: the retry carries
+/// the same context, which does not cover the first attempt's write, so a
+/// retry after an applied first attempt adds a second sibling (a duplicate
+/// value, or an extra tombstone counting towards the sibling bound).
 pub fn is_idempotent(op: &Op<'_>) -> bool {
     match op {
         Op::Get { .. }
+        | Op::GetVersions { .. }
         | Op::Exists { .. }
         | Op::MGet { .. }
         | Op::Scan { .. }
@@ -166,7 +200,7 @@ pub fn is_idempotent(op: &Op<'_>) -> bool {
         | Op::MPut { .. }
         | Op::Expire { .. } => true,
         Op::Put { condition, .. } => *condition == Condition::Always,
-        Op::Incr { .. } | Op::Cas { .. } => false,
+        Op::Incr { .. } | Op::Cas { .. } | Op::PutVersioned { .. } | Op::DeleteVersioned { .. } => false,
     }
 }
 
@@ -566,6 +600,91 @@ impl Client {
         condition_result("CAS", self.call_key(key, op).await)
     }
 
+    /// Every live version of `key` and the causal context covering them;
+    /// `None` if the key has no versions at all. A key whose versions are all
+    /// deletes answers `Some` with no siblings and a context.
+    ///
+    /// Routed like [`Client::get`] and retried like it. To resolve siblings,
+    /// merge them and write the result back with
+    /// [`Client::put_with_context`], passing [`Versions::context`] unchanged:
+    ///
+    /// ```no_run
+    /// # async fn demo(client: corekv_net::client::Client) -> corekv_net::client::Result<()> {
+    /// use std::collections::BTreeSet;
+    /// loop {
+    ///     let (context, mut items) = match client.get_versions("cart:7").await? {
+    ///         // Merge every sibling: the union of the carts written concurrently.
+    ///         Some(v) => {
+    ///             let items: BTreeSet<Vec<u8>> = v
+    ///                 .siblings
+    ///                 .iter()
+    ///                 .flat_map(|s| s.value.split(|b| *b == b'\n').map(<[u8]>::to_vec))
+    ///                 .filter(|i| !i.is_empty())
+    ///                 .collect();
+    ///             (v.context, items)
+    ///         }
+    ///         None => (Vec::new(), BTreeSet::new()),
+    ///     };
+    ///     items.insert(b"pear".to_vec());
+    ///     let value = items.into_iter().collect::<Vec<_>>().join(&b'\n');
+    ///     // Supersedes exactly the siblings read; a write made since stays beside it.
+    ///     match client.put_with_context("cart:7", value, &context, 0).await {
+    ///         Ok(()) => break,
+    ///         Err(e) if e.is_retryable() => continue, // unknown outcome: read again and merge
+    ///         Err(e) => return Err(e),
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_versions(&self, key: impl AsRef<[u8]>) -> Result<Option<Versions>> {
+        let key = key.as_ref();
+        match self.call_key(key, Op::GetVersions { key }).await? {
+            Reply::Versions(v) => Ok(Some(v)),
+            Reply::NotFound => Ok(None),
+            other => Err(unexpected("GET_VERSIONS", &other)),
+        }
+    }
+
+    /// Writes `key`, superseding exactly the versions `context` covers: pass
+    /// the [`Versions::context`] of a [`Client::get_versions`] unchanged, or
+    /// an empty context for a blind write that supersedes nothing (and so
+    /// becomes one more sibling in a `causal` keyspace). `ttl_ms` 0 = no
+    /// expiry.
+    ///
+    /// Never retried: a retry would carry a context that does not cover the
+    /// first attempt, which could add a duplicate sibling.
+    pub async fn put_with_context(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        context: &[u8],
+        ttl_ms: u64,
+    ) -> Result<()> {
+        let (key, value) = (key.as_ref(), value.as_ref());
+        let op = Op::PutVersioned {
+            key,
+            value,
+            ttl_ms,
+            context,
+        };
+        match self.call_key(key, op).await? {
+            Reply::Ok => Ok(()),
+            other => Err(unexpected("PUT_VERSIONED", &other)),
+        }
+    }
+
+    /// Deletes `key`, superseding exactly the versions `context` covers
+    /// (pass [`Versions::context`] unchanged). Versions written concurrently,
+    /// which the context did not see, survive the delete. Never retried, like
+    /// [`Client::put_with_context`].
+    pub async fn delete_with_context(&self, key: impl AsRef<[u8]>, context: &[u8]) -> Result<()> {
+        let key = key.as_ref();
+        match self.call_key(key, Op::DeleteVersioned { key, context }).await? {
+            Reply::Ok => Ok(()),
+            other => Err(unexpected("DELETE_VERSIONED", &other)),
+        }
+    }
+
     /// Groups item indices by owning endpoint, in first-appearance order, and
     /// cuts each group into batches of at most `max_batch`.
     fn batches(&self, keys: impl Iterator<Item = Token>) -> Result<Vec<(Arc<Endpoint>, Vec<usize>)>> {
@@ -893,6 +1012,16 @@ mod tests {
         assert!(!is_idempotent(&put(Condition::IfAbsent)));
         assert!(!is_idempotent(&put(Condition::IfPresent)));
         assert!(!is_idempotent(&Op::Incr { key: b"k", delta: 1 }));
+        assert!(!is_idempotent(&Op::PutVersioned {
+            key: b"k",
+            value: b"v",
+            ttl_ms: 0,
+            context: b"",
+        }));
+        assert!(!is_idempotent(&Op::DeleteVersioned {
+            key: b"k",
+            context: b"ctx",
+        }));
         assert!(!is_idempotent(&Op::Cas {
             key: b"k",
             expected: b"",
@@ -901,6 +1030,7 @@ mod tests {
         }));
         for op in [
             Op::Get { key: b"k" },
+            Op::GetVersions { key: b"k" },
             Op::Exists { key: b"k" },
             Op::Ttl { key: b"k" },
             Op::Delete { key: b"k" },

@@ -12,6 +12,12 @@
 //!
 //! Decoding borrows: keys, values and lists point into the frame body, and
 //! lists are validated once and iterated lazily ([`List`]).
+//!
+//! ## Causal versions
+//!
+//! GET_VERSIONS, PUT_VERSIONED and DELETE_VERSIONED carry a key's siblings
+//! and its causal context (`docs/versions.md`). The context is opaque bytes
+//! here: its format belongs to the node, and a client only hands it back.
 
 pub mod codec;
 pub mod peer;
@@ -26,13 +32,13 @@ pub use codec::{Item, List, ListIter, Reader};
 pub struct Limits {
     /// Largest frame body accepted (checked on the header, before reading).
     pub max_frame: u32,
-    /// Largest key; also bounds cursors, version metadata, error messages
-    /// and node addresses.
+    /// Largest key; also bounds cursors, version metadata, causal
+    /// contexts, error messages and node addresses.
     pub max_key: u32,
     /// Largest value.
     pub max_value: u32,
     /// Most items in one list (MGET keys, MPUT pairs, scan entries, ring
-    /// nodes, a node's tokens).
+    /// nodes, a node's tokens, a key's siblings).
     pub max_items: u32,
 }
 
@@ -90,6 +96,12 @@ pub enum Opcode {
     Ping = 0x0D,
     /// Ask for the ring.
     Ring = 0x0E,
+    /// Read every sibling of a key and its causal context.
+    GetVersions = 0x0F,
+    /// Write a key, superseding what a causal context covers.
+    PutVersioned = 0x10,
+    /// Delete a key, superseding what a causal context covers.
+    DeleteVersioned = 0x11,
 }
 
 impl Opcode {
@@ -110,6 +122,9 @@ impl Opcode {
             0x0C => Opcode::Cas,
             0x0D => Opcode::Ping,
             0x0E => Opcode::Ring,
+            0x0F => Opcode::GetVersions,
+            0x10 => Opcode::PutVersioned,
+            0x11 => Opcode::DeleteVersioned,
             _ => return None,
         })
     }
@@ -137,6 +152,8 @@ pub enum ResponseOpcode {
     Error = 0x07,
     /// The ring.
     Ring = 0x08,
+    /// A key's siblings and causal context (GET_VERSIONS).
+    Versions = 0x09,
 }
 
 impl ResponseOpcode {
@@ -151,6 +168,7 @@ impl ResponseOpcode {
             0x06 => ResponseOpcode::Integer,
             0x07 => ResponseOpcode::Error,
             0x08 => ResponseOpcode::Ring,
+            0x09 => ResponseOpcode::Versions,
             _ => return None,
         })
     }
@@ -307,6 +325,35 @@ impl<'a> Item<'a> for Option<ValueRef<'a>> {
     }
 }
 
+/// One sibling in a VERSIONS response: the value of one write that no other
+/// surviving write has seen. Tombstones are not sent (a deleted key has an
+/// empty sibling list and a context).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SiblingRef<'a> {
+    /// The value bytes.
+    pub value: &'a [u8],
+    /// When this write expires, in ms since the Unix epoch on the server's
+    /// clock; 0 = never. Absolute rather than time-left because each sibling
+    /// keeps the expiry of its own write (`docs/versions.md`, Expiry).
+    pub expiry_ms: u64,
+}
+
+impl<'a> Item<'a> for SiblingRef<'a> {
+    /// A 1-byte length (empty value) and the fixed 8-byte expiry.
+    const MIN_LEN: usize = 9;
+    fn read(r: &mut Reader<'a>) -> Result<Self, FrameError> {
+        let mv = r.limits().max_value;
+        Ok(SiblingRef {
+            value: r.bytes("value length", mv)?,
+            expiry_ms: r.u64()?,
+        })
+    }
+    fn write(&self, out: &mut Vec<u8>) {
+        put_bytes(out, self.value);
+        out.extend_from_slice(&self.expiry_ms.to_le_bytes());
+    }
+}
+
 /// A member of the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Node<'a> {
@@ -449,6 +496,35 @@ pub enum Op<'a> {
     Ping,
     /// Answer: RING.
     Ring,
+    /// Read every sibling of a key and the causal context that covers them.
+    /// Answer: VERSIONS (an empty sibling list when every sibling is a
+    /// tombstone), or NOT_FOUND when the key has no versions at all.
+    GetVersions {
+        /// The key.
+        key: &'a [u8],
+    },
+    /// Write a key, superseding exactly the siblings `context` covers.
+    /// Answer: OK.
+    PutVersioned {
+        /// The key.
+        key: &'a [u8],
+        /// The value.
+        value: &'a [u8],
+        /// Time to live; 0 = none.
+        ttl_ms: u64,
+        /// The context from a VERSIONS answer, unchanged; empty = a blind
+        /// write that supersedes nothing. Bounded by `max_key`.
+        context: &'a [u8],
+    },
+    /// Delete a key (write a tombstone), superseding exactly the siblings
+    /// `context` covers. Answer: OK.
+    DeleteVersioned {
+        /// The key.
+        key: &'a [u8],
+        /// The context from a VERSIONS answer, unchanged; empty = supersedes
+        /// nothing. Bounded by `max_key`.
+        context: &'a [u8],
+    },
 }
 
 impl<'a> Op<'a> {
@@ -469,6 +545,9 @@ impl<'a> Op<'a> {
             Op::Cas { .. } => Opcode::Cas,
             Op::Ping => Opcode::Ping,
             Op::Ring => Opcode::Ring,
+            Op::GetVersions { .. } => Opcode::GetVersions,
+            Op::PutVersioned { .. } => Opcode::PutVersioned,
+            Op::DeleteVersioned { .. } => Opcode::DeleteVersioned,
         }
     }
 }
@@ -479,7 +558,9 @@ impl<'a> Request<'a> {
         self.consistency.write(out);
         put_varint(out, self.timeout_ms.into());
         match &self.op {
-            Op::Get { key } | Op::Delete { key } | Op::Exists { key } | Op::Ttl { key } => put_bytes(out, key),
+            Op::Get { key } | Op::Delete { key } | Op::Exists { key } | Op::Ttl { key } | Op::GetVersions { key } => {
+                put_bytes(out, key)
+            }
             Op::Put {
                 key,
                 value,
@@ -530,6 +611,21 @@ impl<'a> Request<'a> {
                 put_bytes(out, expected);
                 put_bytes(out, value);
                 put_varint(out, *ttl_ms);
+            }
+            Op::PutVersioned {
+                key,
+                value,
+                ttl_ms,
+                context,
+            } => {
+                put_bytes(out, key);
+                put_bytes(out, value);
+                put_varint(out, *ttl_ms);
+                put_bytes(out, context);
+            }
+            Op::DeleteVersioned { key, context } => {
+                put_bytes(out, key);
+                put_bytes(out, context);
             }
             Op::Ping | Op::Ring => {}
         }
@@ -620,6 +716,23 @@ impl<'a> Request<'a> {
             },
             Opcode::Ping => Op::Ping,
             Opcode::Ring => Op::Ring,
+            Opcode::GetVersions => Op::GetVersions {
+                key: r.bytes("key length", mk)?,
+            },
+            // Contexts are bounded like version metadata, by `max_key`: a
+            // clock pruned to its default 64 (actor, counter) entries with
+            // HLC counters encodes to about 1.1 KiB (docs/versions.md), so a
+            // node must keep `max_key` above that for a full context to pass.
+            Opcode::PutVersioned => Op::PutVersioned {
+                key: r.bytes("key length", mk)?,
+                value: r.bytes("value length", mv)?,
+                ttl_ms: r.varint()?,
+                context: r.bytes("context length", mk)?,
+            },
+            Opcode::DeleteVersioned => Op::DeleteVersioned {
+                key: r.bytes("key length", mk)?,
+                context: r.bytes("context length", mk)?,
+            },
         };
         r.finish()?;
         Ok(Request {
@@ -665,6 +778,14 @@ pub enum Response<'a> {
         /// Members and their tokens.
         nodes: List<'a, Node<'a>>,
     },
+    /// A key's siblings and causal context.
+    Versions {
+        /// Opaque causal context covering every sibling listed (and the
+        /// tombstones not listed); the client hands it back unchanged.
+        context: &'a [u8],
+        /// The live siblings; empty = every sibling is a tombstone.
+        siblings: List<'a, SiblingRef<'a>>,
+    },
 }
 
 impl<'a> Response<'a> {
@@ -679,6 +800,7 @@ impl<'a> Response<'a> {
             Response::Integer(_) => ResponseOpcode::Integer,
             Response::Error { .. } => ResponseOpcode::Error,
             Response::Ring { .. } => ResponseOpcode::Ring,
+            Response::Versions { .. } => ResponseOpcode::Versions,
         }
     }
 
@@ -725,6 +847,10 @@ impl<'a> Response<'a> {
             Response::Ring { epoch, nodes } => {
                 out.extend_from_slice(&epoch.to_le_bytes());
                 nodes.write(out);
+            }
+            Response::Versions { context, siblings } => {
+                put_bytes(out, context);
+                siblings.write(out);
             }
         }
     }
@@ -775,6 +901,10 @@ impl<'a> Response<'a> {
             ResponseOpcode::Ring => Response::Ring {
                 epoch: r.u64()?,
                 nodes: List::read(&mut r, "node count")?,
+            },
+            ResponseOpcode::Versions => Response::Versions {
+                context: r.bytes("context length", limits.max_key)?,
+                siblings: List::read(&mut r, "sibling count")?,
             },
         };
         r.finish()?;

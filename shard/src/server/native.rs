@@ -359,6 +359,13 @@ fn job(shard: &Shard, op: &Op<'_>) -> Result<Job, Failure> {
         },
         Op::Ping => Job::Ping,
         Op::Ring => Job::Ring,
+        // cluster mode wires these (issue 4)
+        Op::GetVersions { .. } | Op::PutVersioned { .. } | Op::DeleteVersioned { .. } => {
+            return Err(Failure::new(
+                FailureKind::Invalid,
+                "GET_VERSIONS/PUT_VERSIONED/DELETE_VERSIONED need cluster mode",
+            ))
+        }
     })
 }
 
