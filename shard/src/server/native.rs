@@ -14,7 +14,9 @@ use std::time::Duration;
 use corekv_engine::Cursor;
 use corekv_net::frame::FrameDecoder;
 use corekv_net::msg::peer::{PeerOpcode, PeerRequest};
-use corekv_net::msg::{Consistency as WireConsistency, ErrorCode, KeyValue, Limits, List, Node, Op, Request, Response, ValueRef};
+use corekv_net::msg::{
+    Consistency as WireConsistency, ErrorCode, KeyValue, Limits, List, Node, Op, Request, Response, SiblingRef, ValueRef,
+};
 use futures::AsyncRead;
 
 use super::{read_some, scan, Outbox};
@@ -35,7 +37,8 @@ pub fn limits(shard: &Shard) -> Limits {
         max_frame: u32::try_from(l.max_frame_bytes).unwrap_or(u32::MAX),
         // Cursors carry a key plus 9 bytes (segment, token); the engine still
         // refuses keys over the configured size with TOO_LARGE.
-        max_key: u32::try_from(l.max_key_bytes.saturating_add(16)).unwrap_or(u32::MAX),
+        // Causal contexts share this bound: 64 clock entries take about 1.1 KiB.
+        max_key: u32::try_from(l.max_key_bytes.saturating_add(16).max(4096)).unwrap_or(u32::MAX),
         max_value: u32::try_from(l.max_value_bytes).unwrap_or(u32::MAX),
         ..Limits::default()
     }
@@ -242,6 +245,7 @@ enum Kind {
     ClusterGet,
     ClusterExists,
     ClusterWrite,
+    ClusterVersions,
 }
 
 fn expiry(ttl_ms: u64) -> u64 {
@@ -359,11 +363,11 @@ fn job(shard: &Shard, op: &Op<'_>) -> Result<Job, Failure> {
         },
         Op::Ping => Job::Ping,
         Op::Ring => Job::Ring,
-        // cluster mode wires these (issue 4)
+        // A single node keeps one version per key, without causal contexts.
         Op::GetVersions { .. } | Op::PutVersioned { .. } | Op::DeleteVersioned { .. } => {
             return Err(Failure::new(
                 FailureKind::Invalid,
-                "GET_VERSIONS/PUT_VERSIONED/DELETE_VERSIONED need cluster mode",
+                "GET_VERSIONS/PUT_VERSIONED/DELETE_VERSIONED need cluster mode (cluster.seeds)",
             ))
         }
     })
@@ -473,6 +477,39 @@ fn cluster_job(shard: &Shard, req: &Request<'_>) -> Result<Job, Failure> {
                 .collect::<Result<_, _>>()?,
             Kind::ClusterWrite,
         ),
+        Op::GetVersions { key: k } => {
+            let k = key(k)?;
+            one(k.clone(), get(k), Kind::ClusterVersions)
+        }
+        Op::PutVersioned {
+            key: k,
+            value,
+            ttl_ms,
+            context,
+        } => {
+            let k = key(k)?;
+            let cmd = Cmd::Cluster(ClusterCmd::Write {
+                key: k.clone(),
+                value: Some(value.to_vec()),
+                expiry_ms: expiry(ttl_ms),
+                context: Some(context.to_vec()),
+                consistency: level,
+                timeout_ms,
+            });
+            one(k, cmd, Kind::ClusterWrite)
+        }
+        Op::DeleteVersioned { key: k, context } => {
+            let k = key(k)?;
+            let cmd = Cmd::Cluster(ClusterCmd::Write {
+                key: k.clone(),
+                value: None,
+                expiry_ms: 0,
+                context: Some(context.to_vec()),
+                consistency: level,
+                timeout_ms,
+            });
+            one(k, cmd, Kind::ClusterWrite)
+        }
         Op::Ping => Job::Ping,
         Op::Ring => Job::Ring,
         Op::Scan { .. } => return Err(not_in_cluster_mode("SCAN")),
@@ -613,6 +650,25 @@ async fn run(shard: &Rc<Shard>, job: Job, id: u64, b: &mut Vec<u8>, local: Optio
                     encode(b, id, &Response::Integer(i64::from(newest(v.as_ref()).is_some())))
                 }
                 (Kind::ClusterWrite, Reply::Ok) => encode(b, id, &Response::Ok),
+                (Kind::ClusterVersions, Reply::Versions(None)) => encode(b, id, &Response::NotFound),
+                (Kind::ClusterVersions, Reply::Versions(Some(v))) => {
+                    let sibs: Vec<SiblingRef<'_>> = v
+                        .siblings
+                        .iter()
+                        .map(|s| SiblingRef {
+                            value: &s.value,
+                            expiry_ms: s.expiry_ms,
+                        })
+                        .collect();
+                    encode(
+                        b,
+                        id,
+                        &Response::Versions {
+                            context: &v.context,
+                            siblings: List::Slice(&sibs),
+                        },
+                    )
+                }
                 _ => unexpected(b, id, &r),
             }
         }
