@@ -20,5 +20,6 @@ pub fn token(key: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(key)
 }
 
+pub mod cluster;
 pub mod node;
 pub mod wire;

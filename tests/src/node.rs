@@ -21,6 +21,8 @@ pub struct TestNode {
     bin: PathBuf,
     /// Its data directory.
     pub dir: PathBuf,
+    /// The address its listeners bind (`--node.listen`).
+    pub listen: String,
     /// Cores (executors).
     pub cores: u16,
     /// The shared client port.
@@ -30,13 +32,17 @@ pub struct TestNode {
     /// The RESP port.
     pub resp: u16,
     extra: Vec<String>,
+    /// `COREKV_LOG` of the process.
+    log_filter: String,
     child: Option<Child>,
     /// Everything the node wrote on stderr so far (for failure messages).
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 fn port_free(p: u16) -> bool {
-    TcpListener::bind(("127.0.0.1", p)).is_ok()
+    // The wildcard address conflicts with a listener on any local address, so
+    // a port free here is free on 127.0.0.1 and on every cluster test IP.
+    TcpListener::bind(("0.0.0.0", p)).is_ok()
 }
 
 /// `n` consecutive free ports (probed, so another process may still take
@@ -61,22 +67,46 @@ impl TestNode {
     /// Starts a node with `cores` cores on a fresh data directory `dir`
     /// (emptied first), listening on 127.0.0.1, plus `extra` flags.
     pub fn start(bin: &str, dir: &Path, cores: u16, extra: &[&str]) -> TestNode {
+        let mut n = TestNode::new(bin, dir, "127.0.0.1", cores, extra);
+        n.spawn().expect("the node starts");
+        n
+    }
+
+    /// A node on a fresh data directory `dir` (emptied first), listening on
+    /// `listen` with `cores + 2` free ports, plus `extra` flags; not started
+    /// ([`TestNode::spawn`] starts it).
+    pub fn new(bin: &str, dir: &Path, listen: &str, cores: u16, extra: &[&str]) -> TestNode {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).expect("create the data dir");
         let base = free_ports(cores + 2);
-        let mut n = TestNode {
+        TestNode {
             bin: PathBuf::from(bin),
             dir: dir.to_path_buf(),
+            listen: listen.to_owned(),
             cores,
             client: base,
             resp: base + 1,
             shard_base: base + 2,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            log_filter: "warn,corekv_shard=debug".to_owned(),
             child: None,
             log: Default::default(),
-        };
-        n.spawn().expect("the node starts");
-        n
+        }
+    }
+
+    /// Sets the process's `COREKV_LOG` (from the next start on).
+    pub fn set_log_filter(&mut self, filter: &str) {
+        self.log_filter = filter.to_owned();
+    }
+
+    /// Appends flags to the command line (from the next start on).
+    pub fn add_flags(&mut self, flags: &[String]) {
+        self.extra.extend(flags.iter().cloned());
+    }
+
+    /// Whether the process is running (started and not killed or stopped).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Starts the process and waits for its "ready" line; on failure, the
@@ -87,7 +117,7 @@ impl TestNode {
         cmd.arg("serve")
             .arg("--node.data_dir")
             .arg(&self.dir)
-            .args(["--node.listen", "127.0.0.1"])
+            .args(["--node.listen", &self.listen])
             .args(["--node.cores", &self.cores.to_string()])
             .args(["--ports.client", &self.client.to_string()])
             .args(["--ports.resp", &self.resp.to_string()])
@@ -95,7 +125,7 @@ impl TestNode {
             .args(["--storage.memtable_bytes", "16777216"])
             .args(["--storage.wal_segment_bytes", "4194304"])
             .args(&self.extra)
-            .env("COREKV_LOG", "warn,corekv_shard=debug")
+            .env("COREKV_LOG", &self.log_filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -134,6 +164,14 @@ impl TestNode {
     /// The node's stderr so far.
     pub fn log_text(&self) -> String {
         self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    /// The last `n` lines of the node's stderr.
+    pub fn log_tail(&self, n: usize) -> String {
+        self.log
+            .lock()
+            .map(|l| l[l.len().saturating_sub(n)..].join("\n"))
+            .unwrap_or_default()
     }
 
     /// The OS process id.
@@ -192,13 +230,13 @@ impl TestNode {
 
     /// `redis://` URL of the RESP port.
     pub fn redis_url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.resp)
+        format!("redis://{}:{}/", self.listen, self.resp)
     }
 
     /// The core (of this node) that owns `key`, computed as the node does.
     pub fn core_of(&self, key: &[u8]) -> usize {
         let mut c = corekv_shard::Config::default();
-        c.node.listen = "127.0.0.1".into();
+        c.node.listen.clone_from(&self.listen);
         c.ports.client = self.client;
         let ring = corekv_shard::runtime::single_node_ring(&c).expect("ring");
         let cores = std::num::NonZeroUsize::new(self.cores as usize).expect("cores > 0");

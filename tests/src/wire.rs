@@ -1,15 +1,18 @@
 //! A minimal blocking client for the binary protocol, for tests that must
-//! control the bytes (bad input) or the port (shard-aware routing). Not the
-//! SDK: it does no routing, pipelining or retries.
+//! control the bytes (bad input), the port (shard-aware routing) or the node
+//! that coordinates a request (cluster tests). Not the SDK: it does no
+//! routing or retries; [`Wire::call_many`] pipelines a batch on one
+//! connection.
 // Test support: a failure here is a failed test, and a panic with the
 // message is the clearest report.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use corekv_net::frame::{Frame, FrameDecoder};
+use corekv_net::frame::{Frame, FrameDecoder, FrameHeader};
 use corekv_net::msg::{Consistency, ErrorCode, Limits, Op, Request, Response};
 
 /// A response with owned bytes.
@@ -69,19 +72,47 @@ pub struct Wire {
     s: TcpStream,
     dec: FrameDecoder,
     next_id: u64,
+    consistency: Consistency,
 }
+
+/// Most requests [`Wire::call_many`] keeps in flight: below the server's
+/// default per-connection limit (128), so the pipeline never stalls on it.
+const PIPELINE_WINDOW: usize = 64;
 
 impl Wire {
     /// Connects to 127.0.0.1:`port`.
     pub fn connect(port: u16) -> std::io::Result<Wire> {
-        let s = TcpStream::connect(("127.0.0.1", port))?;
+        Wire::connect_to("127.0.0.1", port)
+    }
+
+    /// Connects to `ip`:`port` (a cluster node listens on its own loopback IP).
+    pub fn connect_to(ip: &str, port: u16) -> std::io::Result<Wire> {
+        let addr: std::net::IpAddr = ip
+            .parse()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{ip}: {e}")))?;
+        let s = TcpStream::connect_timeout(&(addr, port).into(), Duration::from_secs(5))?;
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
         s.set_nodelay(true)?;
         Ok(Wire {
             s,
             dec: FrameDecoder::new(64 << 20),
             next_id: 1,
+            consistency: Consistency::One,
         })
+    }
+
+    /// The same connection, its requests carrying consistency `c` (ONE until set).
+    #[must_use]
+    pub fn with_consistency(mut self, c: Consistency) -> Wire {
+        self.consistency = c;
+        self
+    }
+
+    /// A fresh request id for a frame the caller encodes itself.
+    pub fn next_request_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
     }
 
     /// Sends raw bytes.
@@ -94,13 +125,13 @@ impl Wire {
         self.s.shutdown(std::net::Shutdown::Write)
     }
 
-    /// Encodes a request (consistency ONE, no timeout) and returns its id.
+    /// Encodes a request (the connection's consistency, ONE unless set;
+    /// the server's default timeout) and returns its id.
     pub fn send(&mut self, op: Op<'_>) -> std::io::Result<u64> {
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.next_request_id();
         let mut b = Vec::new();
         Request {
-            consistency: Consistency::One,
+            consistency: self.consistency,
             timeout_ms: 0,
             op,
         }
@@ -118,13 +149,65 @@ impl Wire {
                 Ok(None) => {}
                 Err(e) => return Err(std::io::Error::other(e.to_string())),
             }
-            let buf = self.dec.spare(64 << 10);
-            let n = self.s.read(buf)?;
-            self.dec.commit(n);
-            if n == 0 {
+            if !self.fill()? {
                 return Ok(None);
             }
         }
+    }
+
+    /// The next frame, undecoded (for node-to-node answers, which are not
+    /// client responses); `Ok(None)` at EOF.
+    pub fn recv_frame(&mut self) -> std::io::Result<Option<(FrameHeader, Vec<u8>)>> {
+        loop {
+            match self.dec.next_frame() {
+                Ok(Some(f)) => return Ok(Some((f.header, f.body.to_vec()))),
+                Ok(None) => {}
+                Err(e) => return Err(std::io::Error::other(e.to_string())),
+            }
+            if !self.fill()? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Reads more bytes into the decoder; false at EOF.
+    fn fill(&mut self) -> std::io::Result<bool> {
+        let buf = self.dec.spare(64 << 10);
+        let n = self.s.read(buf)?;
+        self.dec.commit(n);
+        Ok(n > 0)
+    }
+
+    /// Sends every op, at most [`PIPELINE_WINDOW`] in flight, and returns
+    /// the replies in the order of `ops` (the server may answer out of order).
+    pub fn call_many(&mut self, ops: &[Op<'_>]) -> std::io::Result<Vec<Reply>> {
+        let mut slot_of: HashMap<u64, usize> = HashMap::new();
+        let mut out: Vec<Option<Reply>> = vec![None; ops.len()];
+        let (mut sent, mut done) = (0, 0);
+        while done < ops.len() {
+            while sent < ops.len() && sent - done < PIPELINE_WINDOW {
+                let id = self.send(ops[sent])?;
+                slot_of.insert(id, sent);
+                sent += 1;
+            }
+            let (id, reply) = self.recv()?.ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("connection closed with {} of {} answers", done, ops.len()),
+                )
+            })?;
+            let slot = slot_of
+                .remove(&id)
+                .ok_or_else(|| std::io::Error::other(format!("answer to unknown request {id}")))?;
+            out[slot] = Some(reply);
+            done += 1;
+        }
+        // Each request id was sent once and removed once, so every slot is filled.
+        let out: Vec<Reply> = out.into_iter().flatten().collect();
+        if out.len() != ops.len() {
+            return Err(std::io::Error::other("a pipelined request got no answer"));
+        }
+        Ok(out)
     }
 
     /// Sends `op` and waits for its response.

@@ -1,0 +1,471 @@
+//! Replication guarantees of a real cluster (`corekv serve` processes on
+//! their own loopback IPs, see `corekv_tests::cluster`): quorum operations
+//! survive a killed node, hints reach a node that comes back, a read at ALL
+//! repairs a stale replica, and writes at ONE on both sides of a partition
+//! all survive the heal (as siblings when they were concurrent).
+//!
+//! Every cluster: replication factor 3, one core per node, gossip every
+//! 200 ms, 1 KiB values on keys spread over the ring. What a replica holds is
+//! checked with a node-to-node READ of its own record, which consults no
+//! other replica and repairs nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use corekv_net::msg::{Condition, Consistency, List, Op};
+use corekv_net::token::token_of;
+use corekv_tests::cluster::{live_values, TestCluster};
+use corekv_tests::wire::{Reply, Wire};
+
+const BIN: &str = env!("CARGO_BIN_EXE_corekv-node");
+const TMP: &str = env!("CARGO_TARGET_TMPDIR");
+
+/// Every value is this long.
+const VALUE_LEN: usize = 1024;
+
+/// How long a convergence (hint replay, read repair, failure detection) may take.
+const CONVERGE: Duration = Duration::from_secs(30);
+
+/// The node the failure tests kill: not a seed, so the others keep gossiping
+/// through their seeds.
+const VICTIM: usize = 3;
+
+fn start(name: &str, n: usize, extra: &[&str]) -> TestCluster {
+    TestCluster::start(BIN, TMP, name, n, extra)
+}
+
+/// Keys `prefix:i` for `i` in `range`, checked to cover the whole ring
+/// (a key in each eighth of the token space), so every replica set has some.
+fn keys(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    let keys: Vec<String> = range.map(|i| format!("{prefix}:{i:05}")).collect();
+    let mut per_eighth = [0usize; 8];
+    for k in &keys {
+        per_eighth[(token_of(k.as_bytes()) >> 61) as usize] += 1;
+    }
+    assert!(
+        per_eighth.iter().all(|&n| n > 0),
+        "keys {prefix}:* do not cover the ring: {per_eighth:?}"
+    );
+    keys
+}
+
+/// A 1 KiB value that starts with the write's tag and key, so a wrong answer
+/// shows whose value it is; the rest is filler derived from both.
+fn value(tag: &str, key: &str) -> Vec<u8> {
+    let mut v = format!("{tag}|{key}|").into_bytes();
+    let mut x = token_of(key.as_bytes()) ^ token_of(tag.as_bytes());
+    while v.len() < VALUE_LEN {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        v.push(b'a' + ((x >> 59) as u8 % 26));
+    }
+    v
+}
+
+fn pairs(tag: &str, keys: &[String]) -> Vec<(String, Vec<u8>)> {
+    keys.iter().map(|k| (k.clone(), value(tag, k))).collect()
+}
+
+/// The readable head of a value (tag and key).
+fn show(v: &[u8]) -> String {
+    let head = v.iter().position(|&b| b == b'|').map_or(v.len(), |i| i + 1);
+    let end = v[head..].iter().position(|&b| b == b'|').map_or(v.len(), |i| head + i);
+    String::from_utf8_lossy(&v[..end.min(60)]).into_owned()
+}
+
+/// Writes pair `j` through node `via[j % via.len()]` at `c`, pipelined; one
+/// result per pair (`Err` names the key, the node and the answer).
+fn try_put_through(
+    c: &TestCluster,
+    via: &[usize],
+    level: Consistency,
+    pairs: &[(String, Vec<u8>)],
+) -> Vec<Result<(), String>> {
+    let mut out: Vec<Result<(), String>> = vec![Ok(()); pairs.len()];
+    for (turn, &node) in via.iter().enumerate() {
+        let idxs: Vec<usize> = (turn..pairs.len()).step_by(via.len()).collect();
+        let ops: Vec<Op<'_>> = idxs
+            .iter()
+            .map(|&j| Op::Put {
+                key: pairs[j].0.as_bytes(),
+                value: &pairs[j].1,
+                ttl_ms: 0,
+                condition: Condition::Always,
+            })
+            .collect();
+        let mut w = c.coordinator(node, level);
+        match w.call_many(&ops) {
+            Ok(replies) => {
+                for (&j, reply) in idxs.iter().zip(replies) {
+                    if reply != Reply::Ok {
+                        out[j] = Err(format!(
+                            "PUT {} at {level:?} through node {node}: {reply:?}",
+                            pairs[j].0
+                        ));
+                    }
+                }
+            }
+            Err(e) => {
+                for &j in &idxs {
+                    out[j] = Err(format!("PUT {} at {level:?} through node {node}: {e}", pairs[j].0));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Like [`try_put_through`], failing the test on any refused write.
+fn put_through(c: &TestCluster, via: &[usize], level: Consistency, pairs: &[(String, Vec<u8>)]) {
+    let refused: Vec<String> = try_put_through(c, via, level, pairs)
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "{} of {} writes refused, first: {:?}\n{}",
+        refused.len(),
+        pairs.len(),
+        &refused[..refused.len().min(5)],
+        c.log_tails()
+    );
+}
+
+/// GET of key `j` through node `via[j % via.len()]` at `level`, pipelined.
+fn get_through(
+    c: &TestCluster,
+    via: &[usize],
+    level: Consistency,
+    keys: &[&str],
+) -> Vec<Result<Option<Vec<u8>>, String>> {
+    let mut out: Vec<Result<Option<Vec<u8>>, String>> = vec![Ok(None); keys.len()];
+    for (turn, &node) in via.iter().enumerate() {
+        let idxs: Vec<usize> = (turn..keys.len()).step_by(via.len()).collect();
+        let ops: Vec<Op<'_>> = idxs
+            .iter()
+            .map(|&j| Op::Get {
+                key: keys[j].as_bytes(),
+            })
+            .collect();
+        let mut w = c.coordinator(node, level);
+        match w.call_many(&ops) {
+            Ok(replies) => {
+                for (&j, reply) in idxs.iter().zip(replies) {
+                    out[j] = match reply {
+                        Reply::Value(v, ..) => Ok(Some(v)),
+                        Reply::NotFound => Ok(None),
+                        other => Err(format!("GET {} at {level:?} through node {node}: {other:?}", keys[j])),
+                    };
+                }
+            }
+            Err(e) => {
+                for &j in &idxs {
+                    out[j] = Err(format!("GET {} at {level:?} through node {node}: {e}", keys[j]));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// MGET of `keys` through node `node` at `level`, 50 keys a request.
+fn mget_through(
+    c: &TestCluster,
+    node: usize,
+    level: Consistency,
+    keys: &[&str],
+) -> Vec<Result<Option<Vec<u8>>, String>> {
+    let mut w = c.coordinator(node, level);
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(50) {
+        let ks: Vec<&[u8]> = chunk.iter().map(|k| k.as_bytes()).collect();
+        match w.call(Op::MGet { keys: List::Slice(&ks) }) {
+            Reply::Values(slots) if slots.len() == ks.len() => out.extend(slots.into_iter().map(Ok)),
+            other => out.extend(chunk.iter().map(|k| {
+                Err(format!(
+                    "MGET ({k} among {}) through node {node}: {other:?}",
+                    chunk.len()
+                ))
+            })),
+        }
+    }
+    out
+}
+
+/// Fails the test unless every read returned the value written for its key.
+fn assert_read_back(c: &TestCluster, what: &str, want: &[(String, Vec<u8>)], got: &[Result<Option<Vec<u8>>, String>]) {
+    assert_eq!(want.len(), got.len());
+    let wrong: Vec<String> = want
+        .iter()
+        .zip(got)
+        .filter_map(|((k, v), r)| match r {
+            Ok(Some(g)) if g == v => None,
+            Ok(Some(g)) => Some(format!("{k}: read {} instead of {}", show(g), show(v))),
+            Ok(None) => Some(format!("{k}: not found")),
+            Err(e) => Some(e.clone()),
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{what}: {} of {} reads wrong, first: {:?}\n{}",
+        wrong.len(),
+        want.len(),
+        &wrong[..wrong.len().min(5)],
+        c.log_tails()
+    );
+}
+
+/// `Ok` when node `i`'s own records hold every `(key, value)` (as the value
+/// or one of the siblings); else says how many are missing and shows some.
+fn held_by(c: &TestCluster, i: usize, want: &[(String, Vec<u8>)]) -> Result<(), String> {
+    let keys: Vec<&[u8]> = want.iter().map(|(k, _)| k.as_bytes()).collect();
+    let records = c.try_local_records(i, &keys)?;
+    let mut missing = Vec::new();
+    for ((k, v), record) in want.iter().zip(&records) {
+        let held = record.as_ref().map(live_values).unwrap_or_default();
+        if !held.contains(v) {
+            let shown: Vec<String> = held.iter().map(|h| show(h)).collect();
+            missing.push(format!("{k} lacks {} (holds {shown:?})", show(v)));
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "node {i} lacks {} of {} values, e.g. {:?}",
+            missing.len(),
+            want.len(),
+            &missing[..missing.len().min(5)]
+        ))
+    }
+}
+
+/// How many of `want` node `i` already holds locally.
+fn count_held(c: &TestCluster, i: usize, want: &[(String, Vec<u8>)]) -> usize {
+    want.iter()
+        .filter(|(k, v)| c.local_values(i, k.as_bytes()).is_some_and(|held| held.contains(v)))
+        .count()
+}
+
+/// One GET on `w`; an I/O error or an ERROR answer is an `Err`.
+fn get_once(w: &mut Wire, key: &str) -> Result<Option<Vec<u8>>, String> {
+    let id = w.send(Op::Get { key: key.as_bytes() }).map_err(|e| e.to_string())?;
+    match w.recv() {
+        Ok(Some((rid, Reply::Value(v, ..)))) if rid == id => Ok(Some(v)),
+        Ok(Some((rid, Reply::NotFound))) if rid == id => Ok(None),
+        Ok(Some((_, other))) => Err(format!("{other:?}")),
+        Ok(None) => Err("connection closed".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Reads every key of `want` at ALL through node `node` until each has
+/// answered once, and checks each answer is one of the key's acknowledged
+/// values. A read at ALL is refused while the coordinator still thinks a
+/// replica is down, so a refused read is retried (until [`CONVERGE`]); each
+/// poll stops at its first refusal, so a slow refusal cannot stretch a poll
+/// past the deadline.
+fn read_all_at_all(c: &TestCluster, node: usize, want: &BTreeMap<String, Vec<Vec<u8>>>) {
+    let mut pending: Vec<&String> = want.keys().rev().collect();
+    let mut w = c.coordinator(node, Consistency::All);
+    c.await_until(CONVERGE, &format!("every key read at ALL through node {node}"), || {
+        while let Some(k) = pending.pop() {
+            match get_once(&mut w, k) {
+                Ok(Some(v)) => assert!(
+                    want[k].contains(&v),
+                    "GET {k} at ALL through node {node} read {}, which was never acknowledged for it ({:?})",
+                    show(&v),
+                    want[k].iter().map(|v| show(v)).collect::<Vec<_>>()
+                ),
+                Ok(None) => panic!("GET {k} at ALL through node {node}: not found, though acknowledged"),
+                Err(e) => {
+                    pending.push(k);
+                    // The connection may be mid-frame after an I/O error: start afresh.
+                    w = c.coordinator(node, Consistency::All);
+                    return Err(format!(
+                        "{} of {} keys not read yet; {k}: {e}",
+                        pending.len(),
+                        want.len()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn key_sets_cover_the_ring() {
+    // The key sets below are fixed; `keys` asserts each covers the ring.
+    for (prefix, range) in [
+        ("k", 0..300),
+        ("k", 300..600),
+        ("hint", 0..300),
+        ("repair", 0..200),
+        ("both", 0..100),
+        ("left", 0..100),
+        ("right", 0..100),
+    ] {
+        assert_eq!(keys(prefix, range.clone()).len(), range.len());
+    }
+    assert_eq!(value("t", "k:00001").len(), VALUE_LEN);
+    assert_ne!(value("left", "both:00001"), value("right", "both:00001"));
+}
+
+/// Writes 300 keys at QUORUM with every node up (through the SDK), kills
+/// node 3, writes 300 more at QUORUM through the survivors, then reads all
+/// 600 at QUORUM through the survivors (each key through a node other than
+/// the one that wrote it). `batched`: MPUT and MGET instead of PUT and GET.
+fn quorum_survives_a_killed_node(name: &str, n: usize, batched: bool) {
+    let mut c = start(name, n, &[]);
+    let before = pairs("before", &keys("k", 0..300));
+    let sdk = c.client(&[1, 2], Consistency::Quorum);
+    if batched {
+        if let Err(e) = sdk.mput(&before, 0) {
+            panic!("MPUT of 300 keys at QUORUM, all nodes up: {e}\n{}", c.log_tails());
+        }
+    } else {
+        for (k, v) in &before {
+            if let Err(e) = sdk.put(k, v) {
+                panic!("PUT {k} at QUORUM, all nodes up: {e}\n{}", c.log_tails());
+            }
+        }
+    }
+    drop(sdk);
+
+    c.kill9(VICTIM);
+    let survivors: Vec<usize> = (1..=n).filter(|&i| i != VICTIM).collect();
+    let after = pairs("after", &keys("k", 300..600));
+    put_through(&c, &survivors, Consistency::Quorum, &after);
+
+    let all: Vec<(String, Vec<u8>)> = before.into_iter().chain(after).collect();
+    let ks: Vec<&str> = all.iter().map(|(k, _)| k.as_str()).collect();
+    // Rotated by one, so (with GET) the second 300 keys are each read through
+    // another survivor than the one that wrote them.
+    let readers: Vec<usize> = survivors
+        .iter()
+        .cycle()
+        .skip(1)
+        .take(survivors.len())
+        .copied()
+        .collect();
+    let got = if batched {
+        let per = ks.len().div_ceil(readers.len());
+        ks.chunks(per)
+            .zip(&readers)
+            .flat_map(|(chunk, &node)| mget_through(&c, node, Consistency::Quorum, chunk))
+            .collect()
+    } else {
+        get_through(&c, &readers, Consistency::Quorum, &ks)
+    };
+    assert_read_back(
+        &c,
+        &format!("QUORUM reads with node {VICTIM} of {n} killed"),
+        &all,
+        &got,
+    );
+}
+
+#[test]
+fn quorum_survives_a_killed_node_3() {
+    quorum_survives_a_killed_node("quorum-3", 3, false);
+}
+
+#[test]
+fn quorum_survives_a_killed_node_5() {
+    quorum_survives_a_killed_node("quorum-5", 5, true);
+}
+
+#[test]
+fn hints_reach_a_returning_node() {
+    let mut c = start("hints", 3, &[]);
+    c.kill9(VICTIM);
+    let written = pairs("while-down", &keys("hint", 0..300));
+    put_through(&c, &[1, 2], Consistency::Quorum, &written);
+    c.restart(VICTIM);
+    // No client read from here on: only the coordinators' hints can bring
+    // these values to node 3.
+    c.await_until(
+        CONVERGE,
+        "node 3 holds every value written while it was down (hints replayed)",
+        || held_by(&c, VICTIM, &written),
+    );
+}
+
+#[test]
+fn read_repair_fixes_a_stale_replica() {
+    let mut c = start("read-repair", 3, &["--cluster.hinted_handoff", "false"]);
+    c.kill9(VICTIM);
+    let written = pairs("while-down", &keys("repair", 0..200));
+    put_through(&c, &[1, 2], Consistency::Quorum, &written);
+    c.restart(VICTIM);
+    c.await_formed();
+    // Without hints node 3 missed the writes; anything it holds already came
+    // from somewhere else and would not show read repair.
+    let held = count_held(&c, VICTIM, &written);
+    assert!(
+        held <= written.len() / 10,
+        "node 3 already holds {held} of {} values before any read, with hinted handoff off",
+        written.len()
+    );
+    let want: BTreeMap<String, Vec<Vec<u8>>> = written.iter().map(|(k, v)| (k.clone(), vec![v.clone()])).collect();
+    read_all_at_all(&c, 1, &want);
+    c.await_until(
+        CONVERGE,
+        "node 3 holds every value after the reads at ALL (read repair)",
+        || held_by(&c, VICTIM, &written),
+    );
+}
+
+#[test]
+fn partition_keeps_one_writes_on_both_sides() {
+    let c = start("partition", 3, &["--cluster.conflict_mode", "causal"]);
+    let both = keys("both", 0..100);
+    let mut left = pairs("left", &both);
+    left.extend(pairs("left", &keys("left", 0..100)));
+    let mut right = pairs("right", &both);
+    right.extend(pairs("right", &keys("right", 0..100)));
+
+    let mut cut = c.partition(&[1, 2], &[3]);
+    // Each side coordinates its own writes: node 1 for {1, 2}, node 3 alone.
+    // Every node is a replica of every key (3 nodes, RF 3), so a write at ONE
+    // has its replica on the coordinator and must be acknowledged.
+    let mut acked: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    let mut refused = Vec::new();
+    for (node, writes) in [(1, &left), (3, &right)] {
+        for ((k, v), r) in writes
+            .iter()
+            .zip(try_put_through(&c, &[node], Consistency::One, writes))
+        {
+            match r {
+                Ok(()) => acked.entry(k.clone()).or_default().push(v.clone()),
+                Err(e) => refused.push(e),
+            }
+        }
+    }
+    cut.heal();
+    assert!(
+        refused.is_empty(),
+        "{} writes at ONE refused during the partition, first: {:?}\n{}",
+        refused.len(),
+        &refused[..refused.len().min(5)],
+        c.log_tails()
+    );
+    assert_eq!(acked.len(), 300);
+    assert!(both.iter().all(|k| acked[k].len() == 2));
+
+    // Reads at ALL merge the replicas' records and repair the stale ones.
+    read_all_at_all(&c, 1, &acked);
+    let want: Vec<(String, Vec<u8>)> = acked
+        .iter()
+        .flat_map(|(k, vs)| vs.iter().map(move |v| (k.clone(), v.clone())))
+        .collect();
+    assert_eq!(want.len(), 400);
+    c.await_until(
+        CONVERGE,
+        "every replica holds every acknowledged value (as the value or a sibling)",
+        || (1..=3).try_for_each(|i| held_by(&c, i, &want)),
+    );
+}
