@@ -28,6 +28,8 @@ pub enum PeerOpcode {
     Read = 0x41,
     /// One Paxos step of a cluster-wide compare-and-set.
     Paxos = 0x42,
+    /// Coordinate a client write on a replica (sent by a node that is not one).
+    Coordinate = 0x43,
     /// A Merkle tree's leaves over a token range (anti-entropy).
     MerkleTree = 0x80,
     /// A page of the records in a token range (repair, join, decommission).
@@ -43,6 +45,7 @@ impl PeerOpcode {
             0x40 => PeerOpcode::Mutate,
             0x41 => PeerOpcode::Read,
             0x42 => PeerOpcode::Paxos,
+            0x43 => PeerOpcode::Coordinate,
             0x80 => PeerOpcode::MerkleTree,
             0x81 => PeerOpcode::Range,
             0xC0 => PeerOpcode::Gossip,
@@ -168,6 +171,12 @@ pub enum PeerOp<'a> {
         /// Most entries in the page.
         limit: u32,
     },
+    /// A client write for a replica to coordinate (the node's format). Answer:
+    /// [`PeerResponse::Coordinated`].
+    Coordinate {
+        /// The encoded request.
+        payload: &'a [u8],
+    },
     /// A gossip message (the membership module's format). Answer: [`PeerResponse::Gossip`].
     Gossip {
         /// The encoded message.
@@ -187,6 +196,7 @@ impl<'a> PeerOp<'a> {
             PeerOp::Paxos { .. } => PeerOpcode::Paxos,
             PeerOp::MerkleTree { .. } => PeerOpcode::MerkleTree,
             PeerOp::Range { .. } => PeerOpcode::Range,
+            PeerOp::Coordinate { .. } => PeerOpcode::Coordinate,
             PeerOp::Gossip { .. } => PeerOpcode::Gossip,
         }
     }
@@ -277,7 +287,7 @@ impl<'a> PeerRequest<'a> {
                 put_bytes(out, cursor);
                 put_varint(out, (*limit).into());
             }
-            PeerOp::Gossip { payload } => put_bytes(out, payload),
+            PeerOp::Gossip { payload } | PeerOp::Coordinate { payload } => put_bytes(out, payload),
         }
     }
 
@@ -357,6 +367,9 @@ impl<'a> PeerRequest<'a> {
             PeerOpcode::Gossip => PeerOp::Gossip {
                 payload: r.bytes("gossip length", mr)?,
             },
+            PeerOpcode::Coordinate => PeerOp::Coordinate {
+                payload: r.bytes("request length", mr)?,
+            },
         };
         r.finish()?;
         Ok(PeerRequest { from, op })
@@ -423,6 +436,11 @@ pub enum PeerResponse<'a> {
         /// Where the next page starts; empty when the range is done.
         next_cursor: &'a [u8],
     },
+    /// A coordinated write's outcome (the node's format).
+    Coordinated {
+        /// The encoded outcome.
+        payload: &'a [u8],
+    },
     /// The receiver's gossip answer.
     Gossip {
         /// The encoded message.
@@ -441,6 +459,7 @@ impl<'a> PeerResponse<'a> {
                 | (PeerResponse::Merkle { .. }, PeerOpcode::MerkleTree)
                 | (PeerResponse::RangePage { .. }, PeerOpcode::Range)
                 | (PeerResponse::Gossip { .. }, PeerOpcode::Gossip)
+                | (PeerResponse::Coordinated { .. }, PeerOpcode::Coordinate)
         )
     }
 
@@ -479,7 +498,7 @@ impl<'a> PeerResponse<'a> {
                 entries.write(out);
                 put_bytes(out, next_cursor);
             }
-            PeerResponse::Gossip { payload } => put_bytes(out, payload),
+            PeerResponse::Gossip { payload } | PeerResponse::Coordinated { payload } => put_bytes(out, payload),
         }
     }
 
@@ -534,6 +553,9 @@ impl<'a> PeerResponse<'a> {
             },
             PeerOpcode::Gossip => PeerResponse::Gossip {
                 payload: r.bytes("gossip length", mr)?,
+            },
+            PeerOpcode::Coordinate => PeerResponse::Coordinated {
+                payload: r.bytes("outcome length", mr)?,
             },
         };
         r.finish()?;
@@ -623,6 +645,7 @@ mod tests {
                 limit: 100,
             },
             PeerOp::Gossip { payload: b"g" },
+            PeerOp::Coordinate { payload: b"c" },
         ] {
             roundtrip_request(PeerRequest { from: "node-1", op });
         }
@@ -682,6 +705,7 @@ mod tests {
             },
         );
         roundtrip_response(PeerOpcode::Gossip, PeerResponse::Gossip { payload: b"p" });
+        roundtrip_response(PeerOpcode::Coordinate, PeerResponse::Coordinated { payload: b"o" });
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub enum PeerJob {
     },
     /// Gossip.
     Gossip(Vec<u8>),
+    /// A write to coordinate (encoded [`super::forward::Forwarded`]).
+    Coordinate(Vec<u8>),
     /// An opcode this node does not serve yet.
     Unsupported(PeerOpcode),
 }
@@ -64,6 +66,7 @@ impl PeerJob {
                 digest_only,
             },
             PeerOp::Gossip { payload } => PeerJob::Gossip(payload.to_vec()),
+            PeerOp::Coordinate { payload } => PeerJob::Coordinate(payload.to_vec()),
             other => PeerJob::Unsupported(other.opcode()),
         }
     }
@@ -73,6 +76,7 @@ impl PeerJob {
             PeerJob::Mutate { .. } => PeerOpcode::Mutate,
             PeerJob::Read { .. } => PeerOpcode::Read,
             PeerJob::Gossip(_) => PeerOpcode::Gossip,
+            PeerJob::Coordinate(_) => PeerOpcode::Coordinate,
             PeerJob::Unsupported(op) => *op,
         }
     }
@@ -112,6 +116,7 @@ enum Answer {
     Ack,
     Record(Option<Vec<u8>>, u64),
     Gossip,
+    Coordinated(Vec<u8>),
 }
 
 impl Answer {
@@ -123,6 +128,7 @@ impl Answer {
                 digest: *digest,
             },
             Answer::Gossip => PeerResponse::Gossip { payload: &[] },
+            Answer::Coordinated(p) => PeerResponse::Coordinated { payload: p },
         };
         r.encode_frame(op, id, out)
     }
@@ -173,6 +179,28 @@ async fn serve(shard: &Rc<Shard>, job: PeerJob) -> Result<Answer, Failure> {
             Reply::Failed(f) => Err(f),
             other => Err(Failure::new(FailureKind::Internal, format!("unexpected reply {other:?}"))),
         },
+        PeerJob::Coordinate(payload) => {
+            let w = super::forward::Forwarded::decode(&payload)
+                .map_err(|e| Failure::new(FailureKind::Invalid, e.to_string()))?;
+            let core = cluster.local_core(w.key.token);
+            let cmd = ClusterCmd::Write {
+                key: w.key,
+                value: w.value,
+                expiry_ms: w.expiry_ms,
+                context: w.context,
+                consistency: w.consistency,
+                timeout_ms: w.timeout_ms,
+                forwarded: true,
+            };
+            let outcome = match shard.exec(core, Cmd::Cluster(cmd)).await {
+                Reply::Ok => Ok(()),
+                Reply::Failed(f) => Err(f),
+                other => Err(Failure::new(FailureKind::Internal, format!("unexpected reply {other:?}"))),
+            };
+            let mut b = Vec::new();
+            super::forward::encode_outcome(&outcome, &mut b);
+            Ok(Answer::Coordinated(b))
+        }
         PeerJob::Unsupported(op) => Err(Failure::new(
             FailureKind::Invalid,
             format!("node-to-node opcode {op:?} is not served by this version yet"),

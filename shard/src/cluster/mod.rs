@@ -27,6 +27,7 @@
 //! replica of a key refuses to coordinate it (the error names the replicas,
 //! like Redis Cluster's MOVED; the SDK routes to a replica by itself).
 
+pub mod forward;
 pub mod gossip;
 pub mod hints;
 pub mod inbound;
@@ -85,6 +86,9 @@ pub enum ClusterCmd {
         consistency: Consistency,
         /// Deadline from now.
         timeout_ms: u64,
+        /// Handed on by a node that is not a replica: never forwarded again
+        /// (two nodes disagreeing about the ring must not bounce a write).
+        forwarded: bool,
     },
     /// An encoded gossip message for core 0's gossiper. Reply: [`Reply::Ok`].
     Gossip(Vec<u8>),
@@ -413,9 +417,18 @@ pub async fn execute(shard: &Rc<Shard>, cmd: ClusterCmd) -> Reply {
             context,
             consistency,
             timeout_ms,
-        } => coordinate_write(shard, &cluster, key, value, expiry_ms, context, consistency, timeout_ms)
-            .await
-            .map(|()| Reply::Ok),
+            forwarded,
+        } => {
+            let w = forward::Forwarded {
+                key,
+                value,
+                expiry_ms,
+                context,
+                consistency,
+                timeout_ms,
+            };
+            coordinate_write(shard, &cluster, w, forwarded).await.map(|()| Reply::Ok)
+        }
         ClusterCmd::Gossip(payload) => gossip::on_payload(shard, &cluster, &payload).map(|()| Reply::Ok),
     };
     r.unwrap_or_else(Reply::Failed)
@@ -436,22 +449,73 @@ fn not_a_replica(view: &View, replicas: &[NodeId]) -> Failure {
     )
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Hands a write to a replica of its key that gossip believes up, trying
+/// the next one when a replica cannot be reached (a node killed a moment ago
+/// is not convicted yet). A write sent to a replica that then died may have
+/// applied there too; trying the next replica can then leave the value twice,
+/// as two siblings, which loses nothing.
+async fn forward_write(cluster: &Cluster, view: &View, replicas: &[NodeId], w: &forward::Forwarded) -> std::result::Result<(), Failure> {
+    let up = |id: &NodeId| view.ring.node(id).is_some_and(|n| n.status != crate::topology::NodeStatus::Down);
+    let mut payload = Vec::new();
+    w.encode(&mut payload);
+    let req = PeerRequest {
+        from: &cluster.me.0,
+        op: PeerOp::Coordinate { payload: &payload },
+    };
+    let (deadline, _) = cluster.deadline(w.timeout_ms);
+    let mut tried = Vec::new();
+    for to in replicas.iter().filter(|id| up(id)) {
+        let Some(addr) = cluster.address_for(view, to, w.key.token) else { continue };
+        let left = Duration::from_millis(deadline.saturating_sub(now_ms()));
+        if left.is_zero() {
+            break;
+        }
+        match cluster.pool.call(&addr, &req, left).await {
+            Ok(PeerAnswer::Coordinated { payload }) => {
+                return forward::decode_outcome(&payload)
+                    .map_err(|e| Failure::new(FailureKind::Internal, format!("{to} answered: {e}")))?
+            }
+            Ok(PeerAnswer::Failed { message, .. }) => {
+                return Err(Failure::new(FailureKind::Unavailable, format!("{to}: {message}")))
+            }
+            Ok(other) => return Err(Failure::new(FailureKind::Internal, format!("{to} answered {other:?}"))),
+            Err(e @ Error::PeerTimeout { .. }) => {
+                return Err(Failure::new(
+                    FailureKind::Unavailable,
+                    format!("forwarding to replica {to}: {e} (the write may still apply)"),
+                ))
+            }
+            Err(e) => tried.push(format!("{to}: {e}")),
+        }
+    }
+    Err(Failure::new(
+        FailureKind::Unavailable,
+        format!("no replica of the key could take the write ({})", tried.join("; ")),
+    ))
+}
+
 async fn coordinate_write(
     shard: &Rc<Shard>,
     cluster: &Rc<Cluster>,
-    key: Key,
-    value: Option<Vec<u8>>,
-    expiry_ms: u64,
-    context: Option<Vec<u8>>,
-    consistency: Consistency,
-    timeout_ms: u64,
+    w: forward::Forwarded,
+    forwarded: bool,
 ) -> std::result::Result<(), Failure> {
     let view = cluster.view();
-    let replicas = cluster.replicas(&view, key.token);
+    let replicas = cluster.replicas(&view, w.key.token);
     if !replicas.contains(&cluster.me) {
-        return Err(not_a_replica(&view, &replicas));
+        if forwarded {
+            return Err(not_a_replica(&view, &replicas));
+        }
+        return forward_write(cluster, &view, &replicas, &w).await;
     }
+    let forward::Forwarded {
+        key,
+        value,
+        expiry_ms,
+        context,
+        consistency,
+        timeout_ms,
+    } = w;
     let core = local_core_in(&view.ring, &cluster.me, key.token, cluster.cores);
     if core != shard.id {
         // The coordinator must be the core holding this replica's record.
@@ -462,6 +526,7 @@ async fn coordinate_write(
             context,
             consistency,
             timeout_ms,
+            forwarded,
         };
         return match shard.exec(core, Cmd::Cluster(cmd)).await {
             Reply::Ok => Ok(()),

@@ -430,6 +430,7 @@ fn cluster_job(shard: &Shard, req: &Request<'_>) -> Result<Job, Failure> {
             context: None,
             consistency: level,
             timeout_ms,
+            forwarded: false,
         })
     };
     let one = |k: Key, cmd: Cmd, op: Kind| Job::One {
@@ -495,6 +496,7 @@ fn cluster_job(shard: &Shard, req: &Request<'_>) -> Result<Job, Failure> {
                 context: Some(context.to_vec()),
                 consistency: level,
                 timeout_ms,
+                forwarded: false,
             });
             one(k, cmd, Kind::ClusterWrite)
         }
@@ -507,6 +509,7 @@ fn cluster_job(shard: &Shard, req: &Request<'_>) -> Result<Job, Failure> {
                 context: Some(context.to_vec()),
                 consistency: level,
                 timeout_ms,
+                forwarded: false,
             });
             one(k, cmd, Kind::ClusterWrite)
         }

@@ -197,6 +197,11 @@ pub enum PeerAnswer {
         /// The encoded message.
         payload: Vec<u8>,
     },
+    /// A coordinated write's outcome (`cluster` module bytes).
+    Coordinated {
+        /// The encoded outcome.
+        payload: Vec<u8>,
+    },
     /// The peer answered with an ERROR frame: it is alive, the request failed.
     Failed {
         /// What kind of failure.
@@ -240,6 +245,9 @@ impl PeerAnswer {
                 next_cursor: next_cursor.to_vec(),
             },
             PeerResponse::Gossip { payload } => PeerAnswer::Gossip {
+                payload: payload.to_vec(),
+            },
+            PeerResponse::Coordinated { payload } => PeerAnswer::Coordinated {
                 payload: payload.to_vec(),
             },
         }

@@ -533,6 +533,7 @@ async fn coordinated(shard: &Rc<Shard>, key: Key, value: Option<Option<(Vec<u8>,
                 context: None,
                 consistency,
                 timeout_ms: 0,
+                forwarded: false,
             }
         }
     };
