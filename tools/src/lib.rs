@@ -2,6 +2,7 @@
 //! `del`, `scan`). A library so test crates can build the same command
 //! under their own binary name.
 
+mod admin;
 mod client;
 mod serve;
 
@@ -17,6 +18,7 @@ fn cli() -> Command {
         .arg_required_else_help(true)
         .subcommand(serve::command())
         .subcommands(client::commands())
+        .subcommands(admin::commands())
 }
 
 /// Runs the command line of this process and returns its exit code.
@@ -24,6 +26,7 @@ pub fn main() -> ExitCode {
     let matches = cli().get_matches();
     let r = match matches.subcommand() {
         Some(("serve", m)) => serve::run(m).map(|()| true),
+        Some((name, m)) if admin::is_admin(name) => admin::run(name, m),
         Some((name, m)) => client::run(name, m),
         None => Err("no command (see corekv --help)".to_string()),
     };

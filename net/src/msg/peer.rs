@@ -30,6 +30,8 @@ pub enum PeerOpcode {
     Paxos = 0x42,
     /// Coordinate a client write on a replica (sent by a node that is not one).
     Coordinate = 0x43,
+    /// An operator command for the receiving node (`corekv repair`, ...).
+    Admin = 0x44,
     /// A Merkle tree's leaves over a token range (anti-entropy).
     MerkleTree = 0x80,
     /// A page of the records in a token range (repair, join, decommission).
@@ -46,6 +48,7 @@ impl PeerOpcode {
             0x41 => PeerOpcode::Read,
             0x42 => PeerOpcode::Paxos,
             0x43 => PeerOpcode::Coordinate,
+            0x44 => PeerOpcode::Admin,
             0x80 => PeerOpcode::MerkleTree,
             0x81 => PeerOpcode::Range,
             0xC0 => PeerOpcode::Gossip,
@@ -177,6 +180,12 @@ pub enum PeerOp<'a> {
         /// The encoded request.
         payload: &'a [u8],
     },
+    /// An operator command (UTF-8 text such as `repair` or `decommission`).
+    /// Answer: [`PeerResponse::Report`].
+    Admin {
+        /// The command line.
+        command: &'a [u8],
+    },
     /// A gossip message (the membership module's format). Answer: [`PeerResponse::Gossip`].
     Gossip {
         /// The encoded message.
@@ -197,6 +206,7 @@ impl<'a> PeerOp<'a> {
             PeerOp::MerkleTree { .. } => PeerOpcode::MerkleTree,
             PeerOp::Range { .. } => PeerOpcode::Range,
             PeerOp::Coordinate { .. } => PeerOpcode::Coordinate,
+            PeerOp::Admin { .. } => PeerOpcode::Admin,
             PeerOp::Gossip { .. } => PeerOpcode::Gossip,
         }
     }
@@ -287,7 +297,9 @@ impl<'a> PeerRequest<'a> {
                 put_bytes(out, cursor);
                 put_varint(out, (*limit).into());
             }
-            PeerOp::Gossip { payload } | PeerOp::Coordinate { payload } => put_bytes(out, payload),
+            PeerOp::Gossip { payload } | PeerOp::Coordinate { payload } | PeerOp::Admin { command: payload } => {
+                put_bytes(out, payload)
+            }
         }
     }
 
@@ -370,6 +382,9 @@ impl<'a> PeerRequest<'a> {
             PeerOpcode::Coordinate => PeerOp::Coordinate {
                 payload: r.bytes("request length", mr)?,
             },
+            PeerOpcode::Admin => PeerOp::Admin {
+                command: r.bytes("command length", mk)?,
+            },
         };
         r.finish()?;
         Ok(PeerRequest { from, op })
@@ -441,6 +456,11 @@ pub enum PeerResponse<'a> {
         /// The encoded outcome.
         payload: &'a [u8],
     },
+    /// An operator command's report (UTF-8 text for a human).
+    Report {
+        /// The text.
+        text: &'a [u8],
+    },
     /// The receiver's gossip answer.
     Gossip {
         /// The encoded message.
@@ -460,6 +480,7 @@ impl<'a> PeerResponse<'a> {
                 | (PeerResponse::RangePage { .. }, PeerOpcode::Range)
                 | (PeerResponse::Gossip { .. }, PeerOpcode::Gossip)
                 | (PeerResponse::Coordinated { .. }, PeerOpcode::Coordinate)
+                | (PeerResponse::Report { .. }, PeerOpcode::Admin)
         )
     }
 
@@ -498,7 +519,9 @@ impl<'a> PeerResponse<'a> {
                 entries.write(out);
                 put_bytes(out, next_cursor);
             }
-            PeerResponse::Gossip { payload } | PeerResponse::Coordinated { payload } => put_bytes(out, payload),
+            PeerResponse::Gossip { payload }
+            | PeerResponse::Coordinated { payload }
+            | PeerResponse::Report { text: payload } => put_bytes(out, payload),
         }
     }
 
@@ -556,6 +579,9 @@ impl<'a> PeerResponse<'a> {
             },
             PeerOpcode::Coordinate => PeerResponse::Coordinated {
                 payload: r.bytes("outcome length", mr)?,
+            },
+            PeerOpcode::Admin => PeerResponse::Report {
+                text: r.bytes("report length", mr)?,
             },
         };
         r.finish()?;
@@ -646,6 +672,7 @@ mod tests {
             },
             PeerOp::Gossip { payload: b"g" },
             PeerOp::Coordinate { payload: b"c" },
+            PeerOp::Admin { command: b"repair" },
         ] {
             roundtrip_request(PeerRequest { from: "node-1", op });
         }
@@ -706,6 +733,7 @@ mod tests {
         );
         roundtrip_response(PeerOpcode::Gossip, PeerResponse::Gossip { payload: b"p" });
         roundtrip_response(PeerOpcode::Coordinate, PeerResponse::Coordinated { payload: b"o" });
+        roundtrip_response(PeerOpcode::Admin, PeerResponse::Report { text: b"done" });
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub enum PeerJob {
     Gossip(Vec<u8>),
     /// A write to coordinate (encoded [`super::forward::Forwarded`]).
     Coordinate(Vec<u8>),
+    /// An operator command.
+    Admin(String),
     /// An opcode this node does not serve yet.
     Unsupported(PeerOpcode),
 }
@@ -67,6 +69,7 @@ impl PeerJob {
             },
             PeerOp::Gossip { payload } => PeerJob::Gossip(payload.to_vec()),
             PeerOp::Coordinate { payload } => PeerJob::Coordinate(payload.to_vec()),
+            PeerOp::Admin { command } => PeerJob::Admin(String::from_utf8_lossy(command).into_owned()),
             other => PeerJob::Unsupported(other.opcode()),
         }
     }
@@ -77,6 +80,7 @@ impl PeerJob {
             PeerJob::Read { .. } => PeerOpcode::Read,
             PeerJob::Gossip(_) => PeerOpcode::Gossip,
             PeerJob::Coordinate(_) => PeerOpcode::Coordinate,
+            PeerJob::Admin(_) => PeerOpcode::Admin,
             PeerJob::Unsupported(op) => *op,
         }
     }
@@ -117,6 +121,7 @@ enum Answer {
     Record(Option<Vec<u8>>, u64),
     Gossip,
     Coordinated(Vec<u8>),
+    Report(String),
 }
 
 impl Answer {
@@ -129,6 +134,7 @@ impl Answer {
             },
             Answer::Gossip => PeerResponse::Gossip { payload: &[] },
             Answer::Coordinated(p) => PeerResponse::Coordinated { payload: p },
+            Answer::Report(t) => PeerResponse::Report { text: t.as_bytes() },
         };
         r.encode_frame(op, id, out)
     }
@@ -201,6 +207,7 @@ async fn serve(shard: &Rc<Shard>, job: PeerJob) -> Result<Answer, Failure> {
             super::forward::encode_outcome(&outcome, &mut b);
             Ok(Answer::Coordinated(b))
         }
+        PeerJob::Admin(command) => super::admin::run(shard, &cluster, &command).await.map(Answer::Report),
         PeerJob::Unsupported(op) => Err(Failure::new(
             FailureKind::Invalid,
             format!("node-to-node opcode {op:?} is not served by this version yet"),

@@ -27,6 +27,7 @@
 //! replica of a key refuses to coordinate it (the error names the replicas,
 //! like Redis Cluster's MOVED; the SDK routes to a replica by itself).
 
+pub mod admin;
 pub mod forward;
 pub mod gossip;
 pub mod hints;

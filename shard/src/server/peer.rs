@@ -202,6 +202,11 @@ pub enum PeerAnswer {
         /// The encoded outcome.
         payload: Vec<u8>,
     },
+    /// An operator command's report.
+    Report {
+        /// The text.
+        text: Vec<u8>,
+    },
     /// The peer answered with an ERROR frame: it is alive, the request failed.
     Failed {
         /// What kind of failure.
@@ -250,6 +255,7 @@ impl PeerAnswer {
             PeerResponse::Coordinated { payload } => PeerAnswer::Coordinated {
                 payload: payload.to_vec(),
             },
+            PeerResponse::Report { text } => PeerAnswer::Report { text: text.to_vec() },
         }
     }
 }

@@ -1,0 +1,47 @@
+//! Operator commands a node runs when the `corekv` CLI asks (node-to-node
+//! ADMIN): `status` now; `repair`, `decommission` and `removenode <id>`
+//! as the rest of cluster mode lands. Each answers a report for a human.
+
+use std::fmt::Write as _;
+use std::rc::Rc;
+
+use super::Cluster;
+use crate::runtime::Shard;
+use crate::store::{Failure, FailureKind};
+
+/// Runs `command` and returns its report.
+pub async fn run(shard: &Rc<Shard>, cluster: &Rc<Cluster>, command: &str) -> Result<String, Failure> {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    match words.as_slice() {
+        ["status"] => Ok(status(cluster)),
+        _ => {
+            let _ = shard;
+            Err(Failure::new(
+                FailureKind::Invalid,
+                format!("unknown admin command `{command}` (known: status)"),
+            ))
+        }
+    }
+}
+
+/// The node's view of the cluster: members, status, tokens, addresses.
+pub fn status(cluster: &Cluster) -> String {
+    let view = cluster.view();
+    let mut out = String::new();
+    let _ = writeln!(out, "view epoch {} as seen by {}", view.epoch, cluster.me);
+    let own = view.ring.ownership();
+    for (i, n) in view.ring.nodes().iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "{:<12} {:<8} {:<24} dc={} rack={} tokens={} owns={:.1}%",
+            n.id.0,
+            format!("{:?}", n.status).to_uppercase(),
+            n.address,
+            n.dc,
+            n.rack.as_deref().unwrap_or("-"),
+            view.ring.tokens_of(i).len(),
+            own.get(i).copied().unwrap_or(0.0) * 100.0
+        );
+    }
+    out
+}
