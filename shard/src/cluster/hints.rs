@@ -164,7 +164,9 @@ pub async fn replay_loop(shard: Rc<Shard>, cluster: Rc<Cluster>) {
         let now = now_ms();
         let view = cluster.view();
         let mut due = Vec::new();
-        {
+        // The borrow ends with this block, before any await: another task
+        // borrowing the store meanwhile would panic.
+        let expired = {
             let mut store = cluster.hints.store.borrow_mut();
             for target in store.targets() {
                 match view.ring.node(&target) {
@@ -174,10 +176,10 @@ pub async fn replay_loop(shard: Rc<Shard>, cluster: Rc<Cluster>) {
             }
             let t = store.on_tick(now);
             due.extend(t.resend);
-            drop(store);
-            for id in t.expired {
-                cluster.hints.forget(id).await;
-            }
+            t.expired
+        };
+        for id in expired {
+            cluster.hints.forget(id).await;
         }
         for hint in due {
             let (s, c) = (shard.clone(), cluster.clone());

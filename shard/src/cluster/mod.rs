@@ -742,7 +742,7 @@ pub fn versions_of(record: &Record, now: u64) -> Option<Versions> {
                 .filter_map(|(dot, v)| live(v).map(|s| (dot.counter, s)))
                 .collect();
             // Counters are HLC-raised, so the largest is the newest write.
-            s.sort_by(|a, b| b.0.cmp(&a.0));
+            s.sort_by_key(|&(counter, _)| std::cmp::Reverse(counter));
             Some(Versions {
                 context: d.context().to_bytes(),
                 siblings: s.into_iter().map(|(_, s)| s).collect(),
