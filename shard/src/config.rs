@@ -36,6 +36,7 @@
 //! | `cluster.hinted_handoff` | `true` or `false` | `true` | keep durable hints for replicas that miss a write |
 //! | `cluster.hint_window_ms` | integer | 3 hours | hints older than this are dropped (anti-entropy repair restores those replicas) |
 //! | `cluster.request_timeout_ms` | integer 1..=600000 | 2000 | a coordinated request's deadline when the client sets none |
+//! | `cluster.stream_bytes_per_sec` | integer >= 1024 | 64 MiB | throttle of range streaming (join, decommission, repair), per node |
 //! | `cluster.resp_consistency` | `one`, `quorum` or `all` | `quorum` | consistency of requests on the RESP port, which has no way to say |
 //! | `ports.client` | port | 7380 | client protocol, any core |
 //! | `ports.shard_base` | port | 7400 | shard-aware client port of core 0; core `c` listens on base + c |
@@ -76,6 +77,7 @@ pub const KEYS: &[&str] = &[
     "cluster.hint_window_ms",
     "cluster.request_timeout_ms",
     "cluster.resp_consistency",
+    "cluster.stream_bytes_per_sec",
     "ports.client",
     "ports.shard_base",
     "ports.resp",
@@ -167,6 +169,8 @@ pub struct ClusterConfig {
     pub request_timeout_ms: u64,
     /// Consistency of RESP requests.
     pub resp_consistency: RespConsistency,
+    /// Range streaming throttle, bytes per second.
+    pub stream_bytes_per_sec: u64,
 }
 
 /// `cluster.conflict_mode`.
@@ -335,6 +339,7 @@ impl Default for Config {
                 hint_window_ms: 3 * 3600 * 1000,
                 request_timeout_ms: 2000,
                 resp_consistency: RespConsistency::Quorum,
+                stream_bytes_per_sec: 64 << 20,
             },
             ports: PortsConfig {
                 client: 7380,
@@ -462,6 +467,9 @@ impl Config {
             "cluster.hinted_handoff" => self.cluster.hinted_handoff = parse_bool(value).map_err(bad)?,
             "cluster.hint_window_ms" => self.cluster.hint_window_ms = parse_int(value, 0, u64::MAX).map_err(bad)?,
             "cluster.request_timeout_ms" => self.cluster.request_timeout_ms = parse_int(value, 1, 600_000).map_err(bad)?,
+            "cluster.stream_bytes_per_sec" => {
+                self.cluster.stream_bytes_per_sec = parse_int(value, 1024, u64::MAX).map_err(bad)?
+            }
             "cluster.resp_consistency" => {
                 self.cluster.resp_consistency = match value {
                     "one" => RespConsistency::One,
