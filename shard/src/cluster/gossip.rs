@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::membership::{wire, GossipConfig, Gossiper, LocalNode, MemberStatus, Message, Output, PhiConfig, ShardPorts};
 use crate::runtime::Shard;
 use crate::store::{now_ms, Failure, FailureKind};
-use crate::topology::{NodeId, Ring};
+use crate::topology::{Node, NodeId, NodeStatus, Ring};
 
 /// Core 0's membership state.
 #[derive(Debug)]
@@ -29,8 +29,9 @@ pub struct GossipState {
 }
 
 impl GossipState {
-    /// A gossiper for this node, announcing itself NORMAL with its tokens.
-    pub fn new(config: &Config, seed: u64) -> GossipState {
+    /// A gossiper for this node, announcing itself with `status` (NORMAL,
+    /// or JOINING for a node bootstrapping into a running cluster).
+    pub fn new(config: &Config, seed: u64, status: MemberStatus) -> GossipState {
         let interval = config.cluster.gossip_interval_ms;
         let interval32 = u32::try_from(interval).unwrap_or(u32::MAX);
         let gc = GossipConfig {
@@ -51,7 +52,7 @@ impl GossipState {
         local.dc = config.cluster.dc.clone();
         local.rack = (!config.cluster.rack.is_empty()).then(|| config.cluster.rack.clone());
         local.tokens = local_tokens(config);
-        local.status = MemberStatus::Normal;
+        local.status = status;
         local.shard = Some(ShardPorts {
             base: config.ports.shard_base,
             cores: u16::try_from(config.node.cores).unwrap_or(1),
@@ -146,20 +147,63 @@ fn send(shard: &Rc<Shard>, cluster: &Rc<Cluster>, g: &GossipState, to: String, m
     }
 }
 
+/// Announces a new status for this node (core 0) and publishes the view.
+pub fn announce(cluster: &Cluster, status: MemberStatus) {
+    if let Some(g) = cluster.gossip.as_ref() {
+        g.gossiper.borrow_mut().set_status(status);
+        publish(cluster, g);
+    }
+}
+
+/// Removes dead node `id` from the ring on its behalf (core 0).
+pub fn remove(cluster: &Cluster, id: &NodeId) -> bool {
+    let Some(g) = cluster.gossip.as_ref() else { return false };
+    let done = g.gossiper.borrow_mut().remove_node(id);
+    if done {
+        publish(cluster, g);
+    }
+    done
+}
+
+/// The gossip interval.
+pub fn interval(cluster: &Cluster) -> Duration {
+    cluster
+        .gossip
+        .as_ref()
+        .map_or(Duration::from_secs(1), |g| Duration::from_millis(g.gossiper.borrow().config().interval_ms))
+}
+
 /// Rebuilds the view from the gossiper's state and publishes it.
 fn publish(cluster: &Cluster, g: &GossipState) {
     let gossiper = g.gossiper.borrow();
     let nodes = gossiper.ring_nodes();
+    let moving = nodes
+        .iter()
+        .any(|n| matches!(n.status, NodeStatus::Joining | NodeStatus::Leaving));
+    let current: Vec<Node> = nodes.iter().filter(|n| n.status != NodeStatus::Joining).cloned().collect();
+    let next: Vec<Node> = nodes.into_iter().filter(|n| n.status != NodeStatus::Leaving).collect();
     let ports: HashMap<NodeId, ShardPorts> = gossiper
         .state()
         .iter()
         .filter_map(|(id, s)| Some((id.clone(), s.shard.as_ref()?.value)))
         .collect();
-    match Ring::new(nodes, g.vnodes) {
+    let next = if moving {
+        match Ring::new(next, g.vnodes) {
+            Ok(r) => Some(std::sync::Arc::new(r)),
+            Err(e) => {
+                tracing::warn!(error = %e, "the ring after the moves is not a ring; keeping the previous view");
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    match Ring::new(current, g.vnodes) {
         Ok(ring) => {
             g.epoch.set(g.epoch.get() + 1);
             cluster.shared().publish(View {
                 ring: std::sync::Arc::new(ring),
+                next,
                 ports,
                 epoch: g.epoch.get(),
             });

@@ -28,6 +28,7 @@
 //! like Redis Cluster's MOVED; the SDK routes to a replica by itself).
 
 pub mod admin;
+pub mod elastic;
 pub mod forward;
 pub mod gossip;
 pub mod hints;
@@ -93,6 +94,11 @@ pub enum ClusterCmd {
     },
     /// An encoded gossip message for core 0's gossiper. Reply: [`Reply::Ok`].
     Gossip(Vec<u8>),
+    /// Core 0: announce this node's new status. Reply: [`Reply::Ok`].
+    Announce(crate::membership::MemberStatus),
+    /// Core 0: remove a dead node from the ring. Reply: [`Reply::Bool`]
+    /// (false: not a node believed down).
+    Remove(NodeId),
 }
 
 /// One live version of a key, as a read returns it.
@@ -118,8 +124,13 @@ pub struct Versions {
 /// The cluster as one core sees it.
 #[derive(Debug, Clone)]
 pub struct View {
-    /// Members with their tokens; status `Down` where gossip convicted them.
+    /// Members that own their ranges (NORMAL, LEAVING, DOWN), with their
+    /// tokens; status `Down` where gossip convicted them. Reads go here.
     pub ring: Arc<Ring>,
+    /// While nodes join or leave: the ring once they have (joiners in,
+    /// leavers out). Writes go to both rings' replicas (the pending ones
+    /// count extra, `coordinator::write`).
+    pub next: Option<Arc<Ring>>,
     /// Shard-aware ports of the members that announced them.
     pub ports: HashMap<NodeId, ShardPorts>,
     /// Grows with every change.
@@ -204,6 +215,7 @@ pub fn initial_view(config: &Config) -> Result<View> {
     );
     Ok(View {
         ring: Arc::new(ring),
+        next: None,
         ports,
         epoch: 1,
     })
@@ -263,6 +275,10 @@ pub struct Cluster {
     pub hints: hints::Hints,
     /// Core 0 only: membership.
     pub gossip: Option<gossip::GossipState>,
+    /// Replicas per key.
+    pub rf_config: usize,
+    /// Where the node keeps its data (the join marker lives there).
+    pub data_dir: std::path::PathBuf,
 }
 
 impl Cluster {
@@ -292,7 +308,12 @@ impl Cluster {
         ));
         let hints = hints::Hints::open(config, core, cores).await?;
         let gossip = if core == 0 {
-            Some(gossip::GossipState::new(config, epoch_seed()))
+            let status = if elastic::must_bootstrap(config) {
+                crate::membership::MemberStatus::Joining
+            } else {
+                crate::membership::MemberStatus::Normal
+            };
+            Some(gossip::GossipState::new(config, epoch_seed(), status))
         } else {
             None
         };
@@ -313,6 +334,8 @@ impl Cluster {
             next_id: Cell::new(1),
             hints,
             gossip,
+            rf_config: usize::try_from(config.cluster.replication_factor).unwrap_or(3),
+            data_dir: config.node.data_dir.clone(),
         })
     }
 
@@ -333,7 +356,7 @@ impl Cluster {
     /// The core of this node that stores `token`.
     pub fn local_core(&self, token: Token) -> usize {
         let view = self.view();
-        local_core_in(&view.ring, &self.me, token, self.cores)
+        local_core_in(view.ring_with(&self.me), &self.me, token, self.cores)
     }
 
     /// The key's replicas (preference list, rack-aware).
@@ -346,13 +369,14 @@ impl Cluster {
     }
 
     /// Where node `id`'s core storing `token` listens.
-    fn address_for(&self, view: &View, id: &NodeId, token: Token) -> Option<String> {
-        let node = view.ring.node(id)?;
+    pub(crate) fn address_for(&self, view: &View, id: &NodeId, token: Token) -> Option<String> {
+        let ring = view.ring_with(id);
+        let node = ring.node(id)?;
         match view.ports.get(id) {
             Some(p) if p.cores > 0 && p.base > 0 => {
                 let cores = std::num::NonZeroUsize::new(usize::from(p.cores))?;
-                let idx = view.ring.index_of(id)?;
-                let v = view.ring.local_vnode(token, idx)?;
+                let idx = ring.index_of(id)?;
+                let v = ring.local_vnode(token, idx)?;
                 let core = u16::try_from(core_of_vnode(v.index, cores)).ok()?;
                 let (host, _) = node.address.rsplit_once(':')?;
                 Some(format!("{host}:{}", p.base.checked_add(core)?))
@@ -378,12 +402,23 @@ impl Cluster {
     }
 }
 
-/// The core of node `me` storing `token` (see [`Ring::local_vnode`]).
+/// The core of node `me` storing `token` (see [`Ring::local_vnode`]). It
+/// depends only on `me`'s own tokens, so any ring holding `me` gives it.
 pub fn local_core_in(ring: &Ring, me: &NodeId, token: Token, cores: usize) -> usize {
     let cores = std::num::NonZeroUsize::new(cores).unwrap_or(std::num::NonZeroUsize::MIN);
     ring.index_of(me)
         .and_then(|i| ring.local_vnode(token, i))
         .map_or(0, |v| core_of_vnode(v.index, cores))
+}
+
+impl View {
+    /// A ring that holds `me` (the current one, or the next while `me` joins).
+    pub fn ring_with(&self, me: &NodeId) -> &Ring {
+        match &self.next {
+            Some(next) if self.ring.index_of(me).is_none() => next,
+            _ => &self.ring,
+        }
+    }
 }
 
 fn failure(e: &Error) -> Failure {
@@ -431,6 +466,14 @@ pub async fn execute(shard: &Rc<Shard>, cmd: ClusterCmd) -> Reply {
             coordinate_write(shard, &cluster, w, forwarded).await.map(|()| Reply::Ok)
         }
         ClusterCmd::Gossip(payload) => gossip::on_payload(shard, &cluster, &payload).map(|()| Reply::Ok),
+        ClusterCmd::Announce(status) if cluster.gossip.is_some() => {
+            gossip::announce(&cluster, status);
+            Ok(Reply::Ok)
+        }
+        ClusterCmd::Remove(id) if cluster.gossip.is_some() => Ok(Reply::Bool(gossip::remove(&cluster, &id))),
+        ClusterCmd::Announce(_) | ClusterCmd::Remove(_) => {
+            Err(Failure::new(FailureKind::Internal, "membership commands run on core 0"))
+        }
     };
     r.unwrap_or_else(Reply::Failed)
 }
@@ -577,7 +620,7 @@ async fn coordinate_write(
         })
         .await?;
     let (deadline, _) = cluster.deadline(timeout_ms);
-    let plan = ReplicaPlan::new(&view.ring, None, key.token, cluster.rf, |_| false);
+    let plan = ReplicaPlan::new(&view.ring, view.next.as_deref(), key.token, cluster.rf, |_| false);
     let (op, outputs) = WriteOp::start(WriteRequest {
         id: cluster.fresh_id(),
         mutation: Mutation {

@@ -387,6 +387,23 @@ impl Gossiper {
         }
     }
 
+    /// Removes a dead node from the ring on its behalf (`corekv removenode`):
+    /// its status becomes `Left` at a version above any it announced, in its
+    /// current generation, so gossip spreads the removal as if the node had
+    /// said it. If the node comes back, its new generation replaces this.
+    /// Refused (false) for ourselves, an unknown node, or one we believe up.
+    pub fn remove_node(&mut self, id: &NodeId) -> bool {
+        if *id == self.id || self.is_alive(id) {
+            return false;
+        }
+        let Some(s) = self.state.get_mut(id) else {
+            return false;
+        };
+        let version = s.max_version() + 1;
+        s.status = Some(Versioned::new(version, MemberStatus::Left));
+        true
+    }
+
     /// Announces our tokens (chosen when joining).
     pub fn set_tokens(&mut self, tokens: Vec<Token>) {
         let version = self.bump_version();
