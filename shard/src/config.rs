@@ -24,6 +24,7 @@
 //! | `node.data_dir` | path | `./corekv-data` | where WAL, SSTables and hints live |
 //! | `node.listen` | string | `0.0.0.0` | address the listeners bind |
 //! | `node.cores` | integer 1..=1024 | all available | cores (one executor each) |
+//! | `node.first_cpu` | integer 0..=1023 | 0 | core `c` runs pinned on CPU `(first_cpu + c) mod CPUs`: several nodes on one machine (tests, benchmarks) spread over the CPUs instead of all taking CPU 0 |
 //! | `node.spin_before_park_us` | integer 0..=10000 | 0 | an idle core polls this long before sleeping: lower cross-core latency for CPU that other processes on the machine cannot use |
 //! | `cluster.dc` | string | `dc1` | data center |
 //! | `cluster.rack` | string | `""` | rack; empty means racks are not configured |
@@ -64,6 +65,7 @@ pub const KEYS: &[&str] = &[
     "node.data_dir",
     "node.listen",
     "node.cores",
+    "node.first_cpu",
     "node.spin_before_park_us",
     "cluster.dc",
     "cluster.rack",
@@ -136,6 +138,8 @@ pub struct NodeConfig {
     pub listen: String,
     /// Number of cores (executors).
     pub cores: u64,
+    /// CPU of core 0; core `c` runs on `(first_cpu + c) mod CPUs`.
+    pub first_cpu: u64,
     /// Microseconds an idle executor polls before it sleeps.
     pub spin_before_park_us: u64,
 }
@@ -324,6 +328,7 @@ impl Default for Config {
                 data_dir: PathBuf::from("./corekv-data"),
                 listen: "0.0.0.0".to_owned(),
                 cores,
+                first_cpu: 0,
                 spin_before_park_us: 0,
             },
             cluster: ClusterConfig {
@@ -448,6 +453,7 @@ impl Config {
             "node.data_dir" => self.node.data_dir = PathBuf::from(non_empty(value).map_err(bad)?),
             "node.listen" => self.node.listen = non_empty(value).map_err(bad)?,
             "node.cores" => self.node.cores = parse_int(value, 1, MAX_CORES).map_err(bad)?,
+            "node.first_cpu" => self.node.first_cpu = parse_int(value, 0, MAX_CORES - 1).map_err(bad)?,
             "node.spin_before_park_us" => self.node.spin_before_park_us = parse_int(value, 0, 10_000).map_err(bad)?,
             "cluster.dc" => self.cluster.dc = non_empty(value).map_err(bad)?,
             // Empty is meaningful here: racks not configured.

@@ -417,6 +417,7 @@ pub fn start(config: Config, serve: ServeFn) -> Result<RunningNode> {
     };
     let config = Arc::new(config);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let first_cpu = usize::try_from(config.node.first_cpu).unwrap_or(0);
 
     // senders[a][b]: a's end of the channel a -> b; receivers[b][a]: b's end.
     let mut senders: Vec<Vec<Option<SharedSender<Envelope>>>> = (0..cores).map(|_| Vec::new()).collect();
@@ -448,7 +449,7 @@ pub fn start(config: Config, serve: ServeFn) -> Result<RunningNode> {
         finish.push(finish_tx);
         let (ready_tx, drained_tx) = (ready_tx.clone(), drained_tx.clone());
         let (ring, config, gate, cluster) = (ring.clone(), config.clone(), gate.clone(), cluster.clone());
-        let mut builder = LocalExecutorBuilder::new(Placement::Fixed(core % cpus)).name(&format!("corekv-core-{core}"));
+        let mut builder = LocalExecutorBuilder::new(Placement::Fixed((first_cpu + core) % cpus)).name(&format!("corekv-core-{core}"));
         if config.node.spin_before_park_us > 0 {
             builder = builder.spin_before_park(Duration::from_micros(config.node.spin_before_park_us));
         }
