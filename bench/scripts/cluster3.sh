@@ -18,7 +18,7 @@
 # node 1 first, then 2 and 3 once 1 accepts connections:
 #   corekv serve --node.id n$i --node.listen 127.0.1.$i --node.cores 1 --node.data_dir DIR/data-n$i
 #                --ports.client 7380 --ports.shard_base 7400 --ports.resp 6380
-#                --cluster.seeds 127.0.1.1:7380 --cluster.replication_factor 3
+#                --cluster.seeds 127.0.1.1:7380,127.0.1.2:7380,127.0.1.3:7380 --cluster.replication_factor 3
 # Then it waits until EVERY node lists 3 members in its RING answer
 # (`sdk-bench -h 127.0.1.$i -p 7380 --wait-ring 3 -t ''`), 30 s in all; if the
 # ring never gets there it prints each node's ring and log tail and exits 1.
@@ -72,7 +72,7 @@ IPS=(127.0.1.1 127.0.1.2 127.0.1.3)
 CLIENT_PORT=7380
 SHARD_BASE=7400
 RESP_PORT=6380
-SEED="${IPS[0]}:$CLIENT_PORT"
+SEED="${IPS[0]}:$CLIENT_PORT,${IPS[1]}:$CLIENT_PORT,${IPS[2]}:$CLIENT_PORT" # all three start the cluster (seeds do not bootstrap)
 # The cluster-mode interface; everything else is a single node's command line.
 CLUSTER_FLAGS=(--cluster.seeds "$SEED" --cluster.replication_factor 3)
 RING_WAIT_S=30
