@@ -21,7 +21,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
-use corekv_engine::{Cursor, Engine, Error as EngineError, Record, ScanOptions, WriteBatch};
+use corekv_engine::{Cursor, Engine, Error as EngineError, Kind, Record, ScanOptions, WriteBatch};
 use futures::channel::oneshot;
 
 use crate::topology::Token;
@@ -157,6 +157,40 @@ pub enum Cmd {
     /// Cluster mode: a request this core coordinates. Executed by the
     /// cluster module (it needs the ring and the peers), never by the store.
     Cluster(crate::cluster::ClusterCmd),
+    /// Cluster mode, replica side: a page of this core's records in tokens
+    /// `(start, end]`, wrapping (`start == end`: the whole ring), for range
+    /// streaming (repair, join, decommission). Reply: [`Reply::Page`], each
+    /// entry's `value` the encoded record; the cursor resumes the range.
+    ReplicaScan {
+        /// Token after which the range starts.
+        start: Token,
+        /// Last token of the range.
+        end: Token,
+        /// Resume strictly after this position (a previous page's cursor).
+        after: Option<Cursor>,
+        /// Most entries (at least one is returned when any is left).
+        limit: usize,
+        /// The page ends before an entry that would take its keys and
+        /// records past this many bytes (a single larger entry still goes).
+        max_bytes: usize,
+    },
+    /// Cluster mode, replica side: the Merkle leaves of this core's records
+    /// in tokens `(start, end]` (wrapping), for a tree over the possibly
+    /// wider range `(tree_start, tree_end]` with `2^depth` leaves. Leaves
+    /// XOR together, so the cores holding parts of a tree's range each
+    /// answer theirs and the caller combines them. Reply: [`Reply::Merkle`].
+    ReplicaMerkle {
+        /// Token after which the tree's range starts.
+        tree_start: Token,
+        /// Last token of the tree's range.
+        tree_end: Token,
+        /// Tree depth (clamped to [`MerkleTree::MAX_DEPTH`](crate::replication::merkle::MerkleTree::MAX_DEPTH)).
+        depth: u32,
+        /// Token after which this core's part starts.
+        start: Token,
+        /// Last token of this core's part.
+        end: Token,
+    },
 }
 
 /// A stored value as read.
@@ -234,6 +268,14 @@ pub enum Reply {
     Record(Option<Vec<u8>>),
     /// A coordinated read's answer.
     Versions(Option<crate::cluster::Versions>),
+    /// Merkle leaf hashes (`2^depth`, in token order) and how many keys
+    /// went into them.
+    Merkle {
+        /// The leaves.
+        leaves: Vec<u64>,
+        /// Records hashed.
+        keys: u64,
+    },
     /// The command failed.
     Failed(Failure),
 }
@@ -670,6 +712,29 @@ impl Store {
                 Ok(Reply::Ok)
             }
             Cmd::ReplicaRead(key) => Ok(Reply::Record(self.read_record(&key).await?.map(|r| r.to_bytes()))),
+            Cmd::ReplicaScan {
+                start,
+                end,
+                after,
+                limit,
+                max_bytes,
+            } => Ok(Reply::Page(
+                self.replica_scan(start, end, after, limit, max_bytes).await?,
+            )),
+            Cmd::ReplicaMerkle {
+                tree_start,
+                tree_end,
+                depth,
+                start,
+                end,
+            } => {
+                let tree = crate::replication::merkle::TokenRange {
+                    start: tree_start,
+                    end: tree_end,
+                };
+                let (leaves, keys) = self.replica_merkle(tree, depth, start, end).await?;
+                Ok(Reply::Merkle { leaves, keys })
+            }
             Cmd::Cluster(_) => Err(Failure::new(
                 FailureKind::Internal,
                 "a cluster command reached the store instead of the cluster module",
@@ -727,6 +792,178 @@ impl Store {
         }
         Ok(next)
     }
+
+    /// See [`Cmd::ReplicaScan`].
+    async fn replica_scan(
+        &self,
+        start: Token,
+        end: Token,
+        after: Option<Cursor>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Page, Failure> {
+        let spans = token_spans(start, end);
+        let limit = limit.max(1);
+        let mut span = match &after {
+            None => 0,
+            Some(c) => spans
+                .iter()
+                .position(|&(lo, hi)| lo <= c.token && c.token <= hi)
+                .ok_or_else(|| Failure::new(FailureKind::Invalid, "range cursor outside the range"))?,
+        };
+        // `pos`: the last position examined, where the next page resumes;
+        // `seek`: where the next engine call starts (none at a span's start).
+        let mut seek = after.clone();
+        let mut pos = after;
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut calls = 0usize;
+        while let Some(&(lo, hi)) = spans.get(span) {
+            // A full page with spans left: `pos` is set, as an entry was kept.
+            if !out.is_empty() && (out.len() >= limit || bytes >= max_bytes) {
+                return Ok(Page {
+                    entries: out,
+                    cursor: pos,
+                });
+            }
+            let page = self
+                .engine
+                .scan(&ScanOptions {
+                    start_token: lo,
+                    end_token: hi,
+                    after: seek.take(),
+                    limit: (limit - out.len()).min(SCAN_CHUNK),
+                    include_deleted: true,
+                    ..ScanOptions::default()
+                })
+                .await?;
+            for e in page.entries {
+                let size = e.key.len() + e.value.len() + ENTRY_OVERHEAD;
+                if !out.is_empty() && bytes + size > max_bytes {
+                    // Resume before this entry: `pos` is the one examined
+                    // before it (set, since an entry was kept).
+                    return Ok(Page {
+                        entries: out,
+                        cursor: pos,
+                    });
+                }
+                pos = Some(Cursor {
+                    token: e.token,
+                    key: e.key.clone(),
+                });
+                // Engine tombstones and single-node values carry no record:
+                // nothing to stream, and a cluster node never writes them.
+                if e.kind == Kind::Put && e.meta == RECORD_META {
+                    bytes += size;
+                    out.push(ScanEntry {
+                        token: e.token,
+                        key: e.key,
+                        value: e.value,
+                    });
+                }
+            }
+            match page.cursor {
+                Some(c) => {
+                    pos = Some(c.clone());
+                    seek = Some(c);
+                    calls += 1;
+                    // A bound on one page's work even when every entry
+                    // examined is skipped.
+                    if calls >= MAX_SCAN_CALLS {
+                        return Ok(Page {
+                            entries: out,
+                            cursor: pos,
+                        });
+                    }
+                }
+                None => span += 1,
+            }
+        }
+        Ok(Page {
+            entries: out,
+            cursor: None,
+        })
+    }
+
+    /// See [`Cmd::ReplicaMerkle`]; returns the leaves and the keys hashed.
+    async fn replica_merkle(
+        &self,
+        tree: crate::replication::merkle::TokenRange,
+        depth: u32,
+        start: Token,
+        end: Token,
+    ) -> Result<(Vec<u64>, u64), Failure> {
+        let mut leaves = crate::cluster::repair::Leaves::new(tree, depth);
+        let mut keys = 0u64;
+        for (lo, hi) in token_spans(start, end) {
+            let mut after = None;
+            loop {
+                let page = self
+                    .engine
+                    .scan(&ScanOptions {
+                        start_token: lo,
+                        end_token: hi,
+                        after: after.take(),
+                        limit: MERKLE_CHUNK,
+                        include_deleted: true,
+                        ..ScanOptions::default()
+                    })
+                    .await?;
+                for e in &page.entries {
+                    if e.kind != Kind::Put || e.meta != RECORD_META {
+                        continue;
+                    }
+                    let digest = VRecord::decode(&e.value).map(|r| r.digest()).map_err(|err| {
+                        Failure::new(
+                            FailureKind::Internal,
+                            format!("stored record of a key at token {:#x} unreadable: {err}", e.token),
+                        )
+                    })?;
+                    if leaves.insert(e.token, &e.key, digest) {
+                        keys += 1;
+                    }
+                }
+                // Decoding and hashing a large range is CPU work on a core
+                // that also serves requests.
+                glommio::yield_if_needed().await;
+                match page.cursor {
+                    Some(c) => after = Some(c),
+                    None => break,
+                }
+            }
+        }
+        Ok((leaves.into_leaves(), keys))
+    }
+}
+
+/// Entries per engine call of a replica scan: small, so a page's byte
+/// budget is not overshot by much in memory (values reach 1 MiB).
+const SCAN_CHUNK: usize = 64;
+
+/// Engine calls per replica scan page at most (each examines at most
+/// `ScanOptions::max_examined` entries).
+const MAX_SCAN_CALLS: usize = 64;
+
+/// Entries per engine call of a Merkle build.
+const MERKLE_CHUNK: usize = 256;
+
+/// Bytes counted for an entry beyond its key and record (token, lengths),
+/// as on the wire.
+const ENTRY_OVERHEAD: usize = 16;
+
+/// The inclusive token spans of `(start, end]`: one, or two when it wraps
+/// past the largest token (`start == end`: the whole ring). In ring order
+/// from `start`, so a cursor's span follows the spans before it.
+fn token_spans(start: Token, end: Token) -> Vec<(Token, Token)> {
+    if start < end {
+        return vec![(start + 1, end)];
+    }
+    let mut spans = Vec::with_capacity(2);
+    if start < Token::MAX {
+        spans.push((start + 1, Token::MAX));
+    }
+    spans.push((0, end));
+    spans
 }
 
 /// Engine `meta` of every record written in cluster mode: a format tag, so
@@ -758,6 +995,8 @@ fn parse_int(b: &[u8]) -> Result<i64, Failure> {
 }
 
 #[cfg(test)]
+// A failed test panics with its message.
+#[allow(clippy::panic)]
 mod tests {
     use super::*;
 
@@ -788,6 +1027,130 @@ mod tests {
         let c = h.tick(999); // the wall clock stepped back
         assert!(a < b && b < c);
         assert!(h.tick(2000) > c);
+    }
+
+    /// A store on a simulated disk holding one lww record at each token.
+    async fn store_with(tokens: &[Token]) -> Store {
+        let engine = Engine::open(corekv_engine::Options::new(corekv_engine::Fs::sim(7), "/db"))
+            .await
+            .unwrap();
+        let store = Store::new(engine);
+        for &t in tokens {
+            let key = Key {
+                token: t,
+                bytes: format!("k{t:x}").into_bytes(),
+            };
+            let v = crate::versioning::Value::put(vec![b'v'; 100]);
+            let r = VRecord::Lww(crate::versioning::LwwRegister::new(
+                crate::versioning::Timestamp::new(1000, 0),
+                crate::versioning::Actor(1),
+                v,
+            ));
+            store.merge_record(&key, &r).await.unwrap();
+        }
+        store
+    }
+
+    /// Pages through `(start, end]` with ReplicaScan; the tokens seen, in order.
+    async fn scan_all(store: &Store, start: Token, end: Token, limit: usize, max_bytes: usize) -> Vec<Token> {
+        let mut seen = Vec::new();
+        let mut after = None;
+        for _ in 0..1000 {
+            let cmd = Cmd::ReplicaScan {
+                start,
+                end,
+                after: after.take(),
+                limit,
+                max_bytes,
+            };
+            let Reply::Page(p) = store.exec(cmd).await else {
+                panic!("not a page")
+            };
+            assert!(p.entries.len() <= limit);
+            for e in &p.entries {
+                assert!(VRecord::decode(&e.value).is_ok());
+            }
+            seen.extend(p.entries.iter().map(|e| e.token));
+            match p.cursor {
+                Some(c) => after = Some(c),
+                None => return seen,
+            }
+        }
+        panic!("the scan did not end")
+    }
+
+    #[test]
+    fn replica_scan_pages_through_wrapping_ranges() {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap()
+            .run(async {
+                let m = Token::MAX;
+                let store = store_with(&[0, 5, 10, 11, 1 << 40, m - 10, m - 5, m]).await;
+                // Wrapping: (MAX - 10, 10] is MAX-9..=MAX then 0..=10, in that order.
+                let want = vec![m - 5, m, 0, 5, 10];
+                for limit in [1, 2, 3, 1000] {
+                    assert_eq!(
+                        scan_all(&store, m - 10, 10, limit, 1 << 20).await,
+                        want,
+                        "limit {limit}"
+                    );
+                }
+                // A byte budget below one entry still makes progress, one a page.
+                assert_eq!(scan_all(&store, m - 10, 10, 1000, 1).await, want);
+                // Not wrapping, and a start at the largest token (only 0..=end).
+                assert_eq!(scan_all(&store, 5, 1 << 40, 1000, 1 << 20).await, [10, 11, 1 << 40]);
+                assert_eq!(scan_all(&store, m, 5, 2, 1 << 20).await, [0, 5]);
+                // start == end: the whole ring, from just after start.
+                assert_eq!(
+                    scan_all(&store, 10, 10, 3, 1 << 20).await,
+                    [11, 1 << 40, m - 10, m - 5, m, 0, 5, 10]
+                );
+                // A cursor from outside the range is refused, not trusted.
+                let bad = Cmd::ReplicaScan {
+                    start: 100,
+                    end: 200,
+                    after: Some(Cursor {
+                        token: 5,
+                        key: b"k5".to_vec(),
+                    }),
+                    limit: 10,
+                    max_bytes: 1 << 20,
+                };
+                assert!(matches!(store.exec(bad).await, Reply::Failed(f) if f.kind == FailureKind::Invalid));
+            });
+    }
+
+    #[test]
+    fn merkle_parts_of_a_range_combine_by_xor() {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap()
+            .run(async {
+                let m = Token::MAX;
+                let store = store_with(&[0, 5, 10, 11, 1 << 40, m - 10, m - 5, m]).await;
+                let merkle = |start: Token, end: Token| Cmd::ReplicaMerkle {
+                    tree_start: m - 10,
+                    tree_end: 1 << 40,
+                    depth: 4,
+                    start,
+                    end,
+                };
+                let Reply::Merkle { leaves: whole, keys } = store.exec(merkle(m - 10, 1 << 40)).await else {
+                    panic!("not leaves")
+                };
+                assert_eq!((whole.len(), keys), (16, 7));
+                let Reply::Merkle { leaves: a, keys: ka } = store.exec(merkle(m - 10, 5)).await else {
+                    panic!("not leaves")
+                };
+                let Reply::Merkle { leaves: b, keys: kb } = store.exec(merkle(5, 1 << 40)).await else {
+                    panic!("not leaves")
+                };
+                assert_eq!((ka, kb), (4, 3));
+                let joined: Vec<u64> = a.iter().zip(&b).map(|(x, y)| x ^ y).collect();
+                assert_eq!(joined, whole);
+                assert!(whole.iter().any(|&l| l != 0));
+            });
     }
 
     #[test]

@@ -11,9 +11,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
-use corekv_net::msg::{Condition, Consistency, List, Op};
+use corekv_net::msg::peer::{PeerOp, PeerOpcode, PeerRequest, PeerResponse};
+use corekv_net::msg::{Condition, Consistency, Limits, List, Op};
 use corekv_net::token::token_of;
 use corekv_tests::cluster::{live_values, TestCluster};
 use corekv_tests::wire::{Reply, Wire};
@@ -307,6 +309,10 @@ fn key_sets_cover_the_ring() {
         ("both", 0..100),
         ("left", 0..100),
         ("right", 0..100),
+        ("wiped", 0..300),
+        ("ways-a", 0..100),
+        ("ways-b", 0..100),
+        ("range", 0..200),
     ] {
         assert_eq!(keys(prefix, range.clone()).len(), range.len());
     }
@@ -468,4 +474,268 @@ fn partition_keeps_one_writes_on_both_sides() {
         "every replica holds every acknowledged value (as the value or a sibling)",
         || (1..=3).try_for_each(|i| held_by(&c, i, &want)),
     );
+}
+
+/// Runs `corekv repair --node <node i>` and returns its report and how long
+/// the command took; fails the test unless it exits 0.
+fn run_repair(c: &TestCluster, i: usize) -> (String, Duration) {
+    let t0 = Instant::now();
+    let out = Command::new(BIN)
+        .args(["repair", "--node", &c.addr(i), "--timeout", "300"])
+        .output()
+        .expect("run corekv repair");
+    let took = t0.elapsed();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "corekv repair --node {} exited with {}; stdout:\n{report}\nstderr:\n{}\n{}",
+        c.addr(i),
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        c.log_tails()
+    );
+    (report, took)
+}
+
+/// Waits until `corekv status` on node `i` shows no member DOWN: repair
+/// skips replicas its node believes down.
+fn await_none_down(c: &TestCluster, i: usize) {
+    c.await_until(CONVERGE, &format!("node {i} sees every member up"), || {
+        let out = Command::new(BIN)
+            .args(["status", "--node", &c.addr(i), "--timeout", "10"])
+            .output()
+            .map_err(|e| format!("run corekv status: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && !text.contains(" DOWN ") {
+            Ok(())
+        } else {
+            Err(format!(
+                "status ({}):\n{text}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    });
+}
+
+/// The number right after `label` on the report line that starts with
+/// `line` (`"pulled:"`, then `""` for the first word).
+fn report_number(report: &str, line: &str, label: &str) -> u64 {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix(line))
+        .and_then(|rest| {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            // `label` follows its number ("768 replicated"), or is empty for the first word.
+            if label.is_empty() {
+                words.first().copied()
+            } else {
+                words
+                    .windows(2)
+                    .find(|w| w[1].trim_end_matches(',') == label)
+                    .map(|w| w[0])
+            }
+        })
+        .and_then(|n| n.trim_end_matches(',').parse().ok())
+        .unwrap_or_else(|| panic!("no `{line} .. {label}` number in the repair report:\n{report}"))
+}
+
+/// Ranges a report says were replicated, compared and differing; records
+/// pulled and pushed.
+fn repair_counts(report: &str) -> (u64, u64, u64, u64, u64) {
+    (
+        report_number(report, "ranges:", "replicated"),
+        report_number(report, "ranges:", "compared"),
+        report_number(report, "ranges:", "differing"),
+        report_number(report, "pulled:", ""),
+        report_number(report, "pushed:", ""),
+    )
+}
+
+/// The node whose data `repair_restores_a_wiped_replica` wipes: a seed,
+/// because a non-seed that lost its data bootstraps again when it restarts
+/// (`cluster::elastic::must_bootstrap`: it streams its ranges in), which
+/// would leave repair nothing to restore.
+const WIPED: usize = 2;
+
+#[test]
+fn repair_restores_a_wiped_replica() {
+    let mut c = start("repair-wiped", 3, &["--cluster.hinted_handoff", "false"]);
+    let written = pairs("before-wipe", &keys("wiped", 0..300));
+    put_through(&c, &[1, 2, 3], Consistency::All, &written);
+    c.wipe_data(WIPED);
+    c.restart(WIPED);
+    // Repair compares the ranges of the ring the node sees: all of it.
+    c.await_formed();
+    await_none_down(&c, WIPED);
+    let held = count_held(&c, WIPED, &written);
+    assert!(
+        held <= written.len() / 10,
+        "node {WIPED} holds {held} of {} values right after its data was wiped, with hinted handoff off",
+        written.len()
+    );
+
+    // No client read from here on: only repair can bring the values back.
+    let (report, took) = run_repair(&c, WIPED);
+    eprintln!("first repair, {took:?} for the command:\n{report}");
+    let (ranges, compared, differing, pulled, pushed) = repair_counts(&report);
+    // 3 nodes, RF 3: every node replicates every range, with 2 peers each.
+    assert!(ranges > 0 && compared == 2 * ranges, "{report}");
+    assert!(differing > 0, "{report}");
+    assert!(
+        pulled >= (written.len() - held) as u64,
+        "pulled {pulled} records for {} missing values:\n{report}",
+        written.len() - held
+    );
+    // Node 3 only lacked records: after the pull it equals its peers, and
+    // nothing goes back.
+    assert_eq!(pushed, 0, "{report}");
+    // The report comes back when every merge is durable: no wait.
+    if let Err(e) = held_by(&c, WIPED, &written) {
+        panic!("after `corekv repair`: {e}\n{report}\n{}", c.log_tails());
+    }
+
+    // Equal replicas: the Merkle comparison finds nothing, nothing streams.
+    for node in [WIPED, 3] {
+        let (report, took) = run_repair(&c, node);
+        eprintln!("repair of equal replicas through node {node}, {took:?}:\n{report}");
+        let (ranges, compared, differing, pulled, pushed) = repair_counts(&report);
+        assert!(ranges > 0 && compared == 2 * ranges, "{report}");
+        assert_eq!((differing, pulled, pushed), (0, 0, 0), "{report}");
+    }
+}
+
+#[test]
+fn repair_exchanges_both_ways() {
+    let mut c = start("repair-both", 3, &["--cluster.hinted_handoff", "false"]);
+    // Node 3 misses `a` and node 2 misses `b`; node 1 has both.
+    c.kill9(3);
+    let a = pairs("a", &keys("ways-a", 0..100));
+    put_through(&c, &[1, 2], Consistency::Quorum, &a);
+    c.restart(3);
+    c.await_formed();
+    c.kill9(2);
+    // With node 2 down, a write at QUORUM through node 1 needs node 3's ack:
+    // wait until node 1 reaches the restarted node 3 again (its first
+    // mutations there may time out while its connection is re-established).
+    let probe = vec![("ways-probe".to_owned(), b"probe".to_vec())];
+    c.await_until(CONVERGE, "a write at QUORUM through node 1 with node 2 down", || {
+        try_put_through(&c, &[1], Consistency::Quorum, &probe).remove(0)
+    });
+    let b = pairs("b", &keys("ways-b", 0..100));
+    put_through(&c, &[1, 3], Consistency::Quorum, &b);
+    c.restart(2);
+    c.await_formed();
+    await_none_down(&c, 2);
+    for (node, missed) in [(2, &b), (3, &a)] {
+        let held = count_held(&c, node, missed);
+        assert!(
+            held <= missed.len() / 10,
+            "node {node} already holds {held} of the values it missed"
+        );
+    }
+
+    // Repair through node 2: it pulls `b` (from node 1 or 3) and, as node 3
+    // lacks `a`, pushes `a` there.
+    let (report, took) = run_repair(&c, 2);
+    eprintln!("repair through node 2, {took:?}:\n{report}");
+    let (_, _, differing, pulled, pushed) = repair_counts(&report);
+    assert!(differing > 0, "{report}");
+    assert!(pulled >= b.len() as u64 * 9 / 10, "pulled {pulled} records:\n{report}");
+    assert!(pushed >= a.len() as u64 * 9 / 10, "pushed {pushed} records:\n{report}");
+    let all: Vec<(String, Vec<u8>)> = a.iter().chain(&b).cloned().collect();
+    for node in 1..=3 {
+        if let Err(e) = held_by(&c, node, &all) {
+            panic!("after `corekv repair` through node 2: {e}\n{report}\n{}", c.log_tails());
+        }
+    }
+    let (report, _) = run_repair(&c, 2);
+    let (_, _, differing, pulled, pushed) = repair_counts(&report);
+    assert_eq!((differing, pulled, pushed), (0, 0, 0), "{report}");
+}
+
+/// Pages through node `i`'s node-to-node RANGE over `(start, end]`,
+/// `limit` entries a page: every (token, key) in the order received.
+fn range_keys(c: &TestCluster, i: usize, start: u64, end: u64, limit: u32) -> Vec<(u64, Vec<u8>)> {
+    let n = c.node(i);
+    let mut w = Wire::connect_to(&n.listen, n.client).expect("connect");
+    let mut cursor: Vec<u8> = Vec::new();
+    let mut got = Vec::new();
+    for _ in 0..10_000 {
+        let id = w.next_request_id();
+        let mut frame = Vec::new();
+        PeerRequest {
+            from: "test",
+            op: PeerOp::Range {
+                start,
+                end,
+                cursor: &cursor,
+                limit,
+            },
+        }
+        .encode_frame(id, &mut frame)
+        .unwrap();
+        w.send_raw(&frame).unwrap();
+        let (header, body) = w.recv_frame().unwrap().expect("an answer to RANGE");
+        assert_eq!(header.request_id, id);
+        assert!(!header.flags.is_error(), "RANGE refused: {body:?}");
+        let PeerResponse::RangePage { entries, next_cursor } =
+            PeerResponse::decode_body(PeerOpcode::Range, &body, &Limits::default()).unwrap()
+        else {
+            panic!("RANGE answered with another response")
+        };
+        assert!(
+            entries.len() <= limit as usize,
+            "{} entries for a limit of {limit}",
+            entries.len()
+        );
+        for e in entries.iter() {
+            corekv_shard::versioning::Record::decode(e.record).unwrap();
+            got.push((e.token, e.key.to_vec()));
+        }
+        if next_cursor.is_empty() {
+            return got;
+        }
+        cursor = next_cursor.to_vec();
+    }
+    panic!("RANGE over ({start:#x}, {end:#x}] did not end in 10000 pages");
+}
+
+#[test]
+fn range_pages_through_wrapping_ranges() {
+    let c = start("range-pages", 3, &[]);
+    let written = pairs("range", &keys("range", 0..200));
+    put_through(&c, &[1], Consistency::All, &written);
+    let mid = 1u64 << 63;
+    // The whole ring, a range wrapping past the largest token, one that does not.
+    for (start, end) in [(mid, mid), (mid + (mid >> 1), mid >> 1), (mid >> 1, mid)] {
+        let offset = |t: u64| t.wrapping_sub(start).wrapping_sub(1);
+        let width = if start == end {
+            u64::MAX
+        } else {
+            end.wrapping_sub(start) - 1
+        };
+        let mut want: Vec<(u64, Vec<u8>)> = written
+            .iter()
+            .map(|(k, _)| (token_of(k.as_bytes()), k.clone().into_bytes()))
+            .filter(|(t, _)| offset(*t) <= width)
+            .collect();
+        // Ring order from `start`: by token offset, then key.
+        want.sort_by(|a, b| (offset(a.0), &a.1).cmp(&(offset(b.0), &b.1)));
+        assert!(!want.is_empty());
+        for limit in [7, 1000] {
+            let got = range_keys(&c, 1, start, end, limit);
+            assert_eq!(
+                got.len(),
+                want.len(),
+                "RANGE ({start:#x}, {end:#x}] limit {limit}: {} keys for {}",
+                got.len(),
+                want.len()
+            );
+            assert!(
+                got == want,
+                "RANGE ({start:#x}, {end:#x}] limit {limit}: keys differ or out of order"
+            );
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Operator commands a node runs when the `corekv` CLI asks (node-to-node
-//! ADMIN): `status` now; `repair`, `decommission` and `removenode <id>`
-//! as the rest of cluster mode lands. Each answers a report for a human.
+//! ADMIN): `status` and `repair` ([`super::repair::repair_node`]) now;
+//! `decommission` and `removenode <id>` as the rest of cluster mode lands.
+//! Each answers a report for a human.
 
 use std::fmt::Write as _;
 use std::rc::Rc;
@@ -14,13 +15,11 @@ pub async fn run(shard: &Rc<Shard>, cluster: &Rc<Cluster>, command: &str) -> Res
     let words: Vec<&str> = command.split_whitespace().collect();
     match words.as_slice() {
         ["status"] => Ok(status(cluster)),
-        _ => {
-            let _ = shard;
-            Err(Failure::new(
-                FailureKind::Invalid,
-                format!("unknown admin command `{command}` (known: status)"),
-            ))
-        }
+        ["repair"] => super::repair::repair_node(shard, cluster).await,
+        _ => Err(Failure::new(
+            FailureKind::Invalid,
+            format!("unknown admin command `{command}` (known: status, repair)"),
+        )),
     }
 }
 

@@ -1,18 +1,26 @@
 //! Node-to-node requests this node answers (docs/protocol.md, "Node-to-node
-//! messages"): a replica's MUTATE and READ, and GOSSIP for core 0.
+//! messages"): a replica's MUTATE and READ, GOSSIP for core 0, COORDINATE,
+//! ADMIN, and the streaming pair RANGE and MERKLE_TREE ([`super::repair`]).
+//!
+//! RANGE and MERKLE_TREE may cover any token range: any core answers, asking
+//! the cores that hold the range's parts. A RANGE page is clamped to
+//! [`repair::MAX_PAGE_ENTRIES`] entries and about [`repair::page_bytes`]
+//! bytes whatever the requester asks, so a page always fits a frame.
 
 use std::rc::Rc;
 
+use corekv_engine::Cursor;
 use corekv_net::frame::{encode_frame, Flags};
-use corekv_net::msg::peer::{PeerOp, PeerOpcode, PeerRequest, PeerResponse};
-use corekv_net::msg::{ErrorCode, Response};
+use corekv_net::msg::peer::{PeerOp, PeerOpcode, PeerRequest, PeerResponse, RangeEntry, MAX_MERKLE_DEPTH};
+use corekv_net::msg::{ErrorCode, List, Response};
 
+use crate::replication::merkle::TokenRange;
 use crate::runtime::Shard;
-use crate::store::{Cmd, Failure, FailureKind, Key, Reply};
+use crate::store::{Cmd, Failure, FailureKind, Key, Reply, ScanEntry};
 use crate::topology::NodeId;
 use crate::versioning::Record;
 
-use super::ClusterCmd;
+use super::{repair, ClusterCmd};
 
 /// A node-to-node request, copied out of the receive buffer.
 #[derive(Debug)]
@@ -39,6 +47,26 @@ pub enum PeerJob {
     Coordinate(Vec<u8>),
     /// An operator command.
     Admin(String),
+    /// A page of the records in tokens `(start, end]`.
+    Range {
+        /// Token after which the range starts.
+        start: u64,
+        /// Last token of the range.
+        end: u64,
+        /// The previous page's cursor; empty to begin.
+        cursor: Vec<u8>,
+        /// Most entries asked for.
+        limit: u32,
+    },
+    /// Merkle leaves over tokens `(start, end]`.
+    Merkle {
+        /// Token after which the range starts.
+        start: u64,
+        /// Last token of the range.
+        end: u64,
+        /// `2^depth` leaves.
+        depth: u8,
+    },
     /// An opcode this node does not serve yet.
     Unsupported(PeerOpcode),
 }
@@ -60,7 +88,11 @@ impl PeerJob {
                 record: record.to_vec(),
                 hint_for: hint_for.to_owned(),
             },
-            PeerOp::Read { token, key, digest_only } => PeerJob::Read {
+            PeerOp::Read {
+                token,
+                key,
+                digest_only,
+            } => PeerJob::Read {
                 key: Key {
                     token,
                     bytes: key.to_vec(),
@@ -70,6 +102,18 @@ impl PeerJob {
             PeerOp::Gossip { payload } => PeerJob::Gossip(payload.to_vec()),
             PeerOp::Coordinate { payload } => PeerJob::Coordinate(payload.to_vec()),
             PeerOp::Admin { command } => PeerJob::Admin(String::from_utf8_lossy(command).into_owned()),
+            PeerOp::Range {
+                start,
+                end,
+                cursor,
+                limit,
+            } => PeerJob::Range {
+                start,
+                end,
+                cursor: cursor.to_vec(),
+                limit,
+            },
+            PeerOp::MerkleTree { start, end, depth } => PeerJob::Merkle { start, end, depth },
             other => PeerJob::Unsupported(other.opcode()),
         }
     }
@@ -81,6 +125,8 @@ impl PeerJob {
             PeerJob::Gossip(_) => PeerOpcode::Gossip,
             PeerJob::Coordinate(_) => PeerOpcode::Coordinate,
             PeerJob::Admin(_) => PeerOpcode::Admin,
+            PeerJob::Range { .. } => PeerOpcode::Range,
+            PeerJob::Merkle { .. } => PeerOpcode::MerkleTree,
             PeerJob::Unsupported(op) => *op,
         }
     }
@@ -122,6 +168,10 @@ enum Answer {
     Gossip,
     Coordinated(Vec<u8>),
     Report(String),
+    Merkle(Vec<u64>),
+    /// A range page's entries (each value an encoded record) and the next
+    /// page's cursor (empty: done).
+    Page(Vec<ScanEntry>, Vec<u8>),
 }
 
 impl Answer {
@@ -135,6 +185,24 @@ impl Answer {
             Answer::Gossip => PeerResponse::Gossip { payload: &[] },
             Answer::Coordinated(p) => PeerResponse::Coordinated { payload: p },
             Answer::Report(t) => PeerResponse::Report { text: t.as_bytes() },
+            Answer::Merkle(leaves) => PeerResponse::Merkle {
+                leaves: List::Slice(leaves),
+            },
+            Answer::Page(entries, cursor) => {
+                let items: Vec<RangeEntry<'_>> = entries
+                    .iter()
+                    .map(|e| RangeEntry {
+                        token: e.token,
+                        key: &e.key,
+                        record: &e.value,
+                    })
+                    .collect();
+                let r = PeerResponse::RangePage {
+                    entries: List::Slice(&items),
+                    next_cursor: cursor,
+                };
+                return r.encode_frame(op, id, out);
+            }
         };
         r.encode_frame(op, id, out)
     }
@@ -163,7 +231,10 @@ async fn serve(shard: &Rc<Shard>, job: PeerJob) -> Result<Answer, Failure> {
             match shard.exec(core, Cmd::ReplicaMerge { key, record }).await {
                 Reply::Ok => Ok(Answer::Ack),
                 Reply::Failed(f) => Err(f),
-                other => Err(Failure::new(FailureKind::Internal, format!("unexpected reply {other:?}"))),
+                other => Err(Failure::new(
+                    FailureKind::Internal,
+                    format!("unexpected reply {other:?}"),
+                )),
             }
         }
         PeerJob::Read { key, digest_only } => {
@@ -177,13 +248,19 @@ async fn serve(shard: &Rc<Shard>, job: PeerJob) -> Result<Answer, Failure> {
                     Ok(Answer::Record(if digest_only { None } else { r }, digest))
                 }
                 Reply::Failed(f) => Err(f),
-                other => Err(Failure::new(FailureKind::Internal, format!("unexpected reply {other:?}"))),
+                other => Err(Failure::new(
+                    FailureKind::Internal,
+                    format!("unexpected reply {other:?}"),
+                )),
             }
         }
         PeerJob::Gossip(payload) => match shard.exec(0, Cmd::Cluster(ClusterCmd::Gossip(payload))).await {
             Reply::Ok => Ok(Answer::Gossip),
             Reply::Failed(f) => Err(f),
-            other => Err(Failure::new(FailureKind::Internal, format!("unexpected reply {other:?}"))),
+            other => Err(Failure::new(
+                FailureKind::Internal,
+                format!("unexpected reply {other:?}"),
+            )),
         },
         PeerJob::Coordinate(payload) => {
             let w = super::forward::Forwarded::decode(&payload)
@@ -201,13 +278,53 @@ async fn serve(shard: &Rc<Shard>, job: PeerJob) -> Result<Answer, Failure> {
             let outcome = match shard.exec(core, Cmd::Cluster(cmd)).await {
                 Reply::Ok => Ok(()),
                 Reply::Failed(f) => Err(f),
-                other => Err(Failure::new(FailureKind::Internal, format!("unexpected reply {other:?}"))),
+                other => Err(Failure::new(
+                    FailureKind::Internal,
+                    format!("unexpected reply {other:?}"),
+                )),
             };
             let mut b = Vec::new();
             super::forward::encode_outcome(&outcome, &mut b);
             Ok(Answer::Coordinated(b))
         }
         PeerJob::Admin(command) => super::admin::run(shard, &cluster, &command).await.map(Answer::Report),
+        PeerJob::Range {
+            start,
+            end,
+            cursor,
+            limit,
+        } => {
+            let after = if cursor.is_empty() {
+                None
+            } else {
+                Some(Cursor::decode(&cursor).map_err(|e| Failure::new(FailureKind::Invalid, e.to_string()))?)
+            };
+            // 0 asks for the most; more than the most is clamped.
+            let limit = match usize::try_from(limit) {
+                Ok(0) | Err(_) => repair::MAX_PAGE_ENTRIES,
+                Ok(n) => n.min(repair::MAX_PAGE_ENTRIES),
+            };
+            let range = TokenRange { start, end };
+            let page =
+                repair::scan_local(shard, &cluster, range, after, limit, repair::page_bytes(&shard.config)).await?;
+            Ok(Answer::Page(
+                page.entries,
+                page.cursor.map(|c| c.encode()).unwrap_or_default(),
+            ))
+        }
+        PeerJob::Merkle { start, end, depth } => {
+            // The decoder refuses deeper trees; checked again because a
+            // deeper one would be 2^depth leaves of memory.
+            if depth > MAX_MERKLE_DEPTH {
+                return Err(Failure::new(
+                    FailureKind::Invalid,
+                    format!("Merkle depth {depth} over the most, {MAX_MERKLE_DEPTH}"),
+                ));
+            }
+            let range = TokenRange { start, end };
+            let (leaves, _) = repair::local_leaves(shard, &cluster, range, u32::from(depth)).await?;
+            Ok(Answer::Merkle(leaves))
+        }
         PeerJob::Unsupported(op) => Err(Failure::new(
             FailureKind::Invalid,
             format!("node-to-node opcode {op:?} is not served by this version yet"),

@@ -33,6 +33,7 @@ pub mod forward;
 pub mod gossip;
 pub mod hints;
 pub mod inbound;
+pub mod repair;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
