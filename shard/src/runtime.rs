@@ -617,10 +617,14 @@ async fn core_main(a: CoreArgs) -> Result<()> {
     });
     if let Some(c) = &shard.cluster {
         let loops: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> = if a.core == 0 {
-            vec![
+            let mut v: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> = vec![
                 Box::pin(crate::cluster::hints::replay_loop(shard.clone(), c.clone())),
                 Box::pin(crate::cluster::gossip::gossip_loop(shard.clone(), c.clone())),
-            ]
+            ];
+            if crate::cluster::elastic::must_bootstrap(&shard.config) {
+                v.push(Box::pin(crate::cluster::elastic::bootstrap(shard.clone(), c.clone())));
+            }
+            v
         } else {
             vec![Box::pin(crate::cluster::hints::replay_loop(shard.clone(), c.clone()))]
         };

@@ -1,7 +1,7 @@
 //! Operator commands a node runs when the `corekv` CLI asks (node-to-node
-//! ADMIN): `status` and `repair` ([`super::repair::repair_node`]) now;
-//! `decommission` and `removenode <id>` as the rest of cluster mode lands.
-//! Each answers a report for a human.
+//! ADMIN): `status`, `repair` ([`super::repair::repair_node`]),
+//! `decommission` and `removenode <id>` ([`super::elastic`]). Each answers a
+//! report for a human once the work is done.
 
 use std::fmt::Write as _;
 use std::rc::Rc;
@@ -16,9 +16,11 @@ pub async fn run(shard: &Rc<Shard>, cluster: &Rc<Cluster>, command: &str) -> Res
     match words.as_slice() {
         ["status"] => Ok(status(cluster)),
         ["repair"] => super::repair::repair_node(shard, cluster).await,
+        ["decommission"] => super::elastic::decommission(shard, cluster).await,
+        ["removenode", id] => super::elastic::removenode(shard, cluster, id).await,
         _ => Err(Failure::new(
             FailureKind::Invalid,
-            format!("unknown admin command `{command}` (known: status, repair)"),
+            format!("unknown admin command `{command}` (known: status, repair, decommission, removenode ID)"),
         )),
     }
 }

@@ -3,7 +3,20 @@
 //! before it leaves; `removenode` takes a dead node out of the ring and has
 //! the survivors re-replicate what it held.
 
+use std::rc::Rc;
+use std::time::Duration;
+
+use corekv_net::msg::peer::{PeerOp, PeerRequest};
+
+use super::repair::{self, RangeStats};
+use super::{gossip, Cluster, ClusterCmd};
 use crate::config::Config;
+use crate::membership::MemberStatus;
+use crate::replication::merkle::TokenRange;
+use crate::runtime::Shard;
+use crate::server::peer::PeerAnswer;
+use crate::store::{Cmd, Failure, FailureKind, Reply};
+use crate::topology::{NodeId, NodeStatus, Ring, Token};
 
 /// Name of the file that records that this node finished joining.
 const JOINED: &str = "joined";
@@ -14,5 +27,228 @@ const JOINED: &str = "joined";
 /// node that joined once keeps its data across restarts.
 pub fn must_bootstrap(config: &Config) -> bool {
     let me = super::client_address(config);
-    !config.cluster.seeds.iter().any(|s| *s == me) && !config.node.data_dir.join(JOINED).exists()
+    !config.cluster.seeds.contains(&me) && !config.node.data_dir.join(JOINED).exists()
+}
+
+/// Records that this node finished joining (synced, so a crash right after
+/// does not make it bootstrap again over data it already serves).
+fn mark_joined(dir: &std::path::Path) -> std::io::Result<()> {
+    let path = dir.join(JOINED);
+    std::fs::write(&path, b"joined\n")?;
+    std::fs::File::open(&path)?.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Waits `rounds` gossip intervals: long enough for a status change to
+/// reach every node before data moves (Cassandra's ring delay).
+async fn settle(cluster: &Cluster, rounds: u32) {
+    glommio::timer::sleep(gossip::interval(cluster) * rounds).await;
+}
+
+/// Ring ranges `(start, end]` of `ring`, in ring order.
+fn ranges(ring: &Ring) -> Vec<TokenRange> {
+    (0..ring.vnodes().len()).map(|p| TokenRange::of_vnode(ring, p)).collect()
+}
+
+fn replicas_of(ring: &Ring, token: Token, rf: usize) -> Vec<NodeId> {
+    ring.preference_list_rack_aware(token, rf)
+        .into_iter()
+        .map(|n| n.id.clone())
+        .collect()
+}
+
+fn is_up(ring: &Ring, id: &NodeId) -> bool {
+    ring.node(id).is_some_and(|n| n.status != NodeStatus::Down)
+}
+
+/// Bootstraps this node (core 0, at start, when [`must_bootstrap`]): waits
+/// to learn the ring, lets every node see it JOINING (so writes reach it
+/// from then on), pulls every range it will replicate from every current
+/// replica that is up (a write acknowledged by W of them is on at least one),
+/// then announces NORMAL.
+pub async fn bootstrap(shard: Rc<Shard>, cluster: Rc<Cluster>) {
+    // Learn the ring: at least one member, and a view stable for a few rounds.
+    let mut stable = 0;
+    let mut last = 0;
+    while stable < 3 {
+        if shard.stopping() {
+            return;
+        }
+        settle(&cluster, 1).await;
+        let view = cluster.view();
+        let members = view.ring.nodes().iter().filter(|n| n.id != cluster.me).count();
+        if members > 0 && view.epoch == last {
+            stable += 1;
+        } else {
+            stable = 0;
+        }
+        last = view.epoch;
+    }
+    settle(&cluster, 3).await;
+    let started = std::time::Instant::now();
+    let mut total = RangeStats::default();
+    loop {
+        let view = cluster.view();
+        let Some(next) = view.next.clone() else {
+            tracing::warn!("bootstrap: the view has no pending ring; waiting");
+            settle(&cluster, 1).await;
+            continue;
+        };
+        let mut failed = 0;
+        for r in ranges(&next) {
+            if !replicas_of(&next, r.end, cluster.rf_config).contains(&cluster.me) {
+                continue;
+            }
+            for from in replicas_of(&view.ring, r.end, cluster.rf_config) {
+                if from == cluster.me || !is_up(&view.ring, &from) {
+                    continue;
+                }
+                match repair::pull_range(&shard, &cluster, &from, r.start, r.end).await {
+                    Ok(s) => total += s,
+                    Err(f) => {
+                        failed += 1;
+                        tracing::warn!(%from, error = %f.message, "bootstrap: a range could not be pulled");
+                    }
+                }
+            }
+            if shard.stopping() {
+                return;
+            }
+        }
+        if failed == 0 {
+            break;
+        }
+        // Merges are idempotent: pulling everything again is safe.
+        tracing::warn!(failed, "bootstrap: retrying");
+        settle(&cluster, 2).await;
+    }
+    if let Err(e) = mark_joined(&cluster.data_dir) {
+        tracing::error!(error = %e, "bootstrap: cannot record that the node joined; staying JOINING");
+        return;
+    }
+    gossip::announce(&cluster, MemberStatus::Normal);
+    tracing::info!(
+        records = total.records,
+        bytes = total.bytes,
+        secs = started.elapsed().as_secs_f64(),
+        "bootstrap done: NORMAL"
+    );
+}
+
+/// Decommissions this node: LEAVING, push every range it replicates to the
+/// nodes that replicate it once it is gone, then LEFT. The process keeps
+/// running (serving nothing it owns) until the operator stops it.
+pub async fn decommission(shard: &Rc<Shard>, cluster: &Rc<Cluster>) -> Result<String, Failure> {
+    let view = cluster.view();
+    if view.ring.index_of(&cluster.me).is_none() {
+        return Err(Failure::new(FailureKind::Invalid, "this node is not a member of the ring"));
+    }
+    if view.ring.nodes().len() <= cluster.rf_config {
+        return Err(Failure::new(
+            FailureKind::Invalid,
+            format!(
+                "{} nodes cannot lose one and keep {} replicas of every key",
+                view.ring.nodes().len(),
+                cluster.rf_config
+            ),
+        ));
+    }
+    let started = std::time::Instant::now();
+    announce(shard, MemberStatus::Leaving).await?;
+    settle(cluster, 3).await;
+    let view = cluster.view();
+    let Some(next) = view.next.clone() else {
+        return Err(Failure::new(FailureKind::Internal, "no pending ring after announcing LEAVING"));
+    };
+    let mut total = RangeStats::default();
+    let mut ranges_moved = 0;
+    for r in ranges(&view.ring) {
+        let now = replicas_of(&view.ring, r.end, cluster.rf_config);
+        if !now.contains(&cluster.me) {
+            continue;
+        }
+        for to in replicas_of(&next, r.end, cluster.rf_config) {
+            if now.contains(&to) {
+                continue;
+            }
+            let s = repair::push_range(shard, cluster, &to, r.start, r.end).await.map_err(|f| {
+                Failure::new(
+                    f.kind,
+                    format!("decommission stopped (still LEAVING; run it again): pushing to {to}: {}", f.message),
+                )
+            })?;
+            total += s;
+            ranges_moved += 1;
+        }
+    }
+    announce(shard, MemberStatus::Left).await?;
+    settle(cluster, 3).await;
+    Ok(format!(
+        "decommissioned {}: {} range copies streamed, {} records, {} bytes in {:.1} s; the node has LEFT the ring and can be stopped\n",
+        cluster.me,
+        ranges_moved,
+        total.records,
+        total.bytes,
+        started.elapsed().as_secs_f64()
+    ))
+}
+
+/// Removes dead node `id` from the ring, then has every live node run
+/// repair so the ranges it held get their RF copies back from the survivors.
+pub async fn removenode(shard: &Rc<Shard>, cluster: &Rc<Cluster>, id: &str) -> Result<String, Failure> {
+    let id = NodeId(id.to_owned());
+    let removed = match shard.exec(0, Cmd::Cluster(ClusterCmd::Remove(id.clone()))).await {
+        Reply::Bool(b) => b,
+        Reply::Failed(f) => return Err(f),
+        other => return Err(Failure::new(FailureKind::Internal, format!("unexpected reply {other:?}"))),
+    };
+    if !removed {
+        return Err(Failure::new(
+            FailureKind::Invalid,
+            format!("{id} is not a node this node believes down (removenode only removes dead nodes)"),
+        ));
+    }
+    settle(cluster, 3).await;
+    let mut report = format!("{id} removed from the ring; repairing every live node\n");
+    let view = cluster.view();
+    for n in view.ring.nodes() {
+        if n.status == NodeStatus::Down {
+            continue;
+        }
+        let r = if n.id == cluster.me {
+            repair::repair_node(shard, cluster).await
+        } else {
+            admin_call(cluster, &n.address, "repair").await
+        };
+        match r {
+            Ok(text) => report.push_str(&format!("{}: {}", n.id, text)),
+            Err(f) => report.push_str(&format!("{}: repair failed: {}\n", n.id, f.message)),
+        }
+    }
+    Ok(report)
+}
+
+/// Sends an ADMIN command to another node and returns its report.
+async fn admin_call(cluster: &Cluster, addr: &str, command: &str) -> Result<String, Failure> {
+    let req = PeerRequest {
+        from: &cluster.me.0,
+        op: PeerOp::Admin {
+            command: command.as_bytes(),
+        },
+    };
+    match cluster.pool.call(addr, &req, Duration::from_secs(3600)).await {
+        Ok(PeerAnswer::Report { text }) => Ok(String::from_utf8_lossy(&text).into_owned()),
+        Ok(PeerAnswer::Failed { message, .. }) => Err(Failure::new(FailureKind::Unavailable, message)),
+        Ok(other) => Err(Failure::new(FailureKind::Internal, format!("unexpected answer {other:?}"))),
+        Err(e) => Err(Failure::new(FailureKind::Unavailable, e.to_string())),
+    }
+}
+
+/// Announces a status through core 0, which runs the gossiper.
+async fn announce(shard: &Rc<Shard>, status: MemberStatus) -> Result<(), Failure> {
+    match shard.exec(0, Cmd::Cluster(ClusterCmd::Announce(status))).await {
+        Reply::Ok => Ok(()),
+        Reply::Failed(f) => Err(f),
+        other => Err(Failure::new(FailureKind::Internal, format!("unexpected reply {other:?}"))),
+    }
 }
