@@ -62,7 +62,8 @@ pub fn is_admin(name: &str) -> bool {
 pub fn run(name: &str, m: &ArgMatches) -> Result<bool, String> {
     let node = m.get_one::<String>("node").map_or("127.0.0.1:7380", String::as_str);
     let timeout = Duration::from_secs(m.get_one::<u64>("timeout").copied().unwrap_or(3600));
-    let command = match m.get_one::<String>("id") {
+    // Only `removenode` has an id; `get_one` on an argument a command lacks panics.
+    let command = match m.try_get_one::<String>("id").ok().flatten() {
         Some(id) => format!("{name} {id}"),
         None => name.to_owned(),
     };

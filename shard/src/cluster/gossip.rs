@@ -131,20 +131,14 @@ fn send(shard: &Rc<Shard>, cluster: &Rc<Cluster>, g: &GossipState, to: String, m
         return;
     }
     let (c, timeout) = (cluster.clone(), g.timeout);
-    let task = glommio::spawn_local_into(
-        async move {
-            let req = PeerRequest {
-                from: &c.me.0,
-                op: PeerOp::Gossip { payload: &payload },
-            };
-            // One-way: a lost message is what gossip is built to survive.
-            let _ = c.pool.call(&to, &req, timeout).await;
-        },
-        shard.fg,
-    );
-    if let Ok(t) = task {
-        t.detach();
-    }
+    super::spawn_detached(shard, async move {
+        let req = PeerRequest {
+            from: &c.me.0,
+            op: PeerOp::Gossip { payload: &payload },
+        };
+        // One-way: a lost message is what gossip is built to survive.
+        let _ = c.pool.call(&to, &req, timeout).await;
+    });
 }
 
 /// Announces a new status for this node (core 0) and publishes the view.

@@ -183,20 +183,14 @@ pub async fn replay_loop(shard: Rc<Shard>, cluster: Rc<Cluster>) {
         }
         for hint in due {
             let (s, c) = (shard.clone(), cluster.clone());
-            let task = glommio::spawn_local_into(
-                async move {
-                    let deadline = now_ms() + 5_000;
-                    if super::send_mutation(&s, &c, &hint.target, &hint.mutation, deadline).await
-                        && c.hints.store.borrow_mut().on_ack(hint.id).is_some()
-                    {
-                        c.hints.forget(hint.id).await;
-                    }
-                },
-                shard.fg,
-            );
-            if let Ok(t) = task {
-                t.detach();
-            }
+            super::spawn_detached(&shard, async move {
+                let deadline = now_ms() + 5_000;
+                if super::send_mutation(&s, &c, &hint.target, &hint.mutation, deadline).await
+                    && c.hints.store.borrow_mut().on_ack(hint.id).is_some()
+                {
+                    c.hints.forget(hint.id).await;
+                }
+            });
         }
     }
 }

@@ -403,6 +403,25 @@ impl Cluster {
     }
 }
 
+/// Runs `fut` as a task of its own on this core's foreground queue. Only
+/// fails when the executor is shutting down, and then the work is moot.
+pub(crate) fn spawn_detached(shard: &Shard, fut: impl std::future::Future<Output = ()> + 'static) {
+    if let Ok(t) = glommio::spawn_local_into(fut, shard.fg) {
+        t.detach();
+    }
+}
+
+/// The next event from `events`, or `None` once `deadline` (ms) passed or
+/// every sender is gone.
+async fn next_before<T>(events: &mut mpsc::UnboundedReceiver<T>, deadline: u64) -> Option<T> {
+    let timer = glommio::timer::sleep(Duration::from_millis(deadline.saturating_sub(now_ms())));
+    futures::pin_mut!(timer);
+    match futures::future::select(events.next(), timer).await {
+        futures::future::Either::Left((event, _)) => event,
+        futures::future::Either::Right(_) => None,
+    }
+}
+
 /// The core of node `me` storing `token` (see [`Ring::local_vnode`]). It
 /// depends only on `me`'s own tokens, so any ring holding `me` gives it.
 pub fn local_core_in(ring: &Ring, me: &NodeId, token: Token, cores: usize) -> usize {
@@ -700,17 +719,11 @@ async fn drive_write(
                         continue;
                     }
                     let (s, c, tx, deadline) = (shard.clone(), cluster.clone(), tx.clone(), op.deadline());
-                    let task = glommio::spawn_local_into(
-                        async move {
-                            if send_mutation(&s, &c, &to, &mutation, deadline).await {
-                                let _ = tx.unbounded_send(to);
-                            }
-                        },
-                        shard.fg,
-                    );
-                    if let Ok(t) = task {
-                        t.detach();
-                    }
+                    spawn_detached(&shard, async move {
+                        if send_mutation(&s, &c, &to, &mutation, deadline).await {
+                            let _ = tx.unbounded_send(to);
+                        }
+                    });
                 }
                 WriteOutput::Reply(r) => {
                     if let Some(tx) = reply.take() {
@@ -725,14 +738,9 @@ async fn drive_write(
         if op.is_done() {
             return;
         }
-        let wait = Duration::from_millis(op.deadline().saturating_sub(now_ms()));
-        let timer = glommio::timer::sleep(wait);
-        futures::pin_mut!(timer);
-        let next = acks.next();
-        futures::pin_mut!(next);
-        pending = match futures::future::select(next, timer).await {
-            futures::future::Either::Left((Some(from), _)) => op.on_ack(&from),
-            _ => op.on_tick(now_ms().max(op.deadline())),
+        pending = match next_before(&mut acks, op.deadline()).await {
+            Some(from) => op.on_ack(&from),
+            None => op.on_tick(now_ms().max(op.deadline())),
         };
     }
 }
@@ -848,17 +856,11 @@ async fn drive_read(
                 ReadOutput::Send { to } => {
                     let (s, c, tx, deadline) = (shard.clone(), cluster.clone(), tx.clone(), op.deadline());
                     let key = op.key().to_vec();
-                    let task = glommio::spawn_local_into(
-                        async move {
-                            if let Some(r) = fetch(&s, &c, &to, token, &key, deadline).await {
-                                let _ = tx.unbounded_send((to, r));
-                            }
-                        },
-                        shard.fg,
-                    );
-                    if let Ok(t) = task {
-                        t.detach();
-                    }
+                    spawn_detached(&shard, async move {
+                        if let Some(r) = fetch(&s, &c, &to, token, &key, deadline).await {
+                            let _ = tx.unbounded_send((to, r));
+                        }
+                    });
                 }
                 ReadOutput::Reply(r) => {
                     if let Some(tx) = reply.take() {
@@ -869,29 +871,18 @@ async fn drive_read(
                     // Fire and forget: anti-entropy catches a repair lost on the way.
                     let (s, c) = (shard.clone(), cluster.clone());
                     let deadline = now_ms() + u64::try_from(cluster.timeout.as_millis()).unwrap_or(2000);
-                    let task = glommio::spawn_local_into(
-                        async move {
-                            send_mutation(&s, &c, &to, &mutation, deadline).await;
-                        },
-                        shard.fg,
-                    );
-                    if let Ok(t) = task {
-                        t.detach();
-                    }
+                    spawn_detached(&shard, async move {
+                        send_mutation(&s, &c, &to, &mutation, deadline).await;
+                    });
                 }
             }
         }
         if op.is_done() {
             return;
         }
-        let wait = Duration::from_millis(op.deadline().saturating_sub(now_ms()));
-        let timer = glommio::timer::sleep(wait);
-        futures::pin_mut!(timer);
-        let next = answers.next();
-        futures::pin_mut!(next);
-        pending = match futures::future::select(next, timer).await {
-            futures::future::Either::Left((Some((from, record)), _)) => op.on_response(&from, record),
-            _ => op.on_tick(now_ms().max(op.deadline())),
+        pending = match next_before(&mut answers, op.deadline()).await {
+            Some((from, record)) => op.on_response(&from, record),
+            None => op.on_tick(now_ms().max(op.deadline())),
         };
     }
 }
