@@ -893,12 +893,21 @@ impl Engine {
         let mut src = MemSource::new(mem.clone(), SeqNo::MAX);
         src.seek_to_first();
         let mut n = 0u64;
+        let started = Instant::now();
+        let rate = self.inner.opts.flush_bytes_per_sec;
         while src.valid() {
             let (k, body) = src.cur();
             b.add(k.token, &k.key, k.seq(), body).await?;
             src.advance();
             n += 1;
             if n.is_multiple_of(1024) {
+                if rate > 0 {
+                    // Pace to the rate: sleep off whatever we are ahead of it.
+                    let due = Duration::from_secs_f64(b.estimated_size() as f64 / rate as f64);
+                    if let Some(ahead) = due.checked_sub(started.elapsed()) {
+                        crate::io::sleep(ahead).await;
+                    }
+                }
                 crate::io::yield_if_needed().await;
             }
         }

@@ -96,6 +96,10 @@ pub struct Options {
     /// cache, so otherwise the first read of each flushed block is a disk
     /// read. Costs a copy of each block at flush time. Default true.
     pub cache_on_flush: bool,
+    /// Most bytes per second a flush writes; 0 = as fast as the disk takes
+    /// them. A flush that writes flat out fills the device queue ahead of the
+    /// WAL's fdatasyncs, and every write waits behind it.
+    pub flush_bytes_per_sec: u64,
     /// Direct (default) or page-cache table reads.
     pub table_reads: TableReads,
     /// Compaction policy.
@@ -147,6 +151,7 @@ impl Options {
             table: TableOptions::default(),
             block_cache_bytes: 64 << 20,
             cache_on_flush: true,
+            flush_bytes_per_sec: 0,
             table_reads: TableReads::Direct,
             compaction: CompactionStyle::default(),
             compaction_bytes_per_sec: 0,

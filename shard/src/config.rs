@@ -45,6 +45,7 @@
 //! | `storage.memtable_bytes` | integer >= 1 MiB | 256 MiB | memtable budget per node, split across cores (also bounds the WAL replayed at start) |
 //! | `storage.block_cache_bytes` | integer | a quarter of RAM (256 MiB if unknown) | block cache budget per node, split across cores; 0 disables. Table reads bypass the page cache (O_DIRECT), so this is the node's read cache |
 //! | `storage.wal_segment_bytes` | integer 1 MiB..=1 GiB | 64 MiB | size of each preallocated WAL segment file |
+//! | `storage.flush_bytes_per_sec` | integer | 0 | most bytes per second a memtable flush writes, per node (split across cores); 0 = unlimited. A flat-out flush queues ahead of the WAL's fdatasyncs, and writes wait behind it |
 //! | `storage.durability` | `sync` or `periodic:<ms>` | `sync` | ack after fdatasync, or at once with a WAL sync every `<ms>` (1..=60000) |
 //! | `limits.max_key_bytes` | integer 1..=65535 | 1024 | largest key |
 //! | `limits.max_value_bytes` | integer >= 1 | 1 MiB | largest value |
@@ -86,6 +87,7 @@ pub const KEYS: &[&str] = &[
     "storage.memtable_bytes",
     "storage.block_cache_bytes",
     "storage.wal_segment_bytes",
+    "storage.flush_bytes_per_sec",
     "storage.durability",
     "limits.max_key_bytes",
     "limits.max_value_bytes",
@@ -257,6 +259,8 @@ pub struct StorageConfig {
     pub wal_segment_bytes: u64,
     /// When writes are acknowledged.
     pub durability: Durability,
+    /// Flush write rate per node, bytes/s; 0 = unlimited.
+    pub flush_bytes_per_sec: u64,
 }
 
 /// `[limits]`.
@@ -355,6 +359,7 @@ impl Default for Config {
                 memtable_bytes: 256 << 20,
                 block_cache_bytes: default_block_cache(),
                 wal_segment_bytes: 64 << 20,
+                flush_bytes_per_sec: 0,
                 durability: Durability::Sync,
             },
             limits: LimitsConfig {
@@ -497,6 +502,9 @@ impl Config {
                 self.storage.block_cache_bytes = parse_int(value, 0, u64::MAX).map_err(bad)?
             }
             "storage.durability" => self.storage.durability = value.parse().map_err(bad)?,
+            "storage.flush_bytes_per_sec" => {
+                self.storage.flush_bytes_per_sec = parse_int(value, 0, u64::MAX).map_err(bad)?
+            }
             "limits.max_key_bytes" => self.limits.max_key_bytes = parse_int(value, 1, 65_535).map_err(bad)?,
             "limits.max_value_bytes" => self.limits.max_value_bytes = parse_int(value, 1, u64::MAX).map_err(bad)?,
             // u32::MAX: the frame header's length field is 32 bits.

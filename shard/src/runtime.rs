@@ -323,6 +323,7 @@ fn engine_options(config: &Config, core: usize, cores: usize) -> EngineOptions {
     o.memtable_bytes = per_core(config.storage.memtable_bytes).max(1 << 20);
     o.block_cache_bytes = per_core(config.storage.block_cache_bytes);
     o.wal.segment_bytes = config.storage.wal_segment_bytes;
+    o.flush_bytes_per_sec = config.storage.flush_bytes_per_sec / cores as u64;
     o.wal.durability = match config.storage.durability {
         Durability::Sync => corekv_engine::Durability::Sync,
         Durability::Periodic { interval_ms } => corekv_engine::Durability::Periodic(Duration::from_millis(interval_ms)),
