@@ -223,7 +223,9 @@ fn parse_seeds(value: &str) -> std::result::Result<Vec<String>, String> {
     let mut out = Vec::new();
     for s in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         match s.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => out.push(s.to_owned()),
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+                out.push(s.to_owned())
+            }
             _ => return Err(format!("seed `{s}` is not host:port")),
         }
     }
@@ -473,11 +475,15 @@ impl Config {
                     _ => return Err(bad("expected `causal` or `lww`".to_owned())),
                 }
             }
-            "cluster.gossip_interval_ms" => self.cluster.gossip_interval_ms = parse_int(value, 10, 60_000).map_err(bad)?,
+            "cluster.gossip_interval_ms" => {
+                self.cluster.gossip_interval_ms = parse_int(value, 10, 60_000).map_err(bad)?
+            }
             "cluster.phi_threshold" => self.cluster.phi_threshold = parse_int(value, 1, 64).map_err(bad)?,
             "cluster.hinted_handoff" => self.cluster.hinted_handoff = parse_bool(value).map_err(bad)?,
             "cluster.hint_window_ms" => self.cluster.hint_window_ms = parse_int(value, 0, u64::MAX).map_err(bad)?,
-            "cluster.request_timeout_ms" => self.cluster.request_timeout_ms = parse_int(value, 1, 600_000).map_err(bad)?,
+            "cluster.request_timeout_ms" => {
+                self.cluster.request_timeout_ms = parse_int(value, 1, 600_000).map_err(bad)?
+            }
             "cluster.stream_bytes_per_sec" => {
                 self.cluster.stream_bytes_per_sec = parse_int(value, 1024, u64::MAX).map_err(bad)?
             }

@@ -9,8 +9,8 @@
 //! They are pure code without I/O beyond reading the configuration file, so
 //! the server and the deterministic simulator share them.
 
-mod codec;
 pub mod cluster;
+mod codec;
 pub mod config;
 pub mod coordinator;
 pub mod error;

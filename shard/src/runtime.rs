@@ -379,8 +379,7 @@ fn check_ports_free(config: &Config, cores: usize) -> Result<()> {
     let ours = proc_addr(&config.node.listen);
     for p in ports {
         let taken = busy.iter().any(|(a, bp)| {
-            *bp == p
-                && (a.chars().all(|c| c == '0') || ours.as_deref().is_none_or(|o| o == a.as_str()))
+            *bp == p && (a.chars().all(|c| c == '0') || ours.as_deref().is_none_or(|o| o == a.as_str()))
         });
         if taken {
             return Err(Error::Runtime {
@@ -450,7 +449,8 @@ pub fn start(config: Config, serve: ServeFn) -> Result<RunningNode> {
         finish.push(finish_tx);
         let (ready_tx, drained_tx) = (ready_tx.clone(), drained_tx.clone());
         let (ring, config, gate, cluster) = (ring.clone(), config.clone(), gate.clone(), cluster.clone());
-        let mut builder = LocalExecutorBuilder::new(Placement::Fixed((first_cpu + core) % cpus)).name(&format!("corekv-core-{core}"));
+        let mut builder =
+            LocalExecutorBuilder::new(Placement::Fixed((first_cpu + core) % cpus)).name(&format!("corekv-core-{core}"));
         if config.node.spin_before_park_us > 0 {
             builder = builder.spin_before_park(Duration::from_micros(config.node.spin_before_park_us));
         }
@@ -593,15 +593,13 @@ async fn core_main(a: CoreArgs) -> Result<()> {
         return Ok(());
     }
     let cluster = match a.cluster {
-        Some((view, epoch)) => {
-            match crate::cluster::Cluster::open(&a.config, a.core, a.cores, view, epoch, fg).await {
-                Ok(c) => Some(Rc::new(c)),
-                Err(e) => {
-                    let _ = engine.close().await;
-                    return Err(e);
-                }
+        Some((view, epoch)) => match crate::cluster::Cluster::open(&a.config, a.core, a.cores, view, epoch, fg).await {
+            Ok(c) => Some(Rc::new(c)),
+            Err(e) => {
+                let _ = engine.close().await;
+                return Err(e);
             }
-        }
+        },
         None => None,
     };
     let shard = Rc::new(Shard {

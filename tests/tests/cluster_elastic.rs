@@ -58,7 +58,9 @@ fn copies(c: &TestCluster, nodes: &[usize], keys: &[String]) -> Vec<usize> {
         let ks: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
         let recs = c.try_local_records(i, &ks).unwrap_or_else(|e| panic!("{e}"));
         for ((n, k), r) in count.iter_mut().zip(keys).zip(recs) {
-            if r.as_ref().is_some_and(|r| corekv_tests::cluster::live_values(r).contains(&value(k))) {
+            if r.as_ref()
+                .is_some_and(|r| corekv_tests::cluster::live_values(r).contains(&value(k)))
+            {
                 *n += 1;
             }
         }
@@ -208,5 +210,8 @@ fn removenode_restores_rf_copies() {
     println!("removenode report:\n{report}");
     let n = copies(&c, &[1, 2, 3], &keys);
     let short = n.iter().filter(|&&x| x < RF).count();
-    assert_eq!(short, 0, "{short} keys have fewer than {RF} copies after removenode:\n{report}");
+    assert_eq!(
+        short, 0,
+        "{short} keys have fewer than {RF} copies after removenode:\n{report}"
+    );
 }

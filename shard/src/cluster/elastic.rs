@@ -47,7 +47,9 @@ async fn settle(cluster: &Cluster, rounds: u32) {
 
 /// Ring ranges `(start, end]` of `ring`, in ring order.
 fn ranges(ring: &Ring) -> Vec<TokenRange> {
-    (0..ring.vnodes().len()).map(|p| TokenRange::of_vnode(ring, p)).collect()
+    (0..ring.vnodes().len())
+        .map(|p| TokenRange::of_vnode(ring, p))
+        .collect()
 }
 
 fn replicas_of(ring: &Ring, token: Token, rf: usize) -> Vec<NodeId> {
@@ -141,7 +143,10 @@ pub async fn bootstrap(shard: Rc<Shard>, cluster: Rc<Cluster>) {
 pub async fn decommission(shard: &Rc<Shard>, cluster: &Rc<Cluster>) -> Result<String, Failure> {
     let view = cluster.view();
     if view.ring.index_of(&cluster.me).is_none() {
-        return Err(Failure::new(FailureKind::Invalid, "this node is not a member of the ring"));
+        return Err(Failure::new(
+            FailureKind::Invalid,
+            "this node is not a member of the ring",
+        ));
     }
     if view.ring.nodes().len() <= cluster.rf_config {
         return Err(Failure::new(
@@ -158,7 +163,10 @@ pub async fn decommission(shard: &Rc<Shard>, cluster: &Rc<Cluster>) -> Result<St
     settle(cluster, 3).await;
     let view = cluster.view();
     let Some(next) = view.next.clone() else {
-        return Err(Failure::new(FailureKind::Internal, "no pending ring after announcing LEAVING"));
+        return Err(Failure::new(
+            FailureKind::Internal,
+            "no pending ring after announcing LEAVING",
+        ));
     };
     let mut total = RangeStats::default();
     let mut ranges_moved = 0;
@@ -171,12 +179,17 @@ pub async fn decommission(shard: &Rc<Shard>, cluster: &Rc<Cluster>) -> Result<St
             if now.contains(&to) {
                 continue;
             }
-            let s = repair::push_range(shard, cluster, &to, r.start, r.end).await.map_err(|f| {
-                Failure::new(
-                    f.kind,
-                    format!("decommission stopped (still LEAVING; run it again): pushing to {to}: {}", f.message),
-                )
-            })?;
+            let s = repair::push_range(shard, cluster, &to, r.start, r.end)
+                .await
+                .map_err(|f| {
+                    Failure::new(
+                        f.kind,
+                        format!(
+                            "decommission stopped (still LEAVING; run it again): pushing to {to}: {}",
+                            f.message
+                        ),
+                    )
+                })?;
             total += s;
             ranges_moved += 1;
         }
@@ -200,7 +213,12 @@ pub async fn removenode(shard: &Rc<Shard>, cluster: &Rc<Cluster>, id: &str) -> R
     let removed = match shard.exec(0, Cmd::Cluster(ClusterCmd::Remove(id.clone()))).await {
         Reply::Bool(b) => b,
         Reply::Failed(f) => return Err(f),
-        other => return Err(Failure::new(FailureKind::Internal, format!("unexpected reply {other:?}"))),
+        other => {
+            return Err(Failure::new(
+                FailureKind::Internal,
+                format!("unexpected reply {other:?}"),
+            ))
+        }
     };
     if !removed {
         return Err(Failure::new(
@@ -239,7 +257,10 @@ async fn admin_call(cluster: &Cluster, addr: &str, command: &str) -> Result<Stri
     match cluster.pool.call(addr, &req, Duration::from_secs(3600)).await {
         Ok(PeerAnswer::Report { text }) => Ok(String::from_utf8_lossy(&text).into_owned()),
         Ok(PeerAnswer::Failed { message, .. }) => Err(Failure::new(FailureKind::Unavailable, message)),
-        Ok(other) => Err(Failure::new(FailureKind::Internal, format!("unexpected answer {other:?}"))),
+        Ok(other) => Err(Failure::new(
+            FailureKind::Internal,
+            format!("unexpected answer {other:?}"),
+        )),
         Err(e) => Err(Failure::new(FailureKind::Unavailable, e.to_string())),
     }
 }
@@ -249,6 +270,9 @@ async fn announce(shard: &Rc<Shard>, status: MemberStatus) -> Result<(), Failure
     match shard.exec(0, Cmd::Cluster(ClusterCmd::Announce(status))).await {
         Reply::Ok => Ok(()),
         Reply::Failed(f) => Err(f),
-        other => Err(Failure::new(FailureKind::Internal, format!("unexpected reply {other:?}"))),
+        other => Err(Failure::new(
+            FailureKind::Internal,
+            format!("unexpected reply {other:?}"),
+        )),
     }
 }

@@ -13,7 +13,9 @@ use rand::SeedableRng;
 
 use super::{client_address, local_tokens, Cluster, View};
 use crate::config::Config;
-use crate::membership::{wire, GossipConfig, Gossiper, LocalNode, MemberStatus, Message, Output, PhiConfig, ShardPorts};
+use crate::membership::{
+    wire, GossipConfig, Gossiper, LocalNode, MemberStatus, Message, Output, PhiConfig, ShardPorts,
+};
 use crate::runtime::Shard;
 use crate::store::{now_ms, Failure, FailureKind};
 use crate::topology::{Node, NodeId, NodeStatus, Ring};
@@ -93,7 +95,10 @@ pub async fn gossip_loop(shard: Rc<Shard>, cluster: Rc<Cluster>) {
 /// An encoded gossip message from a peer (core 0).
 pub fn on_payload(shard: &Rc<Shard>, cluster: &Rc<Cluster>, payload: &[u8]) -> Result<(), Failure> {
     let Some(g) = cluster.gossip.as_ref() else {
-        return Err(Failure::new(FailureKind::Internal, "gossip reached a core without the gossiper"));
+        return Err(Failure::new(
+            FailureKind::Internal,
+            "gossip reached a core without the gossiper",
+        ));
     };
     let msg = wire::decode(payload).map_err(|e| Failure::new(FailureKind::Invalid, e.to_string()))?;
     let out = g.gossiper.borrow_mut().on_message(msg, now_ms());
@@ -161,10 +166,9 @@ pub fn remove(cluster: &Cluster, id: &NodeId) -> bool {
 
 /// The gossip interval.
 pub fn interval(cluster: &Cluster) -> Duration {
-    cluster
-        .gossip
-        .as_ref()
-        .map_or(Duration::from_secs(1), |g| Duration::from_millis(g.gossiper.borrow().config().interval_ms))
+    cluster.gossip.as_ref().map_or(Duration::from_secs(1), |g| {
+        Duration::from_millis(g.gossiper.borrow().config().interval_ms)
+    })
 }
 
 /// Rebuilds the view from the gossiper's state and publishes it.
@@ -174,7 +178,11 @@ fn publish(cluster: &Cluster, g: &GossipState) {
     let moving = nodes
         .iter()
         .any(|n| matches!(n.status, NodeStatus::Joining | NodeStatus::Leaving));
-    let current: Vec<Node> = nodes.iter().filter(|n| n.status != NodeStatus::Joining).cloned().collect();
+    let current: Vec<Node> = nodes
+        .iter()
+        .filter(|n| n.status != NodeStatus::Joining)
+        .cloned()
+        .collect();
     let next: Vec<Node> = nodes.into_iter().filter(|n| n.status != NodeStatus::Leaving).collect();
     let ports: HashMap<NodeId, ShardPorts> = gossiper
         .state()

@@ -76,7 +76,9 @@ impl Hints {
                     reason: e.to_string(),
                 })?;
             for e in &page.entries {
-                let Ok(Some(r)) = engine.get(e.token, &e.key).await else { continue };
+                let Ok(Some(r)) = engine.get(e.token, &e.key).await else {
+                    continue;
+                };
                 match Hint::<Record>::decode(&r.value) {
                     Ok(h) => restored.push(h),
                     // A hint we cannot read is reported and left for an operator:

@@ -166,7 +166,10 @@ impl SharedView {
 
     /// The current view.
     pub fn load(&self) -> Arc<View> {
-        self.view.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.view
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The current epoch.
@@ -241,9 +244,13 @@ pub fn data_epoch(dir: &std::path::Path) -> Result<u64> {
             let epoch = epoch_seed();
             let tmp = dir.join("node-epoch.tmp");
             std::fs::write(&tmp, format!("{epoch}\n")).map_err(|e| io("writing", e))?;
-            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io("syncing", e))?;
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io("syncing", e))?;
             std::fs::rename(&tmp, &path).map_err(|e| io("renaming", e))?;
-            std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(|e| io("syncing", e))?;
+            std::fs::File::open(dir)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io("syncing", e))?;
             Ok(epoch)
         }
         Err(e) => Err(io("reading", e)),
@@ -293,7 +300,12 @@ impl Cluster {
         fg: glommio::TaskQueueHandle,
     ) -> Result<Cluster> {
         let me = NodeId(config.node.id.clone());
-        let source_ip = config.node.listen.parse::<std::net::IpAddr>().ok().filter(|ip| !ip.is_unspecified());
+        let source_ip = config
+            .node
+            .listen
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .filter(|ip| !ip.is_unspecified());
         let pool = Rc::new(PeerPool::new(
             PeerPoolOptions {
                 source_ip,
@@ -399,7 +411,10 @@ impl Cluster {
         } else {
             Duration::from_millis(timeout_ms)
         };
-        (now_ms().saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)), t)
+        (
+            now_ms().saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            t,
+        )
     }
 }
 
@@ -483,7 +498,9 @@ pub async fn execute(shard: &Rc<Shard>, cmd: ClusterCmd) -> Reply {
                 consistency,
                 timeout_ms,
             };
-            coordinate_write(shard, &cluster, w, forwarded).await.map(|()| Reply::Ok)
+            coordinate_write(shard, &cluster, w, forwarded)
+                .await
+                .map(|()| Reply::Ok)
         }
         ClusterCmd::Gossip(payload) => gossip::on_payload(shard, &cluster, &payload).map(|()| Reply::Ok),
         ClusterCmd::Announce(status) if cluster.gossip.is_some() => {
@@ -518,8 +535,17 @@ fn not_a_replica(view: &View, replicas: &[NodeId]) -> Failure {
 /// is not convicted yet). A write sent to a replica that then died may have
 /// applied there too; trying the next replica can then leave the value twice,
 /// as two siblings, which loses nothing.
-async fn forward_write(cluster: &Cluster, view: &View, replicas: &[NodeId], w: &forward::Forwarded) -> std::result::Result<(), Failure> {
-    let up = |id: &NodeId| view.ring.node(id).is_some_and(|n| n.status != crate::topology::NodeStatus::Down);
+async fn forward_write(
+    cluster: &Cluster,
+    view: &View,
+    replicas: &[NodeId],
+    w: &forward::Forwarded,
+) -> std::result::Result<(), Failure> {
+    let up = |id: &NodeId| {
+        view.ring
+            .node(id)
+            .is_some_and(|n| n.status != crate::topology::NodeStatus::Down)
+    };
     let mut payload = Vec::new();
     w.encode(&mut payload);
     let req = PeerRequest {
@@ -529,7 +555,9 @@ async fn forward_write(cluster: &Cluster, view: &View, replicas: &[NodeId], w: &
     let (deadline, _) = cluster.deadline(w.timeout_ms);
     let mut tried = Vec::new();
     for to in replicas.iter().filter(|id| up(id)) {
-        let Some(addr) = cluster.address_for(view, to, w.key.token) else { continue };
+        let Some(addr) = cluster.address_for(view, to, w.key.token) else {
+            continue;
+        };
         let left = Duration::from_millis(deadline.saturating_sub(now_ms()));
         if left.is_zero() {
             break;
@@ -595,7 +623,10 @@ async fn coordinate_write(
         return match shard.exec(core, Cmd::Cluster(cmd)).await {
             Reply::Ok => Ok(()),
             Reply::Failed(f) => Err(f),
-            other => Err(Failure::new(FailureKind::Internal, format!("unexpected reply {other:?}"))),
+            other => Err(Failure::new(
+                FailureKind::Internal,
+                format!("unexpected reply {other:?}"),
+            )),
         };
     }
     let v = match value {
@@ -662,7 +693,10 @@ async fn coordinate_write(
     match reply_rx.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(f)) => Err(f),
-        Err(_) => Err(Failure::new(FailureKind::Internal, "the write's driver ended without an answer")),
+        Err(_) => Err(Failure::new(
+            FailureKind::Internal,
+            "the write's driver ended without an answer",
+        )),
     }
 }
 
@@ -772,7 +806,10 @@ async fn coordinate_read(
     match reply_rx.await {
         Ok(Ok(record)) => Ok(record.and_then(|r| versions_of(&r, now_ms()))),
         Ok(Err(f)) => Err(f),
-        Err(_) => Err(Failure::new(FailureKind::Internal, "the read's driver ended without an answer")),
+        Err(_) => Err(Failure::new(
+            FailureKind::Internal,
+            "the read's driver ended without an answer",
+        )),
     }
 }
 
@@ -807,7 +844,14 @@ pub fn versions_of(record: &Record, now: u64) -> Option<Versions> {
     }
 }
 
-async fn fetch(shard: &Rc<Shard>, cluster: &Cluster, to: &NodeId, token: Token, key: &[u8], deadline: u64) -> Option<Option<Record>> {
+async fn fetch(
+    shard: &Rc<Shard>,
+    cluster: &Cluster,
+    to: &NodeId,
+    token: Token,
+    key: &[u8],
+    deadline: u64,
+) -> Option<Option<Record>> {
     if *to == cluster.me {
         let core = cluster.local_core(token);
         let cmd = Cmd::ReplicaRead(Key {

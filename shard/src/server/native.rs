@@ -15,7 +15,8 @@ use corekv_engine::Cursor;
 use corekv_net::frame::FrameDecoder;
 use corekv_net::msg::peer::{PeerOpcode, PeerRequest};
 use corekv_net::msg::{
-    Consistency as WireConsistency, ErrorCode, KeyValue, Limits, List, Node, Op, Request, Response, SiblingRef, ValueRef,
+    Consistency as WireConsistency, ErrorCode, KeyValue, Limits, List, Node, Op, Request, Response, SiblingRef,
+    ValueRef,
 };
 use futures::AsyncRead;
 
@@ -130,7 +131,11 @@ pub async fn read_loop<R: AsyncRead + Unpin>(
                 };
                 if super::run_inline_or_spawn(shard, fut).await.is_err() {
                     let mut b = Vec::new();
-                    encode_failure(&mut b, id, &Failure::new(FailureKind::Internal, "cannot schedule the request"));
+                    encode_failure(
+                        &mut b,
+                        id,
+                        &Failure::new(FailureKind::Internal, "cannot schedule the request"),
+                    );
                     out.finish_unordered(&b);
                 }
                 continue;
@@ -417,11 +422,13 @@ fn cluster_job(shard: &Shard, req: &Request<'_>) -> Result<Job, Failure> {
     use crate::cluster::ClusterCmd;
     let level = consistency(req.consistency)?;
     let timeout_ms = u64::from(req.timeout_ms);
-    let get = |k: Key| Cmd::Cluster(ClusterCmd::Get {
-        key: k,
-        consistency: level,
-        timeout_ms,
-    });
+    let get = |k: Key| {
+        Cmd::Cluster(ClusterCmd::Get {
+            key: k,
+            consistency: level,
+            timeout_ms,
+        })
+    };
     let write = |k: Key, value: Option<Vec<u8>>, expiry_ms: u64| {
         Cmd::Cluster(ClusterCmd::Write {
             key: k,
@@ -457,7 +464,11 @@ fn cluster_job(shard: &Shard, req: &Request<'_>) -> Result<Job, Failure> {
                 return Err(not_in_cluster_mode("PUT with NX/XX"));
             }
             let k = key(k)?;
-            one(k.clone(), write(k, Some(value.to_vec()), expiry(ttl_ms)), Kind::ClusterWrite)
+            one(
+                k.clone(),
+                write(k, Some(value.to_vec()), expiry(ttl_ms)),
+                Kind::ClusterWrite,
+            )
         }
         Op::Delete { key: k } => {
             let k = key(k)?;
@@ -473,7 +484,12 @@ fn cluster_job(shard: &Shard, req: &Request<'_>) -> Result<Job, Failure> {
             entries
                 .iter()
                 .map(|kv: KeyValue<'_>| {
-                    key(kv.key).map(|k| (shard.core_of(k.token), write(k, Some(kv.value.to_vec()), expiry(ttl_ms))))
+                    key(kv.key).map(|k| {
+                        (
+                            shard.core_of(k.token),
+                            write(k, Some(kv.value.to_vec()), expiry(ttl_ms)),
+                        )
+                    })
                 })
                 .collect::<Result<_, _>>()?,
             Kind::ClusterWrite,

@@ -155,7 +155,10 @@ struct Args {
 enum Mode {
     /// `-c` clients with `-P` in flight each, until `-n` requests or `duration`
     /// (after `warmup`, whose requests are not measured).
-    Closed { duration: Option<Duration>, warmup: Duration },
+    Closed {
+        duration: Option<Duration>,
+        warmup: Duration,
+    },
     Open(open_loop::Plan),
 }
 
@@ -299,9 +302,8 @@ async fn run_client(
     let mut errors = BTreeMap::new();
     let mut first_error = None;
     let mut in_flight = FuturesUnordered::new();
-    let take = || {
-        window.stop_at.is_none_or(|t| Instant::now() < t) && issued.fetch_add(1, Ordering::Relaxed) < args.requests
-    };
+    let take =
+        || window.stop_at.is_none_or(|t| Instant::now() < t) && issued.fetch_add(1, Ordering::Relaxed) < args.requests;
     let issue = |mut rng: SmallRng| {
         let (client, args, value) = (&client, &args, &value);
         async move {
@@ -382,11 +384,7 @@ async fn run_test(
     }
     // Requests issued in the warm-up and answered after it are not counted,
     // so the rate is slightly low for a warm-up much shorter than the run.
-    let secs = start
-        .elapsed()
-        .saturating_sub(warmup)
-        .as_secs_f64()
-        .max(1e-9);
+    let secs = start.elapsed().saturating_sub(warmup).as_secs_f64().max(1e-9);
     if let Some(e) = first_error {
         eprintln!(
             "{}: {} request(s) failed; first error: {e}",
@@ -653,7 +651,10 @@ mod tests {
             unreachable!("--rate 20000 is open loop")
         };
         assert_eq!((p.rate, p.max_inflight), (20_000.0, 4096));
-        assert_eq!((p.warmup, p.duration), (Duration::from_secs(2), Duration::from_secs(10)));
+        assert_eq!(
+            (p.warmup, p.duration),
+            (Duration::from_secs(2), Duration::from_secs(10))
+        );
         let a = Args::try_parse_from(["sdk-bench", "--duration-s", "3"]).unwrap();
         let Mode::Closed { duration, warmup } = a.mode().unwrap() else {
             unreachable!("no --rate is closed loop")

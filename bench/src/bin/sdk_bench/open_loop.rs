@@ -314,12 +314,7 @@ mod tests {
         let t = Instant::now();
         // Due at t, sent 1 s late (a stalled server held the in-flight bound),
         // answered 1 ms after the send.
-        r.record(
-            t,
-            t + Duration::from_secs(1),
-            t + Duration::from_millis(1001),
-            Ok(()),
-        );
+        r.record(t, t + Duration::from_secs(1), t + Duration::from_millis(1001), Ok(()));
         assert!(r.latency.max() >= 1_000_000, "latency {}", r.latency.max());
         assert!(r.service.max() <= 1_001, "service {}", r.service.max());
         assert_eq!(r.late, 1);

@@ -21,7 +21,9 @@ pub fn histogram() -> Result<Histogram<u64>, String> {
 
 /// Records a duration in µs, clamped to the histogram's range.
 pub fn record(h: &mut Histogram<u64>, d: std::time::Duration) {
-    let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_LATENCY_US);
+    let us = u64::try_from(d.as_micros())
+        .unwrap_or(u64::MAX)
+        .clamp(1, MAX_LATENCY_US);
     h.saturating_record(us);
 }
 
@@ -217,7 +219,11 @@ impl Report {
             o.warmup_s,
         );
         let _ = writeln!(s, "  latency from intended start, msec: {}", pct(h));
-        let _ = writeln!(s, "  service time from actual send, msec (closed-loop view): {}", pct(&o.service));
+        let _ = writeln!(
+            s,
+            "  service time from actual send, msec (closed-loop view): {}",
+            pct(&o.service)
+        );
         let _ = writeln!(
             s,
             "  send lag: p99={:.3} max={:.3} msec; {} sent > 1 ms late; {} held back by --max-inflight {}; {} of {} never sent",
