@@ -41,8 +41,7 @@ fn hint_key(id: HintId) -> [u8; 8] {
 
 impl Hints {
     /// Opens core `core`'s hints and restores the ones a previous run left.
-    pub async fn open(config: &Config, core: usize, cores: usize) -> Result<Hints> {
-        let _ = cores;
+    pub async fn open(config: &Config, core: usize) -> Result<Hints> {
         let dir = config.node.data_dir.join(format!("hints-{core}"));
         let mut o = EngineOptions::new(Fs::real(), dir);
         // Hints are few and short-lived: small budgets.

@@ -319,7 +319,7 @@ impl Cluster {
             },
             fg,
         ));
-        let hints = hints::Hints::open(config, core, cores).await?;
+        let hints = hints::Hints::open(config, core).await?;
         let gossip = if core == 0 {
             let status = if elastic::must_bootstrap(config) {
                 crate::membership::MemberStatus::Joining

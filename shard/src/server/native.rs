@@ -115,33 +115,15 @@ pub async fn read_loop<R: AsyncRead + Unpin>(
                 }
             };
             let id = frame.header.request_id;
-            if PeerOpcode::from_u8(frame.header.opcode).is_some() {
-                let fut = match PeerRequest::decode(&frame, &limits) {
-                    Ok(req) => peer_start(shard, out, id, &req),
-                    Err(e) => {
-                        let mut b = Vec::new();
-                        encode(&mut b, id, &Response::from_error(&e, &mut msg, 1024));
-                        out.begin();
-                        out.finish_unordered(&b);
-                        if e.is_fatal() {
-                            return;
-                        }
-                        continue;
-                    }
-                };
-                if super::run_inline_or_spawn(shard, fut).await.is_err() {
-                    let mut b = Vec::new();
-                    encode_failure(
-                        &mut b,
-                        id,
-                        &Failure::new(FailureKind::Internal, "cannot schedule the request"),
-                    );
-                    out.finish_unordered(&b);
-                }
-                continue;
-            }
-            let fut = match Request::decode(&frame, &limits) {
-                Ok(req) => start(shard, out, id, req, local),
+            // Node-to-node opcodes share the port and the framing; only the
+            // decoder and the executor differ.
+            let decoded = if PeerOpcode::from_u8(frame.header.opcode).is_some() {
+                PeerRequest::decode(&frame, &limits).map(|req| peer_start(shard, out, id, &req))
+            } else {
+                Request::decode(&frame, &limits).map(|req| start(shard, out, id, req, local))
+            };
+            let fut = match decoded {
+                Ok(fut) => fut,
                 Err(e) => {
                     let mut b = Vec::new();
                     encode(&mut b, id, &Response::from_error(&e, &mut msg, 1024));
