@@ -246,6 +246,8 @@ impl MockState {
             | Op::Ttl { key }
             | Op::Incr { key, .. }
             | Op::Cas { key, .. }
+            | Op::CasValue { key, .. }
+            | Op::SerialGet { key }
             | Op::GetVersions { key }
             | Op::PutVersioned { key, .. }
             | Op::DeleteVersioned { key, .. } => vec![key.to_vec()],
@@ -397,6 +399,44 @@ impl MockState {
                 } else {
                     err(ErrorCode::CONDITION_FAILED, "version mismatch", &mut out);
                 }
+            }
+            Op::CasValue { key, expected, new } => {
+                let current = self.data.lock().unwrap().get(key).map(|s| s.value.clone());
+                if current.as_deref() == expected {
+                    match new {
+                        Some(v) => {
+                            self.store(key, v.to_vec(), 0);
+                        }
+                        None => {
+                            self.data.lock().unwrap().remove(key);
+                        }
+                    }
+                    respond(
+                        Response::CasResult {
+                            applied: true,
+                            value: new,
+                        },
+                        &mut out,
+                    );
+                } else {
+                    respond(
+                        Response::CasResult {
+                            applied: false,
+                            value: current.as_deref(),
+                        },
+                        &mut out,
+                    );
+                }
+            }
+            Op::SerialGet { key } => {
+                let current = self.data.lock().unwrap().get(key).map(|s| s.value.clone());
+                respond(
+                    Response::CasResult {
+                        applied: true,
+                        value: current.as_deref(),
+                    },
+                    &mut out,
+                );
             }
             Op::GetVersions { key } => match self.causal.lock().unwrap().get(key) {
                 None => respond(Response::NotFound, &mut out),
@@ -902,6 +942,10 @@ async fn incr_cas_and_conditional_put_are_not_retried() {
     assert!(client.cas("c", "", "v", 0).await.is_err());
     assert_eq!(mock.count(Opcode::Cas), 1);
 
+    mock.on_next(Opcode::CasValue, Action::Drop);
+    assert!(client.cas_value("c", None, Some(b"v")).await.is_err());
+    assert_eq!(mock.count(Opcode::CasValue), 1);
+
     mock.on_next(Opcode::Put, Action::Drop);
     let nx = PutOptions {
         ttl_ms: 0,
@@ -1058,6 +1102,16 @@ async fn single_key_operations() {
     assert!(!client.cas("k", &v.meta, "again", 0).await.unwrap());
     assert!(client.cas("fresh", b"", "c", 0).await.unwrap());
     assert_eq!(client.get("k").await.unwrap().unwrap().value, b"c");
+
+    // Compare-and-set on the value, and the serial read.
+    let r = client.cas_value("k", Some(b"wrong"), Some(b"d")).await.unwrap();
+    assert_eq!((r.applied, r.value.as_deref()), (false, Some(&b"c"[..])));
+    let r = client.cas_value("k", Some(b"c"), Some(b"d")).await.unwrap();
+    assert_eq!((r.applied, r.value.as_deref()), (true, Some(&b"d"[..])));
+    assert_eq!(client.get_serial("k").await.unwrap().as_deref(), Some(&b"d"[..]));
+    assert!(client.cas_value("k", Some(b"d"), None).await.unwrap().applied);
+    assert_eq!(client.get_serial("k").await.unwrap(), None);
+    assert!(client.cas_value("k", None, Some(b"e")).await.unwrap().applied);
 
     assert_eq!(client.incr("cnt", 5).await.unwrap(), 5);
     assert_eq!(client.incr("cnt", -7).await.unwrap(), -2);

@@ -179,6 +179,19 @@ proptest! {
     }
 
     #[test]
+    fn cas_value(k in bytes(), x in prop::option::of(bytes()), v in prop::option::of(bytes()), c in cons(), t in any::<u32>()) {
+        rt_req(req(c, t, Op::CasValue { key: &k, expected: x.as_deref(), new: v.as_deref() }))
+    }
+
+    #[test]
+    fn serial_get(k in bytes(), c in cons(), t in any::<u32>()) { rt_req(req(c, t, Op::SerialGet { key: &k })) }
+
+    #[test]
+    fn resp_cas_result(applied in any::<bool>(), v in prop::option::of(bytes())) {
+        rt_resp(Response::CasResult { applied, value: v.as_deref() })
+    }
+
+    #[test]
     fn resp_versions(ctx in bytes(), sibs in prop::collection::vec((bytes(), any::<u64>()), 0..8)) {
         let s: Vec<SiblingRef<'_>> = sibs.iter().map(|(v, e)| SiblingRef { value: v, expiry_ms: *e }).collect();
         let resp = Response::Versions { context: &ctx, siblings: List::Slice(&s) };
@@ -602,8 +615,11 @@ fn versions_opcodes_are_fixed() {
         assert_eq!(OpcodeClass::of(op as u8), OpcodeClass::Client);
     }
     assert_eq!(ResponseOpcode::from_u8(0x09), Some(ResponseOpcode::Versions));
-    assert_eq!(Opcode::from_u8(0x12), None);
-    assert_eq!(ResponseOpcode::from_u8(0x0A), None);
+    assert_eq!(Opcode::CasValue as u8, 0x12);
+    assert_eq!(Opcode::SerialGet as u8, 0x13);
+    assert_eq!(ResponseOpcode::CasResult as u8, 0x0A);
+    assert_eq!(Opcode::from_u8(0x14), None);
+    assert_eq!(ResponseOpcode::from_u8(0x0B), None);
 }
 
 /// Byte-exact layouts of the causal-version messages (docs/protocol.md).
@@ -677,6 +693,50 @@ fn versions_layouts_are_fixed() {
             siblings: List::Slice(&[]),
         })
     );
+}
+
+/// CAS_VALUE and CAS_RESULT bytes as specified, and their bad input refused.
+#[test]
+fn cas_value_layout_and_bad_input() {
+    let mut b = Vec::new();
+    req(
+        Consistency::Quorum,
+        0,
+        Op::CasValue {
+            key: b"k",
+            expected: None,
+            new: Some(b"v"),
+        },
+    )
+    .encode(&mut b);
+    assert_eq!(b, [2, 0, 1, b'k', 0, 1, 1, b'v']);
+    let mut out = Vec::new();
+    Response::CasResult {
+        applied: false,
+        value: Some(b"x"),
+    }
+    .encode(&mut out);
+    assert_eq!(out, [0, 1, 1, b'x']);
+    let lim = Limits {
+        max_frame: MAX,
+        max_key: 4,
+        max_value: 2,
+        max_items: 3,
+    };
+    // Presence tag 2, an over-long value, truncation, trailing bytes.
+    for (body, what) in [
+        (&[2u8, 0, 1, b'k', 2][..], "bad presence tag"),
+        (&[2, 0, 1, b'k', 1, 3, 1, 2, 3, 0][..], "value over max_value"),
+        (&[2, 0, 1, b'k', 0][..], "truncated"),
+        (&[2, 0, 1, b'k', 0, 0, 9][..], "trailing byte"),
+    ] {
+        assert!(
+            Request::decode_body(Opcode::CasValue as u8, body, &lim).is_err(),
+            "{what}"
+        );
+    }
+    assert!(Response::decode_body(ResponseOpcode::CasResult as u8, &[2, 0], &lim).is_err());
+    assert!(Response::decode_body(ResponseOpcode::CasResult as u8, &[1, 1, 3, 1, 2, 3], &lim).is_err());
 }
 
 /// Bad causal-version bodies: over-long contexts and values, too many

@@ -657,6 +657,9 @@ async fn core_main(a: CoreArgs) -> Result<()> {
         if let Err(e) = c.hints.close().await {
             tracing::warn!(core = a.core, error = %e, "closing the hint store");
         }
+        if let Err(e) = c.paxos.close().await {
+            tracing::warn!(core = a.core, error = %e, "closing the Paxos state");
+        }
     }
     let close = shard.store.engine().clone().close().await.map_err(|e| Error::Runtime {
         what: format!("closing the engine of core {}", a.core),

@@ -128,6 +128,16 @@ pub enum Cmd {
         /// Absolute expiry, 0 = none.
         expiry_ms: u64,
     },
+    /// Set the key to `new` (`None`: delete) only if its live value is
+    /// `expected` (`None`: absent). Reply: [`Reply::Cas`].
+    CasValue {
+        /// The key.
+        key: Key,
+        /// The value the key must hold.
+        expected: Option<Vec<u8>>,
+        /// The value to set; `None` deletes.
+        new: Option<Vec<u8>>,
+    },
     /// One page of a scan of this core's keys. Reply: [`Reply::Page`].
     Scan {
         /// First token (inclusive).
@@ -276,6 +286,15 @@ pub enum Reply {
         /// Records hashed.
         keys: u64,
     },
+    /// A compare-and-set's outcome.
+    Cas {
+        /// Whether the condition held.
+        applied: bool,
+        /// The value after: the new one if applied, else the current one.
+        value: Option<Vec<u8>>,
+    },
+    /// A Paxos acceptor's answer (`None`: a commit, which needs none).
+    Paxos(Option<crate::coordinator::PaxosReply>),
     /// The command failed.
     Failed(Failure),
 }
@@ -303,6 +322,9 @@ pub enum FailureKind {
     Overflow,
     /// The node cannot take writes now (disk full, fenced after a failed fsync, closing).
     Unavailable,
+    /// Too few replicas answered in time: the outcome of a write is unknown
+    /// (it may have applied on some).
+    Timeout,
     /// The node is overloaded.
     Overloaded,
     /// Anything else: a bug or an I/O error.
@@ -661,6 +683,27 @@ impl Store {
                 }
                 self.write(&key, &value, expiry_ms).await?;
                 Ok(Reply::Bool(true))
+            }
+            Cmd::CasValue { key, expected, new } => {
+                let _g = self.locks.lock(&key.bytes).await;
+                let current = self.read(&key).await?.map(|r| r.value);
+                if current != expected {
+                    return Ok(Reply::Cas {
+                        applied: false,
+                        value: current,
+                    });
+                }
+                match &new {
+                    Some(v) => self.write(&key, v, 0).await?,
+                    None if current.is_some() => {
+                        self.engine.delete(key.token, &key.bytes, &self.version()).await?;
+                    }
+                    None => {}
+                }
+                Ok(Reply::Cas {
+                    applied: true,
+                    value: new,
+                })
             }
             Cmd::Scan {
                 start,

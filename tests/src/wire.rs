@@ -36,6 +36,8 @@ pub enum Reply {
     Ring(u64, Vec<(String, u16, u16, usize)>),
     /// VERSIONS: context, (value, expiry_ms) per sibling.
     Versions(Vec<u8>, Vec<(Vec<u8>, u64)>),
+    /// CAS_RESULT: applied, value after.
+    Cas(bool, Option<Vec<u8>>),
 }
 
 impl Reply {
@@ -62,6 +64,7 @@ impl Reply {
                 context.to_vec(),
                 siblings.iter().map(|s| (s.value.to_vec(), s.expiry_ms)).collect(),
             ),
+            Response::CasResult { applied, value } => Reply::Cas(*applied, value.map(<[u8]>::to_vec)),
         }
     }
 }

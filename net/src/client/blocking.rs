@@ -18,8 +18,8 @@ use std::time::Duration;
 use tokio::runtime::Runtime;
 
 use crate::client::{
-    self as asynch, ClientError, ClientOptions, Consistency, Entry, PutOptions, Result, Routing, ScanPage, Ttl, Value,
-    Versions,
+    self as asynch, CasResult, ClientError, ClientOptions, Consistency, Entry, PutOptions, Result, Routing, ScanPage,
+    Ttl, Value, Versions,
 };
 use crate::token::Token;
 
@@ -225,6 +225,16 @@ impl Client {
         ttl_ms: u64,
     ) -> Result<bool> {
         self.run(self.inner.cas(key, expected_meta, value, ttl_ms))
+    }
+
+    /// See [`crate::client::Client::cas_value`] (never retried).
+    pub fn cas_value(&self, key: impl AsRef<[u8]>, expected: Option<&[u8]>, new: Option<&[u8]>) -> Result<CasResult> {
+        self.run(self.inner.cas_value(key, expected, new))
+    }
+
+    /// See [`crate::client::Client::get_serial`].
+    pub fn get_serial(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        self.run(self.inner.get_serial(key))
     }
 
     /// See [`crate::client::Client::get_versions`].

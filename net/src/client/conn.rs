@@ -26,7 +26,7 @@ use tokio::task::AbortHandle;
 
 use crate::client::error::{ClientError, CloseReason, Result};
 use crate::client::routing::RingNode;
-use crate::client::{ScanPage, Sibling, Value, Versions};
+use crate::client::{CasResult, ScanPage, Sibling, Value, Versions};
 use crate::frame::{Frame, FrameDecoder, HEADER_LEN};
 use crate::msg::{Limits, Request, Response, ResponseOpcode, ValueRef};
 
@@ -54,6 +54,7 @@ pub(crate) enum Reply {
     Integer(i64),
     Ring { epoch: u64, nodes: Vec<RingNode> },
     Versions(Versions),
+    CasResult(CasResult),
 }
 
 impl Reply {
@@ -68,6 +69,7 @@ impl Reply {
             Reply::Integer(_) => ResponseOpcode::Integer,
             Reply::Ring { .. } => ResponseOpcode::Ring,
             Reply::Versions(_) => ResponseOpcode::Versions,
+            Reply::CasResult(_) => ResponseOpcode::CasResult,
         }
     }
 
@@ -108,6 +110,10 @@ impl Reply {
                         expiry_ms: s.expiry_ms,
                     })
                     .collect(),
+            }),
+            Response::CasResult { applied, value } => Reply::CasResult(CasResult {
+                applied,
+                value: value.map(<[u8]>::to_vec),
             }),
         })
     }

@@ -122,6 +122,16 @@ impl Default for PutOptions {
     }
 }
 
+/// The outcome of [`Client::cas_value`] or [`Client::get_serial`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct CasResult {
+    /// Whether the condition held and the new value was set.
+    pub applied: bool,
+    /// The key's value after the operation: the new value if applied, else
+    /// the current value that failed the condition (`None`: absent).
+    pub value: Option<Vec<u8>>,
+}
+
 /// Every live version of a key, as [`Client::get_versions`] returns it.
 ///
 /// In a `causal` keyspace concurrent writes of a key are all kept, as
@@ -196,11 +206,16 @@ pub fn is_idempotent(op: &Op<'_>) -> bool {
         | Op::Ttl { .. }
         | Op::Ping
         | Op::Ring
+        | Op::SerialGet { .. }
         | Op::Delete { .. }
         | Op::MPut { .. }
         | Op::Expire { .. } => true,
         Op::Put { condition, .. } => *condition == Condition::Always,
-        Op::Incr { .. } | Op::Cas { .. } | Op::PutVersioned { .. } | Op::DeleteVersioned { .. } => false,
+        Op::Incr { .. }
+        | Op::Cas { .. }
+        | Op::CasValue { .. }
+        | Op::PutVersioned { .. }
+        | Op::DeleteVersioned { .. } => false,
     }
 }
 
@@ -598,6 +613,42 @@ impl Client {
             ttl_ms,
         };
         condition_result("CAS", self.call_key(key, op).await)
+    }
+
+    /// Sets `key` to `new` (`None` deletes it) only if its current value is
+    /// `expected` (`None`: only if the key does not exist), and says whether
+    /// it did, with the value that failed the condition otherwise.
+    ///
+    /// Linearizable per key, on one node and in a cluster, where it is a
+    /// Paxos round among the key's replicas (it needs a majority of them up).
+    /// Plain writes are not: a key used with `cas_value` should be written
+    /// only through it (a plain PUT made after the key's first CAS is not
+    /// seen by later ones in a cluster). The value it sets has no TTL.
+    ///
+    /// Never retried: the first attempt may have applied. A timeout means
+    /// the outcome is unknown; read with [`Client::get_serial`] to learn it.
+    pub async fn cas_value(
+        &self,
+        key: impl AsRef<[u8]>,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<CasResult> {
+        let key = key.as_ref();
+        match self.call_key(key, Op::CasValue { key, expected, new }).await? {
+            Reply::CasResult(r) => Ok(r),
+            other => Err(unexpected("CAS_VALUE", &other)),
+        }
+    }
+
+    /// A linearizable read of `key`: it sees every [`Client::cas_value`]
+    /// that answered before it was sent (in a cluster, a Paxos round among
+    /// the key's replicas). `None`: the key is absent.
+    pub async fn get_serial(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        let key = key.as_ref();
+        match self.call_key(key, Op::SerialGet { key }).await? {
+            Reply::CasResult(r) => Ok(r.value),
+            other => Err(unexpected("SERIAL_GET", &other)),
+        }
     }
 
     /// Every live version of `key` and the causal context covering them;

@@ -133,6 +133,16 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
 
+    /// An optional length-prefixed byte string: a presence tag (0 absent,
+    /// 1 present) then, if present, the bytes (at most `max`).
+    pub fn opt_bytes(&mut self, what: &'static str, max: u32) -> Result<Option<&'a [u8]>, FrameError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.bytes(what, max)?)),
+            _ => Err(self.malformed("bad presence tag")),
+        }
+    }
+
     /// A length-prefixed UTF-8 string of at most `max` bytes.
     pub fn str(&mut self, what: &'static str, max: u32) -> Result<&'a str, FrameError> {
         let b = self.bytes(what, max)?;
@@ -172,6 +182,18 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
         v >>= 7;
     }
     out.push(v as u8);
+}
+
+/// Appends an optional byte string: a presence tag (0 absent, 1 present)
+/// then, if present, the varint length and the bytes.
+pub fn put_opt(out: &mut Vec<u8>, v: Option<&[u8]>) {
+    match v {
+        None => out.push(0),
+        Some(b) => {
+            out.push(1);
+            put_bytes(out, b);
+        }
+    }
 }
 
 /// Appends a varint length and the bytes.

@@ -24,7 +24,7 @@ pub mod peer;
 
 use crate::error::FrameError;
 use crate::frame::{encode_frame, Flags, Frame};
-use codec::{put_bytes, put_varint};
+use codec::{put_bytes, put_opt, put_varint};
 pub use codec::{Item, List, ListIter, Reader};
 
 /// Limits a decoder enforces on untrusted lengths and counts.
@@ -102,6 +102,10 @@ pub enum Opcode {
     PutVersioned = 0x10,
     /// Delete a key, superseding what a causal context covers.
     DeleteVersioned = 0x11,
+    /// Linearizable compare-and-set on the value (a Paxos round in a cluster).
+    CasValue = 0x12,
+    /// Linearizable read (a Paxos round in a cluster).
+    SerialGet = 0x13,
 }
 
 impl Opcode {
@@ -125,6 +129,8 @@ impl Opcode {
             0x0F => Opcode::GetVersions,
             0x10 => Opcode::PutVersioned,
             0x11 => Opcode::DeleteVersioned,
+            0x12 => Opcode::CasValue,
+            0x13 => Opcode::SerialGet,
             _ => return None,
         })
     }
@@ -154,6 +160,8 @@ pub enum ResponseOpcode {
     Ring = 0x08,
     /// A key's siblings and causal context (GET_VERSIONS).
     Versions = 0x09,
+    /// A linearizable operation's outcome (CAS_VALUE, SERIAL_GET).
+    CasResult = 0x0A,
 }
 
 impl ResponseOpcode {
@@ -169,6 +177,7 @@ impl ResponseOpcode {
             0x07 => ResponseOpcode::Error,
             0x08 => ResponseOpcode::Ring,
             0x09 => ResponseOpcode::Versions,
+            0x0A => ResponseOpcode::CasResult,
             _ => return None,
         })
     }
@@ -525,6 +534,24 @@ pub enum Op<'a> {
         /// nothing. Bounded by `max_key`.
         context: &'a [u8],
     },
+    /// Set the key to `new` (`None` deletes) only if its value is
+    /// `expected` (`None`: the key must be absent). Linearizable per key: in
+    /// a cluster a Paxos round among the key's replicas. Answer: CAS_RESULT.
+    CasValue {
+        /// The key.
+        key: &'a [u8],
+        /// The value the key must hold; `None`: it must not exist.
+        expected: Option<&'a [u8]>,
+        /// The value to set; `None` deletes the key.
+        new: Option<&'a [u8]>,
+    },
+    /// A linearizable read of the key (in a cluster a Paxos round, so it
+    /// sees every CAS_VALUE that answered before it). Answer: CAS_RESULT
+    /// with `applied` set.
+    SerialGet {
+        /// The key.
+        key: &'a [u8],
+    },
 }
 
 impl<'a> Op<'a> {
@@ -548,6 +575,8 @@ impl<'a> Op<'a> {
             Op::GetVersions { .. } => Opcode::GetVersions,
             Op::PutVersioned { .. } => Opcode::PutVersioned,
             Op::DeleteVersioned { .. } => Opcode::DeleteVersioned,
+            Op::CasValue { .. } => Opcode::CasValue,
+            Op::SerialGet { .. } => Opcode::SerialGet,
         }
     }
 }
@@ -558,8 +587,16 @@ impl<'a> Request<'a> {
         self.consistency.write(out);
         put_varint(out, self.timeout_ms.into());
         match &self.op {
-            Op::Get { key } | Op::Delete { key } | Op::Exists { key } | Op::Ttl { key } | Op::GetVersions { key } => {
-                put_bytes(out, key)
+            Op::Get { key }
+            | Op::Delete { key }
+            | Op::Exists { key }
+            | Op::Ttl { key }
+            | Op::GetVersions { key }
+            | Op::SerialGet { key } => put_bytes(out, key),
+            Op::CasValue { key, expected, new } => {
+                put_bytes(out, key);
+                put_opt(out, *expected);
+                put_opt(out, *new);
             }
             Op::Put {
                 key,
@@ -733,6 +770,14 @@ impl<'a> Request<'a> {
                 key: r.bytes("key length", mk)?,
                 context: r.bytes("context length", mk)?,
             },
+            Opcode::CasValue => Op::CasValue {
+                key: r.bytes("key length", mk)?,
+                expected: r.opt_bytes("expected value length", mv)?,
+                new: r.opt_bytes("value length", mv)?,
+            },
+            Opcode::SerialGet => Op::SerialGet {
+                key: r.bytes("key length", mk)?,
+            },
         };
         r.finish()?;
         Ok(Request {
@@ -786,6 +831,14 @@ pub enum Response<'a> {
         /// The live siblings; empty = every sibling is a tombstone.
         siblings: List<'a, SiblingRef<'a>>,
     },
+    /// A CAS_VALUE's or SERIAL_GET's outcome.
+    CasResult {
+        /// Whether the condition held (always for SERIAL_GET).
+        applied: bool,
+        /// The key's value after the operation: the new value if applied,
+        /// else the value that failed the condition; `None`: absent.
+        value: Option<&'a [u8]>,
+    },
 }
 
 impl<'a> Response<'a> {
@@ -801,6 +854,7 @@ impl<'a> Response<'a> {
             Response::Error { .. } => ResponseOpcode::Error,
             Response::Ring { .. } => ResponseOpcode::Ring,
             Response::Versions { .. } => ResponseOpcode::Versions,
+            Response::CasResult { .. } => ResponseOpcode::CasResult,
         }
     }
 
@@ -851,6 +905,10 @@ impl<'a> Response<'a> {
             Response::Versions { context, siblings } => {
                 put_bytes(out, context);
                 siblings.write(out);
+            }
+            Response::CasResult { applied, value } => {
+                out.push(u8::from(*applied));
+                put_opt(out, *value);
             }
         }
     }
@@ -905,6 +963,14 @@ impl<'a> Response<'a> {
             ResponseOpcode::Versions => Response::Versions {
                 context: r.bytes("context length", limits.max_key)?,
                 siblings: List::read(&mut r, "sibling count")?,
+            },
+            ResponseOpcode::CasResult => Response::CasResult {
+                applied: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(r.malformed("bad applied flag")),
+                },
+                value: r.opt_bytes("value length", limits.max_value)?,
             },
         };
         r.finish()?;

@@ -13,7 +13,7 @@
 //! bounded decoders. Decoding borrows from the frame body, like the client
 //! messages.
 
-use super::codec::{put_bytes, put_varint, Item, List, Reader};
+use super::codec::{put_bytes, put_opt, put_varint, Item, List, Reader};
 use super::Limits;
 use crate::error::FrameError;
 use crate::frame::{encode_frame, Flags, Frame};
@@ -212,22 +212,8 @@ impl<'a> PeerOp<'a> {
     }
 }
 
-fn put_opt(out: &mut Vec<u8>, v: Option<&[u8]>) {
-    match v {
-        None => out.push(0),
-        Some(b) => {
-            out.push(1);
-            put_bytes(out, b);
-        }
-    }
-}
-
 fn read_opt<'a>(r: &mut Reader<'a>, what: &'static str, max: u32) -> Result<Option<&'a [u8]>, FrameError> {
-    match r.u8()? {
-        0 => Ok(None),
-        1 => Ok(Some(r.bytes(what, max)?)),
-        _ => Err(r.malformed("bad presence tag")),
-    }
+    r.opt_bytes(what, max)
 }
 
 /// Largest record or payload: a value plus its version metadata.

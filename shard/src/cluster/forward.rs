@@ -131,6 +131,7 @@ fn kind_byte(k: FailureKind) -> u8 {
         FailureKind::Overflow => 4,
         FailureKind::Unavailable => 5,
         FailureKind::Overloaded => 6,
+        FailureKind::Timeout => 8,
         _ => 7,
     }
 }
@@ -160,6 +161,7 @@ pub fn decode_outcome(buf: &[u8]) -> Result<std::result::Result<(), Failure>> {
                 4 => FailureKind::Overflow,
                 5 => FailureKind::Unavailable,
                 6 => FailureKind::Overloaded,
+                8 => FailureKind::Timeout,
                 _ => FailureKind::Internal,
             };
             let msg = String::from_utf8_lossy(r.bytes_u32(MAX_MESSAGE)?).into_owned();

@@ -1,5 +1,5 @@
 //! Node-to-node requests this node answers (docs/protocol.md, "Node-to-node
-//! messages"): a replica's MUTATE and READ, GOSSIP for core 0, COORDINATE,
+//! messages"): a replica's MUTATE, READ and PAXOS, GOSSIP for core 0, COORDINATE,
 //! ADMIN, and the streaming pair RANGE and MERKLE_TREE ([`super::repair`]).
 //!
 //! RANGE and MERKLE_TREE may cover any token range: any core answers, asking
@@ -67,8 +67,13 @@ pub enum PeerJob {
         /// `2^depth` leaves.
         depth: u8,
     },
-    /// An opcode this node does not serve yet.
-    Unsupported(PeerOpcode),
+    /// One Paxos step for a key's acceptor.
+    Paxos {
+        /// The key.
+        key: Key,
+        /// The proposer's message (or why it cannot be taken).
+        msg: Result<crate::coordinator::PaxosMsg, Failure>,
+    },
 }
 
 impl PeerJob {
@@ -114,7 +119,18 @@ impl PeerJob {
                 limit,
             },
             PeerOp::MerkleTree { start, end, depth } => PeerJob::Merkle { start, end, depth },
-            other => PeerJob::Unsupported(other.opcode()),
+            PeerOp::Paxos {
+                token,
+                key,
+                ballot,
+                step,
+            } => PeerJob::Paxos {
+                key: Key {
+                    token,
+                    bytes: key.to_vec(),
+                },
+                msg: super::paxos::msg_of(ballot, step),
+            },
         }
     }
 
@@ -127,7 +143,7 @@ impl PeerJob {
             PeerJob::Admin(_) => PeerOpcode::Admin,
             PeerJob::Range { .. } => PeerOpcode::Range,
             PeerJob::Merkle { .. } => PeerOpcode::MerkleTree,
-            PeerJob::Unsupported(op) => *op,
+            PeerJob::Paxos { .. } => PeerOpcode::Paxos,
         }
     }
 }
@@ -137,6 +153,7 @@ fn encode_error(out: &mut Vec<u8>, op: PeerOpcode, id: u64, f: &Failure) {
         FailureKind::TooLarge => ErrorCode::TOO_LARGE,
         FailureKind::Invalid => ErrorCode::MALFORMED,
         FailureKind::Unavailable => ErrorCode::UNAVAILABLE,
+        FailureKind::Timeout => ErrorCode::TIMEOUT,
         FailureKind::Overloaded => ErrorCode::OVERLOADED,
         _ => ErrorCode::INTERNAL,
     };
@@ -172,6 +189,8 @@ enum Answer {
     /// A range page's entries (each value an encoded record) and the next
     /// page's cursor (empty: done).
     Page(Vec<ScanEntry>, Vec<u8>),
+    /// An acceptor's answer to a message about the ballot (`None`: committed).
+    Paxos(crate::coordinator::Ballot, Option<crate::coordinator::PaxosReply>),
 }
 
 impl Answer {
@@ -188,6 +207,10 @@ impl Answer {
             Answer::Merkle(leaves) => PeerResponse::Merkle {
                 leaves: List::Slice(leaves),
             },
+            Answer::Paxos(ballot, reply) => {
+                let (ballot, answer) = super::paxos::answer_of(*ballot, reply.as_ref());
+                return PeerResponse::Paxos { ballot, answer }.encode_frame(op, id, out);
+            }
             Answer::Page(entries, cursor) => {
                 let items: Vec<RangeEntry<'_>> = entries
                     .iter()
@@ -325,9 +348,18 @@ async fn serve(shard: &Rc<Shard>, job: PeerJob) -> Result<Answer, Failure> {
             let (leaves, _) = repair::local_leaves(shard, &cluster, range, u32::from(depth)).await?;
             Ok(Answer::Merkle(leaves))
         }
-        PeerJob::Unsupported(op) => Err(Failure::new(
-            FailureKind::Invalid,
-            format!("node-to-node opcode {op:?} is not served by this version yet"),
-        )),
+        PeerJob::Paxos { key, msg } => {
+            let msg = msg?;
+            let ballot = super::paxos::ballot_of(&msg);
+            let core = cluster.local_core(key.token);
+            match shard.exec(core, Cmd::Cluster(ClusterCmd::Paxos { key, msg })).await {
+                Reply::Paxos(r) => Ok(Answer::Paxos(ballot, r)),
+                Reply::Failed(f) => Err(f),
+                other => Err(Failure::new(
+                    FailureKind::Internal,
+                    format!("unexpected reply {other:?}"),
+                )),
+            }
+        }
     }
 }

@@ -22,10 +22,11 @@
 //! is published to every core through [`SharedView`], an `Arc` swap read once
 //! per request. Nothing else is shared between cores.
 //!
-//! What cluster mode does not do yet: CAS, INCR, EXPIRE/TTL, NX/XX, SCAN and
-//! LIST answer with an error naming the limitation, and a node that is not a
-//! replica of a key refuses to coordinate it (the error names the replicas,
-//! like Redis Cluster's MOVED; the SDK routes to a replica by itself).
+//! Compare-and-set on the value (CAS_VALUE) and serial reads are Paxos
+//! rounds among the key's replicas ([`paxos`]).
+//!
+//! What cluster mode does not do yet: the version CAS, INCR, EXPIRE/TTL,
+//! NX/XX, SCAN and LIST answer with an error naming the limitation.
 
 pub mod admin;
 pub mod elastic;
@@ -33,6 +34,7 @@ pub mod forward;
 pub mod gossip;
 pub mod hints;
 pub mod inbound;
+pub mod paxos;
 pub mod repair;
 
 use std::cell::{Cell, RefCell};
@@ -100,6 +102,24 @@ pub enum ClusterCmd {
     /// Core 0: remove a dead node from the ring. Reply: [`Reply::Bool`]
     /// (false: not a node believed down).
     Remove(NodeId),
+    /// The acceptor's side of one Paxos message, on the key's owning core.
+    /// Reply: [`Reply::Paxos`].
+    Paxos {
+        /// The key.
+        key: Key,
+        /// The proposer's message.
+        msg: crate::coordinator::PaxosMsg,
+    },
+    /// Coordinate a compare-and-set or serial read (any core). Reply:
+    /// [`Reply::Cas`].
+    Cas {
+        /// The key.
+        key: Key,
+        /// What to do with the register.
+        command: crate::coordinator::CasCommand,
+        /// Deadline from now.
+        timeout_ms: u64,
+    },
 }
 
 /// One live version of a key, as a read returns it.
@@ -281,6 +301,9 @@ pub struct Cluster {
     next_id: Cell<u64>,
     /// This core's hints for other nodes.
     pub hints: hints::Hints,
+    /// This core's Paxos acceptor state.
+    pub paxos: paxos::PaxosStore,
+    ballots: RefCell<crate::coordinator::BallotClock>,
     /// Core 0 only: membership.
     pub gossip: Option<gossip::GossipState>,
     /// Replicas per key.
@@ -320,6 +343,7 @@ impl Cluster {
             fg,
         ));
         let hints = hints::Hints::open(config, core).await?;
+        let paxos = paxos::PaxosStore::open(config, core).await?;
         let gossip = if core == 0 {
             let status = if elastic::must_bootstrap(config) {
                 crate::membership::MemberStatus::Joining
@@ -332,6 +356,8 @@ impl Cluster {
         };
         let cached = RefCell::new(shared.load());
         Ok(Cluster {
+            ballots: paxos::ballot_clock(&me, core),
+            paxos,
             actor: Actor::derive(&me, epoch),
             me,
             core,
@@ -458,7 +484,9 @@ impl View {
 
 fn failure(e: &Error) -> Failure {
     let kind = match e {
-        Error::Unavailable { .. } | Error::Timeout { .. } => FailureKind::Unavailable,
+        Error::Unavailable { .. } => FailureKind::Unavailable,
+        Error::Timeout { .. } => FailureKind::Timeout,
+        Error::TooLarge { .. } => FailureKind::TooLarge,
         _ => FailureKind::Internal,
     };
     Failure::new(kind, e.to_string())
@@ -511,6 +539,17 @@ pub async fn execute(shard: &Rc<Shard>, cmd: ClusterCmd) -> Reply {
         ClusterCmd::Announce(_) | ClusterCmd::Remove(_) => {
             Err(Failure::new(FailureKind::Internal, "membership commands run on core 0"))
         }
+        ClusterCmd::Paxos { key, msg } => paxos::accept(shard, &cluster, &key, msg).await.map(Reply::Paxos),
+        ClusterCmd::Cas {
+            key,
+            command,
+            timeout_ms,
+        } => paxos::coordinate_cas(shard, &cluster, key, command, timeout_ms)
+            .await
+            .map(|o| Reply::Cas {
+                applied: o.applied,
+                value: o.value,
+            }),
     };
     r.unwrap_or_else(Reply::Failed)
 }

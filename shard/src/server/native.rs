@@ -51,6 +51,7 @@ fn error_code(kind: FailureKind) -> ErrorCode {
         FailureKind::Invalid => ErrorCode::MALFORMED,
         FailureKind::NotInteger | FailureKind::Overflow => ErrorCode::NOT_AN_INTEGER,
         FailureKind::Unavailable => ErrorCode::UNAVAILABLE,
+        FailureKind::Timeout => ErrorCode::TIMEOUT,
         FailureKind::Overloaded => ErrorCode::OVERLOADED,
         _ => ErrorCode::INTERNAL,
     }
@@ -233,6 +234,9 @@ enum Kind {
     ClusterExists,
     ClusterWrite,
     ClusterVersions,
+    /// CAS_VALUE / SERIAL_GET: a [`Reply::Cas`], or (single node, serial
+    /// read) a [`Reply::Value`], as CAS_RESULT.
+    Cas,
 }
 
 fn expiry(ttl_ms: u64) -> u64 {
@@ -348,6 +352,20 @@ fn job(shard: &Shard, op: &Op<'_>) -> Result<Job, Failure> {
             cursor: cursor.to_vec(),
             limit: page_limit(limit),
         },
+        Op::CasValue { key: k, expected, new } => {
+            let k = key(k)?;
+            Job::One {
+                core: shard.core_of(k.token),
+                cmd: Cmd::CasValue {
+                    key: k,
+                    expected: expected.map(<[u8]>::to_vec),
+                    new: new.map(<[u8]>::to_vec),
+                },
+                op: Kind::Cas,
+            }
+        }
+        // One core owns the key: a plain read is already linearizable.
+        Op::SerialGet { key: k } => one(k, Cmd::Get, Kind::Cas)?,
         Op::Ping => Job::Ping,
         Op::Ring => Job::Ring,
         // A single node keeps one version per key, without causal contexts.
@@ -518,7 +536,44 @@ fn cluster_job(shard: &Shard, req: &Request<'_>) -> Result<Job, Failure> {
         Op::Expire { .. } => return Err(not_in_cluster_mode("EXPIRE")),
         Op::Ttl { .. } => return Err(not_in_cluster_mode("TTL")),
         Op::Incr { .. } => return Err(not_in_cluster_mode("INCR")),
-        Op::Cas { .. } => return Err(not_in_cluster_mode("CAS")),
+        Op::Cas { .. } => {
+            return Err(Failure::new(
+                FailureKind::Invalid,
+                "CAS on the version is not available in cluster mode; use CAS_VALUE \
+                 (compare-and-set on the value, linearizable through Paxos)",
+            ))
+        }
+        Op::CasValue { key: k, expected, new } => {
+            let too_large = [expected, new].into_iter().flatten().map(<[u8]>::len).max();
+            if let Some(len) = too_large.filter(|&l| l > crate::coordinator::MAX_CAS_VALUE) {
+                return Err(Failure::new(
+                    FailureKind::TooLarge,
+                    format!(
+                        "CAS value of {len} bytes over the most, {}",
+                        crate::coordinator::MAX_CAS_VALUE
+                    ),
+                ));
+            }
+            let k = key(k)?;
+            let cmd = Cmd::Cluster(ClusterCmd::Cas {
+                key: k.clone(),
+                command: crate::coordinator::CasCommand::Cas {
+                    expected: expected.map(<[u8]>::to_vec),
+                    new: new.map(<[u8]>::to_vec),
+                },
+                timeout_ms,
+            });
+            one(k, cmd, Kind::Cas)
+        }
+        Op::SerialGet { key: k } => {
+            let k = key(k)?;
+            let cmd = Cmd::Cluster(ClusterCmd::Cas {
+                key: k.clone(),
+                command: crate::coordinator::CasCommand::Read,
+                timeout_ms,
+            });
+            one(k, cmd, Kind::Cas)
+        }
     })
 }
 
@@ -651,6 +706,22 @@ async fn run(shard: &Rc<Shard>, job: Job, id: u64, b: &mut Vec<u8>, local: Optio
                     encode(b, id, &Response::Integer(i64::from(newest(v.as_ref()).is_some())))
                 }
                 (Kind::ClusterWrite, Reply::Ok) => encode(b, id, &Response::Ok),
+                (Kind::Cas, Reply::Cas { applied, value }) => encode(
+                    b,
+                    id,
+                    &Response::CasResult {
+                        applied: *applied,
+                        value: value.as_deref(),
+                    },
+                ),
+                (Kind::Cas, Reply::Value(v)) => encode(
+                    b,
+                    id,
+                    &Response::CasResult {
+                        applied: true,
+                        value: v.as_ref().map(|v| v.value.as_slice()),
+                    },
+                ),
                 (Kind::ClusterVersions, Reply::Versions(None)) => encode(b, id, &Response::NotFound),
                 (Kind::ClusterVersions, Reply::Versions(Some(v))) => {
                     let sibs: Vec<SiblingRef<'_>> = v

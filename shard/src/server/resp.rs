@@ -45,7 +45,7 @@ fn failure_text(f: &Failure) -> String {
         FailureKind::NotInteger => "ERR value is not an integer or out of range".into(),
         FailureKind::Overflow => "ERR increment or decrement would overflow".into(),
         FailureKind::Overloaded => format!("ERR {}", f.message),
-        FailureKind::Unavailable => format!("TRYAGAIN {}", f.message),
+        FailureKind::Unavailable | FailureKind::Timeout => format!("TRYAGAIN {}", f.message),
         _ => format!("ERR {}", f.message),
     }
 }
