@@ -240,6 +240,19 @@ impl TestCluster {
         i
     }
 
+    /// Starts one more node with the cluster's flags plus `extra` and does
+    /// not wait for it to join (a non-seed bootstraps: JOINING, streaming,
+    /// then NORMAL); returns its number.
+    pub fn add_node_unformed(&mut self, extra: &[&str]) -> usize {
+        let i = self.create_node();
+        let seeds = self.seeds();
+        self.configure(i, &seeds);
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        self.node_mut(i).add_flags(&extra);
+        self.spawn(i);
+        i
+    }
+
     /// Number of nodes (running or not).
     pub fn len(&self) -> usize {
         self.nodes.len()

@@ -215,3 +215,54 @@ fn removenode_restores_rf_copies() {
         "{short} keys have fewer than {RF} copies after removenode:\n{report}"
     );
 }
+
+/// A bootstrap killed halfway resumes after the restart: the ranges it had
+/// finished are not streamed again, and the node still ends with its share
+/// and every key with RF copies.
+#[test]
+fn an_interrupted_bootstrap_resumes() {
+    let mut c = TestCluster::start(BIN, TMP, "join-resume", 3, &[]);
+    let keys: Vec<String> = (0..3000).map(|i| format!("resume:{i:05}")).collect();
+    write_all(&c, 1, &keys);
+    // Slow streaming (200 KB/s for ~600 KB to pull) so there is time to kill it.
+    let n4 = c.add_node_unformed(&["--cluster.stream_bytes_per_sec", "200000"]);
+    let progress = c.node(n4).dir.join("bootstrap-progress");
+    let lines = |p: &std::path::Path| std::fs::read_to_string(p).map(|t| t.lines().count()).unwrap_or(0);
+    c.await_until(CONVERGE, "node 4 records streamed ranges", || {
+        let n = lines(&progress);
+        if n >= 50 {
+            Ok(())
+        } else {
+            Err(format!("{n} ranges recorded"))
+        }
+    });
+    c.kill9(n4);
+    let before = lines(&progress);
+    assert!(
+        !c.node(n4).dir.join("joined").exists(),
+        "node 4 finished joining before it was killed ({before} ranges recorded): streaming too fast for this test"
+    );
+    c.restart(n4);
+    c.await_formed();
+    let log = c.node(n4).log_text();
+    assert!(
+        log.contains("resuming an interrupted bootstrap"),
+        "node 4 did not resume its bootstrap:\n{}",
+        c.log_tails()
+    );
+    assert!(!progress.exists(), "the progress file outlived the bootstrap");
+    let held = copies(&c, &[n4], &keys).iter().filter(|&&n| n == 1).count();
+    let fair = (RF * keys.len()) as f64 / 4.0;
+    let ratio = held as f64 / fair;
+    println!("resumed bootstrap: {before} ranges done before the kill; node 4 holds {held} keys, ratio {ratio:.3}");
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "node 4 holds {held}, fair share {fair:.0}"
+    );
+    let n = copies(&c, &[1, 2, 3, 4], &keys);
+    let short = n.iter().filter(|&&x| x < RF).count();
+    assert_eq!(
+        short, 0,
+        "{short} keys have fewer than {RF} copies after the resumed join"
+    );
+}

@@ -75,10 +75,16 @@ fn async_sdk_every_operation_and_token_aware_routing() {
         let r = c.cas_value("c", Some(b"x"), Some(b"z")).await.unwrap();
         assert_eq!((r.applied, r.value.as_deref()), (true, Some(&b"z"[..])));
         assert_eq!(c.get_serial("c").await.unwrap().as_deref(), Some(&b"z"[..]));
-        assert!(c.cas_value("c", Some(b"z"), None).await.unwrap().applied, "delete by CAS");
+        assert!(
+            c.cas_value("c", Some(b"z"), None).await.unwrap().applied,
+            "delete by CAS"
+        );
         assert_eq!(c.get("c").await.unwrap(), None);
         assert!(!c.cas_value("c", Some(b"z"), Some(b"w")).await.unwrap().applied);
-        assert!(c.cas_value("c", None, Some(b"x")).await.unwrap().applied, "create by CAS");
+        assert!(
+            c.cas_value("c", None, Some(b"x")).await.unwrap().applied,
+            "create by CAS"
+        );
 
         assert_eq!(c.ttl("c").await.unwrap(), Ttl::NoExpiry);
         assert_eq!(c.ttl("none").await.unwrap(), Ttl::Missing);

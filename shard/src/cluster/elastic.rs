@@ -39,6 +39,88 @@ fn mark_joined(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// The ranges an interrupted bootstrap or decommission already streamed, so
+/// that running it again resumes instead of starting over.
+///
+/// One line per finished (peer, range): `peer start end` in decimal, appended
+/// after the range's last merge was acknowledged durably by its receiver.
+/// The file is not synced: after a power loss a few finished ranges are
+/// streamed again, which is harmless (merges are idempotent). A line torn by
+/// a crash does not parse and is ignored. Ranges are matched by their bounds,
+/// so a ring that changed in between only makes more of them stream again.
+/// The file is removed when the stream completes.
+#[derive(Debug)]
+pub struct StreamProgress {
+    path: std::path::PathBuf,
+    done: std::collections::HashSet<(String, Token, Token)>,
+}
+
+impl StreamProgress {
+    /// Progress file `name` in `dir` (empty if there is none).
+    pub fn open(dir: &std::path::Path, name: &str) -> StreamProgress {
+        let path = dir.join(name);
+        let done = std::fs::read_to_string(&path)
+            .map(|text| {
+                text.lines()
+                    .filter_map(|l| {
+                        let mut it = l.split(' ');
+                        let peer = it.next()?.to_owned();
+                        let start = it.next()?.parse().ok()?;
+                        let end = it.next()?.parse().ok()?;
+                        it.next().is_none().then_some((peer, start, end))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        StreamProgress { path, done }
+    }
+
+    /// How many ranges an earlier run finished.
+    pub fn len(&self) -> usize {
+        self.done.len()
+    }
+
+    /// Whether no range is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.done.is_empty()
+    }
+
+    /// Whether range `r` with `peer` was finished before.
+    pub fn is_done(&self, peer: &NodeId, r: &TokenRange) -> bool {
+        self.done.contains(&(peer.0.clone(), r.start, r.end))
+    }
+
+    /// Records range `r` with `peer` as finished. A failure to record only
+    /// costs streaming it again after a restart, so it is logged, not fatal.
+    pub fn record(&mut self, peer: &NodeId, r: &TokenRange) {
+        use std::io::Write;
+        let line = format!("{} {} {}\n", peer.0, r.start, r.end);
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = appended {
+            tracing::warn!(path = %self.path.display(), error = %e, "stream progress not recorded");
+        }
+        self.done.insert((peer.0.clone(), r.start, r.end));
+    }
+
+    /// The stream completed: forget the progress.
+    pub fn finish(self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.path.display(), error = %e, "stream progress not removed");
+            }
+        }
+    }
+}
+
+/// Progress file of a bootstrap.
+const BOOTSTRAP_PROGRESS: &str = "bootstrap-progress";
+/// Progress file of a decommission.
+const DECOMMISSION_PROGRESS: &str = "decommission-progress";
+
 /// Waits `rounds` gossip intervals: long enough for a status change to
 /// reach every node before data moves (Cassandra's ring delay).
 async fn settle(cluster: &Cluster, rounds: u32) {
@@ -89,6 +171,11 @@ pub async fn bootstrap(shard: Rc<Shard>, cluster: Rc<Cluster>) {
     settle(&cluster, 3).await;
     let started = std::time::Instant::now();
     let mut total = RangeStats::default();
+    let mut progress = StreamProgress::open(&cluster.data_dir, BOOTSTRAP_PROGRESS);
+    if !progress.is_empty() {
+        tracing::info!(ranges = progress.len(), "bootstrap: resuming an interrupted bootstrap");
+    }
+    let mut skipped = 0usize;
     loop {
         let view = cluster.view();
         let Some(next) = view.next.clone() else {
@@ -105,8 +192,15 @@ pub async fn bootstrap(shard: Rc<Shard>, cluster: Rc<Cluster>) {
                 if from == cluster.me || !is_up(&view.ring, &from) {
                     continue;
                 }
+                if progress.is_done(&from, &r) {
+                    skipped += 1;
+                    continue;
+                }
                 match repair::pull_range(&shard, &cluster, &from, r.start, r.end).await {
-                    Ok(s) => total += s,
+                    Ok(s) => {
+                        total += s;
+                        progress.record(&from, &r);
+                    }
                     Err(f) => {
                         failed += 1;
                         tracing::warn!(%from, error = %f.message, "bootstrap: a range could not be pulled");
@@ -128,10 +222,12 @@ pub async fn bootstrap(shard: Rc<Shard>, cluster: Rc<Cluster>) {
         tracing::error!(error = %e, "bootstrap: cannot record that the node joined; staying JOINING");
         return;
     }
+    progress.finish();
     gossip::announce(&cluster, MemberStatus::Normal);
     tracing::info!(
         records = total.records,
         bytes = total.bytes,
+        skipped,
         secs = started.elapsed().as_secs_f64(),
         "bootstrap done: NORMAL"
     );
@@ -170,13 +266,15 @@ pub async fn decommission(shard: &Rc<Shard>, cluster: &Rc<Cluster>) -> Result<St
     };
     let mut total = RangeStats::default();
     let mut ranges_moved = 0;
+    let mut progress = StreamProgress::open(&cluster.data_dir, DECOMMISSION_PROGRESS);
+    let resumed = progress.len();
     for r in ranges(&view.ring) {
         let now = replicas_of(&view.ring, r.end, cluster.rf_config);
         if !now.contains(&cluster.me) {
             continue;
         }
         for to in replicas_of(&next, r.end, cluster.rf_config) {
-            if now.contains(&to) {
+            if now.contains(&to) || progress.is_done(&to, &r) {
                 continue;
             }
             let s = repair::push_range(shard, cluster, &to, r.start, r.end)
@@ -192,14 +290,17 @@ pub async fn decommission(shard: &Rc<Shard>, cluster: &Rc<Cluster>) -> Result<St
                 })?;
             total += s;
             ranges_moved += 1;
+            progress.record(&to, &r);
         }
     }
     announce(shard, MemberStatus::Left).await?;
+    progress.finish();
     settle(cluster, 3).await;
     Ok(format!(
-        "decommissioned {}: {} range copies streamed, {} records, {} bytes in {:.1} s; the node has LEFT the ring and can be stopped\n",
+        "decommissioned {}: {} range copies streamed ({} already streamed by an earlier run), {} records, {} bytes in {:.1} s; the node has LEFT the ring and can be stopped\n",
         cluster.me,
         ranges_moved,
+        resumed,
         total.records,
         total.bytes,
         started.elapsed().as_secs_f64()
