@@ -333,3 +333,64 @@ fn first_cas_sees_plain_writes_and_deletes_through_cas() {
         other => panic!("version CAS in cluster mode answered {other:?}"),
     }
 }
+
+/// INCR in cluster mode is a Paxos add: concurrent increments through every
+/// node, on the native and the Redis port, lose none; a value that is not an
+/// integer is refused.
+#[test]
+fn incr_is_a_linearizable_counter() {
+    use std::io::{BufRead, BufReader, Write};
+    let c = TestCluster::start(BIN, TMP, "cas-incr", 3, &[]);
+    let t = std::thread::scope(|s| {
+        let runs: Vec<_> = (1..=3usize)
+            .map(|via| {
+                let c = &c;
+                s.spawn(move || {
+                    let mut w = c.coordinator(via, Consistency::Quorum);
+                    let mut t = Tally::default();
+                    for _ in 0..20 {
+                        match w.call(Op::Incr { key: b"hits", delta: 2 }) {
+                            Reply::Int(_) => t.applied += 1,
+                            Reply::Error(code, _) if code == ErrorCode::TIMEOUT => t.unknown += 1,
+                            other => panic!("INCR via node {via}: {other:?}\n{}", c.log_tails()),
+                        }
+                    }
+                    t
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().unwrap())
+            .fold(Tally::default(), |a, b| Tally {
+                applied: a.applied + b.applied,
+                unknown: a.unknown + b.unknown,
+            })
+    });
+    let got = serial_get(&c, 1, "hits").map(|n| n / 2);
+    assert_count(got, t, "INCR by 2 from 3 nodes");
+
+    // Redis clients: INCRBY through node 2's RESP port.
+    let n = c.node(2);
+    let s = std::net::TcpStream::connect((n.listen.as_str(), n.resp)).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut resp = |cmd: &[&str]| {
+        let mut out = format!("*{}\r\n", cmd.len());
+        for a in cmd {
+            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        (&s).write_all(out.as_bytes()).unwrap();
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        line.trim_end().to_owned()
+    };
+    let before = serial_get(&c, 3, "hits").unwrap();
+    assert_eq!(resp(&["INCRBY", "hits", "10"]), format!(":{}", before + 10));
+    assert_eq!(resp(&["DECR", "fresh"]), ":-1");
+    assert_eq!(resp(&["SET", "text", "abc"]), "+OK");
+    assert!(resp(&["INCR", "text"]).starts_with("-ERR value is not an integer"));
+    let mut w = c.coordinator(3, Consistency::Quorum);
+    match w.call(Op::Incr { key: b"text", delta: 1 }) {
+        Reply::Error(code, _) => assert_eq!(code, ErrorCode::NOT_AN_INTEGER),
+        other => panic!("INCR of a non-integer answered {other:?}"),
+    }
+}

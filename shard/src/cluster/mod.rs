@@ -25,7 +25,9 @@
 //! Compare-and-set on the value (CAS_VALUE) and serial reads are Paxos
 //! rounds among the key's replicas ([`paxos`]).
 //!
-//! What cluster mode does not do yet: the version CAS, INCR, EXPIRE/TTL,
+//! INCR is a Paxos add on the same register.
+//!
+//! What cluster mode does not do yet: the version CAS, EXPIRE/TTL,
 //! NX/XX, SCAN and LIST answer with an error naming the limitation.
 
 pub mod admin;

@@ -315,7 +315,7 @@ async fn run_cas(
     let view = cluster.view();
     let (deadline, _) = cluster.deadline(timeout_ms);
     let plan = ReplicaPlan::new(&view.ring, None, key.token, cluster.rf, |_| false);
-    let writes = matches!(command, CasCommand::Cas { .. });
+    let writes = command.writes();
     let req = CasRequest {
         id: cluster.fresh_id(),
         key: key.bytes.clone(),

@@ -302,6 +302,30 @@ pub enum CasCommand {
         /// The value to set (`None` deletes).
         new: CasValue,
     },
+    /// Add `delta` to the decimal i64 the register holds (empty counts as
+    /// 0). Not applied, with the current value, if the register holds
+    /// something else or the sum overflows.
+    Add {
+        /// The amount.
+        delta: i64,
+    },
+}
+
+impl CasCommand {
+    /// Whether the command may change the register.
+    pub fn writes(&self) -> bool {
+        !matches!(self, CasCommand::Read)
+    }
+}
+
+/// `current + delta` as the register's decimal bytes, if `current` is empty
+/// or a decimal i64 and the sum does not overflow.
+fn add(current: &CasValue, delta: i64) -> Option<Vec<u8>> {
+    let n = match current {
+        None => 0,
+        Some(b) => std::str::from_utf8(b).ok()?.parse::<i64>().ok()?,
+    };
+    Some(n.checked_add(delta)?.to_string().into_bytes())
 }
 
 /// A CAS's answer.
@@ -412,7 +436,7 @@ impl CasOp {
                 .flatten()
                 .map(Vec::len)
                 .find(|&len| len > MAX_CAS_VALUE),
-            CasCommand::Read => None,
+            CasCommand::Read | CasCommand::Add { .. } => None,
         };
         if let Some(len) = too_large {
             let err = Error::TooLarge {
@@ -526,6 +550,16 @@ impl CasOp {
                     CasCommand::Cas { .. } => CasOutcome {
                         applied: false,
                         value: current,
+                    },
+                    CasCommand::Add { delta } => match add(&current, *delta) {
+                        Some(sum) => CasOutcome {
+                            applied: true,
+                            value: Some(sum),
+                        },
+                        None => CasOutcome {
+                            applied: false,
+                            value: current,
+                        },
                     },
                 };
                 let ballot = self.ballot;
@@ -695,6 +729,38 @@ mod tests {
             .iter()
             .map(|id| (NodeId::from(*id), Acceptor::default()))
             .collect()
+    }
+
+    #[test]
+    fn add_counts_from_empty_and_refuses_non_integers() {
+        let mut accs = acceptors();
+        let mut clock = BallotClock::new(1);
+        let mut at = 10;
+        let mut exec = |accs: &mut Vec<(NodeId, Acceptor)>, cmd| {
+            at += 1;
+            let (mut op, out) = CasOp::start(req(cmd), at, &mut clock);
+            run(&mut op, out, accs, at).unwrap().unwrap()
+        };
+        let add = |delta| CasCommand::Add { delta };
+        assert_eq!(exec(&mut accs, add(5)).value.as_deref(), Some(&b"5"[..]));
+        let r = exec(&mut accs, add(-7));
+        assert_eq!((r.applied, r.value.as_deref()), (true, Some(&b"-2"[..])));
+        let big = (i64::MAX - 2).to_string().into_bytes();
+        let r = exec(&mut accs, add(i64::MAX));
+        assert_eq!((r.applied, r.value.as_deref()), (true, Some(&big[..])));
+        let r = exec(&mut accs, add(3));
+        assert_eq!(
+            (r.applied, r.value.as_deref()),
+            (false, Some(&big[..])),
+            "overflow refused"
+        );
+        let set = CasCommand::Cas {
+            expected: Some(big),
+            new: Some(b"ten".to_vec()),
+        };
+        assert!(exec(&mut accs, set).applied);
+        let r = exec(&mut accs, add(1));
+        assert_eq!((r.applied, r.value.as_deref()), (false, Some(&b"ten"[..])));
     }
 
     #[test]

@@ -237,6 +237,8 @@ enum Kind {
     /// CAS_VALUE / SERIAL_GET: a [`Reply::Cas`], or (single node, serial
     /// read) a [`Reply::Value`], as CAS_RESULT.
     Cas,
+    /// INCR in cluster mode: a [`Reply::Cas`] as INTEGER.
+    ClusterIncr,
 }
 
 fn expiry(ttl_ms: u64) -> u64 {
@@ -535,7 +537,15 @@ fn cluster_job(shard: &Shard, req: &Request<'_>) -> Result<Job, Failure> {
         Op::List { .. } => return Err(not_in_cluster_mode("LIST")),
         Op::Expire { .. } => return Err(not_in_cluster_mode("EXPIRE")),
         Op::Ttl { .. } => return Err(not_in_cluster_mode("TTL")),
-        Op::Incr { .. } => return Err(not_in_cluster_mode("INCR")),
+        Op::Incr { key: k, delta } => {
+            let k = key(k)?;
+            let cmd = Cmd::Cluster(ClusterCmd::Cas {
+                key: k.clone(),
+                command: crate::coordinator::CasCommand::Add { delta },
+                timeout_ms,
+            });
+            one(k, cmd, Kind::ClusterIncr)
+        }
         Op::Cas { .. } => {
             return Err(Failure::new(
                 FailureKind::Invalid,
@@ -575,6 +585,25 @@ fn cluster_job(shard: &Shard, req: &Request<'_>) -> Result<Job, Failure> {
             one(k, cmd, Kind::Cas)
         }
     })
+}
+
+/// The new value of a cluster INCR (a Paxos add), or why it was refused.
+pub fn counter_of(r: &Reply) -> Result<i64, Failure> {
+    match r {
+        Reply::Cas { applied: true, value } => value
+            .as_deref()
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok())
+            .ok_or_else(|| Failure::new(FailureKind::Internal, "INCR chose a value that is not an integer")),
+        Reply::Cas { applied: false, .. } => Err(Failure::new(
+            FailureKind::NotInteger,
+            "value is not an integer or the increment would overflow",
+        )),
+        Reply::Failed(f) => Err(f.clone()),
+        other => Err(Failure::new(
+            FailureKind::Internal,
+            format!("unexpected reply {other:?}"),
+        )),
+    }
 }
 
 /// The error for an operation cluster mode does not offer yet.
@@ -714,6 +743,10 @@ async fn run(shard: &Rc<Shard>, job: Job, id: u64, b: &mut Vec<u8>, local: Optio
                         value: value.as_deref(),
                     },
                 ),
+                (Kind::ClusterIncr, Reply::Cas { .. }) => match counter_of(&r) {
+                    Ok(n) => encode(b, id, &Response::Integer(n)),
+                    Err(f) => encode_failure(b, id, &f),
+                },
                 (Kind::Cas, Reply::Value(v)) => encode(
                     b,
                     id,

@@ -618,7 +618,18 @@ async fn run_cluster(shard: &Rc<Shard>, w: &ReplyWriter, job: Job, b: &mut Vec<u
             r.into_iter().collect::<Result<Vec<_>, _>>()?;
             w.ok(b);
         }
-        Job::Incr { .. } => return Err(not_in_cluster_mode("INCR")),
+        Job::Incr { guard, key, by } => {
+            check_key(&key)?;
+            let core = shard.core_of(key.token);
+            let cmd = Cmd::Cluster(crate::cluster::ClusterCmd::Cas {
+                key,
+                command: crate::coordinator::CasCommand::Add { delta: by },
+                timeout_ms: 0,
+            });
+            let r = shard.exec(core, cmd).await;
+            drop(guard);
+            w.integer(b, super::native::counter_of(&r)?);
+        }
         Job::Expire { .. } => return Err(not_in_cluster_mode("EXPIRE")),
         Job::Ttl { .. } => return Err(not_in_cluster_mode("TTL")),
         Job::Scan { .. } => return Err(not_in_cluster_mode("SCAN")),
