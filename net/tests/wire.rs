@@ -9,7 +9,7 @@ use corekv_net::frame::{
 };
 use corekv_net::msg::{
     Condition, Consistency, ErrorCode, KeyValue, Limits, List, Node, Op, Opcode, Request, Response, ResponseOpcode,
-    SiblingRef, ValueRef,
+    SiblingRef, ValueRef, SLOPPY_QUORUM_BIT,
 };
 use proptest::prelude::*;
 
@@ -84,6 +84,7 @@ fn cons() -> impl Strategy<Value = Consistency> {
         Just(Consistency::One),
         Just(Consistency::Quorum),
         Just(Consistency::All),
+        Just(Consistency::LocalQuorum),
         (1u8..).prop_map(Consistency::Count)
     ]
 }
@@ -96,10 +97,13 @@ fn cond() -> impl Strategy<Value = Condition> {
     ]
 }
 
+/// A request; odd timeouts also allow a sloppy quorum, so the round trips
+/// cover the flag with every level.
 fn req(c: Consistency, t: u32, op: Op<'_>) -> Request<'_> {
     Request {
         consistency: c,
         timeout_ms: t,
+        sloppy_quorum: t % 2 == 1,
         op,
     }
 }
@@ -587,6 +591,48 @@ fn from_error_truncates_on_a_char_boundary() {
             assert!(message.len() <= max);
         }
     }
+}
+
+/// The consistency byte: tags 1..=5, the sloppy-quorum bit 0x80 on any of
+/// them, and every other tag refused as malformed (never a panic, never a
+/// dropped connection).
+#[test]
+fn consistency_tags_and_sloppy_bit() {
+    let lim = Limits::default();
+    let levels = [
+        (Consistency::One, vec![1u8]),
+        (Consistency::Quorum, vec![2]),
+        (Consistency::All, vec![3]),
+        (Consistency::Count(2), vec![4, 2]),
+        (Consistency::LocalQuorum, vec![5]),
+    ];
+    for (level, tag) in &levels {
+        assert_eq!(level.tag(), tag[0]);
+        for sloppy in [false, true] {
+            let r = Request {
+                consistency: *level,
+                timeout_ms: 7,
+                sloppy_quorum: sloppy,
+                op: Op::Get { key: b"k" },
+            };
+            let mut body = Vec::new();
+            r.encode(&mut body);
+            let mut want = tag.clone();
+            if sloppy {
+                want[0] |= SLOPPY_QUORUM_BIT;
+            }
+            want.extend_from_slice(&[7, 1, b'k']);
+            assert_eq!(body, want, "{level:?} sloppy={sloppy}");
+            assert_eq!(Request::decode_body(Opcode::Get as u8, &body, &lim).unwrap(), r);
+        }
+    }
+    for first in [0u8, 6, 0x7F, SLOPPY_QUORUM_BIT, 0x86, 0xFF] {
+        let e = Request::decode_body(Opcode::Get as u8, &[first, 0, 1, b'k'], &lim).unwrap_err();
+        assert!(matches!(e, FrameError::Malformed { .. }), "tag {first:#x}: {e:?}");
+        assert!(!e.is_fatal());
+    }
+    // A zero count stays refused with the bit set.
+    assert!(Request::decode_body(Opcode::Get as u8, &[0x84, 0, 0, 1, b'k'], &lim).is_err());
 }
 
 /// The example in docs/protocol.md, byte for byte.

@@ -38,7 +38,8 @@
 //! | `cluster.hint_window_ms` | integer | 3 hours | hints older than this are dropped (anti-entropy repair restores those replicas) |
 //! | `cluster.request_timeout_ms` | integer 1..=600000 | 2000 | a coordinated request's deadline when the client sets none |
 //! | `cluster.stream_bytes_per_sec` | integer >= 1024 | 64 MiB | throttle of range streaming (join, decommission, repair), per node |
-//! | `cluster.resp_consistency` | `one`, `quorum` or `all` | `quorum` | consistency of requests on the RESP port, which has no way to say |
+//! | `cluster.resp_consistency` | `one`, `quorum`, `all` or `local_quorum` | `quorum` | consistency of requests on the RESP port, which has no way to say |
+//! | `cluster.resp_sloppy_quorum` | `true` or `false` | `false` | RESP writes allow a sloppy quorum: a down replica's copy goes to a fallback node as a hint, and its ack counts (README, "Consistency in a cluster") |
 //! | `ports.client` | port | 7380 | client protocol, any core |
 //! | `ports.shard_base` | port | 7400 | shard-aware client port of core 0; core `c` listens on base + c |
 //! | `ports.resp` | port | 6380 | RESP (Redis protocol) |
@@ -80,6 +81,7 @@ pub const KEYS: &[&str] = &[
     "cluster.hint_window_ms",
     "cluster.request_timeout_ms",
     "cluster.resp_consistency",
+    "cluster.resp_sloppy_quorum",
     "cluster.stream_bytes_per_sec",
     "ports.client",
     "ports.shard_base",
@@ -107,6 +109,7 @@ const STRING_KEYS: &[&str] = &[
     "cluster.conflict_mode",
     "cluster.hinted_handoff",
     "cluster.resp_consistency",
+    "cluster.resp_sloppy_quorum",
     "storage.durability",
 ];
 
@@ -175,6 +178,9 @@ pub struct ClusterConfig {
     pub request_timeout_ms: u64,
     /// Consistency of RESP requests.
     pub resp_consistency: RespConsistency,
+    /// Whether RESP writes allow a sloppy quorum.
+    #[serde(serialize_with = "bool_string")]
+    pub resp_sloppy_quorum: bool,
     /// Range streaming throttle, bytes per second.
     pub stream_bytes_per_sec: u64,
 }
@@ -191,7 +197,7 @@ pub enum ConflictModeSetting {
 
 /// `cluster.resp_consistency`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum RespConsistency {
     /// One replica.
     One,
@@ -199,6 +205,8 @@ pub enum RespConsistency {
     Quorum,
     /// Every replica.
     All,
+    /// A majority of the replicas in this node's data center.
+    LocalQuorum,
 }
 
 // The file format keeps every non-integer key a string, so `Display` output
@@ -350,6 +358,7 @@ impl Default for Config {
                 hint_window_ms: 3 * 3600 * 1000,
                 request_timeout_ms: 2000,
                 resp_consistency: RespConsistency::Quorum,
+                resp_sloppy_quorum: false,
                 stream_bytes_per_sec: 64 << 20,
             },
             ports: PortsConfig {
@@ -492,9 +501,11 @@ impl Config {
                     "one" => RespConsistency::One,
                     "quorum" => RespConsistency::Quorum,
                     "all" => RespConsistency::All,
-                    _ => return Err(bad("expected `one`, `quorum` or `all`".to_owned())),
+                    "local_quorum" => RespConsistency::LocalQuorum,
+                    _ => return Err(bad("expected `one`, `quorum`, `all` or `local_quorum`".to_owned())),
                 }
             }
+            "cluster.resp_sloppy_quorum" => self.cluster.resp_sloppy_quorum = parse_bool(value).map_err(bad)?,
             "ports.client" => self.ports.client = parse_port(value).map_err(bad)?,
             "ports.shard_base" => self.ports.shard_base = parse_port(value).map_err(bad)?,
             "ports.resp" => self.ports.resp = parse_port(value).map_err(bad)?,

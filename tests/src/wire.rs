@@ -76,6 +76,7 @@ pub struct Wire {
     dec: FrameDecoder,
     next_id: u64,
     consistency: Consistency,
+    sloppy_quorum: bool,
 }
 
 /// Most requests [`Wire::call_many`] keeps in flight: below the server's
@@ -101,6 +102,7 @@ impl Wire {
             dec: FrameDecoder::new(64 << 20),
             next_id: 1,
             consistency: Consistency::One,
+            sloppy_quorum: false,
         })
     }
 
@@ -108,6 +110,14 @@ impl Wire {
     #[must_use]
     pub fn with_consistency(mut self, c: Consistency) -> Wire {
         self.consistency = c;
+        self
+    }
+
+    /// The same connection, its requests allowing a sloppy quorum or not
+    /// (not until set).
+    #[must_use]
+    pub fn with_sloppy_quorum(mut self, allow: bool) -> Wire {
+        self.sloppy_quorum = allow;
         self
     }
 
@@ -136,6 +146,7 @@ impl Wire {
         Request {
             consistency: self.consistency,
             timeout_ms: 0,
+            sloppy_quorum: self.sloppy_quorum,
             op,
         }
         .encode_frame(id, &mut b)

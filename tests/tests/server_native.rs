@@ -388,6 +388,7 @@ fn bad_input_is_answered_and_isolated() {
     corekv_net::msg::Request {
         consistency: corekv_net::msg::Consistency::One,
         timeout_ms: 0,
+        sloppy_quorum: false,
         op: Op::Put {
             key: b"half",
             value: &[7u8; 300],

@@ -101,6 +101,22 @@ impl Client {
         }
     }
 
+    /// A handle whose writes allow (`true`) or refuse a sloppy quorum: see
+    /// [`crate::client::Client::with_sloppy_quorum`] for what it gives and
+    /// what it does not.
+    #[must_use]
+    pub fn with_sloppy_quorum(&self, allow: bool) -> Client {
+        Client {
+            inner: self.inner.with_sloppy_quorum(allow),
+            rt: self.rt.clone(),
+        }
+    }
+
+    /// Whether this handle's writes allow a sloppy quorum.
+    pub fn sloppy_quorum(&self) -> bool {
+        self.inner.sloppy_quorum()
+    }
+
     /// See [`crate::client::Client::with_timeout`].
     #[must_use]
     pub fn with_timeout(&self, timeout: Duration) -> Client {

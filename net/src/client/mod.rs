@@ -63,6 +63,9 @@ pub struct ClientOptions {
     /// Consistency level of every request unless overridden with
     /// [`Client::with_consistency`] (default QUORUM).
     pub consistency: Consistency,
+    /// Whether writes allow a sloppy quorum unless overridden with
+    /// [`Client::with_sloppy_quorum`] (default false).
+    pub sloppy_quorum: bool,
     /// Time limit for opening one TCP connection (default 1 s).
     pub connect_timeout: Duration,
     /// Most keys per MGET request and pairs per MPUT request (default 4096):
@@ -85,6 +88,7 @@ impl Default for ClientOptions {
             retry_backoff: Duration::from_millis(10),
             max_in_flight: 128,
             consistency: Consistency::Quorum,
+            sloppy_quorum: false,
             connect_timeout: Duration::from_secs(1),
             max_batch: 4096,
             limits: Limits::default(),
@@ -262,6 +266,7 @@ impl Transport {
         let req = Request {
             consistency,
             timeout_ms: timeout_ms(timeout),
+            sloppy_quorum: false,
             op: Op::Ring,
         };
         let mut last = None;
@@ -355,6 +360,7 @@ fn timeout_ms(timeout: Duration) -> u32 {
 pub struct Client {
     inner: Arc<Inner>,
     consistency: Consistency,
+    sloppy_quorum: bool,
     timeout: Duration,
 }
 
@@ -363,6 +369,7 @@ impl fmt::Debug for Client {
         f.debug_struct("Client")
             .field("epoch", &self.epoch())
             .field("consistency", &self.consistency)
+            .field("sloppy_quorum", &self.sloppy_quorum)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -397,6 +404,7 @@ impl Client {
                 refresh_turn: AtomicUsize::new(0),
             }),
             consistency: options.consistency,
+            sloppy_quorum: options.sloppy_quorum,
             timeout: options.timeout,
         };
         if let Some(every) = options.refresh_interval.filter(|d| !d.is_zero()) {
@@ -418,6 +426,30 @@ impl Client {
             consistency: c,
             ..self.clone()
         }
+    }
+
+    /// A handle whose writes allow (`true`) or refuse a sloppy quorum.
+    ///
+    /// With a sloppy quorum, a write whose replica is believed down (convicted
+    /// by the cluster's failure detector) goes to a healthy fallback node
+    /// instead, which keeps it as a durable hint and replays it to the replica
+    /// when it returns; the fallback's acknowledgement counts toward the
+    /// level. The write then stays available while replicas are down, but it
+    /// is weaker: the acknowledgements are not all from the key's replicas,
+    /// so a later QUORUM read of the replicas may miss the write until the
+    /// hint is replayed. Reads ignore the setting. Shares connections and
+    /// ring like [`Client::with_consistency`].
+    #[must_use]
+    pub fn with_sloppy_quorum(&self, allow: bool) -> Client {
+        Client {
+            sloppy_quorum: allow,
+            ..self.clone()
+        }
+    }
+
+    /// Whether this handle's writes allow a sloppy quorum.
+    pub fn sloppy_quorum(&self) -> bool {
+        self.sloppy_quorum
     }
 
     /// A handle whose requests use `timeout` (per attempt, and sent to the
@@ -476,6 +508,7 @@ impl Client {
         let req = Request {
             consistency: self.consistency,
             timeout_ms: timeout_ms(self.timeout),
+            sloppy_quorum: self.sloppy_quorum,
             op,
         };
         let opts = &self.inner.transport.options;
@@ -947,6 +980,8 @@ async fn refresh_loop(inner: std::sync::Weak<Inner>, consistency: Consistency, t
         let client = Client {
             inner,
             consistency,
+            // RING reads nothing: the flag would not matter.
+            sloppy_quorum: false,
             timeout,
         };
         // A failed refresh keeps the current ring; the next tick tries again.

@@ -6,7 +6,8 @@
 //!
 //! Integers are little-endian; `varint` is LEB128; `bytes` is
 //! `len varint | len bytes`; `list<T>` is `count varint | count x T`.
-//! Every request body starts with `consistency | timeout_ms varint`, then
+//! Every request body starts with `consistency | timeout_ms varint` (the
+//! consistency byte's high bit allows a sloppy quorum), then
 //! the operation's fields. A body must be consumed exactly: trailing bytes
 //! are an error.
 //!
@@ -194,20 +195,40 @@ pub enum Consistency {
     All,
     /// Exactly this many replicas (at least 1).
     Count(u8),
+    /// A majority of the replicas in the coordinator's data center, counting
+    /// only answers from there (no wait on another data center).
+    LocalQuorum,
 }
 
+/// The bit of the consistency byte that allows a sloppy quorum
+/// ([`Request::sloppy_quorum`]); the low seven bits are the level's tag.
+pub const SLOPPY_QUORUM_BIT: u8 = 0x80;
+
 impl Consistency {
-    fn write(self, out: &mut Vec<u8>) {
+    /// The level's tag (the consistency byte without [`SLOPPY_QUORUM_BIT`]).
+    pub fn tag(self) -> u8 {
         match self {
-            Consistency::One => out.push(1),
-            Consistency::Quorum => out.push(2),
-            Consistency::All => out.push(3),
-            Consistency::Count(n) => out.extend_from_slice(&[4, n]),
+            Consistency::One => 1,
+            Consistency::Quorum => 2,
+            Consistency::All => 3,
+            Consistency::Count(_) => 4,
+            Consistency::LocalQuorum => 5,
         }
     }
 
-    fn read(r: &mut Reader<'_>) -> Result<Consistency, FrameError> {
-        Ok(match r.u8()? {
+    fn write(self, sloppy: bool, out: &mut Vec<u8>) {
+        let flag = if sloppy { SLOPPY_QUORUM_BIT } else { 0 };
+        out.push(self.tag() | flag);
+        if let Consistency::Count(n) = self {
+            out.push(n);
+        }
+    }
+
+    /// The level and whether a sloppy quorum is allowed.
+    fn read(r: &mut Reader<'_>) -> Result<(Consistency, bool), FrameError> {
+        let byte = r.u8()?;
+        let sloppy = byte & SLOPPY_QUORUM_BIT != 0;
+        let level = match byte & !SLOPPY_QUORUM_BIT {
             1 => Consistency::One,
             2 => Consistency::Quorum,
             3 => Consistency::All,
@@ -215,8 +236,10 @@ impl Consistency {
                 0 => return Err(r.malformed("consistency count of zero")),
                 n => Consistency::Count(n),
             },
+            5 => Consistency::LocalQuorum,
             _ => return Err(r.malformed("unknown consistency level")),
-        })
+        };
+        Ok((level, sloppy))
     }
 }
 
@@ -404,6 +427,12 @@ pub struct Request<'a> {
     pub consistency: Consistency,
     /// Give up after this many ms; 0 = the server's default.
     pub timeout_ms: u32,
+    /// Whether a write may count acknowledgements from fallback nodes that
+    /// hold a hint for a replica believed down (sloppy quorum): the write
+    /// stays available when replicas are down, but its `W` acks are then not
+    /// all on the key's replicas (README, "Consistency in a cluster"). Sent
+    /// as [`SLOPPY_QUORUM_BIT`] of the consistency byte; reads ignore it.
+    pub sloppy_quorum: bool,
     /// The operation.
     pub op: Op<'a>,
 }
@@ -584,7 +613,7 @@ impl<'a> Op<'a> {
 impl<'a> Request<'a> {
     /// Appends the body (no header).
     pub fn encode(&self, out: &mut Vec<u8>) {
-        self.consistency.write(out);
+        self.consistency.write(self.sloppy_quorum, out);
         put_varint(out, self.timeout_ms.into());
         match &self.op {
             Op::Get { key }
@@ -693,7 +722,7 @@ impl<'a> Request<'a> {
         let op = Opcode::from_u8(opcode).ok_or(FrameError::UnknownOpcode { opcode })?;
         let mut r = Reader::new(body, opcode, *limits);
         let (mk, mv) = (limits.max_key, limits.max_value);
-        let consistency = Consistency::read(&mut r)?;
+        let (consistency, sloppy_quorum) = Consistency::read(&mut r)?;
         let timeout_ms = r.varint_u32("timeout")?;
         let op = match op {
             Opcode::Get => Op::Get {
@@ -783,6 +812,7 @@ impl<'a> Request<'a> {
         Ok(Request {
             consistency,
             timeout_ms,
+            sloppy_quorum,
             op,
         })
     }

@@ -6,19 +6,30 @@
 //! ## Format (docs/protocol.md, "COORDINATE payload")
 //!
 //! ```text
-//! request: version u8 = 1 | token u64 LE | key_len u32 LE | key
+//! request: version u8 (1 or 2) | token u64 LE | key_len u32 LE | key
 //!          | has_value u8 (0/1) | [value_len u32 LE | value]
 //!          | expiry_ms u64 LE | has_context u8 (0/1) | [context_len u32 LE | context]
 //!          | consistency u8 (1 ONE, 2 TWO, 3 QUORUM, 4 ALL, 5 LOCAL_QUORUM) | timeout_ms u64 LE
+//!          | version 2 only: flags u8 (bit 0: sloppy quorum allowed; other bits 0)
 //! outcome: 0 (done) | 1 kind u8 | message_len u32 LE | message (UTF-8)
 //! ```
+//!
+//! A write without flags is encoded as version 1, so a node of the previous
+//! release still takes it; one that allows a sloppy quorum needs version 2,
+//! which such a node refuses cleanly (unknown format version) rather than
+//! coordinating it strictly.
 
 use crate::codec::Reader;
 use crate::coordinator::Consistency;
 use crate::error::Result;
 use crate::store::{Failure, FailureKind, Key};
 
-const VERSION: u8 = 1;
+/// The format without flags.
+const VERSION_1: u8 = 1;
+/// The format with the trailing flags byte.
+const VERSION_2: u8 = 2;
+/// Flags bit: a sloppy quorum is allowed.
+const FLAG_SLOPPY: u8 = 0x01;
 /// Bounds for decoding (the frame is bounded too; these keep one field sane).
 const MAX_KEY: usize = 1 << 16;
 const MAX_VALUE: usize = 1 << 30;
@@ -40,6 +51,9 @@ pub struct Forwarded {
     pub consistency: Consistency,
     /// Deadline from receipt.
     pub timeout_ms: u64,
+    /// Whether a down replica's copy may go to a fallback node (with a hint
+    /// for it) and count toward the level.
+    pub sloppy: bool,
 }
 
 fn level_byte(c: Consistency) -> u8 {
@@ -48,7 +62,7 @@ fn level_byte(c: Consistency) -> u8 {
         Consistency::Two => 2,
         Consistency::Quorum => 3,
         Consistency::All => 4,
-        _ => 5,
+        Consistency::LocalQuorum => 5,
     }
 }
 
@@ -61,7 +75,7 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
 impl Forwarded {
     /// Appends the request's encoding.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.push(VERSION);
+        out.push(if self.sloppy { VERSION_2 } else { VERSION_1 });
         out.extend_from_slice(&self.key.token.to_le_bytes());
         put_bytes(out, &self.key.bytes);
         match &self.value {
@@ -81,12 +95,16 @@ impl Forwarded {
         }
         out.push(level_byte(self.consistency));
         out.extend_from_slice(&self.timeout_ms.to_le_bytes());
+        if self.sloppy {
+            out.push(FLAG_SLOPPY);
+        }
     }
 
     /// Decodes a request.
     pub fn decode(buf: &[u8]) -> Result<Forwarded> {
         let mut r = Reader::new(buf, "forwarded write");
-        if r.u8()? != VERSION {
+        let version = r.u8()?;
+        if version != VERSION_1 && version != VERSION_2 {
             return Err(r.error("unknown format version"));
         }
         let token = r.u64()?;
@@ -111,6 +129,15 @@ impl Forwarded {
             _ => return Err(r.error("unknown consistency")),
         };
         let timeout_ms = r.u64()?;
+        let sloppy = if version == VERSION_2 {
+            match r.u8()? {
+                0 => false,
+                FLAG_SLOPPY => true,
+                _ => return Err(r.error("unknown flags")),
+            }
+        } else {
+            false
+        };
         r.finish()?;
         Ok(Forwarded {
             key: Key { token, bytes: key },
@@ -119,6 +146,7 @@ impl Forwarded {
             context,
             consistency,
             timeout_ms,
+            sloppy,
         })
     }
 }
@@ -185,6 +213,7 @@ mod tests {
             context: Some(vec![1, 2, 3]),
             consistency: Consistency::Quorum,
             timeout_ms: 2000,
+            sloppy: false,
         }
     }
 
@@ -196,6 +225,17 @@ mod tests {
                 value: None,
                 context: None,
                 consistency: Consistency::One,
+                ..sample()
+            },
+            Forwarded {
+                consistency: Consistency::LocalQuorum,
+                sloppy: true,
+                ..sample()
+            },
+            Forwarded {
+                consistency: Consistency::All,
+                sloppy: true,
+                value: None,
                 ..sample()
             },
         ] {
@@ -212,12 +252,61 @@ mod tests {
 
     #[test]
     fn every_truncation_and_trailing_byte_is_an_error() {
-        let mut b = Vec::new();
-        sample().encode(&mut b);
-        for n in 0..b.len() {
-            assert!(Forwarded::decode(&b[..n]).is_err(), "prefix {n}");
+        for f in [
+            sample(),
+            Forwarded {
+                sloppy: true,
+                ..sample()
+            },
+        ] {
+            let mut b = Vec::new();
+            f.encode(&mut b);
+            for n in 0..b.len() {
+                assert!(Forwarded::decode(&b[..n]).is_err(), "prefix {n}");
+            }
+            b.push(0);
+            assert!(Forwarded::decode(&b).is_err());
         }
-        b.push(0);
-        assert!(Forwarded::decode(&b).is_err());
+    }
+
+    /// A strict write keeps version 1 (a node of the previous release takes
+    /// it); a sloppy one is version 2 with its flags byte last.
+    #[test]
+    fn versions_and_flags() {
+        let mut strict = Vec::new();
+        sample().encode(&mut strict);
+        assert_eq!(strict[0], 1);
+        let mut sloppy = Vec::new();
+        Forwarded {
+            sloppy: true,
+            ..sample()
+        }
+        .encode(&mut sloppy);
+        assert_eq!(sloppy[0], 2);
+        assert_eq!(sloppy.len(), strict.len() + 1);
+        assert_eq!(sloppy.last(), Some(&1));
+        // Version 2 without the sloppy flag decodes as a strict write.
+        let mut v2 = strict.clone();
+        v2[0] = 2;
+        v2.push(0);
+        assert_eq!(Forwarded::decode(&v2).unwrap(), sample());
+        // Unknown flags and unknown versions are refused.
+        for flags in [2u8, 0x80, 0xFF] {
+            let mut bad = v2.clone();
+            *bad.last_mut().unwrap() = flags;
+            assert!(Forwarded::decode(&bad).is_err(), "flags {flags:#x}");
+        }
+        for version in [0u8, 3, 0xFF] {
+            let mut bad = strict.clone();
+            bad[0] = version;
+            assert!(Forwarded::decode(&bad).is_err(), "version {version}");
+        }
+        // An unknown consistency byte is refused, never mapped to a level.
+        let level_at = strict.len() - 9;
+        for level in [0u8, 6, 0x85] {
+            let mut bad = strict.clone();
+            bad[level_at] = level;
+            assert!(Forwarded::decode(&bad).is_err(), "level {level:#x}");
+        }
     }
 }

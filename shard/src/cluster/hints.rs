@@ -20,7 +20,7 @@ use crate::coordinator::Mutation;
 use crate::error::{Error, Result};
 use crate::replication::hints::{Hint, HintConfig, HintId, HintMetrics, HintStore};
 use crate::runtime::Shard;
-use crate::store::now_ms;
+use crate::store::{now_ms, Failure, FailureKind};
 use crate::topology::{NodeId, NodeStatus};
 use crate::versioning::Record;
 
@@ -100,36 +100,51 @@ impl Hints {
         })
     }
 
-    /// Keeps `mutation` for `target`, durably. A hint that cannot be kept
-    /// (store full, disk error) is logged: the replica is then brought back
-    /// by read repair or anti-entropy instead.
-    pub async fn store(&self, shard: &Shard, target: NodeId, mutation: Mutation<Record>) {
+    /// Keeps `mutation` for `target`, durably: `Ok` only once the hint is
+    /// synced (the hint engine's WAL acknowledges after fdatasync), which is
+    /// what lets a sloppy-quorum fallback ack it. A hint that cannot be kept
+    /// (hinted handoff off, store full, disk error) is logged and refused:
+    /// the replica is then brought back by read repair or anti-entropy
+    /// instead, and a fallback's refusal is no ack.
+    pub async fn store(&self, shard: &Shard, target: NodeId, mutation: Mutation<Record>) -> Result<(), Failure> {
         if !self.enabled {
-            return;
+            return Err(Failure::new(
+                FailureKind::Unavailable,
+                format!("hinted handoff is off on this node (cluster.hinted_handoff): no hint kept for {target}"),
+            ));
         }
-        let bytes = {
+        let (id, b) = {
             let mut s = self.store.borrow_mut();
             match s.add(target.clone(), mutation, now_ms()) {
                 Ok(h) => {
                     let mut b = Vec::new();
                     match h.encode(&mut b) {
-                        Ok(()) => Some((h.id, b)),
+                        Ok(()) => (h.id, b),
                         Err(e) => {
+                            let id = h.id;
+                            // Not kept in memory either: it could never be made durable.
+                            s.take_where(|h| h.id == id);
                             tracing::warn!(core = shard.id, error = %e, "hint not encodable");
-                            None
+                            return Err(Failure::new(FailureKind::TooLarge, format!("hint for {target}: {e}")));
                         }
                     }
                 }
                 Err(e) => {
                     tracing::warn!(core = shard.id, %target, error = %e, "hint dropped");
-                    None
+                    return Err(Failure::new(FailureKind::Overloaded, format!("hint for {target}: {e}")));
                 }
             }
         };
-        let Some((id, b)) = bytes else { return };
         if let Err(e) = self.engine.put(id.0, &hint_key(id), &b, &[], 0).await {
+            // Left in memory: replayed while this process lives, which is
+            // better than nothing, but not durable, so not a success.
             tracing::warn!(core = shard.id, %target, error = %e, "hint not persisted");
+            return Err(Failure::new(
+                FailureKind::Internal,
+                format!("hint for {target} not persisted: {e}"),
+            ));
         }
+        Ok(())
     }
 
     async fn forget(&self, id: HintId) {
@@ -186,7 +201,10 @@ pub async fn replay_loop(shard: Rc<Shard>, cluster: Rc<Cluster>) {
             let (s, c) = (shard.clone(), cluster.clone());
             super::spawn_detached(&shard, async move {
                 let deadline = now_ms() + 5_000;
-                if super::send_mutation(&s, &c, &hint.target, &hint.mutation, deadline).await
+                // A plain MUTATE: the target merges it like any replica
+                // write, whether this node coordinated the write or held
+                // the hint as a sloppy-quorum fallback.
+                if super::send_mutation(&s, &c, &hint.target, &hint.mutation, None, deadline).await
                     && c.hints.store.borrow_mut().on_ack(hint.id).is_some()
                 {
                     c.hints.forget(hint.id).await;

@@ -247,7 +247,9 @@ async fn serve(shard: &Rc<Shard>, job: PeerJob) -> Result<Answer, Failure> {
                     token: key.token,
                     record: rec,
                 };
-                cluster.hints.store(shard, NodeId(hint_for), m).await;
+                // Acked only once the hint is synced: this ack may be one
+                // of the `W` the client is told about.
+                cluster.hints.store(shard, NodeId(hint_for), m).await?;
                 return Ok(Answer::Ack);
             }
             let core = cluster.local_core(key.token);
@@ -297,6 +299,7 @@ async fn serve(shard: &Rc<Shard>, job: PeerJob) -> Result<Answer, Failure> {
                 consistency: w.consistency,
                 timeout_ms: w.timeout_ms,
                 forwarded: true,
+                sloppy: w.sloppy,
             };
             let outcome = match shard.exec(core, Cmd::Cluster(cmd)).await {
                 Reply::Ok => Ok(()),

@@ -96,6 +96,10 @@ pub enum ClusterCmd {
         /// Handed on by a node that is not a replica: never forwarded again
         /// (two nodes disagreeing about the ring must not bounce a write).
         forwarded: bool,
+        /// Sloppy quorum allowed: a replica believed down gets its copy sent
+        /// to a fallback node, which keeps it as a durable hint, and the
+        /// fallback's ack counts toward the level.
+        sloppy: bool,
     },
     /// An encoded gossip message for core 0's gossiper. Reply: [`Reply::Ok`].
     Gossip(Vec<u8>),
@@ -519,6 +523,7 @@ pub async fn execute(shard: &Rc<Shard>, cmd: ClusterCmd) -> Reply {
             consistency,
             timeout_ms,
             forwarded,
+            sloppy,
         } => {
             let w = forward::Forwarded {
                 key,
@@ -527,6 +532,7 @@ pub async fn execute(shard: &Rc<Shard>, cmd: ClusterCmd) -> Reply {
                 context,
                 consistency,
                 timeout_ms,
+                sloppy,
             };
             coordinate_write(shard, &cluster, w, forwarded)
                 .await
@@ -648,6 +654,7 @@ async fn coordinate_write(
         context,
         consistency,
         timeout_ms,
+        sloppy,
     } = w;
     let core = local_core_in(&view.ring, &cluster.me, key.token, cluster.cores);
     if core != shard.id {
@@ -660,6 +667,7 @@ async fn coordinate_write(
             consistency,
             timeout_ms,
             forwarded,
+            sloppy,
         };
         return match shard.exec(core, Cmd::Cluster(cmd)).await {
             Reply::Ok => Ok(()),
@@ -712,7 +720,13 @@ async fn coordinate_write(
         })
         .await?;
     let (deadline, _) = cluster.deadline(timeout_ms);
-    let plan = ReplicaPlan::new(&view.ring, view.next.as_deref(), key.token, cluster.rf, |_| false);
+    let plan = ReplicaPlan::new(
+        &view.ring,
+        view.next.as_deref(),
+        key.token,
+        cluster.rf,
+        believed_down(&view),
+    );
     let (op, outputs) = WriteOp::start(WriteRequest {
         id: cluster.fresh_id(),
         mutation: Mutation {
@@ -723,7 +737,7 @@ async fn coordinate_write(
         consistency,
         local_dc: cluster.dc.clone(),
         plan,
-        sloppy: false,
+        sloppy,
         deadline,
     });
     let (reply_tx, reply_rx) = oneshot::channel();
@@ -741,10 +755,39 @@ async fn coordinate_write(
     }
 }
 
-/// Sends one mutation to `to` (itself: merged on the owning core) and
-/// reports whether it acked.
-async fn send_mutation(shard: &Rc<Shard>, cluster: &Cluster, to: &NodeId, m: &Mutation<Record>, deadline: u64) -> bool {
+/// Which nodes a request's plan takes as down: the ones gossip convicted
+/// (status DOWN in the view, in either ring). Such a replica is not waited
+/// on: a write sends its copy to a fallback (sloppy quorum) or keeps a hint
+/// for it, and a read does not ask it, so a convicted node costs no
+/// timeout. A node killed a moment ago and not convicted yet still is.
+fn believed_down(view: &View) -> impl Fn(&NodeId) -> bool + '_ {
+    move |id: &NodeId| {
+        let down = |ring: &Ring| {
+            ring.node(id)
+                .is_some_and(|n| n.status == crate::topology::NodeStatus::Down)
+        };
+        down(&view.ring) || view.next.as_deref().is_some_and(down)
+    }
+}
+
+/// Sends one mutation to `to` and reports whether it acked durably. To
+/// this node itself, it is merged on the owning core. With `hint_for`, `to`
+/// is a sloppy-quorum fallback: it keeps the mutation as a durable hint for
+/// that node instead of merging it, and acks once the hint is synced.
+async fn send_mutation(
+    shard: &Rc<Shard>,
+    cluster: &Cluster,
+    to: &NodeId,
+    m: &Mutation<Record>,
+    hint_for: Option<&NodeId>,
+    deadline: u64,
+) -> bool {
     if *to == cluster.me {
+        if let Some(target) = hint_for {
+            // The plan never picks the coordinator as a fallback (it is a
+            // replica); should it, the hint is kept here just the same.
+            return cluster.hints.store(shard, target.clone(), m.clone()).await.is_ok();
+        }
         let core = cluster.local_core(m.token);
         let cmd = Cmd::ReplicaMerge {
             key: Key {
@@ -766,7 +809,7 @@ async fn send_mutation(shard: &Rc<Shard>, cluster: &Cluster, to: &NodeId, m: &Mu
             token: m.token,
             key: &m.key,
             record: &record,
-            hint_for: "",
+            hint_for: hint_for.map_or("", |t| t.0.as_str()),
         },
     };
     let left = Duration::from_millis(deadline.saturating_sub(now_ms()).max(1));
@@ -787,15 +830,15 @@ async fn drive_write(
     loop {
         for o in std::mem::take(&mut pending) {
             match o {
-                WriteOutput::Send { to, mutation, .. } => {
-                    if to == me {
+                WriteOutput::Send { to, mutation, hint_for } => {
+                    if to == me && hint_for.is_none() {
                         // Already durable here: written before the op started.
                         let _ = tx.unbounded_send(to);
                         continue;
                     }
                     let (s, c, tx, deadline) = (shard.clone(), cluster.clone(), tx.clone(), op.deadline());
                     spawn_detached(&shard, async move {
-                        if send_mutation(&s, &c, &to, &mutation, deadline).await {
+                        if send_mutation(&s, &c, &to, &mutation, hint_for.as_ref(), deadline).await {
                             let _ = tx.unbounded_send(to);
                         }
                     });
@@ -806,7 +849,9 @@ async fn drive_write(
                     }
                 }
                 WriteOutput::StoreHint { target, mutation } => {
-                    cluster.hints.store(&shard, target, mutation).await;
+                    // A hint that cannot be kept is logged by the store: read
+                    // repair or anti-entropy bring the replica back instead.
+                    let _ = cluster.hints.store(&shard, target, mutation).await;
                 }
             }
         }
@@ -829,7 +874,7 @@ async fn coordinate_read(
 ) -> std::result::Result<Option<Versions>, Failure> {
     let view = cluster.view();
     let (deadline, _) = cluster.deadline(timeout_ms);
-    let plan = ReplicaPlan::new(&view.ring, None, key.token, cluster.rf, |_| false);
+    let plan = ReplicaPlan::new(&view.ring, None, key.token, cluster.rf, believed_down(&view));
     let (op, outputs) = ReadOp::<Record>::start(ReadRequest {
         id: cluster.fresh_id(),
         key: key.bytes.clone(),
@@ -957,7 +1002,7 @@ async fn drive_read(
                     let (s, c) = (shard.clone(), cluster.clone());
                     let deadline = now_ms() + u64::try_from(cluster.timeout.as_millis()).unwrap_or(2000);
                     spawn_detached(&shard, async move {
-                        send_mutation(&s, &c, &to, &mutation, deadline).await;
+                        send_mutation(&s, &c, &to, &mutation, None, deadline).await;
                     });
                 }
             }

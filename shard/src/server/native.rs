@@ -410,10 +410,11 @@ pub fn consistency(c: WireConsistency) -> Result<crate::coordinator::Consistency
         WireConsistency::Count(2) => C::Two,
         WireConsistency::Quorum => C::Quorum,
         WireConsistency::All => C::All,
+        WireConsistency::LocalQuorum => C::LocalQuorum,
         other => {
             return Err(Failure::new(
                 FailureKind::Invalid,
-                format!("consistency {other:?} is not supported (ONE, TWO, QUORUM, ALL)"),
+                format!("consistency {other:?} is not supported (ONE, TWO, QUORUM, ALL, LOCAL_QUORUM)"),
             ))
         }
     })
@@ -423,6 +424,7 @@ pub fn consistency(c: WireConsistency) -> Result<crate::coordinator::Consistency
 fn cluster_job(shard: &Shard, req: &Request<'_>) -> Result<Job, Failure> {
     use crate::cluster::ClusterCmd;
     let level = consistency(req.consistency)?;
+    let sloppy = req.sloppy_quorum;
     let timeout_ms = u64::from(req.timeout_ms);
     let get = |k: Key| {
         Cmd::Cluster(ClusterCmd::Get {
@@ -440,6 +442,7 @@ fn cluster_job(shard: &Shard, req: &Request<'_>) -> Result<Job, Failure> {
             consistency: level,
             timeout_ms,
             forwarded: false,
+            sloppy,
         })
     };
     let one = |k: Key, cmd: Cmd, op: Kind| Job::One {
@@ -515,6 +518,7 @@ fn cluster_job(shard: &Shard, req: &Request<'_>) -> Result<Job, Failure> {
                 consistency: level,
                 timeout_ms,
                 forwarded: false,
+                sloppy,
             });
             one(k, cmd, Kind::ClusterWrite)
         }
@@ -528,6 +532,7 @@ fn cluster_job(shard: &Shard, req: &Request<'_>) -> Result<Job, Failure> {
                 consistency: level,
                 timeout_ms,
                 forwarded: false,
+                sloppy,
             });
             one(k, cmd, Kind::ClusterWrite)
         }

@@ -503,7 +503,8 @@ async fn one(shard: &Rc<Shard>, key: Key, make: impl FnOnce(Key) -> Cmd) -> Resu
     }
 }
 
-/// A coordinated request in cluster mode, at `cluster.resp_consistency`.
+/// A coordinated request in cluster mode, at `cluster.resp_consistency`
+/// (writes with a sloppy quorum when `cluster.resp_sloppy_quorum` is set).
 async fn coordinated(shard: &Rc<Shard>, key: Key, value: Option<Option<(Vec<u8>, u64)>>) -> Result<Reply, Failure> {
     use crate::cluster::ClusterCmd;
     use crate::config::RespConsistency;
@@ -513,6 +514,7 @@ async fn coordinated(shard: &Rc<Shard>, key: Key, value: Option<Option<(Vec<u8>,
         RespConsistency::One => Consistency::One,
         RespConsistency::Quorum => Consistency::Quorum,
         RespConsistency::All => Consistency::All,
+        RespConsistency::LocalQuorum => Consistency::LocalQuorum,
     };
     let core = shard.core_of(key.token);
     let cmd = match value {
@@ -534,6 +536,7 @@ async fn coordinated(shard: &Rc<Shard>, key: Key, value: Option<Option<(Vec<u8>,
                 consistency,
                 timeout_ms: 0,
                 forwarded: false,
+                sloppy: shard.config.cluster.resp_sloppy_quorum,
             }
         }
     };
