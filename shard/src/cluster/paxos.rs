@@ -392,6 +392,8 @@ async fn copy_to_data(
         context,
         consistency: Consistency::Quorum,
         timeout_ms: left(),
+        // The copy counts only on the key's own replicas.
+        sloppy: false,
     };
     coordinate_write(shard, cluster, w, false).await.map_err(unknown)
 }
