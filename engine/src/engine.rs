@@ -477,6 +477,10 @@ impl Engine {
         let mut t = self.tasks.borrow_mut();
         t.push(flusher);
         t.push(compactor);
+        if let Some(w) = &self.inner.wal {
+            let taken = w.spare_taken();
+            t.push(spawn_background(provision_loop(weak.clone(), taken), Priority::Flush)?);
+        }
         if let Durability::Periodic(every) = self.inner.opts.wal.durability {
             t.push(spawn_background(periodic_sync(weak, sig, every), Priority::Flush)?);
         }
@@ -1387,6 +1391,11 @@ impl Engine {
         self.inner.closed.set(true);
         self.signals.work.notify();
         self.signals.progress.notify();
+        if let Some(w) = &self.inner.wal {
+            // Finish a paced segment fill at full speed and wake the provisioner.
+            w.hurry();
+            w.spare_taken().notify();
+        }
         let tasks: Vec<_> = self.tasks.borrow_mut().drain(..).collect();
         for t in tasks {
             // A running flush or compaction finishes (or stops at its next
@@ -1429,9 +1438,6 @@ async fn background_loop(weak: Weak<Inner>, sig: Rc<Signals>, job: Job) {
                 },
                 Job::Compact => {
                     let r = e.compact_one().await;
-                    if let Some(w) = &e.inner.wal {
-                        let _ = w.prepare_spare().await;
-                    }
                     match r {
                         Ok(d) => d,
                         Err(err) => {
@@ -1451,6 +1457,30 @@ async fn background_loop(weak: Weak<Inner>, sig: Rc<Signals>, job: Job) {
             continue;
         }
         // Wake on new work, or every second to re-check (tombstone ages, errors).
+        futures::future::select(Box::pin(waiter), Box::pin(crate::io::sleep(Duration::from_secs(1)))).await;
+    }
+}
+
+/// Keeps a spare WAL segment ready. A rotation that finds none makes one on
+/// the write path (create, zero-fill, fsync, directory fsync: hundreds of ms
+/// for a fresh 64 MiB segment), so the next spare is made as soon as a
+/// rotation takes the current one, long before the new segment fills. It used
+/// to be made only after a compaction round, which a rotation could outrun.
+async fn provision_loop(weak: Weak<Inner>, taken: Rc<Notify>) {
+    loop {
+        let waiter = taken.notified();
+        {
+            let Some(inner) = weak.upgrade() else { return };
+            if inner.closed.get() {
+                return;
+            }
+            if let Some(w) = &inner.wal {
+                if let Err(e) = w.prepare_spare().await {
+                    tracing::warn!(error = %e, "cannot prepare a spare WAL segment");
+                }
+            }
+        }
+        // Also re-check every second (after an error, or to notice `closed`).
         futures::future::select(Box::pin(waiter), Box::pin(crate::io::sleep(Duration::from_secs(1)))).await;
     }
 }

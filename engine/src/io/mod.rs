@@ -358,21 +358,29 @@ impl File {
     /// are written (not just reserved), so later overwrites followed by
     /// fdatasync have no unwritten-extent conversion to journal.
     pub async fn fill_zeros(&self, len: u64) -> Result<()> {
+        self.zero_range(0, len).await
+    }
+
+    /// Writes zeros over `pos..pos + len` (`pos` a multiple of [`ALIGN`]; the
+    /// length is rounded up to whole blocks), extending the file if needed.
+    /// Callers that must not flood the disk write a large file in slices.
+    pub async fn zero_range(&self, pos: u64, len: u64) -> Result<()> {
         match self {
             File::Buffered(_) => Err(read_only(self.path())),
             File::Real(_) => {
-                let chunk = 1usize << 20;
-                let mut pos = 0u64;
-                while pos < len {
-                    let n = align_up(chunk.min((len - pos) as usize));
-                    self.write_at(self.alloc(n), pos).await?;
-                    pos += n as u64;
+                let chunk = 1u64 << 20;
+                let end = pos + len;
+                let mut at = pos;
+                while at < end {
+                    let n = align_up(chunk.min(end - at) as usize);
+                    self.write_at(self.alloc(n), at).await?;
+                    at += n as u64;
                     yield_if_needed().await;
                 }
                 Ok(())
             }
             // The same bytes, without the copying: the simulator is not timing a disk.
-            File::Sim(f) => f.allocate(len),
+            File::Sim(f) => f.allocate(pos + len),
         }
     }
 
