@@ -915,7 +915,9 @@ impl Engine {
                 crate::io::yield_if_needed().await;
             }
         }
+        let built = started.elapsed();
         let meta = b.finish().await?;
+        let finished = started.elapsed();
         self.inner.opts.fs.sync_dir(&self.inner.dir).await?;
         let file = open_table_file(&self.inner.opts, &path).await?;
         let table = Table::open(file, file_no, self.inner.cache.clone()).await?;
@@ -953,6 +955,14 @@ impl Engine {
             debug_assert!(popped.is_some_and(|p| Rc::ptr_eq(&p, mem)));
         }
         wal.release_below(min_log_no).await?;
+        tracing::debug!(
+            entries = n,
+            bytes = meta.size,
+            build_ms = built.as_millis() as u64,
+            finish_ms = (finished - built).as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "memtable flushed"
+        );
         let mut c = self.inner.counters.borrow_mut();
         c.flushes += 1;
         c.flush_bytes += meta.size;
