@@ -316,10 +316,6 @@ impl RunningNode {
     }
 }
 
-/// The executor's preemption timer when no latency-sensitive queue is
-/// runnable (glommio's default is 100 ms); see where the executors are built.
-const PREEMPT_TIMER: Duration = Duration::from_millis(1);
-
 fn engine_options(config: &Config, core: usize, cores: usize) -> EngineOptions {
     let dir: PathBuf = config.node.data_dir.join(format!("core-{core}"));
     let mut o = EngineOptions::new(Fs::real(), dir);
@@ -453,18 +449,14 @@ pub fn start(config: Config, serve: ServeFn) -> Result<RunningNode> {
         finish.push(finish_tx);
         let (ready_tx, drained_tx) = (ready_tx.clone(), drained_tx.clone());
         let (ring, config, gate, cluster) = (ring.clone(), config.clone(), gate.clone(), cluster.clone());
-        // glommio arms its preemption timer, before each round of task
-        // queues, at the smallest latency of the queues runnable at that
-        // moment. When the requests are all waiting on I/O and only a flush
-        // or compaction is runnable, that is the executor default (100 ms):
-        // the background task then runs that long before the reactor looks
-        // for completed WAL syncs or new requests, however often it calls
-        // `yield_if_needed` (measured: 82 ms of flush CPU in one stretch,
-        // and every write of that moment waiting for it). A 1 ms default
-        // gives background queues the foreground's own time slice.
-        let mut builder = LocalExecutorBuilder::new(Placement::Fixed((first_cpu + core) % cpus))
-            .name(&format!("corekv-core-{core}"))
-            .preempt_timer(PREEMPT_TIMER);
+        // No executor-wide preemption timer below glommio's default: with a
+        // 1 ms one, about one node start in four hung before every core had
+        // opened its engine (server_native, debug build). The engine's
+        // background queues declare a latency of their own instead
+        // (engine::io::spawn_background), which bounds a flush's time slice
+        // the same way without touching start-up.
+        let mut builder =
+            LocalExecutorBuilder::new(Placement::Fixed((first_cpu + core) % cpus)).name(&format!("corekv-core-{core}"));
         if config.node.spin_before_park_us > 0 {
             builder = builder.spin_before_park(Duration::from_micros(config.node.spin_before_park_us));
         }
@@ -571,8 +563,8 @@ struct CoreArgs {
 async fn core_main(a: CoreArgs) -> Result<()> {
     // Latency::Matters: while requests wait, glommio preempts a running flush or
     // compaction (at its next `yield_if_needed`) within a millisecond. That
-    // covers only rounds that start with requests runnable; the executor's
-    // PREEMPT_TIMER covers the rounds that start with only background work.
+    // covers only rounds that start with requests runnable; the background
+    // queues' own latency covers the rounds that start with only them.
     let fg = glommio::executor().create_task_queue(
         Shares::Static(1000),
         Latency::Matters(std::time::Duration::from_millis(1)),
