@@ -184,6 +184,16 @@ struct Tally {
     unknown: u64,
 }
 
+impl std::ops::Add for Tally {
+    type Output = Tally;
+    fn add(self, o: Tally) -> Tally {
+        Tally {
+            applied: self.applied + o.applied,
+            unknown: self.unknown + o.unknown,
+        }
+    }
+}
+
 /// Increments `key` by CAS through node `via` until `n` increments applied.
 fn increment(c: &TestCluster, via: usize, key: &str, n: u64) -> Tally {
     let mut w = c.coordinator(via, Consistency::Quorum);
@@ -226,10 +236,7 @@ fn increments(c: &TestCluster, via: &[usize], key: &str, per: u64) -> Tally {
             .collect();
         runs.into_iter()
             .map(|r| r.join().unwrap())
-            .fold(Tally::default(), |a, b| Tally {
-                applied: a.applied + b.applied,
-                unknown: a.unknown + b.unknown,
-            })
+            .fold(Tally::default(), |a, b| a + b)
     })
 }
 
@@ -263,10 +270,7 @@ fn cas_counter_survives_a_killed_node() {
     // Node 3 holds a third of every key's acceptors; 2 of 3 remain a majority.
     c.kill9(3);
     let t = increments(&c, &[1, 2], key, 15);
-    total = Tally {
-        applied: total.applied + t.applied,
-        unknown: total.unknown + t.unknown,
-    };
+    total = total + t;
     let after_kill = serial_get(&c, 1, key);
     assert_count(after_kill, total, "node 3 killed");
 
@@ -361,10 +365,7 @@ fn incr_is_a_linearizable_counter() {
             .collect();
         runs.into_iter()
             .map(|r| r.join().unwrap())
-            .fold(Tally::default(), |a, b| Tally {
-                applied: a.applied + b.applied,
-                unknown: a.unknown + b.unknown,
-            })
+            .fold(Tally::default(), |a, b| a + b)
     });
     let got = serial_get(&c, 1, "hits").map(|n| n / 2);
     assert_count(got, t, "INCR by 2 from 3 nodes");
