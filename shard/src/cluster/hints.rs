@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use corekv_engine::{Engine, Fs, Options as EngineOptions, ScanOptions};
+use corekv_engine::{Engine, ScanOptions};
 
 use super::Cluster;
 use crate::config::Config;
@@ -42,18 +42,17 @@ fn hint_key(id: HintId) -> [u8; 8] {
 impl Hints {
     /// Opens core `core`'s hints and restores the ones a previous run left.
     pub async fn open(config: &Config, core: usize) -> Result<Hints> {
-        let dir = config.node.data_dir.join(format!("hints-{core}"));
-        let mut o = EngineOptions::new(Fs::real(), dir);
         // Hints are few and short-lived: small budgets.
-        o.memtable_bytes = 4 << 20;
-        o.block_cache_bytes = 1 << 20;
-        o.wal.segment_bytes = 4 << 20;
-        o.limits.max_key = 64;
-        o.limits.max_value = usize::MAX >> 1;
-        let engine = Engine::open(o).await.map_err(|e| Error::Runtime {
-            what: format!("opening the hint store of core {core}"),
-            reason: e.to_string(),
-        })?;
+        let engine = super::SideEngine {
+            name: "hints",
+            what: "the hint store",
+            budget: 4 << 20,
+            cache: 1 << 20,
+            max_key: 64,
+            max_value: usize::MAX >> 1,
+        }
+        .open(config, core)
+        .await?;
         let hint_config = HintConfig {
             window: config.cluster.hint_window_ms,
             ..HintConfig::default()
@@ -160,10 +159,7 @@ impl Hints {
 
     /// Closes the hint engine (syncing its WAL).
     pub async fn close(&self) -> Result<()> {
-        self.engine.clone().close().await.map_err(|e| Error::Runtime {
-            what: "closing the hint store".into(),
-            reason: e.to_string(),
-        })
+        super::close_side_engine(&self.engine, "the hint store").await
     }
 }
 

@@ -450,6 +450,49 @@ impl Cluster {
     }
 }
 
+/// What a side engine holds and how big it may get.
+pub(crate) struct SideEngine<'a> {
+    /// Directory name prefix: the engine lives in `<data_dir>/<name>-<core>`.
+    pub name: &'a str,
+    /// For errors: "the hint store", "the Paxos state".
+    pub what: &'a str,
+    /// Memtable and WAL segment size.
+    pub budget: usize,
+    /// Block cache size.
+    pub cache: usize,
+    /// Longest key.
+    pub max_key: usize,
+    /// Longest value.
+    pub max_value: usize,
+}
+
+impl SideEngine<'_> {
+    /// Opens core `core`'s engine. Per-core cluster state (hints, Paxos
+    /// acceptors) lives in small engines of its own, so scans, streaming and
+    /// Merkle trees of the key space never see it.
+    pub(crate) async fn open(&self, config: &Config, core: usize) -> Result<corekv_engine::Engine> {
+        let dir = config.node.data_dir.join(format!("{}-{core}", self.name));
+        let mut o = corekv_engine::Options::new(corekv_engine::Fs::real(), dir);
+        o.memtable_bytes = self.budget;
+        o.block_cache_bytes = self.cache;
+        o.wal.segment_bytes = self.budget as u64;
+        o.limits.max_key = self.max_key;
+        o.limits.max_value = self.max_value;
+        corekv_engine::Engine::open(o).await.map_err(|e| Error::Runtime {
+            what: format!("opening {} of core {core}", self.what),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Closes a side engine (syncing its WAL); `what` names it in the error.
+pub(crate) async fn close_side_engine(engine: &corekv_engine::Engine, what: &str) -> Result<()> {
+    engine.clone().close().await.map_err(|e| Error::Runtime {
+        what: format!("closing {what}"),
+        reason: e.to_string(),
+    })
+}
+
 /// Runs `fut` as a task of its own on this core's foreground queue. Only
 /// fails when the executor is shutting down, and then the work is moot.
 pub(crate) fn spawn_detached(shard: &Shard, fut: impl std::future::Future<Output = ()> + 'static) {

@@ -28,18 +28,21 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use corekv_engine::{Engine, Fs, Options as EngineOptions};
+use corekv_engine::Engine;
 use corekv_net::msg::peer::{Ballot as WireBallot, PaxosAnswer, PaxosStep, PeerOp, PeerRequest};
 use futures::channel::{mpsc, oneshot};
 
-use super::{coordinate_read, coordinate_write, forward, next_before, spawn_detached, Cluster, ClusterCmd};
+use super::{
+    close_side_engine, coordinate_read, coordinate_write, forward, next_before, spawn_detached, Cluster, ClusterCmd,
+    SideEngine,
+};
 use crate::config::Config;
 use crate::coordinator::{
     Acceptor, Ballot, BallotClock, CasCommand, CasOp, CasOutcome, CasOutput, CasRequest, PaxosMsg, PaxosReply,
     MAX_CAS_VALUE,
 };
 use crate::coordinator::{Consistency, ReplicaPlan};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::runtime::Shard;
 use crate::server::peer::{OwnedPaxosAnswer, PeerAnswer};
 use crate::store::{now_ms, Cmd, Failure, FailureKind, Key, KeyLocks, Reply};
@@ -63,18 +66,17 @@ pub struct PaxosStore {
 impl PaxosStore {
     /// Opens core `core`'s acceptor state (`<data_dir>/paxos-<core>`).
     pub async fn open(config: &Config, core: usize) -> Result<PaxosStore> {
-        let dir = config.node.data_dir.join(format!("paxos-{core}"));
-        let mut o = EngineOptions::new(Fs::real(), dir);
         // One small entry per CAS key: small budgets.
-        o.memtable_bytes = 8 << 20;
-        o.block_cache_bytes = 4 << 20;
-        o.wal.segment_bytes = 8 << 20;
-        o.limits.max_key = usize::try_from(config.limits.max_key_bytes).unwrap_or(usize::MAX);
-        o.limits.max_value = MAX_CAS_VALUE + 64;
-        let engine = Engine::open(o).await.map_err(|e| Error::Runtime {
-            what: format!("opening the Paxos state of core {core}"),
-            reason: e.to_string(),
-        })?;
+        let engine = SideEngine {
+            name: "paxos",
+            what: "the Paxos state",
+            budget: 8 << 20,
+            cache: 4 << 20,
+            max_key: usize::try_from(config.limits.max_key_bytes).unwrap_or(usize::MAX),
+            max_value: MAX_CAS_VALUE + 64,
+        }
+        .open(config, core)
+        .await?;
         Ok(PaxosStore {
             engine,
             locks: Rc::new(KeyLocks::default()),
@@ -83,10 +85,7 @@ impl PaxosStore {
 
     /// Closes the engine (syncing its WAL).
     pub async fn close(&self) -> Result<()> {
-        self.engine.clone().close().await.map_err(|e| Error::Runtime {
-            what: "closing the Paxos state".into(),
-            reason: e.to_string(),
-        })
+        close_side_engine(&self.engine, "the Paxos state").await
     }
 }
 
