@@ -232,6 +232,10 @@ struct Inner {
     bg_error: RefCell<Option<String>>,
     /// Set while flushes fail for lack of space; cleared by the next good flush.
     disk_full: RefCell<Option<PathBuf>>,
+    /// The last compaction's error; cleared by the next good compaction. A
+    /// writer stalled on a full level 0 gets it rather than waiting (and
+    /// waking the compactor) in a loop for a compaction that keeps failing.
+    compaction_error: RefCell<Option<String>>,
     /// The stall decision for the current version (computed when it changes,
     /// not on every write).
     stall: Cell<StallDecision>,
@@ -449,6 +453,7 @@ impl Engine {
             closed: Cell::new(false),
             bg_error: RefCell::new(None),
             disk_full: RefCell::new(None),
+            compaction_error: RefCell::new(None),
             stall: Cell::new(stall),
             counters: RefCell::new(Counters::default()),
             flush_bytes_probe: Cell::new(0),
@@ -633,6 +638,11 @@ impl Engine {
             if (mem_full && imm_full) || l0_stop {
                 if let Some(path) = self.inner.disk_full.borrow().clone() {
                     return Err(Error::DiskFull { path });
+                }
+                if l0_stop {
+                    if let Some(reason) = self.inner.compaction_error.borrow().clone() {
+                        return Err(Error::CompactionFailing { reason });
+                    }
                 }
                 stalled.get_or_insert_with(Instant::now);
                 self.signals.work.notify();
@@ -999,6 +1009,12 @@ impl Engine {
         let Some(pick) = pick else { return Ok(false) };
         let busy = BusyGuard::try_take(&self.inner.compacting, &self.signals.progress);
         let r = self.run_compaction(pick).await;
+        match &r {
+            Ok(()) => *self.inner.compaction_error.borrow_mut() = None,
+            Err(Error::Closed) => {}
+            Err(Error::DiskFull { path }) => *self.inner.disk_full.borrow_mut() = Some(path.clone()),
+            Err(e) => *self.inner.compaction_error.borrow_mut() = Some(e.to_string()),
+        }
         drop(busy);
         self.purge_obsolete().await?;
         r.map(|_| true)

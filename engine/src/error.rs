@@ -145,6 +145,14 @@ pub enum Error {
     /// The engine is shut down.
     #[error("the engine is closed")]
     Closed,
+    /// Level 0 is full, so writes must wait for a compaction, and the last
+    /// compaction failed. Nothing was written; the compaction is retried in
+    /// the background and writes resume when it succeeds.
+    #[error("writes stalled: level 0 is full and compaction is failing: {reason}")]
+    CompactionFailing {
+        /// The compaction's error.
+        reason: String,
+    },
 }
 
 impl Error {

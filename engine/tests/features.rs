@@ -220,6 +220,75 @@ fn full_disk_fails_writes_keeps_reads_and_recovers_when_space_returns() {
     });
 }
 
+/// A compaction that keeps failing (here: a damaged input table) must not
+/// leave writers waiting, and waking the compactor, in a loop: once level 0
+/// is full they get a typed error naming the cause, and writes resume without
+/// a restart once the compaction succeeds again.
+#[test]
+fn failing_compaction_fails_stalled_writes_and_writes_resume_when_it_recovers() {
+    use corekv_engine::compaction::policy::{CompactionStyle, LeveledOptions};
+    common::run(|| async {
+        let (fs, mut o) = sim_opts(6);
+        let Fs::Sim(sim) = &fs else { unreachable!() };
+        o.background = true;
+        o.cache_on_flush = false;
+        o.compaction = CompactionStyle::Leveled(LeveledOptions {
+            l0_trigger: 2,
+            l0_slowdown: 3,
+            l0_stop: 3,
+            ..LeveledOptions::default()
+        });
+        let e = Engine::open(o).await.unwrap();
+        let tables = |fs: Fs| async move {
+            let mut t: Vec<String> = fs.list(&PathBuf::from("/db")).await.unwrap();
+            t.retain(|n| n.ends_with(".sst"));
+            t
+        };
+        let mut acked = Vec::new();
+        let mut damaged: Option<(PathBuf, Vec<u8>)> = None;
+        let mut stalled = None;
+        for i in 0..20_000u32 {
+            let k = format!("k{i:05}").into_bytes();
+            match e.put(common::token(&k), &k, &[7u8; 300], b"", 0).await {
+                Ok(_) => acked.push(k),
+                Err(err) => {
+                    stalled = Some(err);
+                    break;
+                }
+            }
+            if damaged.is_none() {
+                if let Some(name) = tables(fs.clone()).await.first() {
+                    // Damage the first table before any compaction reads it.
+                    let path = PathBuf::from("/db").join(name);
+                    let original = sim.read_file(&path).unwrap();
+                    sim.flip_bit(&path, 100, 3).unwrap();
+                    damaged = Some((path, original));
+                }
+            }
+        }
+        let err = stalled.expect("level 0 must fill while compaction fails");
+        assert!(matches!(err, Error::CompactionFailing { .. }), "{err}");
+        assert!(err.to_string().contains("checksum"), "the error names the cause: {err}");
+        // The damage is repaired (as a restored file would be): the compaction's
+        // retry succeeds and writes go through again, without a reopen.
+        let (path, original) = damaged.unwrap();
+        sim.overwrite_file(&path, &original).unwrap();
+        let mut ok = false;
+        for _ in 0..50 {
+            if e.put(1, b"after", b"x", b"", 0).await.is_ok() {
+                ok = true;
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ok, "writes resume once compaction succeeds");
+        for k in &acked {
+            assert!(e.get(common::token(k), k).await.unwrap().is_some());
+        }
+        e.close().await.unwrap();
+    });
+}
+
 #[test]
 fn failed_fsync_fences_writes_but_not_reads() {
     common::run(|| async {

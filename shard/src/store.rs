@@ -350,9 +350,11 @@ impl From<EngineError> for Failure {
             | EngineError::MetaTooLarge { .. }
             | EngineError::BatchTooLarge { .. } => FailureKind::TooLarge,
             EngineError::InvalidArgument(_) => FailureKind::Invalid,
-            EngineError::DiskFull { .. } | EngineError::Fenced { .. } | EngineError::ReadOnly | EngineError::Closed => {
-                FailureKind::Unavailable
-            }
+            EngineError::DiskFull { .. }
+            | EngineError::Fenced { .. }
+            | EngineError::CompactionFailing { .. }
+            | EngineError::ReadOnly
+            | EngineError::Closed => FailureKind::Unavailable,
             _ => FailureKind::Internal,
         };
         Failure::new(kind, e.to_string())
