@@ -19,6 +19,8 @@ use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use futures::lock::Mutex;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 
 use crate::cache::{BlockCache, CacheStats};
 use crate::compaction::policy::{self, CompactionPick, FileInfo, PolicyState, StallDecision};
@@ -236,6 +238,10 @@ struct Inner {
     /// writer stalled on a full level 0 gets it rather than waiting (and
     /// waking the compactor) in a loop for a compaction that keeps failing.
     compaction_error: RefCell<Option<String>>,
+    /// The active memtable's freeze point (`memtable_bytes` less its jitter).
+    mem_limit: Cell<usize>,
+    /// Draws each memtable's freeze point.
+    jitter_rng: RefCell<SmallRng>,
     /// The stall decision for the current version (computed when it changes,
     /// not on every write).
     stall: Cell<StallDecision>,
@@ -454,6 +460,8 @@ impl Engine {
             bg_error: RefCell::new(None),
             disk_full: RefCell::new(None),
             compaction_error: RefCell::new(None),
+            mem_limit: Cell::new(0),
+            jitter_rng: RefCell::new(SmallRng::seed_from_u64(opts.memtable_jitter_seed)),
             stall: Cell::new(stall),
             counters: RefCell::new(Counters::default()),
             flush_bytes_probe: Cell::new(0),
@@ -465,6 +473,7 @@ impl Engine {
             signals: Rc::new(Signals::default()),
             tasks: Rc::new(RefCell::new(Vec::new())),
         };
+        engine.draw_mem_limit();
         if engine.inner.opts.background && !engine.inner.opts.read_only {
             engine.start_background()?;
         } else if !engine.inner.opts.read_only {
@@ -625,7 +634,7 @@ impl Engine {
             self.wal()?.check_fenced()?;
             let imm_full = self.inner.imm.borrow().len() >= self.inner.opts.max_immutable_memtables.max(1);
             let l0_stop = self.inner.stall.get() == StallDecision::Stop;
-            let mem_full = self.inner.mem.borrow().size() >= self.inner.opts.memtable_bytes;
+            let mem_full = self.inner.mem.borrow().size() >= self.inner.mem_limit.get();
             if !self.inner.opts.background {
                 if mem_full {
                     // Older frozen memtables first (a flush may have failed on a full disk).
@@ -676,8 +685,25 @@ impl Engine {
         let fresh = Rc::new(MemTable::new(log_no));
         let old = std::mem::replace(&mut *self.inner.mem.borrow_mut(), fresh);
         self.inner.imm.borrow_mut().push_back(old);
+        self.draw_mem_limit();
         self.signals.work.notify();
         Ok(())
+    }
+
+    /// Picks the freeze point of the memtable just started (see
+    /// [`Options::memtable_jitter`]).
+    fn draw_mem_limit(&self) {
+        let full = self.inner.opts.memtable_bytes;
+        let jitter = self.inner.opts.memtable_jitter.clamp(0.0, 0.9);
+        let limit = if jitter > 0.0 {
+            let short: f64 = self.inner.jitter_rng.borrow_mut().gen_range(0.0..jitter);
+            // In (0.1 * full, full]: the cast cannot overflow, and the
+            // max keeps a tiny memtable budget from rounding to zero.
+            ((full as f64) * (1.0 - short)) as usize
+        } else {
+            full
+        };
+        self.inner.mem_limit.set(limit.clamp(1, full.max(1)));
     }
 
     /// Finds the newest stored version of (token, key).

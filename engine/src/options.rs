@@ -82,6 +82,17 @@ pub struct Options {
     pub dir: PathBuf,
     /// A memtable is frozen and flushed past this many bytes.
     pub memtable_bytes: usize,
+    /// Fraction in [0, 0.9] by which each memtable's freeze point falls
+    /// short of `memtable_bytes`: drawn uniformly from
+    /// `[memtable_bytes * (1 - jitter), memtable_bytes]` anew for every
+    /// memtable. Replicas take the same writes, so with one fixed size they
+    /// all flush at the same moment and every quorum write waits on a
+    /// flushing node; staggered, a quorum can be made of the nodes that are
+    /// not flushing. 0 (the default) freezes at exactly `memtable_bytes`.
+    pub memtable_jitter: f64,
+    /// Seed of the jitter's random draws (distinct per node and core, so
+    /// their freeze points differ; fixed, so a test run repeats).
+    pub memtable_jitter_seed: u64,
     /// Frozen memtables allowed to wait for flush before writes stall.
     pub max_immutable_memtables: usize,
     /// WAL settings (durability mode, segment size).
@@ -128,6 +139,7 @@ impl std::fmt::Debug for Options {
         f.debug_struct("Options")
             .field("dir", &self.dir)
             .field("memtable_bytes", &self.memtable_bytes)
+            .field("memtable_jitter", &self.memtable_jitter)
             .field("wal", &self.wal)
             .field("table", &self.table)
             .field("block_cache_bytes", &self.block_cache_bytes)
@@ -146,6 +158,8 @@ impl Options {
             fs,
             dir: dir.into(),
             memtable_bytes: 64 << 20,
+            memtable_jitter: 0.0,
+            memtable_jitter_seed: 0,
             max_immutable_memtables: 2,
             wal: WalOptions::default(),
             table: TableOptions::default(),

@@ -289,6 +289,61 @@ fn failing_compaction_fails_stalled_writes_and_writes_resume_when_it_recovers() 
     });
 }
 
+/// With jitter, each memtable freezes somewhere in
+/// [budget x (1 - jitter), budget], drawn anew each time: two engines fed the
+/// same writes (replicas) flush at different moments, while without jitter
+/// every memtable takes the same number of writes.
+#[test]
+fn memtable_jitter_staggers_flush_points_within_the_budget() {
+    common::run(|| async {
+        let flush_points = |jitter: f64, seed: u64| async move {
+            let (_fs, mut o) = sim_opts(7);
+            o.memtable_bytes = 64 << 10;
+            o.memtable_jitter = jitter;
+            o.memtable_jitter_seed = seed;
+            let e = Engine::open(o).await.unwrap();
+            let mut points = Vec::new();
+            let mut flushes = 0;
+            for i in 0..3_000u32 {
+                let k = format!("k{i:05}").into_bytes();
+                e.put(common::token(&k), &k, &[5u8; 200], b"", 0).await.unwrap();
+                let f = e.stats().flushes;
+                if f != flushes {
+                    flushes = f;
+                    points.push(i);
+                }
+            }
+            e.close().await.unwrap();
+            points
+        };
+        let gaps = |p: &[u32]| p.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>();
+        let fixed = flush_points(0.0, 1).await;
+        let a = flush_points(0.5, 1).await;
+        let b = flush_points(0.5, 2).await;
+        assert!(fixed.len() >= 5, "{fixed:?}");
+        let g = gaps(&fixed);
+        // Without jitter every memtable holds the same number of writes.
+        assert!(g.iter().max().unwrap() - g.iter().min().unwrap() <= 1, "{g:?}");
+        let full = *g.iter().max().unwrap();
+        assert_ne!(a, b, "replicas with different seeds must not flush at the same writes");
+        for (p, name) in [(&a, "a"), (&b, "b")] {
+            let gp = gaps(p);
+            assert!(
+                gp.iter().all(|&x| x <= full),
+                "{name}: a memtable outgrew its budget: {gp:?} vs {full}"
+            );
+            assert!(
+                gp.iter().all(|&x| x * 2 + 2 >= full),
+                "{name}: a memtable froze below half its budget: {gp:?} vs {full}"
+            );
+            assert!(
+                gp.iter().any(|&x| x + 2 < full),
+                "{name}: no freeze point moved: {gp:?}"
+            );
+        }
+    });
+}
+
 #[test]
 fn failed_fsync_fences_writes_but_not_reads() {
     common::run(|| async {

@@ -44,6 +44,7 @@
 //! | `ports.shard_base` | port | 7400 | shard-aware client port of core 0; core `c` listens on base + c |
 //! | `ports.resp` | port | 6380 | RESP (Redis protocol) |
 //! | `storage.memtable_bytes` | integer >= 1 MiB | 256 MiB | memtable budget per node, split across cores (also bounds the WAL replayed at start) |
+//! | `storage.memtable_jitter_pct` | integer 0..=90 | 40 | each memtable freezes at a size drawn from [budget x (1 - pct/100), budget], anew per memtable and different per node: replicas of the same writes then flush at different moments, so a quorum write rarely waits on a flushing node. 0 = exactly the budget |
 //! | `storage.block_cache_bytes` | integer | a quarter of RAM (256 MiB if unknown) | block cache budget per node, split across cores; 0 disables. Table reads bypass the page cache (O_DIRECT), so this is the node's read cache |
 //! | `storage.wal_segment_bytes` | integer 1 MiB..=1 GiB | 64 MiB | size of each preallocated WAL segment file |
 //! | `storage.flush_bytes_per_sec` | integer | 0 | most bytes per second a memtable flush writes, per node (split across cores); 0 = unlimited. A flat-out flush queues ahead of the WAL's fdatasyncs, and writes wait behind it |
@@ -87,6 +88,7 @@ pub const KEYS: &[&str] = &[
     "ports.shard_base",
     "ports.resp",
     "storage.memtable_bytes",
+    "storage.memtable_jitter_pct",
     "storage.block_cache_bytes",
     "storage.wal_segment_bytes",
     "storage.flush_bytes_per_sec",
@@ -263,6 +265,9 @@ pub struct PortsConfig {
 pub struct StorageConfig {
     /// Memtable budget for the node, split across cores.
     pub memtable_bytes: u64,
+    /// How far below the budget, in percent at most, each memtable's freeze
+    /// point is drawn (staggers flushes across replicas).
+    pub memtable_jitter_pct: u64,
     /// Block cache budget for the node, split across cores.
     pub block_cache_bytes: u64,
     /// Size of each WAL segment file.
@@ -368,6 +373,7 @@ impl Default for Config {
             },
             storage: StorageConfig {
                 memtable_bytes: 256 << 20,
+                memtable_jitter_pct: 40,
                 block_cache_bytes: default_block_cache(),
                 wal_segment_bytes: 64 << 20,
                 flush_bytes_per_sec: 0,
@@ -512,6 +518,7 @@ impl Config {
             "storage.memtable_bytes" => {
                 self.storage.memtable_bytes = parse_int(value, 1 << 20, u64::MAX).map_err(bad)?
             }
+            "storage.memtable_jitter_pct" => self.storage.memtable_jitter_pct = parse_int(value, 0, 90).map_err(bad)?,
             "storage.wal_segment_bytes" => {
                 self.storage.wal_segment_bytes = parse_int(value, 1 << 20, 1 << 30).map_err(bad)?
             }

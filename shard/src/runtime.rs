@@ -321,6 +321,9 @@ fn engine_options(config: &Config, core: usize, cores: usize) -> EngineOptions {
     let mut o = EngineOptions::new(Fs::real(), dir);
     let per_core = |total: u64| usize::try_from(total / cores as u64).unwrap_or(usize::MAX);
     o.memtable_bytes = per_core(config.storage.memtable_bytes).max(1 << 20);
+    o.memtable_jitter = config.storage.memtable_jitter_pct as f64 / 100.0;
+    // Distinct per node and core, so replicas' freeze points differ.
+    o.memtable_jitter_seed = xxhash_rust::xxh3::xxh3_64(config.node.id.as_bytes()) ^ core as u64;
     o.block_cache_bytes = per_core(config.storage.block_cache_bytes);
     o.wal.segment_bytes = config.storage.wal_segment_bytes;
     o.flush_bytes_per_sec = config.storage.flush_bytes_per_sec / cores as u64;
