@@ -36,6 +36,7 @@
 //! | `cluster.phi_threshold` | integer 1..=64 | 8 | phi-accrual conviction threshold |
 //! | `cluster.hinted_handoff` | `true` or `false` | `true` | keep durable hints for replicas that miss a write |
 //! | `cluster.hint_window_ms` | integer | 3 hours | hints older than this are dropped (anti-entropy repair restores those replicas) |
+//! | `cluster.tombstone_grace_ms` | integer | 10 days | a deleted (or fully expired) key's record is purged this long after its last deletion or expiry; run `corekv repair` on every node more often than this, or a replica that missed a delete can bring the value back (README, "Deletes and the grace period") |
 //! | `cluster.request_timeout_ms` | integer 1..=600000 | 2000 | a coordinated request's deadline when the client sets none |
 //! | `cluster.stream_bytes_per_sec` | integer >= 1024 | 64 MiB | throttle of range streaming (join, decommission, repair), per node |
 //! | `cluster.resp_consistency` | `one`, `quorum`, `all` or `local_quorum` | `quorum` | consistency of requests on the RESP port, which has no way to say |
@@ -80,6 +81,7 @@ pub const KEYS: &[&str] = &[
     "cluster.phi_threshold",
     "cluster.hinted_handoff",
     "cluster.hint_window_ms",
+    "cluster.tombstone_grace_ms",
     "cluster.request_timeout_ms",
     "cluster.resp_consistency",
     "cluster.resp_sloppy_quorum",
@@ -176,6 +178,9 @@ pub struct ClusterConfig {
     pub hinted_handoff: bool,
     /// How long a hint is kept.
     pub hint_window_ms: u64,
+    /// How long a deleted or fully expired record is kept before it is
+    /// purged (so repair can spread the deletion first), ms.
+    pub tombstone_grace_ms: u64,
     /// Default deadline of a coordinated request.
     pub request_timeout_ms: u64,
     /// Consistency of RESP requests.
@@ -361,6 +366,7 @@ impl Default for Config {
                 phi_threshold: 8,
                 hinted_handoff: true,
                 hint_window_ms: 3 * 3600 * 1000,
+                tombstone_grace_ms: 10 * 24 * 3600 * 1000,
                 request_timeout_ms: 2000,
                 resp_consistency: RespConsistency::Quorum,
                 resp_sloppy_quorum: false,
@@ -496,6 +502,9 @@ impl Config {
             "cluster.phi_threshold" => self.cluster.phi_threshold = parse_int(value, 1, 64).map_err(bad)?,
             "cluster.hinted_handoff" => self.cluster.hinted_handoff = parse_bool(value).map_err(bad)?,
             "cluster.hint_window_ms" => self.cluster.hint_window_ms = parse_int(value, 0, u64::MAX).map_err(bad)?,
+            "cluster.tombstone_grace_ms" => {
+                self.cluster.tombstone_grace_ms = parse_int(value, 0, u64::MAX).map_err(bad)?
+            }
             "cluster.request_timeout_ms" => {
                 self.cluster.request_timeout_ms = parse_int(value, 1, 600_000).map_err(bad)?
             }

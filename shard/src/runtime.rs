@@ -614,7 +614,7 @@ async fn core_main(a: CoreArgs) -> Result<()> {
     let shard = Rc::new(Shard {
         id: a.core,
         cores: a.cores,
-        store: Store::new(engine),
+        store: Store::new(engine).with_tombstone_grace(a.config.cluster.tombstone_grace_ms),
         ring: a.ring,
         config: a.config,
         stop: a.stop,

@@ -501,6 +501,8 @@ pub struct Store {
     hlc: Rc<Hlc>,
     commands: Rc<Cell<u64>>,
     writes: Rc<Cell<u64>>,
+    /// See [`Store::with_tombstone_grace`].
+    tombstone_grace_ms: u64,
 }
 
 impl Store {
@@ -512,7 +514,17 @@ impl Store {
             hlc: Rc::new(Hlc::default()),
             commands: Rc::new(Cell::new(0)),
             writes: Rc::new(Cell::new(0)),
+            tombstone_grace_ms: 10 * 24 * 3600 * 1000,
         }
+    }
+
+    /// Sets how long a cluster record whose every write is deleted or
+    /// expired is kept ([`VRecord::purge_at_ms`]): the engine entry is
+    /// written with that purge time as its expiry, so reads stop seeing it
+    /// then and compaction drops its bytes.
+    pub fn with_tombstone_grace(mut self, grace_ms: u64) -> Store {
+        self.tombstone_grace_ms = grace_ms;
+        self
     }
 
     /// The engine.
@@ -831,8 +843,9 @@ impl Store {
         let next = f(cur.as_ref())?;
         if cur.as_ref() != Some(&next) {
             self.writes.set(self.writes.get() + 1);
+            let purge_at = next.purge_at_ms(self.tombstone_grace_ms).unwrap_or(0);
             self.engine
-                .put(key.token, &key.bytes, &next.to_bytes(), RECORD_META, 0)
+                .put(key.token, &key.bytes, &next.to_bytes(), RECORD_META, purge_at)
                 .await?;
         }
         Ok(next)
@@ -1072,6 +1085,76 @@ mod tests {
         let c = h.tick(999); // the wall clock stepped back
         assert!(a < b && b < c);
         assert!(h.tick(2000) > c);
+    }
+
+    /// A record whose writes are all deleted or expired is kept for the
+    /// grace period after the last of them (so repair can still tell a stale
+    /// older write is superseded), then reads stop finding it; a record with
+    /// a live put, or a deletion of unknown time, is never purged.
+    #[test]
+    fn dead_records_are_purged_after_the_grace_period_and_only_then() {
+        use crate::versioning::{Actor, Context, Dvv, Limits, LwwRegister, Timestamp, Value};
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap()
+            .run(async {
+                let engine = Engine::open(corekv_engine::Options::new(corekv_engine::Fs::sim(8), "/db"))
+                    .await
+                    .unwrap();
+                let hour = 3_600_000;
+                let store = Store::new(engine).with_tombstone_grace(hour);
+                let now = now_ms();
+                let key = |n: u8| Key {
+                    token: u64::from(n),
+                    bytes: vec![b'k', n],
+                };
+                let lww = |v: Value| VRecord::Lww(LwwRegister::new(Timestamp::new(1000, 0), Actor(1), v));
+                let causal = |vals: Vec<Value>| {
+                    let limits = Limits::default();
+                    let mut d = Dvv::default();
+                    for (i, v) in vals.into_iter().enumerate() {
+                        // Blind writes from distinct actors: concurrent siblings.
+                        d = d
+                            .update(&Context::new(), Actor(i as u64 + 1), Timestamp::ZERO, v, &limits)
+                            .unwrap();
+                    }
+                    VRecord::Causal(d)
+                };
+                let cases: Vec<(VRecord, bool)> = vec![
+                    (lww(Value::tombstone(now - 2 * hour)), true),
+                    (lww(Value::tombstone(now - hour / 2)), false),
+                    (lww(Value::tombstone(0)), false),
+                    (lww(Value::put_expiring(b"x".to_vec(), now - 2 * hour)), true),
+                    (lww(Value::put(b"x".to_vec())), false),
+                    (
+                        causal(vec![Value::tombstone(now - 3 * hour), Value::tombstone(now - 2 * hour)]),
+                        true,
+                    ),
+                    // One sibling died recently: the whole record waits for it.
+                    (
+                        causal(vec![Value::tombstone(now - 3 * hour), Value::tombstone(now - 1000)]),
+                        false,
+                    ),
+                    (
+                        causal(vec![Value::tombstone(now - 3 * hour), Value::put(b"live".to_vec())]),
+                        false,
+                    ),
+                ];
+                for (i, (record, purged)) in cases.iter().enumerate() {
+                    let k = key(i as u8);
+                    store.merge_record(&k, record).await.unwrap();
+                    let got = store.read_record(&k).await.unwrap();
+                    if *purged {
+                        assert_eq!(got, None, "case {i}: {record:?} outlived its grace period");
+                    } else {
+                        assert_eq!(got.as_ref(), Some(record), "case {i}: purged too early");
+                    }
+                }
+                // Merging a purged record back (a late repair) purges again at
+                // once: the purge time comes from the record, not the clock.
+                store.merge_record(&key(0), &cases[0].0).await.unwrap();
+                assert_eq!(store.read_record(&key(0)).await.unwrap(), None);
+            });
     }
 
     /// A store on a simulated disk holding one lww record at each token.

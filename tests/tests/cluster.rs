@@ -400,6 +400,60 @@ fn hints_reach_a_returning_node() {
     );
 }
 
+/// A delete is kept as a tombstone on every replica for the grace period
+/// (so a replica that missed it can still learn it), then purged everywhere;
+/// keys that were not deleted stay.
+#[test]
+fn deleted_keys_are_purged_after_the_grace_period() {
+    const GRACE_MS: u64 = 3000;
+    let c = start("purge", 3, &["--cluster.tombstone_grace_ms", &GRACE_MS.to_string()]);
+    let written = pairs("v", &keys("purge", 0..120));
+    put_through(&c, &[1, 2, 3], Consistency::All, &written);
+    let (doomed, kept) = written.split_at(60);
+    let deleted_at = Instant::now();
+    let mut w = c.coordinator(1, Consistency::All);
+    let ops: Vec<Op<'_>> = doomed.iter().map(|(k, _)| Op::Delete { key: k.as_bytes() }).collect();
+    for (reply, (k, _)) in w.call_many(&ops).unwrap().into_iter().zip(doomed) {
+        assert!(matches!(reply, Reply::Ok | Reply::Int(_)), "DELETE {k}: {reply:?}");
+    }
+    let tombstones_on = |i: usize| {
+        doomed
+            .iter()
+            .filter(|(k, _)| c.local_values(i, k.as_bytes()).is_some_and(|v| v.is_empty()))
+            .count()
+    };
+    let counts: Vec<usize> = (1..=3).map(tombstones_on).collect();
+    // Only meaningful if the check ran inside the grace period (it takes
+    // milliseconds; a stalled machine could overrun 3 s).
+    if deleted_at.elapsed() < Duration::from_millis(GRACE_MS) {
+        assert_eq!(
+            counts,
+            vec![doomed.len(); 3],
+            "every replica keeps the tombstones during the grace period"
+        );
+    }
+    c.await_until(
+        CONVERGE,
+        "every replica purged the deleted keys after the grace period",
+        || {
+            for i in 1..=3 {
+                let left = doomed
+                    .iter()
+                    .filter(|(k, _)| c.local_record(i, k.as_bytes()).is_some())
+                    .count();
+                if left > 0 {
+                    return Err(format!("node {i} still holds {left} deleted records"));
+                }
+            }
+            Ok(())
+        },
+    );
+    assert!(deleted_at.elapsed() >= Duration::from_millis(GRACE_MS));
+    for i in 1..=3 {
+        held_by(&c, i, kept).unwrap();
+    }
+}
+
 #[test]
 fn read_repair_fixes_a_stale_replica() {
     let mut c = start("read-repair", 3, &["--cluster.hinted_handoff", "false"]);

@@ -724,7 +724,7 @@ async fn coordinate_write(
     let v = match value {
         Some(bytes) if expiry_ms > 0 => Value::put_expiring(bytes, expiry_ms),
         Some(bytes) => Value::put(bytes),
-        None => Value::Tombstone,
+        None => Value::tombstone(now_ms()),
     };
     let ctx = match &context {
         Some(c) => Some(Context::decode(c).map_err(|e| versioning_failure(&e))?),

@@ -520,7 +520,7 @@ mod tests {
         let v1 = put(&Dvv::new(), &Context::new(), A, "v1");
         let limits = Limits::default();
         let del = v1
-            .update(&v1.context(), B, Timestamp::ZERO, Value::Tombstone, &limits)
+            .update(&v1.context(), B, Timestamp::ZERO, Value::tombstone(0), &limits)
             .unwrap();
         assert!(del.is_deleted());
         assert_eq!(del.sibling_count(), 1);

@@ -58,7 +58,7 @@ mod tests {
         assert_eq!(reg(1, 9, "a").merge(&reg(2, 1, "b")), reg(2, 1, "b"));
         assert_eq!(reg(1, 1, "a").merge(&reg(1, 2, "b")), reg(1, 2, "b"));
         // The concurrent write that loses is gone: that is what lww means.
-        let del = LwwRegister::new(Timestamp::from_u64(1), Actor(1), Value::Tombstone);
+        let del = LwwRegister::new(Timestamp::from_u64(1), Actor(1), Value::tombstone(0));
         assert_eq!(reg(1, 1, "a").merge(&del), del);
     }
 
@@ -66,7 +66,7 @@ mod tests {
         (0u64..4, 0u64..3, prop_oneof![Just(None), (0u8..3).prop_map(Some)]).prop_map(|(ts, a, v)| {
             let value = match v {
                 Some(b) => Value::put(vec![b]),
-                None => Value::Tombstone,
+                None => Value::tombstone(0),
             };
             LwwRegister::new(Timestamp::from_u64(ts), Actor(a), value)
         })

@@ -83,6 +83,35 @@ impl Record {
         }
     }
 
+    /// When this record may be dropped from storage: `grace_ms` after the
+    /// last of its writes stopped being live (the latest deletion time or
+    /// put expiry), if every one of them does. `None` while some put never
+    /// expires, a deletion's time is unknown, or there is no write at all.
+    ///
+    /// Until then the record keeps its deletions' causality, so a stale copy
+    /// of an older write arriving by repair or hint is recognized as
+    /// superseded; the grace period is the time repair has to spread the
+    /// deletion to every replica (Cassandra's `gc_grace_seconds`). A replica
+    /// that missed the deletion for longer can bring the older write back.
+    /// Derived from the record alone, so every replica agrees on it.
+    pub fn purge_at_ms(&self, grace_ms: u64) -> Option<u64> {
+        let mut latest: Option<u64> = None;
+        let mut any = false;
+        let values: Vec<&Value> = match self {
+            Record::Causal(d) => d.values().collect(),
+            Record::Lww(r) => vec![&r.value],
+        };
+        for v in values {
+            any = true;
+            let t = v.dead_since_ms()?;
+            latest = Some(latest.map_or(t, |l: u64| l.max(t)));
+        }
+        if !any {
+            return None;
+        }
+        latest.map(|t| t.saturating_add(grace_ms))
+    }
+
     /// Appends the canonical encoding to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.push(Self::FORMAT_VERSION);
@@ -152,6 +181,29 @@ mod tests {
         assert_eq!(r.to_bytes(), want);
         assert_eq!(Record::decode(&want).unwrap(), r);
         assert_eq!(r.expires_at_ms(), Some(300));
+        assert_eq!(r.purge_at_ms(1000), Some(1300));
+        // A timed deletion is kind 4 and its varint; time 0 keeps kind 3.
+        let del = |t| {
+            Record::Lww(LwwRegister::new(
+                Timestamp::from_u64(0x0102),
+                Actor(7),
+                Value::tombstone(t),
+            ))
+        };
+        let head = &want[..18];
+        assert_eq!(del(300).to_bytes(), [head, &[4, 0xac, 0x02]].concat());
+        assert_eq!(del(0).to_bytes(), [head, &[3]].concat());
+        assert_eq!(Record::decode(&del(300).to_bytes()).unwrap(), del(300));
+        assert_eq!(del(300).purge_at_ms(1000), Some(1300));
+        assert_eq!(
+            del(0).purge_at_ms(1000),
+            None,
+            "a deletion of unknown time is never purged"
+        );
+        assert!(
+            Record::decode(&[head, &[4, 0]].concat()).is_err(),
+            "time 0 has one encoding: kind 3"
+        );
     }
 
     #[test]
@@ -161,7 +213,7 @@ mod tests {
             .update(&Context::new(), Actor(5), Timestamp::ZERO, Value::put("a"), &l)
             .unwrap();
         let d = d
-            .update(&Context::new(), Actor(5), Timestamp::ZERO, Value::Tombstone, &l)
+            .update(&Context::new(), Actor(5), Timestamp::ZERO, Value::tombstone(0), &l)
             .unwrap();
         let r = Record::Causal(d);
         let mut want = vec![1, 1, 1];
@@ -175,7 +227,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_bytes() {
-        let lww = Record::Lww(LwwRegister::new(Timestamp::ZERO, Actor(1), Value::Tombstone)).to_bytes();
+        let lww = Record::Lww(LwwRegister::new(Timestamp::ZERO, Actor(1), Value::tombstone(0))).to_bytes();
         for bad in [
             &[][..],
             &[2, 2][..],
@@ -196,7 +248,7 @@ mod tests {
     #[test]
     fn modes_do_not_merge() {
         let a = Record::Causal(Dvv::new());
-        let b = Record::Lww(LwwRegister::new(Timestamp::ZERO, Actor(1), Value::Tombstone));
+        let b = Record::Lww(LwwRegister::new(Timestamp::ZERO, Actor(1), Value::tombstone(0)));
         assert!(matches!(a.merge(&b), Err(Error::ModeMismatch { .. })));
         assert_eq!(a.merge(&a).unwrap(), a);
         assert_eq!(b.merge(&b).unwrap(), b);

@@ -118,7 +118,7 @@ impl Sim {
                         _ => (Context::new(), BTreeSet::new()),
                     };
                     let value = if *tombstone {
-                        Value::Tombstone
+                        Value::tombstone(*clock_ms)
                     } else {
                         Value::put((id as u64).to_le_bytes())
                     };
@@ -283,7 +283,7 @@ proptest! {
             Some(t) => Value::put_expiring(bytes, t),
             None => Value::put(bytes),
         };
-        for value in [value, Value::Tombstone] {
+        for value in [value, Value::tombstone(0), Value::tombstone(1_700_000_000_000)] {
             let r = Record::Lww(LwwRegister::new(Timestamp::from_u64(ts), Actor(actor), value));
             prop_assert_eq!(Record::decode(&r.to_bytes()).unwrap(), r);
         }

@@ -6,8 +6,15 @@
 //! kind u8 | fields
 //!   1 = put                 | len varint | bytes
 //!   2 = put with an expiry  | expires_at_ms varint | len varint | bytes
-//!   3 = tombstone           | (nothing)
+//!   3 = tombstone           | (nothing): a deletion of unknown time (written
+//!                                       before deletion times were kept); never purged
+//!   4 = tombstone with time | deleted_at_ms varint (> 0)
 //! ```
+//!
+//! A deletion carries the coordinator's wall-clock time so that every
+//! replica derives the same purge time from the record alone
+//! ([`super::Record::purge_at_ms`]): a replica that computed it from its own
+//! clock at write time would hand a later one back by repair, forever.
 
 use super::codec::{put_bytes, put_varint, Reader};
 use crate::error::Result;
@@ -15,6 +22,7 @@ use crate::error::Result;
 const KIND_PUT: u8 = 1;
 const KIND_PUT_EXPIRING: u8 = 2;
 const KIND_TOMBSTONE: u8 = 3;
+const KIND_TOMBSTONE_AT: u8 = 4;
 
 /// The fewest bytes a value encodes to (a tombstone's kind byte).
 pub(crate) const MIN_ENCODED_BYTES: usize = 1;
@@ -40,7 +48,11 @@ pub enum Value {
     },
     /// The key was deleted. A deletion is a version like any other, so a
     /// delete supersedes exactly the writes it saw and no others.
-    Tombstone,
+    Tombstone {
+        /// When the coordinator took the delete, ms since the Unix epoch; 0
+        /// when unknown (such a tombstone is never purged).
+        deleted_at_ms: u64,
+    },
 }
 
 impl Value {
@@ -60,16 +72,32 @@ impl Value {
         }
     }
 
+    /// A deletion taken at `deleted_at_ms` (ms since the Unix epoch; 0 = unknown).
+    pub fn tombstone(deleted_at_ms: u64) -> Value {
+        Value::Tombstone { deleted_at_ms }
+    }
+
     /// Whether this is a deletion.
     pub fn is_tombstone(&self) -> bool {
-        matches!(self, Value::Tombstone)
+        matches!(self, Value::Tombstone { .. })
+    }
+
+    /// From when this write stops being live for good, for purging: a put's
+    /// expiry, a deletion's time. `None` for a put that never expires and for
+    /// a deletion of unknown time.
+    pub fn dead_since_ms(&self) -> Option<u64> {
+        match self {
+            Value::Put { expires_at_ms, .. } => *expires_at_ms,
+            Value::Tombstone { deleted_at_ms: 0 } => None,
+            Value::Tombstone { deleted_at_ms } => Some(*deleted_at_ms),
+        }
     }
 
     /// The bytes of a put; `None` for a tombstone.
     pub fn bytes(&self) -> Option<&[u8]> {
         match self {
             Value::Put { bytes, .. } => Some(bytes),
-            Value::Tombstone => None,
+            Value::Tombstone { .. } => None,
         }
     }
 
@@ -77,7 +105,7 @@ impl Value {
     pub fn expires_at_ms(&self) -> Option<u64> {
         match self {
             Value::Put { expires_at_ms, .. } => *expires_at_ms,
-            Value::Tombstone => None,
+            Value::Tombstone { .. } => None,
         }
     }
 
@@ -87,7 +115,7 @@ impl Value {
     pub fn is_live_at(&self, now_ms: u64) -> bool {
         match self {
             Value::Put { expires_at_ms, .. } => expires_at_ms.is_none_or(|t| t > now_ms),
-            Value::Tombstone => false,
+            Value::Tombstone { .. } => false,
         }
     }
 
@@ -108,7 +136,11 @@ impl Value {
                 put_varint(out, *t);
                 put_bytes(out, bytes);
             }
-            Value::Tombstone => out.push(KIND_TOMBSTONE),
+            Value::Tombstone { deleted_at_ms: 0 } => out.push(KIND_TOMBSTONE),
+            Value::Tombstone { deleted_at_ms } => {
+                out.push(KIND_TOMBSTONE_AT);
+                put_varint(out, *deleted_at_ms);
+            }
         }
     }
 
@@ -119,7 +151,12 @@ impl Value {
                 let t = r.varint()?;
                 Ok(Value::put_expiring(r.bytes()?, t))
             }
-            KIND_TOMBSTONE => Ok(Value::Tombstone),
+            KIND_TOMBSTONE => Ok(Value::tombstone(0)),
+            KIND_TOMBSTONE_AT => match r.varint()? {
+                // Time 0 is written as kind 3: one encoding per value.
+                0 => Err(r.error("tombstone time 0 in the timed form")),
+                t => Ok(Value::tombstone(t)),
+            },
             _ => Err(r.error("unknown value kind")),
         }
     }

@@ -1429,7 +1429,8 @@ impl World {
                 let value = if roll < 0.72 {
                     Value::put(value_bytes(id))
                 } else {
-                    Value::Tombstone
+                    // The simulated clock starts at 0, and 0 means "unknown".
+                    Value::tombstone(self.now.max(1))
                 };
                 let sloppy = self.rng.gen_bool(0.3);
                 self.writes.push(WriteRecord {
