@@ -454,6 +454,124 @@ fn deleted_keys_are_purged_after_the_grace_period() {
     }
 }
 
+/// TTL and EXPIRE in cluster mode, native and RESP: TTL reads the value a
+/// GET returns; EXPIRE rewrites it with the new expiry (superseding what it
+/// read), refuses to collapse siblings, and a key past its expiry is gone.
+#[test]
+fn ttl_and_expire_work_across_the_cluster() {
+    use std::io::{BufRead, BufReader, Write};
+    let c = start("ttl", 3, &[]);
+    let mut w = c.coordinator(1, Consistency::Quorum);
+    let int = |r: Reply| match r {
+        Reply::Int(n) => n,
+        other => panic!("expected an integer, got {other:?}"),
+    };
+    let put = |w: &mut Wire, k: &str, ttl_ms: u64| {
+        let r = w.call(Op::Put {
+            key: k.as_bytes(),
+            value: b"v",
+            ttl_ms,
+            condition: Condition::Always,
+        });
+        assert_eq!(r, Reply::Ok, "PUT {k}");
+    };
+    put(&mut w, "t:lives", 60_000);
+    put(&mut w, "t:plain", 0);
+    let t = int(w.call(Op::Ttl { key: b"t:lives" }));
+    assert!((1..=60_000).contains(&t), "TTL of a 60 s key: {t}");
+    assert_eq!(int(w.call(Op::Ttl { key: b"t:plain" })), -1);
+    assert_eq!(int(w.call(Op::Ttl { key: b"t:missing" })), -2);
+    // EXPIRE through another coordinator; TTL read back through a third.
+    let mut w2 = c.coordinator(2, Consistency::Quorum);
+    assert_eq!(
+        int(w2.call(Op::Expire {
+            key: b"t:plain",
+            ttl_ms: 30_000
+        })),
+        1
+    );
+    assert_eq!(
+        int(w2.call(Op::Expire {
+            key: b"t:missing",
+            ttl_ms: 30_000
+        })),
+        0
+    );
+    let mut w3 = c.coordinator(3, Consistency::Quorum);
+    let t = int(w3.call(Op::Ttl { key: b"t:plain" }));
+    assert!((1..=30_000).contains(&t), "TTL after EXPIRE 30 s: {t}");
+    // EXPIRE 0 removes the expiry.
+    assert_eq!(
+        int(w3.call(Op::Expire {
+            key: b"t:lives",
+            ttl_ms: 0
+        })),
+        1
+    );
+    assert_eq!(int(w.call(Op::Ttl { key: b"t:lives" })), -1);
+    // A short expiry: the key goes.
+    assert_eq!(
+        int(w.call(Op::Expire {
+            key: b"t:plain",
+            ttl_ms: 300
+        })),
+        1
+    );
+    c.await_until(CONVERGE, "the key expired", || match get_once(&mut w, "t:plain")? {
+        None => Ok(()),
+        Some(v) => Err(format!("still reads {}", show(&v))),
+    });
+    assert_eq!(int(w.call(Op::Ttl { key: b"t:plain" })), -2);
+    // Two blind writes with an empty context through two coordinators are
+    // concurrent: siblings. EXPIRE will not pick one of them.
+    let empty = corekv_shard::versioning::Context::new().to_bytes();
+    for (w, v) in [(&mut w, b"a"), (&mut w2, b"b")] {
+        let r = w.call(Op::PutVersioned {
+            key: b"t:sibs",
+            value: v,
+            ttl_ms: 0,
+            context: &empty,
+        });
+        assert_eq!(r, Reply::Ok);
+    }
+    match w3.call(Op::Expire {
+        key: b"t:sibs",
+        ttl_ms: 1000,
+    }) {
+        Reply::Error(_, m) => assert!(m.contains("siblings"), "{m}"),
+        other => panic!("EXPIRE of a key with siblings answered {other:?}"),
+    }
+    // RESP, through node 2.
+    let n = c.node(2);
+    let s = std::net::TcpStream::connect((n.listen.as_str(), n.resp)).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut resp = |cmd: &[&str]| {
+        let mut out = format!("*{}\r\n", cmd.len());
+        for a in cmd {
+            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        (&s).write_all(out.as_bytes()).unwrap();
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        line.trim_end().to_owned()
+    };
+    assert_eq!(resp(&["SET", "r:k", "v", "EX", "100"]), "+OK");
+    let ttl: i64 = resp(&["TTL", "r:k"])[1..].parse().unwrap();
+    assert!((1..=100).contains(&ttl), "TTL after SET EX 100: {ttl}");
+    assert_eq!(resp(&["EXPIRE", "r:k", "50"]), ":1");
+    let pttl: i64 = resp(&["PTTL", "r:k"])[1..].parse().unwrap();
+    assert!((1..=50_000).contains(&pttl), "PTTL after EXPIRE 50: {pttl}");
+    assert_eq!(resp(&["EXPIRE", "r:none", "50"]), ":0");
+    assert_eq!(resp(&["TTL", "r:none"]), ":-2");
+    assert!(
+        resp(&["EXPIRE", "r:k", "50", "NX"]).starts_with("-ERR"),
+        "EXPIRE NX is refused in cluster mode"
+    );
+    // A time in the past deletes, as in Redis.
+    assert_eq!(resp(&["EXPIRE", "r:k", "-1"]), ":1");
+    assert_eq!(resp(&["GET", "r:k"]), "$-1");
+}
+
 #[test]
 fn read_repair_fixes_a_stale_replica() {
     let mut c = start("read-repair", 3, &["--cluster.hinted_handoff", "false"]);

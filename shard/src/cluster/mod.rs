@@ -116,6 +116,21 @@ pub enum ClusterCmd {
         /// The proposer's message.
         msg: crate::coordinator::PaxosMsg,
     },
+    /// Set the expiry of the key's value: a read at `consistency`, then a
+    /// write of the same bytes with the new expiry and the read's context,
+    /// at `consistency`. Reply: [`Reply::Bool`] (false: no live value).
+    /// Refused when the key holds concurrent siblings: one write would
+    /// collapse them, and which bytes to keep is the client's decision.
+    Expire {
+        /// The key.
+        key: Key,
+        /// The new absolute expiry (ms since the epoch); 0 removes it.
+        expiry_ms: u64,
+        /// Answers and acks required.
+        consistency: Consistency,
+        /// Deadline from now, for both steps.
+        timeout_ms: u64,
+    },
     /// Coordinate a compare-and-set or serial read (any core). Reply:
     /// [`Reply::Cas`].
     Cas {
@@ -591,6 +606,14 @@ pub async fn execute(shard: &Rc<Shard>, cmd: ClusterCmd) -> Reply {
             Err(Failure::new(FailureKind::Internal, "membership commands run on core 0"))
         }
         ClusterCmd::Paxos { key, msg } => paxos::accept(shard, &cluster, &key, msg).await.map(Reply::Paxos),
+        ClusterCmd::Expire {
+            key,
+            expiry_ms,
+            consistency,
+            timeout_ms,
+        } => expire(shard, &cluster, key, expiry_ms, consistency, timeout_ms)
+            .await
+            .map(Reply::Bool),
         ClusterCmd::Cas {
             key,
             command,
@@ -603,6 +626,48 @@ pub async fn execute(shard: &Rc<Shard>, cmd: ClusterCmd) -> Reply {
             }),
     };
     r.unwrap_or_else(Reply::Failed)
+}
+
+/// See [`ClusterCmd::Expire`]. Not atomic: a write that lands between the
+/// read and the write stays beside it as a sibling (its context did not
+/// cover the expiry's write), so nothing is lost, but that write keeps its
+/// own expiry.
+async fn expire(
+    shard: &Rc<Shard>,
+    cluster: &Rc<Cluster>,
+    key: Key,
+    expiry_ms: u64,
+    consistency: Consistency,
+    timeout_ms: u64,
+) -> std::result::Result<bool, Failure> {
+    let deadline = now_ms().saturating_add(timeout_ms);
+    let Some(v) = coordinate_read(shard, cluster, key.clone(), consistency, timeout_ms).await? else {
+        return Ok(false);
+    };
+    let value = match v.siblings.as_slice() {
+        [] => return Ok(false),
+        [one] => one.value.clone(),
+        many => {
+            return Err(Failure::new(
+                FailureKind::Invalid,
+                format!(
+                    "the key holds {} concurrent values (siblings); write the one to keep with its \
+                     context (GET_VERSIONS, PUT_VERSIONED), then set its expiry",
+                    many.len()
+                ),
+            ))
+        }
+    };
+    let w = forward::Forwarded {
+        key,
+        value: Some(value),
+        expiry_ms,
+        context: Some(v.context).filter(|c| !c.is_empty()),
+        consistency,
+        timeout_ms: deadline.saturating_sub(now_ms()).max(1),
+        sloppy: false,
+    };
+    coordinate_write(shard, cluster, w, false).await.map(|()| true)
 }
 
 /// Refuses a key this node holds no replica of, naming the replicas.

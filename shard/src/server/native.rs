@@ -234,6 +234,8 @@ enum Kind {
     ClusterExists,
     ClusterWrite,
     ClusterVersions,
+    /// TTL in cluster mode: the newest live sibling's remaining time.
+    ClusterTtl,
     /// CAS_VALUE / SERIAL_GET: a [`Reply::Cas`], or (single node, serial
     /// read) a [`Reply::Value`], as CAS_RESULT.
     Cas,
@@ -540,8 +542,20 @@ fn cluster_job(shard: &Shard, req: &Request<'_>) -> Result<Job, Failure> {
         Op::Ring => Job::Ring,
         Op::Scan { .. } => return Err(not_in_cluster_mode("SCAN")),
         Op::List { .. } => return Err(not_in_cluster_mode("LIST")),
-        Op::Expire { .. } => return Err(not_in_cluster_mode("EXPIRE")),
-        Op::Ttl { .. } => return Err(not_in_cluster_mode("TTL")),
+        Op::Expire { key: k, ttl_ms } => {
+            let k = key(k)?;
+            let cmd = Cmd::Cluster(ClusterCmd::Expire {
+                key: k.clone(),
+                expiry_ms: expiry(ttl_ms),
+                consistency: level,
+                timeout_ms,
+            });
+            one(k, cmd, Kind::Expire)
+        }
+        Op::Ttl { key: k } => {
+            let k = key(k)?;
+            one(k.clone(), get(k), Kind::ClusterTtl)
+        }
         Op::Incr { key: k, delta } => {
             let k = key(k)?;
             let cmd = Cmd::Cluster(ClusterCmd::Cas {
@@ -679,6 +693,16 @@ fn newest(v: Option<&crate::cluster::Versions>) -> Option<(&crate::cluster::Sibl
     v.siblings.first().map(|s| (s, v.context.as_slice()))
 }
 
+/// TTL's answer for the value a GET returns: -2 none, -1 no expiry, else
+/// the milliseconds left (at least 1: it has not expired yet).
+pub(crate) fn ttl_of(s: Option<&crate::cluster::Sibling>) -> i64 {
+    match s {
+        None => -2,
+        Some(s) if s.expiry_ms == 0 => -1,
+        Some(s) => i64::try_from(s.expiry_ms.saturating_sub(now_ms()).max(1)).unwrap_or(i64::MAX),
+    }
+}
+
 fn sibling_ref<'a>(s: &'a crate::cluster::Sibling, context: &'a [u8]) -> ValueRef<'a> {
     let now = now_ms();
     ValueRef {
@@ -736,6 +760,9 @@ async fn run(shard: &Rc<Shard>, job: Job, id: u64, b: &mut Vec<u8>, local: Optio
                     Some((s, ctx)) => encode(b, id, &Response::Value(sibling_ref(s, ctx))),
                     None => encode(b, id, &Response::NotFound),
                 },
+                (Kind::ClusterTtl, Reply::Versions(v)) => {
+                    encode(b, id, &Response::Integer(ttl_of(newest(v.as_ref()).map(|(s, _)| s))))
+                }
                 (Kind::ClusterExists, Reply::Versions(v)) => {
                     encode(b, id, &Response::Integer(i64::from(newest(v.as_ref()).is_some())))
                 }

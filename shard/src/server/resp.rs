@@ -505,17 +505,23 @@ async fn one(shard: &Rc<Shard>, key: Key, make: impl FnOnce(Key) -> Cmd) -> Resu
 
 /// A coordinated request in cluster mode, at `cluster.resp_consistency`
 /// (writes with a sloppy quorum when `cluster.resp_sloppy_quorum` is set).
-async fn coordinated(shard: &Rc<Shard>, key: Key, value: Option<Option<(Vec<u8>, u64)>>) -> Result<Reply, Failure> {
-    use crate::cluster::ClusterCmd;
+/// The level of every coordinated RESP request (`cluster.resp_consistency`):
+/// RESP has no way to say.
+fn resp_consistency(shard: &Shard) -> crate::coordinator::Consistency {
     use crate::config::RespConsistency;
     use crate::coordinator::Consistency;
-    check_key(&key)?;
-    let consistency = match shard.config.cluster.resp_consistency {
+    match shard.config.cluster.resp_consistency {
         RespConsistency::One => Consistency::One,
         RespConsistency::Quorum => Consistency::Quorum,
         RespConsistency::All => Consistency::All,
         RespConsistency::LocalQuorum => Consistency::LocalQuorum,
-    };
+    }
+}
+
+async fn coordinated(shard: &Rc<Shard>, key: Key, value: Option<Option<(Vec<u8>, u64)>>) -> Result<Reply, Failure> {
+    use crate::cluster::ClusterCmd;
+    check_key(&key)?;
+    let consistency = resp_consistency(shard);
     let core = shard.core_of(key.token);
     let cmd = match value {
         None => ClusterCmd::Get {
@@ -633,8 +639,56 @@ async fn run_cluster(shard: &Rc<Shard>, w: &ReplyWriter, job: Job, b: &mut Vec<u
             drop(guard);
             w.integer(b, super::native::counter_of(&r)?);
         }
-        Job::Expire { .. } => return Err(not_in_cluster_mode("EXPIRE")),
-        Job::Ttl { .. } => return Err(not_in_cluster_mode("TTL")),
+        Job::Expire {
+            guard,
+            key,
+            action,
+            cond,
+        } => {
+            if cond.is_some() {
+                return Err(not_in_cluster_mode("EXPIRE with NX/XX/GT/LT"));
+            }
+            check_key(&key)?;
+            let set = match action {
+                ExpireAction::At(t) => Some(t),
+                ExpireAction::Persist => Some(0),
+                ExpireAction::Delete => None,
+            };
+            let existed = match set {
+                Some(expiry_ms) => {
+                    let core = shard.core_of(key.token);
+                    let cmd = Cmd::Cluster(crate::cluster::ClusterCmd::Expire {
+                        key,
+                        expiry_ms,
+                        consistency: resp_consistency(shard),
+                        timeout_ms: 0,
+                    });
+                    match shard.exec(core, cmd).await {
+                        Reply::Bool(x) => x,
+                        r => return Err(unexpected(&r)),
+                    }
+                }
+                // A time in the past deletes the key, as Redis does.
+                None => {
+                    let there = newest_value(coordinated(shard, key.clone(), None).await?)?.is_some();
+                    if there {
+                        coordinated(shard, key, Some(None)).await?;
+                    }
+                    there
+                }
+            };
+            drop(guard);
+            w.integer(b, i64::from(existed));
+        }
+        Job::Ttl { key, millis } => {
+            let r = coordinated(shard, key, None).await?;
+            let Reply::Versions(v) = r else {
+                return Err(unexpected(&r));
+            };
+            let n = super::native::ttl_of(v.as_ref().and_then(|v| v.siblings.first()));
+            // Redis rounds to the nearest second.
+            w.integer(b, if n < 0 || millis { n } else { (n + 500) / 1000 });
+        }
         Job::Scan { .. } => return Err(not_in_cluster_mode("SCAN")),
         Job::Info => {
             let text = info(shard).await?;
