@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
-pub use real::{check_memlock, RealFs, MIN_MEMLOCK};
+pub use real::{check_durable_fs, check_memlock, direct_open_error, RealFs, MIN_MEMLOCK};
 pub use sim::{CrashMode, SimFs};
 
 use crate::error::{Error, Result};

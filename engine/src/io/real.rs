@@ -39,8 +39,9 @@ pub fn check_memlock() -> Result<()> {
 
 /// Refuses memory-backed file systems: fdatasync there promises nothing
 /// across a reboot. (Since Linux 6.6 tmpfs even accepts O_DIRECT, so the open
-/// alone would not catch it.)
-fn check_durable_fs(dir: &Path) -> Result<()> {
+/// alone would not catch it.) Public so `corekv tune` refuses the same
+/// directories the engine does.
+pub fn check_durable_fs(dir: &Path) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
     const TMPFS_MAGIC: i64 = 0x0102_1994;
     const RAMFS_MAGIC: i64 = 0x8584_58f6;
@@ -64,6 +65,20 @@ fn check_durable_fs(dir: &Path) -> Result<()> {
         path: dir.to_path_buf(),
         fs_type,
     })
+}
+
+/// The error for a failed O_DIRECT open of a file in `dir`: EINVAL is the
+/// kernel's answer for a file system without O_DIRECT, which deserves a
+/// message that says so; anything else is an ordinary I/O error on `file`.
+/// Shared with `corekv tune`, which opens its scratch file with plain libc.
+pub fn direct_open_error(dir: &Path, file: &Path, e: std::io::Error) -> Error {
+    if e.raw_os_error() == Some(libc::EINVAL) {
+        return Error::NoDirectIo {
+            path: dir.to_path_buf(),
+            source: e,
+        };
+    }
+    Error::io(file, e)
 }
 
 /// The real file system.
@@ -92,19 +107,9 @@ impl RealFs {
             // A one-off blocking write at start-up, before the node serves anything.
             std::fs::write(&sentinel, vec![0x5au8; 4096]).map_err(|e| Error::io(&sentinel, e))?;
         }
-        let f = match DmaFile::open(&sentinel).await {
-            Ok(f) => f,
-            Err(e) => {
-                let e = std::io::Error::from(e);
-                if e.raw_os_error() == Some(libc::EINVAL) {
-                    return Err(Error::NoDirectIo {
-                        path: dir.to_path_buf(),
-                        source: e,
-                    });
-                }
-                return Err(Error::io(&sentinel, e));
-            }
-        };
+        let f = DmaFile::open(&sentinel)
+            .await
+            .map_err(|e| direct_open_error(dir, &sentinel, std::io::Error::from(e)))?;
         gio(&sentinel, f.read_at_aligned(0, 4096).await)?;
         gio(&sentinel, f.close().await)?;
         Ok(())
