@@ -11,6 +11,13 @@
 //! The node prints the effective configuration at start ([`Config`]'s
 //! `Display` is TOML that [`Config::apply_toml`] reads back).
 //!
+//! `corekv serve` adds one more layer, between the defaults and the file:
+//! values derived from the io-properties file that `corekv tune` measured
+//! ([`Config::load_tuned`], `storage.io_properties`, docs/io-properties.md).
+//! An explicit setting in any layer wins over a derived value, and the
+//! printed configuration marks each derived value and where it came from
+//! ([`Config::display_tuned`]).
+//!
 //! ## Keys
 //!
 //! Each key `section.key` can be set by the environment variable
@@ -26,6 +33,7 @@
 //! | `node.cores` | integer 1..=1024 | all available | cores (one executor each) |
 //! | `node.first_cpu` | integer 0..=1023 | 0 | core `c` runs pinned on CPU `(first_cpu + c) mod CPUs`: several nodes on one machine (tests, benchmarks) spread over the CPUs instead of all taking CPU 0 |
 //! | `node.spin_before_park_us` | integer 0..=10000 | 0 | an idle core polls this long before sleeping: lower cross-core latency for CPU that other processes on the machine cannot use |
+//! | `node.io_depth` | integer 8..=32768 | 128 (derived from io-properties when present) | io_uring submission ring depth of each core: how many I/Os (disk and socket) a core submits at once |
 //! | `cluster.dc` | string | `dc1` | data center |
 //! | `cluster.rack` | string | `""` | rack; empty means racks are not configured |
 //! | `cluster.vnodes` | integer 1..=4096 | 256 | vnodes per node |
@@ -48,7 +56,10 @@
 //! | `storage.memtable_jitter_pct` | integer 0..=90 | 40 | each memtable freezes at a size drawn from [budget x (1 - pct/100), budget], anew per memtable and different per node: replicas of the same writes then flush at different moments, so a quorum write rarely waits on a flushing node. 0 = exactly the budget |
 //! | `storage.block_cache_bytes` | integer | a quarter of RAM (256 MiB if unknown) | block cache budget per node, split across cores; 0 disables. Table reads bypass the page cache (O_DIRECT), so this is the node's read cache |
 //! | `storage.wal_segment_bytes` | integer 1 MiB..=1 GiB | 64 MiB | size of each preallocated WAL segment file |
-//! | `storage.flush_bytes_per_sec` | integer | 0 | most bytes per second a memtable flush writes, per node (split across cores); 0 = unlimited. A flat-out flush queues ahead of the WAL's fdatasyncs, and writes wait behind it |
+//! | `storage.wal_max_unsynced_bytes` | integer 64 KiB..=1 GiB | 8 MiB (derived from io-properties when present) | in `periodic` durability, WAL bytes buffered before a writer forces a sync: the group-commit batch bound |
+//! | `storage.flush_bytes_per_sec` | integer | 0 (derived from io-properties when present) | most bytes per second a memtable flush writes, per node (split across cores); 0 = unlimited. A flat-out flush queues ahead of the WAL's fdatasyncs, and writes wait behind it |
+//! | `storage.compaction_bytes_per_sec` | integer | 0 (derived from io-properties when present) | most bytes per second compaction writes, per node (split across cores); 0 = unlimited |
+//! | `storage.io_properties` | path, or `off` | `""`: `<data_dir>/io-properties.toml` if it exists | the file `corekv tune` wrote; the node derives the keys marked above from it (docs/io-properties.md). A value set explicitly in any layer wins over a derived one. A path given here must exist |
 //! | `storage.durability` | `sync` or `periodic:<ms>` | `sync` | ack after fdatasync, or at once with a WAL sync every `<ms>` (1..=60000) |
 //! | `limits.max_key_bytes` | integer 1..=65535 | 1024 | largest key |
 //! | `limits.max_value_bytes` | integer >= 1 | 1 MiB | largest value |
@@ -71,6 +82,7 @@ pub const KEYS: &[&str] = &[
     "node.cores",
     "node.first_cpu",
     "node.spin_before_park_us",
+    "node.io_depth",
     "cluster.dc",
     "cluster.rack",
     "cluster.vnodes",
@@ -93,8 +105,11 @@ pub const KEYS: &[&str] = &[
     "storage.memtable_jitter_pct",
     "storage.block_cache_bytes",
     "storage.wal_segment_bytes",
+    "storage.wal_max_unsynced_bytes",
     "storage.flush_bytes_per_sec",
+    "storage.compaction_bytes_per_sec",
     "storage.durability",
+    "storage.io_properties",
     "limits.max_key_bytes",
     "limits.max_value_bytes",
     "limits.max_frame_bytes",
@@ -115,7 +130,35 @@ const STRING_KEYS: &[&str] = &[
     "cluster.resp_consistency",
     "cluster.resp_sloppy_quorum",
     "storage.durability",
+    "storage.io_properties",
 ];
+
+/// The io-properties file's name under the data directory, where `corekv
+/// tune` writes it and the node looks for it by default.
+pub const IO_PROPERTIES_FILE: &str = "io-properties.toml";
+
+/// A value derived from the io-properties file, in the text form
+/// [`Config::set`] takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DerivedValue {
+    /// The key (`section.key`).
+    pub key: String,
+    /// The value, as it would be written in a flag.
+    pub value: String,
+    /// Which measured figure it came from, shown beside it at start.
+    pub reason: String,
+}
+
+/// What the node took from its io-properties file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tuned {
+    /// The file.
+    pub path: PathBuf,
+    /// Derived values in effect.
+    pub applied: Vec<DerivedValue>,
+    /// Derived values that an explicit setting replaced.
+    pub overridden: Vec<DerivedValue>,
+}
 
 /// The upper bound on cores; a limit on everything, and the shard port range
 /// must fit below 65536.
@@ -151,6 +194,8 @@ pub struct NodeConfig {
     pub first_cpu: u64,
     /// Microseconds an idle executor polls before it sleeps.
     pub spin_before_park_us: u64,
+    /// io_uring submission ring depth of each core.
+    pub io_depth: u64,
 }
 
 /// `[cluster]`.
@@ -277,10 +322,17 @@ pub struct StorageConfig {
     pub block_cache_bytes: u64,
     /// Size of each WAL segment file.
     pub wal_segment_bytes: u64,
+    /// In periodic durability, WAL bytes buffered before a sync is forced.
+    pub wal_max_unsynced_bytes: u64,
     /// When writes are acknowledged.
     pub durability: Durability,
     /// Flush write rate per node, bytes/s; 0 = unlimited.
     pub flush_bytes_per_sec: u64,
+    /// Compaction write rate per node, bytes/s; 0 = unlimited.
+    pub compaction_bytes_per_sec: u64,
+    /// The io-properties file: empty for `<data_dir>/io-properties.toml`
+    /// when it exists, `off` for none.
+    pub io_properties: String,
 }
 
 /// `[limits]`.
@@ -354,6 +406,8 @@ impl Default for Config {
                 cores,
                 first_cpu: 0,
                 spin_before_park_us: 0,
+                // glommio's own default.
+                io_depth: 128,
             },
             cluster: ClusterConfig {
                 dc: "dc1".to_owned(),
@@ -382,8 +436,12 @@ impl Default for Config {
                 memtable_jitter_pct: 40,
                 block_cache_bytes: default_block_cache(),
                 wal_segment_bytes: 64 << 20,
+                // The engine's own default.
+                wal_max_unsynced_bytes: 8 << 20,
                 flush_bytes_per_sec: 0,
+                compaction_bytes_per_sec: 0,
                 durability: Durability::Sync,
+                io_properties: String::new(),
             },
             limits: LimitsConfig {
                 max_key_bytes: 1024,
@@ -447,20 +505,155 @@ impl Config {
         I: IntoIterator<Item = (String, String)>,
         S: AsRef<str>,
     {
+        let entries = Self::layers(file, env, overrides)?;
         let mut config = Config::default();
+        config.apply_entries(&entries)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// [`Config::load`], with values derived from the io-properties file
+    /// (see [`Config::io_properties_path`]) as a layer between the defaults
+    /// and the file: any key set explicitly, by the file, the environment or
+    /// a flag, wins over its derived value.
+    ///
+    /// `derive` reads the file and returns the derived values; it is passed
+    /// in because the file's format and the derivation belong to the tuning
+    /// crate, which this crate does not depend on. Its error (a message
+    /// naming the file) stops the start: a file that is there but unreadable
+    /// or of a newer format is a mistake to fix, not to ignore.
+    pub fn load_tuned<I, S, F>(file: Option<&Path>, env: I, overrides: &[S], derive: F) -> Result<(Config, Option<Tuned>)>
+    where
+        I: IntoIterator<Item = (String, String)>,
+        S: AsRef<str>,
+        F: FnOnce(&Path) -> std::result::Result<Vec<DerivedValue>, String>,
+    {
+        let entries = Self::layers(file, env, overrides)?;
+        let mut explicit = Config::default();
+        explicit.apply_entries(&entries)?;
+        let Some(path) = explicit.io_properties_path()? else {
+            explicit.validate()?;
+            return Ok((explicit, None));
+        };
+        let derived = derive(&path).map_err(|reason| Error::IoProperties {
+            path: path.clone(),
+            reason,
+        })?;
+        let origin = ConfigOrigin::IoProperties(path.clone());
+        let mut config = Config::default();
+        let mut tuned = Tuned {
+            path,
+            applied: Vec::new(),
+            overridden: Vec::new(),
+        };
+        for d in derived {
+            config.set(&d.key, &d.value, &origin)?;
+            if entries.iter().any(|(key, _, _)| *key == d.key) {
+                tuned.overridden.push(d);
+            } else {
+                tuned.applied.push(d);
+            }
+        }
+        config.apply_entries(&entries)?;
+        config.validate()?;
+        Ok((config, Some(tuned)))
+    }
+
+    /// The io-properties file the node reads: `storage.io_properties` when it
+    /// names one (it must exist: the operator asked for it), else
+    /// `<data_dir>/io-properties.toml` when that exists; none for `off`.
+    pub fn io_properties_path(&self) -> Result<Option<PathBuf>> {
+        match self.storage.io_properties.as_str() {
+            "off" => Ok(None),
+            "" => {
+                let p = self.node.data_dir.join(IO_PROPERTIES_FILE);
+                Ok(p.is_file().then_some(p))
+            }
+            given => {
+                let p = PathBuf::from(given);
+                if p.is_file() {
+                    return Ok(Some(p));
+                }
+                Err(Error::IoProperties {
+                    reason: format!(
+                        "io-properties file {given} (storage.io_properties) does not exist; \
+                         write it with `corekv tune --data-dir {} --out {given}`",
+                        self.node.data_dir.display()
+                    ),
+                    path: p,
+                })
+            }
+        }
+    }
+
+    /// Every `(key, value, origin)` the file, the environment and the
+    /// overrides set, in the order they apply. Collected before anything is
+    /// applied so [`Config::load_tuned`] knows which keys were set explicitly.
+    fn layers<I, S>(file: Option<&Path>, env: I, overrides: &[S]) -> Result<Vec<(String, String, ConfigOrigin)>>
+    where
+        I: IntoIterator<Item = (String, String)>,
+        S: AsRef<str>,
+    {
+        let mut out = Vec::new();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
                 path: path.to_owned(),
                 source,
             })?;
-            config.apply_toml(&text, path)?;
+            let origin = ConfigOrigin::File(path.to_owned());
+            for (key, value) in Self::toml_entries(&text, path)? {
+                out.push((key, value, origin.clone()));
+            }
         }
-        config.apply_env(env)?;
+        out.extend(Self::env_entries(env));
         for item in overrides {
-            config.apply_override(item.as_ref())?;
+            let (key, value) = Self::override_entry(item.as_ref())?;
+            out.push((key, value, ConfigOrigin::Override));
         }
-        config.validate()?;
-        Ok(config)
+        Ok(out)
+    }
+
+    fn apply_entries(&mut self, entries: &[(String, String, ConfigOrigin)]) -> Result<()> {
+        for (key, value, origin) in entries {
+            self.set(key, value, origin)?;
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, like `Display`, with each value
+    /// derived from the io-properties file marked by a comment saying so and
+    /// why, and each derived value an explicit setting replaced marked too.
+    /// Reads back through [`Config::apply_toml`] (comments are ignored).
+    pub fn display_tuned(&self, tuned: Option<&Tuned>) -> String {
+        use fmt::Write;
+        let text = match toml::to_string(self) {
+            Ok(t) => t,
+            // Only a data_dir that is not UTF-8 fails; show the fields anyway.
+            Err(e) => format!("# (not TOML: {e})\n# {self:?}\n"),
+        };
+        let Some(t) = tuned else {
+            return text;
+        };
+        let mut out = format!(
+            "# io-properties: {} (measured by `corekv tune`); values marked \"from io-properties\" were derived from it\n",
+            t.path.display()
+        );
+        let mut section = String::new();
+        for line in text.lines() {
+            out.push_str(line);
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_owned();
+            } else if let Some((name, _)) = line.split_once(" = ") {
+                let key = format!("{section}.{}", name.trim());
+                if let Some(d) = t.applied.iter().find(|d| d.key == key) {
+                    let _ = write!(out, "  # from io-properties: {}", d.reason);
+                } else if let Some(d) = t.overridden.iter().find(|d| d.key == key) {
+                    let _ = write!(out, "  # set explicitly; io-properties would give {} ({})", d.value, d.reason);
+                }
+            }
+            out.push('\n');
+        }
+        out
     }
 
     /// The environment variable for `key` (`section.key`).
@@ -483,6 +676,8 @@ impl Config {
             "node.cores" => self.node.cores = parse_int(value, 1, MAX_CORES).map_err(bad)?,
             "node.first_cpu" => self.node.first_cpu = parse_int(value, 0, MAX_CORES - 1).map_err(bad)?,
             "node.spin_before_park_us" => self.node.spin_before_park_us = parse_int(value, 0, 10_000).map_err(bad)?,
+            // 32768: the kernel's largest io_uring submission queue.
+            "node.io_depth" => self.node.io_depth = parse_int(value, 8, 32_768).map_err(bad)?,
             "cluster.dc" => self.cluster.dc = non_empty(value).map_err(bad)?,
             // Empty is meaningful here: racks not configured.
             "cluster.rack" => self.cluster.rack = value.to_owned(),
@@ -538,6 +733,14 @@ impl Config {
             "storage.flush_bytes_per_sec" => {
                 self.storage.flush_bytes_per_sec = parse_int(value, 0, u64::MAX).map_err(bad)?
             }
+            "storage.compaction_bytes_per_sec" => {
+                self.storage.compaction_bytes_per_sec = parse_int(value, 0, u64::MAX).map_err(bad)?
+            }
+            "storage.wal_max_unsynced_bytes" => {
+                self.storage.wal_max_unsynced_bytes = parse_int(value, 64 << 10, 1 << 30).map_err(bad)?
+            }
+            // Empty is meaningful: the default file under the data directory.
+            "storage.io_properties" => self.storage.io_properties = value.trim().to_owned(),
             "limits.max_key_bytes" => self.limits.max_key_bytes = parse_int(value, 1, 65_535).map_err(bad)?,
             "limits.max_value_bytes" => self.limits.max_value_bytes = parse_int(value, 1, u64::MAX).map_err(bad)?,
             // u32::MAX: the frame header's length field is 32 bits.
@@ -563,10 +766,21 @@ impl Config {
     /// Applies a TOML document (`path` only names it in errors).
     pub fn apply_toml(&mut self, text: &str, path: &Path) -> Result<()> {
         let origin = ConfigOrigin::File(path.to_owned());
+        for (key, value) in Self::toml_entries(text, path)? {
+            self.set(&key, &value, &origin)?;
+        }
+        Ok(())
+    }
+
+    /// The `(section.key, value as text)` pairs of a TOML document, checked
+    /// for unknown keys and for the TOML type each key takes.
+    fn toml_entries(text: &str, path: &Path) -> Result<Vec<(String, String)>> {
+        let origin = ConfigOrigin::File(path.to_owned());
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::ConfigSyntax {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
+        let mut out = Vec::new();
         for (section, body) in &table {
             // Name the section alone when it is unknown: `[nodes]` is one typo, not one per key.
             if !KEYS.iter().any(|k| k.split('.').next() == Some(section.as_str())) {
@@ -606,14 +820,21 @@ impl Config {
                         })
                     }
                 };
-                self.set(&key, &text, &origin)?;
+                out.push((key, text));
             }
         }
-        Ok(())
+        Ok(out)
     }
 
     /// Applies the `COREKV_<SECTION>_<KEY>` entries of `env`; other entries are ignored.
     pub fn apply_env<I: IntoIterator<Item = (String, String)>>(&mut self, env: I) -> Result<()> {
+        for (key, value, origin) in Self::env_entries(env) {
+            self.set(&key, &value, &origin)?;
+        }
+        Ok(())
+    }
+
+    fn env_entries<I: IntoIterator<Item = (String, String)>>(env: I) -> Vec<(String, String, ConfigOrigin)> {
         let mut found: Vec<(usize, String, String)> = Vec::new();
         for (name, value) in env {
             if let Some(i) = KEYS.iter().position(|k| Self::env_var(k) == name) {
@@ -622,18 +843,23 @@ impl Config {
         }
         // Apply in key order, not environment order, so errors are reproducible.
         found.sort();
-        for (i, name, value) in found {
-            self.set(KEYS[i], &value, &ConfigOrigin::Env(name))?;
-        }
-        Ok(())
+        found
+            .into_iter()
+            .map(|(i, name, value)| (KEYS[i].to_owned(), value, ConfigOrigin::Env(name)))
+            .collect()
     }
 
     /// Applies one `section.key=value` override.
     pub fn apply_override(&mut self, item: &str) -> Result<()> {
+        let (key, value) = Self::override_entry(item)?;
+        self.set(&key, &value, &ConfigOrigin::Override)
+    }
+
+    fn override_entry(item: &str) -> Result<(String, String)> {
         let Some((key, value)) = item.split_once('=') else {
             return Err(Error::MalformedOverride { item: item.to_owned() });
         };
-        self.set(key.trim(), value, &ConfigOrigin::Override)
+        Ok((key.trim().to_owned(), value.to_owned()))
     }
 
     /// Checks the rules between keys (each key's own range is checked by [`Config::set`]).
@@ -885,6 +1111,122 @@ mod tests {
         let mut back = Config::default();
         back.apply_toml(&text, Path::new("display.toml")).unwrap();
         assert_eq!(back, c);
+    }
+
+    fn derived(path: &Path) -> std::result::Result<Vec<DerivedValue>, String> {
+        assert!(path.is_file(), "only called with a file that exists");
+        Ok(vec![
+            DerivedValue {
+                key: "storage.flush_bytes_per_sec".to_owned(),
+                value: "104857600".to_owned(),
+                reason: "1/2 of measured sequential write".to_owned(),
+            },
+            DerivedValue {
+                key: "node.io_depth".to_owned(),
+                value: "256".to_owned(),
+                reason: "disk keeps ~16 reads busy".to_owned(),
+            },
+        ])
+    }
+
+    #[test]
+    fn io_properties_are_a_layer_under_every_explicit_setting() {
+        let dir = write_file("io-properties.toml", "format_version = 1\n")
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let data_dir = format!("node.data_dir={}", dir.display());
+        let none: Vec<(String, String)> = Vec::new();
+
+        // Found under the data directory and applied.
+        let (c, tuned) = Config::load_tuned(None, none.clone(), &[data_dir.as_str()], derived).unwrap();
+        let tuned = tuned.unwrap();
+        assert_eq!(tuned.path, dir.join(IO_PROPERTIES_FILE));
+        assert_eq!(c.storage.flush_bytes_per_sec, 100 << 20);
+        assert_eq!(c.node.io_depth, 256);
+        assert_eq!(tuned.applied.len(), 2);
+        assert!(tuned.overridden.is_empty());
+        let shown = c.display_tuned(Some(&tuned));
+        assert!(shown.contains(&format!("# io-properties: {}", tuned.path.display())), "{shown}");
+        assert!(
+            shown.contains("flush_bytes_per_sec = 104857600  # from io-properties: 1/2 of measured"),
+            "{shown}"
+        );
+        assert!(shown.contains("io_depth = 256  # from io-properties: disk keeps"), "{shown}");
+        let mut back = Config::default();
+        back.apply_toml(&shown, Path::new("shown.toml")).unwrap();
+        assert_eq!(back, c, "the marked display reads back");
+
+        // An explicit value wins even when it equals the default, from any layer.
+        let env = env(&[("COREKV_NODE_IO_DEPTH", "128")]);
+        let (c, tuned) =
+            Config::load_tuned(None, env, &[data_dir.as_str(), "storage.flush_bytes_per_sec=0"], derived).unwrap();
+        let tuned = tuned.unwrap();
+        assert_eq!(c.storage.flush_bytes_per_sec, 0);
+        assert_eq!(c.node.io_depth, 128);
+        assert!(tuned.applied.is_empty());
+        assert_eq!(tuned.overridden.len(), 2);
+        let shown = c.display_tuned(Some(&tuned));
+        assert!(
+            shown.contains("flush_bytes_per_sec = 0  # set explicitly; io-properties would give 104857600"),
+            "{shown}"
+        );
+
+        // `off`: the file is not read.
+        let (c, tuned) = Config::load_tuned(
+            None,
+            none.clone(),
+            &[data_dir.as_str(), "storage.io_properties=off"],
+            |_| Err("not read when off".to_owned()),
+        )
+        .unwrap();
+        assert!(tuned.is_none());
+        assert_eq!(c, Config::load(None, none.clone(), &[data_dir.as_str(), "storage.io_properties=off"]).unwrap());
+
+        // No file under the data directory: nothing derived, nothing printed about it.
+        let empty = dir.join("no-such-subdir");
+        let (c, tuned) = Config::load_tuned(
+            None,
+            none.clone(),
+            &[format!("node.data_dir={}", empty.display())],
+            |_| Err("no file to read".to_owned()),
+        )
+        .unwrap();
+        assert!(tuned.is_none());
+        assert_eq!(c.display_tuned(None), c.to_string());
+
+        // A path that was asked for must exist.
+        let missing = dir.join("missing.toml");
+        let err =
+            Config::load_tuned(None, none.clone(), &[format!("storage.io_properties={}", missing.display())], derived)
+                .unwrap_err();
+        assert!(matches!(&err, Error::IoProperties { path, .. } if *path == missing), "{err}");
+        assert!(err.to_string().contains("corekv tune"), "{err}");
+
+        // The reader's error stops the start, naming the way out.
+        let err = Config::load_tuned(None, none.clone(), &[data_dir.as_str()], |_| {
+            Err("io-properties file x has format_version 9".to_owned())
+        })
+        .unwrap_err();
+        assert!(matches!(err, Error::IoProperties { .. }));
+        assert!(
+            err.to_string().contains("format_version 9") && err.to_string().contains("storage.io_properties = \"off\""),
+            "{err}"
+        );
+
+        // A derived value out of range is refused naming the file as its origin.
+        let err = Config::load_tuned(None, none, &[data_dir.as_str()], |_| {
+            Ok(vec![DerivedValue {
+                key: "node.io_depth".to_owned(),
+                value: "0".to_owned(),
+                reason: String::new(),
+            }])
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidValue { origin: ConfigOrigin::IoProperties(_), .. }),
+            "{err}"
+        );
     }
 
     proptest! {

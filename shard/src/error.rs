@@ -22,6 +22,8 @@ pub enum ConfigOrigin {
     File(PathBuf),
     /// An environment variable (its name).
     Env(String),
+    /// A value derived from an io-properties file (`corekv tune`).
+    IoProperties(PathBuf),
     /// A `section.key=value` override (command line).
     Override,
 }
@@ -32,6 +34,7 @@ impl fmt::Display for ConfigOrigin {
             ConfigOrigin::Default => f.write_str("the defaults"),
             ConfigOrigin::File(path) => write!(f, "file {}", path.display()),
             ConfigOrigin::Env(name) => write!(f, "environment variable {name}"),
+            ConfigOrigin::IoProperties(path) => write!(f, "io-properties file {}", path.display()),
             ConfigOrigin::Override => f.write_str("a command-line override"),
         }
     }
@@ -92,6 +95,15 @@ pub enum Error {
         /// The key it conflicts with.
         other: String,
         /// Why.
+        reason: String,
+    },
+    /// The io-properties file (`storage.io_properties`, or
+    /// `<data_dir>/io-properties.toml`) could not be used.
+    #[error("{reason} (set storage.io_properties = \"off\" to start without it)")]
+    IoProperties {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong, naming the file.
         reason: String,
     },
     /// A ring was built without nodes.

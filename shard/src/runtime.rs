@@ -327,6 +327,8 @@ fn engine_options(config: &Config, core: usize, cores: usize) -> EngineOptions {
     o.block_cache_bytes = per_core(config.storage.block_cache_bytes);
     o.wal.segment_bytes = config.storage.wal_segment_bytes;
     o.flush_bytes_per_sec = config.storage.flush_bytes_per_sec / cores as u64;
+    o.compaction_bytes_per_sec = config.storage.compaction_bytes_per_sec / cores as u64;
+    o.wal.max_unsynced_bytes = usize::try_from(config.storage.wal_max_unsynced_bytes).unwrap_or(usize::MAX);
     o.wal.durability = match config.storage.durability {
         Durability::Sync => corekv_engine::Durability::Sync,
         Durability::Periodic { interval_ms } => corekv_engine::Durability::Periodic(Duration::from_millis(interval_ms)),
@@ -460,6 +462,9 @@ pub fn start(config: Config, serve: ServeFn) -> Result<RunningNode> {
         // the same way without touching start-up.
         let mut builder =
             LocalExecutorBuilder::new(Placement::Fixed((first_cpu + core) % cpus)).name(&format!("corekv-core-{core}"));
+        // config.set bounds io_depth to 8..=32768; max(1) keeps glommio's
+        // positive-depth assertion for a Config built by hand.
+        builder = builder.ring_depth(usize::try_from(config.node.io_depth.max(1)).unwrap_or(128));
         if config.node.spin_before_park_us > 0 {
             builder = builder.spin_before_park(Duration::from_micros(config.node.spin_before_park_us));
         }

@@ -1,10 +1,11 @@
-//! `corekv`: start a node (`serve`) and talk to a running one (`get`, `put`,
+//! `corekv`: start a node (`serve`), measure its disk (`tune`) and talk to a running one (`get`, `put`,
 //! `del`, `scan`). A library so test crates can build the same command
 //! under their own binary name.
 
 mod admin;
 mod client;
 mod serve;
+mod tune;
 
 use std::process::ExitCode;
 
@@ -17,6 +18,7 @@ fn cli() -> Command {
         .subcommand_required(true)
         .arg_required_else_help(true)
         .subcommand(serve::command())
+        .subcommand(tune::command())
         .subcommands(client::commands())
         .subcommands(admin::commands())
 }
@@ -26,6 +28,7 @@ pub fn main() -> ExitCode {
     let matches = cli().get_matches();
     let r = match matches.subcommand() {
         Some(("serve", m)) => serve::run(m).map(|()| true),
+        Some(("tune", m)) => tune::run(m).map(|()| true),
         Some((name, m)) if admin::is_admin(name) => admin::run(name, m),
         Some((name, m)) => client::run(name, m),
         None => Err("no command (see corekv --help)".to_string()),

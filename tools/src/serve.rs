@@ -2,13 +2,16 @@
 //!
 //! Configuration precedence: built-in defaults < `--config` file <
 //! `COREKV_<SECTION>_<KEY>` environment variables < flags (`--node.data_dir
-//! DIR`, one per key, or `--set node.data_dir=DIR`). The effective
-//! configuration is printed at start.
+//! DIR`, one per key, or `--set node.data_dir=DIR`). Values derived from the
+//! io-properties file (`corekv tune`) sit between the defaults and the file,
+//! so any explicit setting wins over them. The effective configuration is
+//! printed at start, derived values marked with where they came from.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Arg, ArgMatches, Command};
-use corekv_shard::config::KEYS;
+use corekv_shard::config::{DerivedValue, KEYS};
+use corekv_tuning::IoProperties;
 use corekv_shard::{runtime, server, Config};
 
 /// The `serve` subcommand: `--config`, `--set`, and one flag per key.
@@ -35,6 +38,33 @@ pub fn command() -> Command {
     c
 }
 
+/// Reads the io-properties file `corekv tune` wrote and derives the node's
+/// settings from its figures (corekv_tuning::derive).
+fn derive(path: &Path) -> Result<Vec<DerivedValue>, String> {
+    let props = IoProperties::read(path).map_err(|e| e.to_string())?;
+    let d = corekv_tuning::derive(&props);
+    let mut out: Vec<DerivedValue> = [
+        ("storage.flush_bytes_per_sec", d.flush_bytes_per_sec),
+        ("storage.compaction_bytes_per_sec", d.compaction_bytes_per_sec),
+        ("node.io_depth", d.io_depth),
+        ("storage.wal_max_unsynced_bytes", d.wal_max_unsynced_bytes),
+    ]
+    .into_iter()
+    .map(|(key, f)| DerivedValue {
+        key: key.to_owned(),
+        value: f.value.to_string(),
+        reason: f.reason,
+    })
+    .collect();
+    if props.measured.quick {
+        // Say so beside each value: quick figures are for tests, not production.
+        for v in &mut out {
+            v.reason.push_str(" [quick-mode figures]");
+        }
+    }
+    Ok(out)
+}
+
 /// Loads the configuration, starts the node, waits for SIGTERM/SIGINT, drains.
 pub fn run(m: &ArgMatches) -> Result<(), String> {
     tracing_subscriber::fmt()
@@ -54,10 +84,12 @@ pub fn run(m: &ArgMatches) -> Result<(), String> {
         }
     }
     let file = m.get_one::<PathBuf>("config");
-    let config = Config::load(file.map(PathBuf::as_path), std::env::vars(), &overrides).map_err(|e| e.to_string())?;
+    let (config, tuned) = Config::load_tuned(file.map(PathBuf::as_path), std::env::vars(), &overrides, derive)
+        .map_err(|e| e.to_string())?;
     eprintln!(
-        "# corekv {} effective configuration\n{config}",
-        env!("CARGO_PKG_VERSION")
+        "# corekv {} effective configuration\n{}",
+        env!("CARGO_PKG_VERSION"),
+        config.display_tuned(tuned.as_ref())
     );
     let started = std::time::Instant::now();
     let node = runtime::start(config.clone(), server::serve).map_err(|e| e.to_string())?;
