@@ -35,24 +35,26 @@ pub use disk::MeasureOptions;
 pub use error::{Error, Result};
 pub use props::{IoProperties, FILE_NAME, FORMAT_VERSION};
 
-/// The steps of [`measure`], reported as each starts so a caller can show progress.
+/// The steps of [`measure`], in order, reported as each starts so a caller
+/// can show progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Step {
-    /// Checking the directory and probing io_uring.
+    /// Checking the directory.
     Probe,
-    /// Sequential write then read of the scratch file.
+    /// Write + fdatasync pairs.
+    Fdatasync,
+    /// Sequential write then read of the scratch file; then the alignment
+    /// and io_uring probes, which read it.
     Sequential,
     /// Random reads at depth 1 and 32.
     RandomRead,
-    /// Write + fdatasync pairs.
-    Fdatasync,
 }
 
 impl std::fmt::Display for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Step::Probe => "probing io_uring, O_DIRECT and alignment",
+            Step::Probe => "checking the directory (durable file system, O_DIRECT)",
             Step::Sequential => "sequential O_DIRECT write and read (1 MiB, depth 8)",
             Step::RandomRead => "4 KiB random O_DIRECT reads at depth 1 and 32",
             Step::Fdatasync => "4 KiB write + fdatasync",
@@ -82,8 +84,13 @@ pub fn measure(dir: &Path, opts: &MeasureOptions, mut progress: impl FnMut(Step)
         path: dir.clone(),
         source,
     })?;
-    let scratch = disk::Scratch::create(&dir)?;
+    // Before the large write: see the disk module on the order.
+    let fsync_file = disk::Scratch::create(&dir, "fsync")?;
+    progress(Step::Fdatasync);
+    let fdatasync = disk::fdatasync(&fsync_file, opts)?;
+    drop(fsync_file);
 
+    let scratch = disk::Scratch::create(&dir, "scratch")?;
     progress(Step::Sequential);
     let sequential = disk::sequential(&scratch, opts)?;
     // The alignment and IOPOLL probes read the file, so they follow the write.
@@ -94,8 +101,6 @@ pub fn measure(dir: &Path, opts: &MeasureOptions, mut progress: impl FnMut(Step)
     progress(Step::RandomRead);
     let random_read = disk::random_read(&scratch, opts)?;
 
-    progress(Step::Fdatasync);
-    let fdatasync = disk::fdatasync(&scratch, opts)?;
     drop(scratch);
 
     let unix_time = std::time::SystemTime::now()
