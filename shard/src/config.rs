@@ -522,7 +522,12 @@ impl Config {
     /// crate, which this crate does not depend on. Its error (a message
     /// naming the file) stops the start: a file that is there but unreadable
     /// or of a newer format is a mistake to fix, not to ignore.
-    pub fn load_tuned<I, S, F>(file: Option<&Path>, env: I, overrides: &[S], derive: F) -> Result<(Config, Option<Tuned>)>
+    pub fn load_tuned<I, S, F>(
+        file: Option<&Path>,
+        env: I,
+        overrides: &[S],
+        derive: F,
+    ) -> Result<(Config, Option<Tuned>)>
     where
         I: IntoIterator<Item = (String, String)>,
         S: AsRef<str>,
@@ -648,7 +653,11 @@ impl Config {
                 if let Some(d) = t.applied.iter().find(|d| d.key == key) {
                     let _ = write!(out, "  # from io-properties: {}", d.reason);
                 } else if let Some(d) = t.overridden.iter().find(|d| d.key == key) {
-                    let _ = write!(out, "  # set explicitly; io-properties would give {} ({})", d.value, d.reason);
+                    let _ = write!(
+                        out,
+                        "  # set explicitly; io-properties would give {} ({})",
+                        d.value, d.reason
+                    );
                 }
             }
             out.push('\n');
@@ -1147,20 +1156,31 @@ mod tests {
         assert_eq!(tuned.applied.len(), 2);
         assert!(tuned.overridden.is_empty());
         let shown = c.display_tuned(Some(&tuned));
-        assert!(shown.contains(&format!("# io-properties: {}", tuned.path.display())), "{shown}");
+        assert!(
+            shown.contains(&format!("# io-properties: {}", tuned.path.display())),
+            "{shown}"
+        );
         assert!(
             shown.contains("flush_bytes_per_sec = 104857600  # from io-properties: 1/2 of measured"),
             "{shown}"
         );
-        assert!(shown.contains("io_depth = 256  # from io-properties: disk keeps"), "{shown}");
+        assert!(
+            shown.contains("io_depth = 256  # from io-properties: disk keeps"),
+            "{shown}"
+        );
         let mut back = Config::default();
         back.apply_toml(&shown, Path::new("shown.toml")).unwrap();
         assert_eq!(back, c, "the marked display reads back");
 
         // An explicit value wins even when it equals the default, from any layer.
         let env = env(&[("COREKV_NODE_IO_DEPTH", "128")]);
-        let (c, tuned) =
-            Config::load_tuned(None, env, &[data_dir.as_str(), "storage.flush_bytes_per_sec=0"], derived).unwrap();
+        let (c, tuned) = Config::load_tuned(
+            None,
+            env,
+            &[data_dir.as_str(), "storage.flush_bytes_per_sec=0"],
+            derived,
+        )
+        .unwrap();
         let tuned = tuned.unwrap();
         assert_eq!(c.storage.flush_bytes_per_sec, 0);
         assert_eq!(c.node.io_depth, 128);
@@ -1181,7 +1201,10 @@ mod tests {
         )
         .unwrap();
         assert!(tuned.is_none());
-        assert_eq!(c, Config::load(None, none.clone(), &[data_dir.as_str(), "storage.io_properties=off"]).unwrap());
+        assert_eq!(
+            c,
+            Config::load(None, none.clone(), &[data_dir.as_str(), "storage.io_properties=off"]).unwrap()
+        );
 
         // No file under the data directory: nothing derived, nothing printed about it.
         let empty = dir.join("no-such-subdir");
@@ -1197,10 +1220,17 @@ mod tests {
 
         // A path that was asked for must exist.
         let missing = dir.join("missing.toml");
-        let err =
-            Config::load_tuned(None, none.clone(), &[format!("storage.io_properties={}", missing.display())], derived)
-                .unwrap_err();
-        assert!(matches!(&err, Error::IoProperties { path, .. } if *path == missing), "{err}");
+        let err = Config::load_tuned(
+            None,
+            none.clone(),
+            &[format!("storage.io_properties={}", missing.display())],
+            derived,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::IoProperties { path, .. } if *path == missing),
+            "{err}"
+        );
         assert!(err.to_string().contains("corekv tune"), "{err}");
 
         // The reader's error stops the start, naming the way out.
@@ -1224,7 +1254,13 @@ mod tests {
         })
         .unwrap_err();
         assert!(
-            matches!(&err, Error::InvalidValue { origin: ConfigOrigin::IoProperties(_), .. }),
+            matches!(
+                &err,
+                Error::InvalidValue {
+                    origin: ConfigOrigin::IoProperties(_),
+                    ..
+                }
+            ),
             "{err}"
         );
     }

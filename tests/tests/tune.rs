@@ -46,7 +46,12 @@ fn tune_writes_the_file_and_a_node_uses_it() {
     assert!(out.status.success(), "tune failed:\n{stdout}\n{stderr}");
     let path = dir.join(FILE_NAME);
     assert!(stdout.contains(&format!("wrote {}", path.display())), "{stdout}");
-    for row in ["sequential write", "4 KiB random read, depth 32", "4 KiB write + fdatasync", "node.io_depth"] {
+    for row in [
+        "sequential write",
+        "4 KiB random read, depth 32",
+        "4 KiB write + fdatasync",
+        "node.io_depth",
+    ] {
         assert!(stdout.contains(row), "the table shows {row}:\n{stdout}");
     }
     no_scratch_left(&dir);
@@ -108,7 +113,10 @@ fn tune_writes_the_file_and_a_node_uses_it() {
         d.flush_bytes_per_sec.value
     );
     assert!(log.contains(&line), "{log}");
-    assert!(log.contains(&format!("io_depth = {}  # from io-properties", d.io_depth.value)), "{log}");
+    assert!(
+        log.contains(&format!("io_depth = {}  # from io-properties", d.io_depth.value)),
+        "{log}"
+    );
     assert!(node.sigterm().success());
 
     // A file of a newer format stops the node with a message that says why.
@@ -133,7 +141,11 @@ fn tune_out_writes_elsewhere() {
     let p = IoProperties::read(&out_file).unwrap();
     assert_eq!(p.measured.scratch_bytes, 8 << 20);
     assert!(!dir.join(FILE_NAME).exists());
-    assert!(text(&out.stdout).contains("--storage.io_properties"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("--storage.io_properties"),
+        "{}",
+        text(&out.stdout)
+    );
     no_scratch_left(&dir);
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::remove_file(&out_file).unwrap();

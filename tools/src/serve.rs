@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Arg, ArgMatches, Command};
 use corekv_shard::config::{DerivedValue, KEYS};
-use corekv_tuning::IoProperties;
 use corekv_shard::{runtime, server, Config};
+use corekv_tuning::IoProperties;
 
 /// The `serve` subcommand: `--config`, `--set`, and one flag per key.
 pub fn command() -> Command {

@@ -68,7 +68,10 @@ pub fn run(m: &ArgMatches) -> Result<(), String> {
         .get_one::<PathBuf>("data-dir")
         .cloned()
         .unwrap_or_else(|| PathBuf::from("./corekv-data"));
-    let out = m.get_one::<PathBuf>("out").cloned().unwrap_or_else(|| dir.join(FILE_NAME));
+    let out = m
+        .get_one::<PathBuf>("out")
+        .cloned()
+        .unwrap_or_else(|| dir.join(FILE_NAME));
     eprintln!(
         "corekv tune: measuring {} with a {} scratch file{}",
         dir.display(),
@@ -123,14 +126,8 @@ fn report(p: &IoProperties) -> String {
         ),
     );
     let q = &p.sequential;
-    row(
-        "sequential write (1 MiB, depth 8)",
-        human_rate(q.write_bytes_per_sec),
-    );
-    row(
-        "sequential read (1 MiB, depth 8)",
-        human_rate(q.read_bytes_per_sec),
-    );
+    row("sequential write (1 MiB, depth 8)", human_rate(q.write_bytes_per_sec));
+    row("sequential read (1 MiB, depth 8)", human_rate(q.read_bytes_per_sec));
     for f in [&p.random_read.qd1, &p.random_read.qd32] {
         row(
             &format!("4 KiB random read, depth {}", f.depth),

@@ -242,7 +242,9 @@ impl IoProperties {
         if version < 1 {
             return Err(malformed(format!("format_version {version} is not a version")));
         }
-        let props: IoProperties = table.try_into().map_err(|e: toml::de::Error| malformed(e.to_string()))?;
+        let props: IoProperties = table
+            .try_into()
+            .map_err(|e: toml::de::Error| malformed(e.to_string()))?;
         props.check().map_err(malformed)?;
         Ok(props)
     }

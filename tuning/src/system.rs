@@ -77,7 +77,11 @@ pub fn numa(root: &Path, online: &str) -> (u32, Vec<String>) {
     if let Ok(dir) = std::fs::read_dir(root) {
         for e in dir.flatten() {
             let name = e.file_name();
-            let Some(id) = name.to_str().and_then(|n| n.strip_prefix("node")).and_then(|n| n.parse().ok()) else {
+            let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("node"))
+                .and_then(|n| n.parse().ok())
+            else {
                 continue;
             };
             let cpus = read_trim(&e.path().join("cpulist")).unwrap_or_default();

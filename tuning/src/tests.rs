@@ -138,7 +138,14 @@ fn a_newer_version_is_refused_naming_both_versions() {
         .replace("format_version = 1", "format_version = 2");
     let err = IoProperties::from_toml(&text, p()).unwrap_err();
     assert!(
-        matches!(err, Error::NewerFormat { found: 2, supported: 1, .. }),
+        matches!(
+            err,
+            Error::NewerFormat {
+                found: 2,
+                supported: 1,
+                ..
+            }
+        ),
         "{err:?}"
     );
     let msg = err.to_string();
@@ -147,8 +154,11 @@ fn a_newer_version_is_refused_naming_both_versions() {
         "{msg}"
     );
     // Even when the rest would not parse: the version is checked first.
-    let err = IoProperties::from_toml("format_version = 7\n[sequential]\nwrite_bytes_per_sec = \"fast\"\n", p())
-        .unwrap_err();
+    let err = IoProperties::from_toml(
+        "format_version = 7\n[sequential]\nwrite_bytes_per_sec = \"fast\"\n",
+        p(),
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::NewerFormat { found: 7, .. }), "{err:?}");
 }
 
@@ -160,7 +170,11 @@ fn malformed_files_say_what_is_wrong() {
         ("format_version = \"1\"\n".to_owned(), "not an integer"),
         ("format_version = 0\n".to_owned(), "not a version"),
         (
-            sample().to_toml().unwrap().replace("[fdatasync]\n", "[fdatasync]\nxx = 1\n").replace("p50_us = 130.0\n", ""),
+            sample()
+                .to_toml()
+                .unwrap()
+                .replace("[fdatasync]\n", "[fdatasync]\nxx = 1\n")
+                .replace("p50_us = 130.0\n", ""),
             "p50_us",
         ),
         (
@@ -185,13 +199,21 @@ fn derivation_arithmetic() {
     assert_eq!(d.flush_bytes_per_sec.value, (2_300_000_000u64 / 2) >> 20 << 20);
     assert_eq!(d.flush_bytes_per_sec.value, 1096 << 20);
     assert_eq!(d.compaction_bytes_per_sec.value, 548 << 20);
-    assert!(d.flush_bytes_per_sec.reason.contains("2.30 GB/s"), "{}", d.flush_bytes_per_sec.reason);
+    assert!(
+        d.flush_bytes_per_sec.reason.contains("2.30 GB/s"),
+        "{}",
+        d.flush_bytes_per_sec.reason
+    );
     // 96k / 13.4k = 7.2 -> 8 useful slots -> 8 * 16 = 128 entries.
     assert_eq!(device_concurrency(&sample()), 8);
     assert_eq!(d.io_depth.value, 128);
     // 2.3 GB/s * 214 us = 492 kB per fdatasync, x4 = 1.97 MB -> 2 MiB.
     assert_eq!(d.wal_max_unsynced_bytes.value, 2 << 20);
-    assert!(d.wal_max_unsynced_bytes.reason.contains("214"), "{}", d.wal_max_unsynced_bytes.reason);
+    assert!(
+        d.wal_max_unsynced_bytes.reason.contains("214"),
+        "{}",
+        d.wal_max_unsynced_bytes.reason
+    );
 
     // A fast NVMe that scales past depth 32: the ring grows, within the cap.
     let mut nvme = sample();
@@ -221,7 +243,10 @@ fn derivation_arithmetic() {
     // A disk whose fdatasync is very slow: the batch is capped.
     let mut laggy = sample();
     laggy.fdatasync.p99_us = 80_000.0;
-    assert_eq!(derive(&laggy).wal_max_unsynced_bytes.value, derive::MAX_GROUP_COMMIT_BYTES);
+    assert_eq!(
+        derive(&laggy).wal_max_unsynced_bytes.value,
+        derive::MAX_GROUP_COMMIT_BYTES
+    );
 }
 
 #[test]
@@ -255,7 +280,11 @@ fn an_o_direct_refusal_gets_the_engines_error() {
         source: e,
     };
     let msg = err.to_string();
-    assert!(msg.contains("does not support O_DIRECT") && msg.contains("--data-dir"), "{msg}");
-    let other = corekv_engine::io::direct_open_error(dir, &dir.join("f"), std::io::Error::from_raw_os_error(libc::EACCES));
+    assert!(
+        msg.contains("does not support O_DIRECT") && msg.contains("--data-dir"),
+        "{msg}"
+    );
+    let other =
+        corekv_engine::io::direct_open_error(dir, &dir.join("f"), std::io::Error::from_raw_os_error(libc::EACCES));
     assert!(!matches!(other, corekv_engine::Error::NoDirectIo { .. }));
 }

@@ -90,23 +90,10 @@ pub fn probe(data_file: RawFd) -> Result<IoUringInfo> {
     drop(ring);
     // Each flag on a ring of its own: the kernel refuses flags it does not
     // know with EINVAL, and SQPOLL without privileges on old kernels with EPERM.
-    let setup_sqpoll = builder()
-        .setup_sqpoll(10)
-        .build(8)
-        .is_ok();
-    let setup_coop_taskrun = builder()
-        .setup_coop_taskrun()
-        .build(8)
-        .is_ok();
-    let setup_single_issuer = builder()
-        .setup_single_issuer()
-        .build(8)
-        .is_ok();
-    let setup_defer_taskrun = builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .build(8)
-        .is_ok();
+    let setup_sqpoll = builder().setup_sqpoll(10).build(8).is_ok();
+    let setup_coop_taskrun = builder().setup_coop_taskrun().build(8).is_ok();
+    let setup_single_issuer = builder().setup_single_issuer().build(8).is_ok();
+    let setup_defer_taskrun = builder().setup_single_issuer().setup_defer_taskrun().build(8).is_ok();
     Ok(IoUringInfo {
         supported_opcodes: supported,
         missing_opcodes: missing,
@@ -276,9 +263,7 @@ pub fn run(
                 let len = op.len.min(buf_len as u32);
                 let ptr = bufs[slot].as_mut_ptr();
                 let entry = if write {
-                    opcode::Write::new(types::Fd(fd), ptr, len)
-                        .offset(op.offset)
-                        .build()
+                    opcode::Write::new(types::Fd(fd), ptr, len).offset(op.offset).build()
                 } else {
                     opcode::Read::new(types::Fd(fd), ptr, len).offset(op.offset).build()
                 }

@@ -17,7 +17,10 @@ fn quick_measurement_on_the_real_disk() {
     let d = dir("measure");
     let mut steps = Vec::new();
     let p = measure(&d, &MeasureOptions::quick(), |s| steps.push(s)).unwrap();
-    assert_eq!(steps, [Step::Probe, Step::Fdatasync, Step::Sequential, Step::RandomRead]);
+    assert_eq!(
+        steps,
+        [Step::Probe, Step::Fdatasync, Step::Sequential, Step::RandomRead]
+    );
     // The scratch file is gone, and nothing else was written.
     assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
     assert!(p.measured.data_dir.is_absolute());
