@@ -69,7 +69,7 @@ impl MeasureOptions {
     }
 
     fn check(&self) -> Result<()> {
-        if self.scratch_bytes < 4 << 20 || self.scratch_bytes % SEQ_BLOCK as u64 != 0 {
+        if self.scratch_bytes < 4 << 20 || !self.scratch_bytes.is_multiple_of(SEQ_BLOCK as u64) {
             return Err(Error::InvalidOption(format!(
                 "scratch size {} bytes: must be a multiple of 1 MiB and at least 4 MiB",
                 self.scratch_bytes

@@ -27,7 +27,7 @@ fn quick_measurement_on_the_real_disk() {
     assert!(p.sequential.write_bytes_per_sec > 0 && p.sequential.read_bytes_per_sec > 0);
     assert!(p.random_read.qd32.ops > 0 && p.random_read.qd1.ops > 0);
     assert!(p.fdatasync.samples >= 10);
-    assert!(p.disk.logical_block_size.map_or(true, |b| b <= 4096), "{:?}", p.disk);
+    assert!(p.disk.logical_block_size.is_none_or(|b| b <= 4096), "{:?}", p.disk);
     // What was measured survives the file.
     let back = IoProperties::from_toml(&p.to_toml().unwrap(), Path::new("x")).unwrap();
     assert_eq!(back, p);
