@@ -6,6 +6,18 @@
 //! must match db_bench byte for byte so the two sides store the same data: the
 //! key format and the value generator (whose output decides how well blocks
 //! compress).
+//!
+//! The modules below are the load-generating side: [`latency`] and
+//! [`open_loop`] (shared by `sdk-bench` and `corekv-bench`), [`ring`] (waiting
+//! for a cluster to form), [`ycsb`] (the `corekv-bench run` workloads,
+//! targets, drivers and reports) and [`plan`] (`corekv-bench plan`, capacity
+//! planning from measured figures).
+
+pub mod latency;
+pub mod open_loop;
+pub mod plan;
+pub mod ring;
+pub mod ycsb;
 
 /// LevelDB's / RocksDB's `Random` (util/random.h): the Park-Miller "minimal
 /// standard" generator, `seed = seed * 16807 % (2^31 - 1)`. db_bench builds its

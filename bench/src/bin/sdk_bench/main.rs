@@ -51,7 +51,8 @@ use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use report::{error_kind, histogram, Report};
+use corekv_bench::latency::{error_kind, histogram};
+use report::Report;
 
 /// Keys per MSET / MGET request, as redis-benchmark's `MSET (10 keys)`.
 const MULTI_KEYS: usize = 10;
@@ -323,7 +324,7 @@ async fn run_client(
     }
     while let Some((start, elapsed, result, rng)) = in_flight.next().await {
         if start >= window.measure_from {
-            report::record(&mut hist, elapsed);
+            corekv_bench::latency::record(&mut hist, elapsed);
             if let Err(e) = result {
                 *errors.entry(error_kind(&e)).or_default() += 1;
                 first_error.get_or_insert(e);
@@ -402,43 +403,11 @@ async fn run_test(
 }
 
 /// Waits until the node at `seed` lists at least `want` members in its ring.
-/// Each poll is a fresh `Client::connect` to that one node, so the answer is
-/// that node's ring (`refresh_ring` would ask the ring's members in turn).
 async fn wait_ring(seed: &str, want: usize, within: Duration) -> Result<(), String> {
-    let options = ClientOptions {
-        timeout: Duration::from_secs(1),
-        retries: 0,
-        refresh_interval: None,
-        ..ClientOptions::default()
-    };
     let start = Instant::now();
-    loop {
-        let last = match Client::connect(&[seed], options).await {
-            Ok(c) => {
-                let r = c.routing();
-                let members: Vec<&str> = r.nodes().iter().map(|n| n.address.as_str()).collect();
-                let line = format!(
-                    "{} member(s) at epoch {}: {}",
-                    members.len(),
-                    r.epoch(),
-                    members.join(" ")
-                );
-                if members.len() >= want {
-                    println!("# ring at {seed}: {line} (after {} ms)", start.elapsed().as_millis());
-                    return Ok(());
-                }
-                line
-            }
-            Err(e) => e.to_string(),
-        };
-        if start.elapsed() >= within {
-            return Err(format!(
-                "the ring at {seed} did not reach {want} members within {:.0} s; last answer: {last}",
-                within.as_secs_f64()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let line = corekv_bench::ring::wait_ring(seed, want, within).await?;
+    println!("# ring at {seed}: {line} (after {} ms)", start.elapsed().as_millis());
+    Ok(())
 }
 
 /// The `--json` file: the run's settings and one object per test.

@@ -1,79 +1,21 @@
-//! Open-loop load (`--rate R`): a fixed schedule of requests, each measured
-//! from the moment it was due, whatever the server did before it.
-//!
-//! A closed-loop client sends its next request only after the previous answer,
-//! so when the server stalls for a second the clients stop sending: the few
-//! requests in flight record one slow sample each and the requests that
-//! *should* have been sent during the stall are never measured. The
-//! percentiles then describe a load that adapted itself to the server, not the
-//! load users would have put on it (Gil Tene's "coordinated omission"). wrk2's
-//! answer, copied here: request `i` is due at `t0 + i / R`; it is sent then (or
-//! at once if the generator is behind), never waits for an earlier answer, and
-//! its latency is counted from that intended start. A one-second stall at rate
-//! R therefore shows up in the R requests due during it, with latencies from
-//! one second down to zero, and moves p99.9 and beyond, not only the max.
-//!
-//! The schedule is kept by one OS thread (the pacer), not a tokio timer: tokio
-//! timers tick in whole milliseconds, which would bunch requests into 1 ms
-//! bursts and add up to 1 ms to latencies that are often below that. The
-//! pacer sleeps with a 1 µs timer slack and hands each request to the runtime
-//! as a task. A bound on requests outstanding (`--max-inflight`) is a limit on
-//! memory and sockets, not on rate: when a due request finds it reached, the
-//! pacer waits for a slot; that request and every one that fell due during
-//! the wait are counted as held back, and their latency still runs from their
-//! intended start. If the generator is still behind one second after the
-//! schedule ends it stops; the requests it never sent are reported, because
-//! then the target rate was not sustained.
+//! Open-loop load (`--rate R`): the shared pacer
+//! ([`corekv_bench::open_loop`], which explains why latency is counted from
+//! each request's intended start) driving sdk-bench's tests.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use corekv_net::client::{Client, ClientError};
 use hdrhistogram::Histogram;
+use corekv_bench::latency::{error_kind, histogram, record};
+pub use corekv_bench::open_loop::Plan;
+use corekv_bench::open_loop::{pace, LATE};
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::report::{error_kind, histogram, record, OpenStats, Report};
+use crate::report::{OpenStats, Report};
 use crate::{one, Args, Test};
-
-/// The schedule of one open-loop test.
-#[derive(Debug, Clone, Copy)]
-pub struct Plan {
-    /// Requests per second, over all connections.
-    pub rate: f64,
-    /// Unmeasured start of the schedule.
-    pub warmup: Duration,
-    /// Measured part of the schedule, after the warm-up.
-    pub duration: Duration,
-    /// Most requests outstanding at once.
-    pub max_inflight: usize,
-}
-
-impl Plan {
-    /// Requests in the warm-up; request `i` is measured iff `i >= warmup_requests`.
-    fn warmup_requests(&self) -> u64 {
-        (self.warmup.as_secs_f64() * self.rate).round() as u64
-    }
-
-    /// Requests in the measured part.
-    fn measured_requests(&self) -> u64 {
-        (self.duration.as_secs_f64() * self.rate).round() as u64
-    }
-
-    /// Offset of request `i`'s intended start from `t0`.
-    fn due(&self, i: u64) -> Duration {
-        Duration::from_secs_f64(i as f64 / self.rate)
-    }
-}
-
-/// How long the pacer keeps sending late requests after the schedule's end.
-const GRACE: Duration = Duration::from_secs(1);
-/// How often the pacer retries for an in-flight slot while the bound is reached.
-const SLOT_POLL: Duration = Duration::from_micros(100);
-/// A send this much later than its intended start counts as late.
-const LATE: Duration = Duration::from_millis(1);
 
 /// What the measured requests' tasks record.
 struct Recorder {
@@ -149,78 +91,6 @@ async fn request(s: Shared, mut rng: SmallRng, intended: Instant, measured: bool
     drop(permit);
 }
 
-/// What the pacer counted.
-struct Paced {
-    t0: Instant,
-    issued: u64,
-    held_back: u64,
-}
-
-/// Asks the kernel to wake this thread's sleeps within 1 µs of their deadline
-/// instead of the default 50 µs, so requests leave close to their due time.
-fn tight_timer_slack() {
-    // SAFETY: PR_SET_TIMERSLACK takes an integer and touches only the calling
-    // thread's timer slack; no pointers are passed.
-    let _ = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong) };
-}
-
-/// The pacer: walks the schedule on a blocking thread and spawns one task per
-/// request on `rt`.
-fn pace(plan: Plan, shared: Shared, slots: Arc<Semaphore>, rt: tokio::runtime::Handle, seed: u64) -> Paced {
-    tight_timer_slack();
-    let warm = plan.warmup_requests();
-    let total = warm + plan.measured_requests();
-    let t0 = Instant::now();
-    let give_up = t0 + plan.due(total) + GRACE;
-    let mut rng = SmallRng::seed_from_u64(seed);
-    let mut paced = Paced {
-        t0,
-        issued: 0,
-        held_back: 0,
-    };
-    // The end of the last wait for an in-flight slot: requests due before it
-    // were sent late because of the bound, even if a slot was free by the
-    // time their turn came.
-    let mut bound_until: Option<Instant> = None;
-    for i in 0..total {
-        let intended = t0 + plan.due(i);
-        let now = Instant::now();
-        if now < intended {
-            std::thread::sleep(intended - now);
-        } else if now > give_up {
-            break;
-        }
-        let measured = i >= warm;
-        let permit = match slots.clone().try_acquire_owned() {
-            Ok(p) => {
-                paced.held_back += u64::from(measured && bound_until.is_some_and(|b| intended < b));
-                p
-            }
-            Err(TryAcquireError::Closed) => break,
-            Err(TryAcquireError::NoPermits) => {
-                paced.held_back += u64::from(measured);
-                let mut got = None;
-                while Instant::now() <= give_up {
-                    std::thread::sleep(SLOT_POLL);
-                    if let Ok(p) = slots.clone().try_acquire_owned() {
-                        got = Some(p);
-                        break;
-                    }
-                }
-                bound_until = Some(Instant::now());
-                match got {
-                    Some(p) => p,
-                    None => break,
-                }
-            }
-        };
-        let req_rng = SmallRng::seed_from_u64(rng.gen());
-        rt.spawn(request(shared.clone(), req_rng, intended, measured, permit));
-        paced.issued += u64::from(measured);
-    }
-    paced
-}
-
 /// Runs `test` on the schedule `plan` and reports it.
 pub async fn run_test(client: &Client, test: Test, args: &Arc<Args>, plan: Plan) -> Result<Report, String> {
     let bound = u32::try_from(plan.max_inflight).map_err(|_| "--max-inflight is too large".to_owned())?;
@@ -236,7 +106,11 @@ pub async fn run_test(client: &Client, test: Test, args: &Arc<Args>, plan: Plan)
     let rt = tokio::runtime::Handle::current();
     let seed = args.seed.wrapping_mul(1_000_003).wrapping_add(test as u64);
     let pacer_slots = slots.clone();
-    let paced = tokio::task::spawn_blocking(move || pace(plan, shared, pacer_slots, rt, seed))
+    let paced = tokio::task::spawn_blocking(move || {
+        pace(plan, &pacer_slots, seed, |d| {
+            rt.spawn(request(shared.clone(), d.rng, d.intended, d.measured, d.permit));
+        })
+    })
         .await
         .map_err(|e| format!("the pacer failed: {e}"))?;
     // Every request still out ends within its timeout; all permits back means
@@ -292,21 +166,7 @@ pub async fn run_test(client: &Client, test: Test, args: &Arc<Args>, plan: Plan)
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn schedule_splits_warmup_and_measured_requests() {
-        let plan = Plan {
-            rate: 20_000.0,
-            warmup: Duration::from_secs(2),
-            duration: Duration::from_secs(10),
-            max_inflight: 4096,
-        };
-        assert_eq!(plan.warmup_requests(), 40_000);
-        assert_eq!(plan.measured_requests(), 200_000);
-        assert_eq!(plan.due(0), Duration::ZERO);
-        assert_eq!(plan.due(20_000), Duration::from_secs(1));
-        assert_eq!(plan.due(1), Duration::from_micros(50));
-    }
+    use std::time::Duration;
 
     #[test]
     fn latency_counts_from_the_intended_start() {
