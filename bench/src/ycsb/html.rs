@@ -16,7 +16,10 @@ const W: f64 = 560.0;
 const H: f64 = 300.0;
 const LEFT: f64 = 64.0;
 const RIGHT: f64 = 16.0;
-const TOP: f64 = 34.0;
+/// Top of the plot area with one legend row; each further row adds [`ROW`].
+const TOP: f64 = 44.0;
+/// Height of a legend row.
+const ROW: f64 = 14.0;
 const BOTTOM: f64 = 44.0;
 
 /// Escapes text for HTML and SVG.
@@ -77,17 +80,22 @@ fn nice_step(span: f64, n: f64) -> f64 {
 }
 
 fn fmt_num(v: f64) -> String {
-    if v == 0.0 {
-        "0".to_owned()
-    } else if v.abs() >= 10_000.0 {
-        format!("{:.0}k", v / 1000.0)
-    } else if v.abs() >= 100.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 1.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.3}")
+    if v.abs() >= 10_000.0 {
+        return format!("{:.0}k", v / 1000.0);
     }
+    // At most three decimals, trailing zeros dropped: 0.5, 2, 0.025.
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.is_empty() || s == "-0" {
+        "0".to_owned()
+    } else {
+        s.to_owned()
+    }
+}
+
+/// Legend entry width in px (about 6.5 px per character at 11 px).
+fn legend_width(label: &str) -> f64 {
+    28.0 + 6.5 * label.chars().count() as f64
 }
 
 /// Renders a line chart as an inline SVG element.
@@ -112,12 +120,23 @@ pub fn chart(title: &str, y_label: &str, x_axis: XAxis, series: &[Series]) -> St
     if x_max <= x_min {
         x_max = x_min + 1.0;
     }
+    // Legend rows: entries wrap at the right edge.
+    let mut rows = 1.0f64;
+    let mut lx = LEFT;
+    for ser in series.iter().filter(|s| !s.points.is_empty()) {
+        if lx + legend_width(&ser.label) > W - RIGHT && lx > LEFT {
+            rows += 1.0;
+            lx = LEFT;
+        }
+        lx += legend_width(&ser.label);
+    }
+    let top = TOP + (rows - 1.0) * ROW;
     let y_step = nice_step(y_max.max(1e-3), 5.0);
     let y_top = (y_max / y_step).ceil().max(1.0) * y_step;
     let pw = W - LEFT - RIGHT;
-    let ph = H - TOP - BOTTOM;
+    let ph = H - top - BOTTOM;
     let sx = |x: f64| LEFT + (x - x_min) / (x_max - x_min) * pw;
-    let sy = |y: f64| TOP + ph - (y / y_top).clamp(0.0, 1.0) * ph;
+    let sy = |y: f64| top + ph - (y / y_top).clamp(0.0, 1.0) * ph;
     let mut s = String::new();
     let _ = write!(
         s,
@@ -152,9 +171,9 @@ pub fn chart(title: &str, y_label: &str, x_axis: XAxis, series: &[Series]) -> St
                     s,
                     "<line x1=\"{px:.1}\" y1=\"{:.1}\" x2=\"{px:.1}\" y2=\"{:.1}\" stroke=\"#888\"/>\
                      <text x=\"{px:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\" fill=\"#444\">{}</text>",
-                    TOP + ph,
-                    TOP + ph + 4.0,
-                    TOP + ph + 16.0,
+                    top + ph,
+                    top + ph + 4.0,
+                    top + ph + 16.0,
                     fmt_num(x)
                 );
                 x += step;
@@ -176,10 +195,10 @@ pub fn chart(title: &str, y_label: &str, x_axis: XAxis, series: &[Series]) -> St
                 let px = sx(x);
                 let _ = write!(
                     s,
-                    "<line x1=\"{px:.1}\" y1=\"{TOP}\" x2=\"{px:.1}\" y2=\"{:.1}\" stroke=\"#eeeeee\"/>\
+                    "<line x1=\"{px:.1}\" y1=\"{top:.1}\" x2=\"{px:.1}\" y2=\"{:.1}\" stroke=\"#eeeeee\"/>\
                      <text x=\"{px:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\" fill=\"#444\">{label}</text>",
-                    TOP + ph,
-                    TOP + ph + 16.0,
+                    top + ph,
+                    top + ph + 16.0,
                 );
             }
             let _ = write!(
@@ -193,18 +212,18 @@ pub fn chart(title: &str, y_label: &str, x_axis: XAxis, series: &[Series]) -> St
     // Axes and the y label.
     let _ = write!(
         s,
-        "<line x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{LEFT}\" y2=\"{:.1}\" stroke=\"#444\"/>\
+        "<line x1=\"{LEFT}\" y1=\"{top:.1}\" x2=\"{LEFT}\" y2=\"{:.1}\" stroke=\"#444\"/>\
          <line x1=\"{LEFT}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#444\"/>\
          <text transform=\"translate(14 {:.1}) rotate(-90)\" font-size=\"11\" text-anchor=\"middle\" fill=\"#444\">{}</text>",
-        TOP + ph,
-        TOP + ph,
+        top + ph,
+        top + ph,
         W - RIGHT,
-        TOP + ph,
-        TOP + ph / 2.0,
+        top + ph,
+        top + ph / 2.0,
         esc(y_label)
     );
     // Series and legend.
-    let mut legend_x = LEFT + 200.0;
+    let (mut legend_x, mut legend_y) = (LEFT, 32.0);
     for ser in series {
         let points: Vec<String> = ser
             .points
@@ -228,16 +247,22 @@ pub fn chart(title: &str, y_label: &str, x_axis: XAxis, series: &[Series]) -> St
                 let _ = write!(s, "<circle cx=\"{x}\" cy=\"{y}\" r=\"3\" fill=\"{}\"/>", ser.colour);
             }
         }
+        if legend_x + legend_width(&ser.label) > W - RIGHT && legend_x > LEFT {
+            legend_x = LEFT;
+            legend_y += ROW;
+        }
         let _ = write!(
             s,
-            "<line x1=\"{legend_x:.1}\" y1=\"14\" x2=\"{:.1}\" y2=\"14\" stroke=\"{c}\" stroke-width=\"2\"{dash}/>\
-             <text x=\"{:.1}\" y=\"18\" font-size=\"11\" fill=\"#222\">{}</text>",
+            "<line x1=\"{legend_x:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"{c}\" stroke-width=\"2\"{dash}/>\
+             <text x=\"{:.1}\" y=\"{legend_y:.1}\" font-size=\"11\" fill=\"#222\">{}</text>",
+            legend_y - 4.0,
             legend_x + 16.0,
+            legend_y - 4.0,
             legend_x + 20.0,
             esc(&ser.label),
             c = ser.colour
         );
-        legend_x += 28.0 + 6.5 * ser.label.chars().count() as f64;
+        legend_x += legend_width(&ser.label);
     }
     s.push_str("</svg>");
     s
