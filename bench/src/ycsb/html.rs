@@ -305,7 +305,7 @@ fn workload_section(r: &RunReport, name: &str, out: &mut String) {
         "<table><tr><th>target</th><th>ops/s</th><th>p50 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th><th>errors</th><th>throughput vs baseline</th><th>p99 vs baseline</th><th>scans</th></tr>",
     );
     for (_, label, w) in &rows {
-        let ratio = r.ratios.iter().find(|x| x.workload == name && x.target == *label);
+        let ratio = r.ratio(name, label);
         let _ = write!(
             out,
             "<tr><td>{}</td><td>{:.0}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",

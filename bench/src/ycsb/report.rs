@@ -332,6 +332,11 @@ pub fn ratios(targets: &[TargetReport], baseline: &str) -> Vec<Ratio> {
 }
 
 impl RunReport {
+    /// `target`'s ratio to the baseline in `workload` (`None` for the baseline).
+    pub fn ratio(&self, workload: &str, target: &str) -> Option<&Ratio> {
+        self.ratios.iter().find(|r| r.workload == workload && r.target == target)
+    }
+
     /// The text summary: per workload, a line per target, then the ratios.
     pub fn text(&self) -> String {
         let mut s = String::new();
@@ -378,9 +383,7 @@ impl RunReport {
                     continue;
                 };
                 let ratio = self
-                    .ratios
-                    .iter()
-                    .find(|r| r.workload == name && r.target == t.label)
+                    .ratio(name, &t.label)
                     .map_or_else(|| "base".to_owned(), |r| format!("{:.2}", r.throughput_ratio));
                 let _ = writeln!(
                     s,
