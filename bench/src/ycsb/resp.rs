@@ -36,6 +36,9 @@ pub enum Reply {
     Array(Option<Vec<Reply>>),
 }
 
+/// A reply being read (boxed: arrays read their elements recursively).
+type ReplyFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Reply, Error>> + Send + 'a>>;
+
 /// One connection.
 pub struct Conn {
     stream: BufReader<TcpStream>,
@@ -101,7 +104,8 @@ impl Conn {
         Ok(line)
     }
 
-    fn read_reply(&mut self, depth: u32) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Reply, Error>> + Send + '_>> {
+    /// Reads one reply; arrays recurse (boxed), at most 8 levels deep.
+    fn read_reply(&mut self, depth: u32) -> ReplyFuture<'_> {
         Box::pin(async move {
             if depth > 8 {
                 return Err(protocol("reply nested too deeply"));
@@ -155,21 +159,26 @@ impl Conn {
     }
 }
 
-/// A pool of connections to one server: an operation takes one (or opens a
-/// new one), and puts it back when it succeeded; a connection that saw an
-/// error is dropped, since its stream may be out of step.
+/// A pool of at most `max_conns` connections to one server: an operation
+/// takes one (or opens a new one), and puts it back when it succeeded; a
+/// connection that saw an error is dropped, since its stream may be out of
+/// step. When all are busy an operation waits for one, within its timeout
+/// (an open-loop run counts the wait, from the intended start).
 pub struct Pool {
     addr: String,
     idle: Mutex<Vec<Conn>>,
+    slots: tokio::sync::Semaphore,
     timeout: Duration,
 }
 
 impl Pool {
-    /// A pool for `addr`; every command is limited to `timeout`.
-    pub fn new(addr: &str, timeout: Duration) -> Pool {
+    /// A pool of at most `max_conns` connections to `addr`; every command
+    /// is limited to `timeout`.
+    pub fn new(addr: &str, max_conns: usize, timeout: Duration) -> Pool {
         Pool {
             addr: addr.to_owned(),
             idle: Mutex::new(Vec::new()),
+            slots: tokio::sync::Semaphore::new(max_conns.clamp(1, tokio::sync::Semaphore::MAX_PERMITS)),
             timeout,
         }
     }
@@ -192,6 +201,11 @@ impl Pool {
     /// [`Error::RespServer`].
     pub async fn call(&self, args: &[&[u8]]) -> Result<Reply, Error> {
         let fut = async {
+            let _slot = self
+                .slots
+                .acquire()
+                .await
+                .map_err(|_| Error::Internal("the connection pool is closed".to_owned()))?;
             let mut c = match self.take() {
                 Some(c) => c,
                 None => Conn::connect(&self.addr).await?,

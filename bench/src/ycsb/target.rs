@@ -174,6 +174,11 @@ pub struct Target {
     scan_fallback: AtomicBool,
 }
 
+/// Most connections to a RESP target (one command per round trip on each):
+/// a bound on sockets when an open-loop run piles up operations during a
+/// stall.
+pub const MAX_RESP_CONNECTIONS: usize = 512;
+
 /// How a target serves the scan operation.
 pub const SCAN_SDK: &str = "sdk token scan: one page of `limit` entries from the start key's token";
 /// The MGET emulation of scans.
@@ -181,7 +186,9 @@ pub const SCAN_MGET: &str = "MGET of the `length` consecutive records from the s
 
 impl Target {
     /// Connects: the SDK opens its connections to every node; a RESP target
-    /// answers PING.
+    /// answers PING. `max_in_flight` is the most operations the run keeps
+    /// outstanding (the SDK's per-connection bound; a RESP target opens at
+    /// most [`MAX_RESP_CONNECTIONS`] connections).
     pub async fn connect(spec: TargetSpec, consistency: OpConsistency, timeout: Duration, max_in_flight: usize) -> Result<Target> {
         let backend = match spec.protocol {
             Protocol::Corekv => {
@@ -198,7 +205,7 @@ impl Target {
                 Backend::Corekv(consistency.0.map(|c| client.with_consistency(c)))
             }
             Protocol::Resp => {
-                let pool = Pool::new(&spec.addr, timeout);
+                let pool = Pool::new(&spec.addr, max_in_flight.min(MAX_RESP_CONNECTIONS), timeout);
                 match pool.call(&[b"PING"]).await? {
                     Reply::Status(s) if s == "PONG" => {}
                     other => return Err(Error::Resp(format!("PING answered {other:?}"))),
