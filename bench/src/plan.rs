@@ -254,30 +254,83 @@ pub fn bits(bytes_per_s: f64) -> String {
 pub fn render(d: &Demand, n: &NodeFigures, a: &Assumptions, s: &Sizing) -> String {
     let mut o = String::new();
     let rf = d.rf;
-    let _ = writeln!(o, "target: {:.0} reads/s + {:.0} writes/s, keys {:.0} B, values {:.0} B, {} of data, RF {rf}, p99 <= {} ms",
-        d.reads_per_s, d.writes_per_s, d.key_bytes, d.value_bytes, bytes(d.total_bytes), d.p99_ms);
-    let _ = writeln!(o, "per node (measured, RF 1): {:.0} reads/s, {:.0} writes/s, p99 {:.3} ms  [{}]",
-        n.reads_per_s, n.writes_per_s, n.p99_ms, n.source);
+    let _ = writeln!(
+        o,
+        "target: {:.0} reads/s + {:.0} writes/s, keys {:.0} B, values {:.0} B, {} of data, RF {rf}, p99 <= {} ms",
+        d.reads_per_s,
+        d.writes_per_s,
+        d.key_bytes,
+        d.value_bytes,
+        bytes(d.total_bytes),
+        d.p99_ms
+    );
+    let _ = writeln!(
+        o,
+        "per node (measured, RF 1): {:.0} reads/s, {:.0} writes/s, p99 {:.3} ms  [{}]",
+        n.reads_per_s, n.writes_per_s, n.p99_ms, n.source
+    );
     let _ = writeln!(o, "assumptions: utilization {}, read fan-out {} replicas, record overhead {} B, space amplification {}, disk {} per node filled to {}, bloom {} bits/key, blocks {} B, memtables {}, cache {} of stored data, wire overhead {} B/message",
         a.utilization, a.read_fanout, a.record_overhead, a.space_amp, bytes(a.disk_per_node), a.disk_fill, a.bloom_bits, a.block_bytes, bytes(a.memtable_bytes), a.cache_fraction, a.wire_overhead);
-    let _ = writeln!(o, "\n1. node operations: reads {:.0} x {} = {:.0}/s; writes {:.0} x {rf} = {:.0}/s",
-        d.reads_per_s, a.read_fanout, s.node_reads, d.writes_per_s, s.node_writes);
-    let _ = writeln!(o, "2. busy nodes: {:.0} / {:.0} + {:.0} / {:.0} = {:.2}; at utilization {}: ceil({:.2} / {}) = {} nodes",
-        s.node_reads, n.reads_per_s, s.node_writes, n.writes_per_s, s.busy_nodes, a.utilization, s.busy_nodes, a.utilization, s.nodes_for_throughput);
+    let _ = writeln!(
+        o,
+        "\n1. node operations: reads {:.0} x {} = {:.0}/s; writes {:.0} x {rf} = {:.0}/s",
+        d.reads_per_s, a.read_fanout, s.node_reads, d.writes_per_s, s.node_writes
+    );
+    let _ = writeln!(
+        o,
+        "2. busy nodes: {:.0} / {:.0} + {:.0} / {:.0} = {:.2}; at utilization {}: ceil({:.2} / {}) = {} nodes",
+        s.node_reads,
+        n.reads_per_s,
+        s.node_writes,
+        n.writes_per_s,
+        s.busy_nodes,
+        a.utilization,
+        s.busy_nodes,
+        a.utilization,
+        s.nodes_for_throughput
+    );
     let _ = writeln!(o, "3. records: {} / ({:.0} + {:.0}) B = {:.4e}; stored: {:.4e} x {:.0} B x {rf} x {} = {}; disk nodes: ceil({} / ({} x {})) = {}",
         bytes(d.total_bytes), d.key_bytes, d.value_bytes, s.records, s.records, d.key_bytes + d.value_bytes + a.record_overhead, a.space_amp, bytes(s.stored_bytes), bytes(s.stored_bytes), bytes(a.disk_per_node), a.disk_fill, s.nodes_for_disk);
-    let _ = writeln!(o, "4. nodes = max({}, {}, RF {rf}) = {}", s.nodes_for_throughput, s.nodes_for_disk, s.nodes);
-    let _ = writeln!(o, "5. per node: disk {} / {} = {} (provision {} at fill {})",
-        bytes(s.stored_bytes), s.nodes, bytes(s.disk_per_node), bytes(s.disk_provisioned_per_node), a.disk_fill);
+    let _ = writeln!(
+        o,
+        "4. nodes = max({}, {}, RF {rf}) = {}",
+        s.nodes_for_throughput, s.nodes_for_disk, s.nodes
+    );
+    let _ = writeln!(
+        o,
+        "5. per node: disk {} / {} = {} (provision {} at fill {})",
+        bytes(s.stored_bytes),
+        s.nodes,
+        bytes(s.disk_per_node),
+        bytes(s.disk_provisioned_per_node),
+        a.disk_fill
+    );
     let _ = writeln!(o, "   memory: bloom {:.4e} records x {rf} / {} x {}/8 B = {}; index {} / {} B x ({:.0} + 16) B = {}; memtables 2 x {} = {}; cache {} x {} = {}; total {}",
         s.records, s.nodes, a.bloom_bits, bytes(s.bloom_per_node), bytes(s.disk_per_node), a.block_bytes, d.key_bytes, bytes(s.index_per_node), bytes(a.memtable_bytes), bytes(s.memtables_per_node), a.cache_fraction, bytes(s.disk_per_node), bytes(s.cache_per_node), bytes(s.memory_per_node));
     let _ = writeln!(o, "6. network: client in {} ({}), client out {} ({}), between nodes {} ({}); per node in ({} + {}) / {} = {}, out {}",
         bytes(s.client_in) + "/s", bits(s.client_in), bytes(s.client_out) + "/s", bits(s.client_out), bytes(s.internal) + "/s", bits(s.internal),
         bytes(s.client_in), bytes(s.internal), s.nodes, bits(s.per_node_in), bits(s.per_node_out));
-    let _ = writeln!(o, "7. p99 objective {} ms: {} (measured {:.3} ms at the measured maxima)",
-        d.p99_ms, if s.p99_met { "met" } else { "NOT met by the measured node: plan lower utilization or faster nodes, and re-measure" }, n.p99_ms);
-    let _ = writeln!(o, "\ncluster: {} nodes, {} disk ({} provisioned) and {} memory per node, {} in / {} out per node",
-        s.nodes, bytes(s.disk_per_node), bytes(s.disk_provisioned_per_node), bytes(s.memory_per_node), bits(s.per_node_in), bits(s.per_node_out));
+    let _ = writeln!(
+        o,
+        "7. p99 objective {} ms: {} (measured {:.3} ms at the measured maxima)",
+        d.p99_ms,
+        if s.p99_met {
+            "met"
+        } else {
+            "NOT met by the measured node: plan lower utilization or faster nodes, and re-measure"
+        },
+        n.p99_ms
+    );
+    let _ = writeln!(
+        o,
+        "\ncluster: {} nodes, {} disk ({} provisioned) and {} memory per node, {} in / {} out per node",
+        s.nodes,
+        bytes(s.disk_per_node),
+        bytes(s.disk_provisioned_per_node),
+        bytes(s.memory_per_node),
+        bits(s.per_node_in),
+        bits(s.per_node_out)
+    );
     o
 }
 
@@ -305,10 +358,12 @@ pub fn node_figures_from_report(r: &RunReport, label: Option<&str>) -> Result<No
         ));
     }
     let w = |name: &str| {
-        t.workloads
-            .iter()
-            .find(|w| w.workload == name)
-            .ok_or_else(|| format!("target {:?} has no workload {name} in the report (run A and C)", t.label))
+        t.workloads.iter().find(|w| w.workload == name).ok_or_else(|| {
+            format!(
+                "target {:?} has no workload {name} in the report (run A and C)",
+                t.label
+            )
+        })
     };
     let (a, c) = (w("A")?, w("C")?);
     let per_a = 1.0 / a.ops_per_s - 0.5 / c.ops_per_s;
@@ -334,7 +389,10 @@ mod tests {
     use super::*;
 
     fn close(got: f64, want: f64, what: &str) {
-        assert!((got - want).abs() <= 1e-6 * want.abs().max(1.0), "{what}: {got} vs {want}");
+        assert!(
+            (got - want).abs() <= 1e-6 * want.abs().max(1.0),
+            "{what}: {got} vs {want}"
+        );
     }
 
     #[test]
@@ -357,7 +415,7 @@ mod tests {
             source: "test".into(),
         };
         let a = Assumptions::defaults(3);
-        let s = plan(&d, &n, &a).unwrap_or_else(|e| panic!("{e}"));
+        let s = plan(&d, &n, &a).unwrap();
         // 1. node reads 500k x 3 = 1.5M/s; node writes 100k x 3 = 300k/s.
         close(s.node_reads, 1.5e6, "node reads");
         close(s.node_writes, 3e5, "node writes");
@@ -383,7 +441,11 @@ mod tests {
         close(s.index_per_node, s.disk_per_node / 4096.0 * 32.0, "index");
         close(s.memtables_per_node, 536_870_912.0, "memtables");
         close(s.cache_per_node, 0.01 * s.disk_per_node, "cache");
-        assert!((s.memory_per_node - 7.186539655e10).abs() < 1e3, "memory {}", s.memory_per_node);
+        assert!(
+            (s.memory_per_node - 7.186539655e10).abs() < 1e3,
+            "memory {}",
+            s.memory_per_node
+        );
         // 6. client in 500k x 96 + 100k x 1120 = 48e6 + 112e6 = 160e6 B/s;
         //    client out 500k x 1120 + 100k x 80 = 568e6 B/s;
         //    between nodes 100k x 2 x 1200 + 500k x 2 x 1216 = 240e6 + 1216e6 = 1456e6 B/s;
@@ -397,7 +459,10 @@ mod tests {
         assert!(s.p99_met);
         let text = render(&d, &n, &a, &s);
         assert!(text.contains("cluster: 90 nodes"), "{text}");
-        assert!(text.contains("= 45.00; at utilization 0.5: ceil(45.00 / 0.5) = 90 nodes"), "{text}");
+        assert!(
+            text.contains("= 45.00; at utilization 0.5: ceil(45.00 / 0.5) = 90 nodes"),
+            "{text}"
+        );
         assert!(text.contains("143.64 Mbit/s"), "{text}");
         // A slower node: more nodes; a tighter objective: flagged.
         let slow = NodeFigures {
@@ -405,7 +470,7 @@ mod tests {
             p99_ms: 20.0,
             ..n.clone()
         };
-        let s2 = plan(&d, &slow, &a).unwrap_or_else(|e| panic!("{e}"));
+        let s2 = plan(&d, &slow, &a).unwrap();
         // busy 1.5M/25k + 15 = 75 -> 150 nodes.
         assert_eq!(s2.nodes, 150);
         assert!(!s2.p99_met);
@@ -423,8 +488,8 @@ mod tests {
         // C 40k reads/s; A 20k ops/s: 1/20k = 0.5/40k + 0.5/w -> 0.5/w = 5e-5 - 1.25e-5
         // = 3.75e-5 -> w = 13333.3/s.
         let json = include_str!("../tests/data/plan_report.json");
-        let r: RunReport = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"));
-        let n = node_figures_from_report(&r, None).unwrap_or_else(|e| panic!("{e}"));
+        let r: RunReport = serde_json::from_str(json).unwrap();
+        let n = node_figures_from_report(&r, None).unwrap();
         close(n.reads_per_s, 40_000.0, "reads");
         close(n.writes_per_s, 0.5 / (1.0 / 20_000.0 - 0.5 / 40_000.0), "writes");
         close(n.p99_ms, 3.0, "p99");

@@ -39,8 +39,24 @@ fn run_with_stall(node: &TestNode, dir: &Path, name: &str, mode: &[&str]) -> Wor
     let mut child = Command::new(BENCH)
         .args(["run", "--target"])
         .arg(format!("node=corekv://127.0.0.1:{}", node.client))
-        .args(["--workloads", "C", "--records", "1000", "--load-clients", "8", "--consistency", "one"])
-        .args(["--duration-s", "4", "--warmup-s", &WARMUP_S.to_string(), "--timeout-ms", "10000"])
+        .args([
+            "--workloads",
+            "C",
+            "--records",
+            "1000",
+            "--load-clients",
+            "8",
+            "--consistency",
+            "one",
+        ])
+        .args([
+            "--duration-s",
+            "4",
+            "--warmup-s",
+            &WARMUP_S.to_string(),
+            "--timeout-ms",
+            "10000",
+        ])
         .args(mode)
         .arg("--json")
         .arg(&json)
@@ -61,7 +77,11 @@ fn run_with_stall(node: &TestNode, dir: &Path, name: &str, mode: &[&str]) -> Wor
             break;
         }
     }
-    assert!(seen.last().is_some_and(|l| l.starts_with("# run C")), "no run phase:\n{}", seen.join("\n"));
+    assert!(
+        seen.last().is_some_and(|l| l.starts_with("# run C")),
+        "no run phase:\n{}",
+        seen.join("\n")
+    );
     let pid = node.pid() as i32;
     // The stall schedule itself: warm-up, one second of normal load, then
     // one second stopped.
@@ -104,13 +124,21 @@ fn open_loop_reports_a_sigstop_stall_that_closed_loop_hides() {
     // Open loop: the ~2000 operations due during the stall waited up to a
     // second each; the top 0.1% of ~8000 all come from its first moments.
     assert_eq!(open.latency_from, "intended_start");
-    assert!(open.never_issued == 0, "the generator fell behind: {} never sent", open.never_issued);
+    assert!(
+        open.never_issued == 0,
+        "the generator fell behind: {} never sent",
+        open.never_issued
+    );
     assert!(
         open.latency.p999_ms >= 0.9 * stall_ms,
         "open-loop p99.9 {:.1} ms does not include the {stall_ms} ms stall",
         open.latency.p999_ms
     );
-    assert!(open.latency.p99_ms >= 0.5 * stall_ms, "open-loop p99 {:.1} ms", open.latency.p99_ms);
+    assert!(
+        open.latency.p99_ms >= 0.5 * stall_ms,
+        "open-loop p99 {:.1} ms",
+        open.latency.p99_ms
+    );
     // Closed loop: the stall happened to it too (its worst operation waited
     // through it), but only 8 operations were in flight, so its p99 stays far
     // below the stall: it under-reports.

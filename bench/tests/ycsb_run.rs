@@ -66,7 +66,16 @@ fn all_workloads_against_a_node_and_redis_with_an_html_report() {
     let out = Command::new(BENCH)
         .args(["run", "--spawn-node", "--spawn-redis", "--corekv", NODE])
         .args(["--workloads", "A,B,C,D,E,F", "--records", "300", "--max-scan", "10"])
-        .args(["--duration-s", "1", "--warmup-s", "0.2", "--clients", "4", "--load-clients", "4"])
+        .args([
+            "--duration-s",
+            "1",
+            "--warmup-s",
+            "0.2",
+            "--clients",
+            "4",
+            "--load-clients",
+            "4",
+        ])
         .args(["--node-set", "storage.memtable_bytes=16777216"])
         .args(["--node-set", "storage.wal_segment_bytes=4194304"])
         .arg("--data-dir")
@@ -80,11 +89,17 @@ fn all_workloads_against_a_node_and_redis_with_an_html_report() {
         .expect("corekv-bench starts");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "corekv-bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "corekv-bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
 
     // Text: a table per workload and the ratios to redis.
     for w in ["A", "B", "C", "D", "E", "F"] {
-        assert!(stdout.contains(&format!("\nworkload {w} (")), "no table for {w}:\n{stdout}");
+        assert!(
+            stdout.contains(&format!("\nworkload {w} (")),
+            "no table for {w}:\n{stdout}"
+        );
         assert!(
             stdout
                 .lines()
@@ -104,7 +119,12 @@ fn all_workloads_against_a_node_and_redis_with_an_html_report() {
         let names: Vec<&str> = t.workloads.iter().map(|w| w.workload.as_str()).collect();
         assert_eq!(names, ["A", "B", "C", "D", "E", "F"]);
         for w in &t.workloads {
-            assert!(w.ops > 0 && w.ops_per_s > 0.0, "{} {}: nothing measured", t.label, w.workload);
+            assert!(
+                w.ops > 0 && w.ops_per_s > 0.0,
+                "{} {}: nothing measured",
+                t.label,
+                w.workload
+            );
             assert_eq!(w.errors, 0, "{} {}: {:?}", t.label, w.workload, w.first_error);
             assert!(!w.timeline.is_empty() && !w.spectrum.is_empty());
             assert!(w.latency.p50_ms <= w.latency.p99_ms && w.latency.p99_ms <= w.latency.max_ms);
@@ -119,7 +139,12 @@ fn all_workloads_against_a_node_and_redis_with_an_html_report() {
                 _ => &["READ-MODIFY-WRITE", "READ"],
             };
             // Never a kind outside the mix; the main kind always there.
-            assert!(kinds.iter().all(|k| want.contains(k)), "{} {}: {kinds:?}", t.label, w.workload);
+            assert!(
+                kinds.iter().all(|k| want.contains(k)),
+                "{} {}: {kinds:?}",
+                t.label,
+                w.workload
+            );
             assert!(kinds.contains(&want[0]), "{} {}: {kinds:?}", t.label, w.workload);
         }
         let e = t.workloads.iter().find(|w| w.workload == "E").unwrap();
@@ -136,26 +161,40 @@ fn all_workloads_against_a_node_and_redis_with_an_html_report() {
     let page = std::fs::read_to_string(&html).unwrap();
     assert_eq!(page.matches("<svg").count(), 18, "plots in the page");
     assert!(page.matches("<polyline class=\"series\"").count() >= 18 * 2);
-    assert!(!page.contains("http://") || page.matches("http://").count() == page.matches("xmlns=\"http://www.w3.org/2000/svg\"").count(),
-        "the page must load nothing from the network");
+    assert!(
+        !page.contains("http://")
+            || page.matches("http://").count() == page.matches("xmlns=\"http://www.w3.org/2000/svg\"").count(),
+        "the page must load nothing from the network"
+    );
 
     // Rendered by Chromium: the DOM after rendering holds the plots...
     let url = format!("file://{}", html.display());
     let dom = headless(&dir, &["--dump-dom".to_owned()], &url);
     let dom_text = String::from_utf8_lossy(&dom.stdout);
-    assert!(dom.status.success(), "chromium --dump-dom failed: {}", String::from_utf8_lossy(&dom.stderr));
+    assert!(
+        dom.status.success(),
+        "chromium --dump-dom failed: {}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
     assert_eq!(dom_text.matches("<svg").count(), 18, "plots in the rendered DOM");
     let polylines: Vec<&str> = dom_text.split("<polyline").skip(1).collect();
     assert!(polylines.len() >= 36);
     for p in polylines {
-        let points = p.split("points=\"").nth(1).and_then(|s| s.split('"').next()).unwrap_or("");
+        let points = p
+            .split("points=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap_or("");
         assert!(!points.trim().is_empty(), "an empty series in the rendered page");
     }
     // ...and the screenshot is not blank: many colours, much non-white.
     let shot = dir.join("shot.png");
     let s = headless(
         &dir,
-        &[format!("--screenshot={}", shot.display()), "--window-size=1200,2000".to_owned()],
+        &[
+            format!("--screenshot={}", shot.display()),
+            "--window-size=1200,2000".to_owned(),
+        ],
         &url,
     );
     assert!(shot.is_file(), "no screenshot: {}", String::from_utf8_lossy(&s.stderr));
@@ -172,8 +211,17 @@ fn all_workloads_against_a_node_and_redis_with_an_html_report() {
         colours.insert(c[..3.min(px)].to_vec());
         ink += usize::from(c[..3.min(px)].iter().any(|&v| v < 200));
     }
-    assert!((info.width, info.height) == (1200, 2000), "{}x{}", info.width, info.height);
-    assert!(colours.len() >= 16, "the screenshot has {} colours: blank?", colours.len());
+    assert!(
+        (info.width, info.height) == (1200, 2000),
+        "{}x{}",
+        info.width,
+        info.height
+    );
+    assert!(
+        colours.len() >= 16,
+        "the screenshot has {} colours: blank?",
+        colours.len()
+    );
     assert!(ink * 100 >= n, "only {ink} of {n} pixels are not near-white");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -31,7 +31,10 @@ use corekv_bench::ycsb::workload::parse_workloads;
 use corekv_bench::ycsb::{html, Error, Result};
 
 #[derive(Parser, Debug)]
-#[command(name = "corekv-bench", about = "YCSB workloads on corekv and Redis-protocol servers, reports and capacity planning")]
+#[command(
+    name = "corekv-bench",
+    about = "YCSB workloads on corekv and Redis-protocol servers, reports and capacity planning"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -252,7 +255,10 @@ impl Planned {
 
 /// `--node-set` as corekv flags.
 fn node_flags(a: &RunArgs) -> Vec<String> {
-    a.node_set.iter().flat_map(|kv| ["--set".to_owned(), kv.clone()]).collect()
+    a.node_set
+        .iter()
+        .flat_map(|kv| ["--set".to_owned(), kv.clone()])
+        .collect()
 }
 
 fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
@@ -271,10 +277,17 @@ async fn start_target(p: &Planned, a: &RunArgs) -> Result<(TargetSpec, Vec<Serve
             let bin_dir = bin.clone();
             let dir2 = dir.clone();
             let (cores, keep, extra) = (a.node_cores, a.keep_data, node_flags(a));
-            let node = tokio::task::spawn_blocking(move || spawn::spawn_node(&bin_dir, &dir2, "127.0.0.1", cores, &extra, keep))
-                .await
-                .map_err(|e| Error::Internal(e.to_string()))??;
-            println!("# started {} ({}), data in {}", node.server.name, bin.display(), dir.display());
+            let node = tokio::task::spawn_blocking(move || {
+                spawn::spawn_node(&bin_dir, &dir2, "127.0.0.1", cores, &extra, keep)
+            })
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+            println!(
+                "# started {} ({}), data in {}",
+                node.server.name,
+                bin.display(),
+                dir.display()
+            );
             let spec = TargetSpec {
                 label,
                 protocol: Protocol::Corekv,
@@ -287,7 +300,11 @@ async fn start_target(p: &Planned, a: &RunArgs) -> Result<(TargetSpec, Vec<Serve
             let bin = spawn::find_corekv(a.corekv.as_deref())?;
             let nodes = spawn::spawn_cluster(&bin, &dir, *n, a.node_cores, &node_flags(a), a.keep_data).await?;
             let seed = nodes.first().map(|n| n.client_addr.clone()).unwrap_or_default();
-            println!("# started a {n}-node cluster ({}), seed {seed}, data in {}", bin.display(), dir.display());
+            println!(
+                "# started a {n}-node cluster ({}), seed {seed}, data in {}",
+                bin.display(),
+                dir.display()
+            );
             let spec = TargetSpec {
                 label,
                 protocol: Protocol::Corekv,
@@ -299,8 +316,11 @@ async fn start_target(p: &Planned, a: &RunArgs) -> Result<(TargetSpec, Vec<Serve
         Planned::Redis => {
             let bin = match &a.redis_server {
                 Some(b) => b.clone(),
-                None => spawn::find_on_path("redis-server")
-                    .ok_or_else(|| Error::Spawn("redis-server is not on the PATH (apt-get install redis-server, or --redis-server PATH)".into()))?,
+                None => spawn::find_on_path("redis-server").ok_or_else(|| {
+                    Error::Spawn(
+                        "redis-server is not on the PATH (apt-get install redis-server, or --redis-server PATH)".into(),
+                    )
+                })?,
             };
             let (server, addr) = spawn::spawn_redis(&bin, &dir, &a.redis_appendfsync, a.keep_data)?;
             println!(
@@ -354,7 +374,9 @@ async fn run(a: RunArgs, command: String) -> Result<bool> {
             max_inflight: a.max_inflight,
         }
     } else {
-        Mode::Closed { clients: a.clients.max(1) }
+        Mode::Closed {
+            clients: a.clients.max(1),
+        }
     };
     let phase = Phase {
         mode,
@@ -383,17 +405,26 @@ async fn run(a: RunArgs, command: String) -> Result<bool> {
         planned.push(Planned::Redis);
     }
     if planned.is_empty() {
-        return Err(Error::Config("no target: give --target URL, --spawn-node, --spawn-cluster N or --spawn-redis".into()));
+        return Err(Error::Config(
+            "no target: give --target URL, --spawn-node, --spawn-cluster N or --spawn-redis".into(),
+        ));
     }
     let labels: Vec<String> = planned.iter().map(Planned::label).collect();
     for (i, l) in labels.iter().enumerate() {
         if labels[..i].contains(l) {
-            return Err(Error::Config(format!("two targets are labelled {l:?}: give them labels (LABEL=URL)")));
+            return Err(Error::Config(format!(
+                "two targets are labelled {l:?}: give them labels (LABEL=URL)"
+            )));
         }
     }
     let baseline = match &a.baseline {
         Some(b) if labels.contains(b) => b.clone(),
-        Some(b) => return Err(Error::Config(format!("--baseline {b:?} is not a target ({})", labels.join(", ")))),
+        Some(b) => {
+            return Err(Error::Config(format!(
+                "--baseline {b:?} is not a target ({})",
+                labels.join(", ")
+            )))
+        }
         None if labels.iter().any(|l| l == "redis") => "redis".to_owned(),
         None => labels[0].clone(),
     };
@@ -430,7 +461,9 @@ async fn run(a: RunArgs, command: String) -> Result<bool> {
                 l.seconds,
                 l.ops_per_s,
                 l.errors,
-                l.first_error.as_deref().map_or_else(String::new, |e| format!("; first: {e}"))
+                l.first_error
+                    .as_deref()
+                    .map_or_else(String::new, |e| format!("; first: {e}"))
             );
             l
         };
@@ -442,7 +475,14 @@ async fn run(a: RunArgs, command: String) -> Result<bool> {
             let r = driver::run(&target, w, &records, &phase).await?;
             println!(
                 "{} {}: {:.0} ops/s, p50 {:.3} p99 {:.3} p99.9 {:.3} max {:.3} ms, {} errors",
-                spec.label, w.name, r.ops_per_s, r.latency.p50_ms, r.latency.p99_ms, r.latency.p999_ms, r.latency.max_ms, r.errors
+                spec.label,
+                w.name,
+                r.ops_per_s,
+                r.latency.p50_ms,
+                r.latency.p99_ms,
+                r.latency.p999_ms,
+                r.latency.max_ms,
+                r.errors
             );
             all_ok &= r.ops > 0 && r.errors < r.ops;
             reports.push(r);

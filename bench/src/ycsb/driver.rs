@@ -201,7 +201,14 @@ impl Recorder {
     /// Records one measured operation: latency from `from` (the send in
     /// closed loop, the intended start in open loop) to `done`; `sent` is the
     /// actual send.
-    pub fn record(&mut self, op: OpKind, from: Instant, sent: Instant, done: Instant, result: &Result<()>) -> Result<()> {
+    pub fn record(
+        &mut self,
+        op: OpKind,
+        from: Instant,
+        sent: Instant,
+        done: Instant,
+        result: &Result<()>,
+    ) -> Result<()> {
         let latency = done.saturating_duration_since(from);
         let rec = match self.per_op.entry(op) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
@@ -304,7 +311,13 @@ fn progress_bar(enabled: bool, label: &str, total: Duration) -> ProgressBar {
 }
 
 /// Runs the progress bar until `done` is set.
-async fn tick_progress(pb: ProgressBar, ctx: Arc<Ctx>, start: Instant, warmup: Duration, done: Arc<std::sync::atomic::AtomicBool>) {
+async fn tick_progress(
+    pb: ProgressBar,
+    ctx: Arc<Ctx>,
+    start: Instant,
+    warmup: Duration,
+    done: Arc<std::sync::atomic::AtomicBool>,
+) {
     while !done.load(Ordering::Relaxed) {
         let now = Instant::now();
         pb.set_position(now.saturating_duration_since(start).as_millis() as u64);
@@ -348,7 +361,10 @@ pub async fn load(target: &Arc<Target>, phase: &Phase, clients: usize) -> Result
                         break;
                     }
                     let len = sizes.next(&mut rng);
-                    if let Err(e) = target.write(OpKind::Insert, &record_key(k), values.value(&mut rng, len)).await {
+                    if let Err(e) = target
+                        .write(OpKind::Insert, &record_key(k), values.value(&mut rng, len))
+                        .await
+                    {
                         errors.fetch_add(1, Ordering::Relaxed);
                         first_error
                             .lock()
@@ -361,7 +377,8 @@ pub async fn load(target: &Arc<Target>, phase: &Phase, clients: usize) -> Result
         })
         .collect();
     for t in tasks {
-        t.await.map_err(|e| Error::Internal(format!("a load task failed: {e}")))?;
+        t.await
+            .map_err(|e| Error::Internal(format!("a load task failed: {e}")))?;
     }
     pb.finish_and_clear();
     let secs = start.elapsed().as_secs_f64().max(1e-9);
@@ -402,7 +419,12 @@ pub async fn run(target: &Arc<Target>, w: &Workload, records: &Arc<Records>, pha
     );
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let ticker = tokio::spawn(tick_progress(pb, ctx.clone(), start, phase.warmup, done.clone()));
-    let seed = phase.seed.wrapping_mul(1_000_003) ^ u64::from(w.name.bytes().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b))));
+    let seed = phase.seed.wrapping_mul(1_000_003)
+        ^ u64::from(
+            w.name
+                .bytes()
+                .fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b))),
+        );
     let mut open = None;
     match phase.mode {
         Mode::Closed { clients } => {
@@ -415,7 +437,8 @@ pub async fn run(target: &Arc<Target>, w: &Workload, records: &Arc<Records>, pha
                         let mut ch = ctx.take_choosers();
                         while Instant::now() < stop_at {
                             let sent = Instant::now();
-                            let (op, r) = one_op(&ctx.target, &ctx.workload, &ctx.records, &mut ch, &ctx.values, &mut rng).await;
+                            let (op, r) =
+                                one_op(&ctx.target, &ctx.workload, &ctx.records, &mut ch, &ctx.values, &mut rng).await;
                             if sent >= measure_from {
                                 ctx.record(op, sent, sent, Instant::now(), &r);
                             }
@@ -424,7 +447,8 @@ pub async fn run(target: &Arc<Target>, w: &Workload, records: &Arc<Records>, pha
                 })
                 .collect();
             for t in tasks {
-                t.await.map_err(|e| Error::Internal(format!("a client task failed: {e}")))?;
+                t.await
+                    .map_err(|e| Error::Internal(format!("a client task failed: {e}")))?;
             }
         }
         Mode::Open { rate, max_inflight } => {
@@ -446,7 +470,8 @@ pub async fn run(target: &Arc<Target>, w: &Workload, records: &Arc<Records>, pha
                         let mut rng = d.rng;
                         let mut ch = ctx.take_choosers();
                         let sent = Instant::now();
-                        let (op, r) = one_op(&ctx.target, &ctx.workload, &ctx.records, &mut ch, &ctx.values, &mut rng).await;
+                        let (op, r) =
+                            one_op(&ctx.target, &ctx.workload, &ctx.records, &mut ch, &ctx.values, &mut rng).await;
                         if d.measured {
                             ctx.record(op, d.intended, sent, Instant::now(), &r);
                         }
@@ -553,11 +578,11 @@ mod tests {
     #[test]
     fn recorder_keeps_kinds_slots_and_errors_apart() {
         let t0 = Instant::now();
-        let mut r = Recorder::new(t0).unwrap_or_else(|e| panic!("{e}"));
+        let mut r = Recorder::new(t0).unwrap();
         let ms = Duration::from_millis;
-        r.record(OpKind::Read, t0, t0, t0 + ms(2), &Ok(())).unwrap_or_else(|e| panic!("{e}"));
+        r.record(OpKind::Read, t0, t0, t0 + ms(2), &Ok(())).unwrap();
         r.record(OpKind::Read, t0 + ms(1500), t0 + ms(1500), t0 + ms(1501), &Ok(()))
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         r.record(
             OpKind::Update,
             t0,
@@ -565,7 +590,7 @@ mod tests {
             t0 + ms(1000),
             &Err(Error::Timeout { after: ms(100) }),
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         assert_eq!(r.overall.len(), 3);
         assert_eq!(r.per_op[&OpKind::Read].hist.len(), 2);
         assert_eq!(r.per_op[&OpKind::Update].errors.get("timeout"), Some(&1));

@@ -140,7 +140,11 @@ impl Distribution {
         let mut parts = s.trim().split(':');
         let name = parts.next().unwrap_or("").to_ascii_lowercase();
         let nums: Vec<f64> = parts
-            .map(|p| p.trim().parse::<f64>().map_err(|_| format!("bad number {p:?} in {s:?}")))
+            .map(|p| {
+                p.trim()
+                    .parse::<f64>()
+                    .map_err(|_| format!("bad number {p:?} in {s:?}"))
+            })
             .collect::<Result<_, _>>()?;
         let theta = |nums: &[f64]| -> Result<f64, String> {
             let t = nums.first().copied().unwrap_or(ZIPFIAN_THETA);
@@ -263,7 +267,11 @@ impl ValueSize {
     /// Parses `N`, `fixed:N`, `uniform:MIN:MAX` or `zipfian:MIN:MAX`.
     pub fn parse(s: &str) -> Result<ValueSize, String> {
         let parts: Vec<&str> = s.trim().split(':').collect();
-        let num = |p: &str| p.trim().parse::<usize>().map_err(|_| format!("bad size {p:?} in {s:?}"));
+        let num = |p: &str| {
+            p.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("bad size {p:?} in {s:?}"))
+        };
         let v = match parts.as_slice() {
             [n] => ValueSize::Fixed(num(n)?),
             ["fixed", n] => ValueSize::Fixed(num(n)?),
@@ -275,7 +283,11 @@ impl ValueSize {
                 min: num(a)?,
                 max: num(b)?,
             },
-            _ => return Err(format!("unknown value size {s:?} (N, uniform:MIN:MAX, zipfian:MIN:MAX)")),
+            _ => {
+                return Err(format!(
+                    "unknown value size {s:?} (N, uniform:MIN:MAX, zipfian:MIN:MAX)"
+                ))
+            }
         };
         match v {
             ValueSize::Uniform { min, max } | ValueSize::Zipfian { min, max } if min > max => {
@@ -302,7 +314,10 @@ impl ValueSize {
                 // Exact for the generator below: ranks 0..k with zipfian weights.
                 let k = (max - min + 1) as u64;
                 let z = zeta(0, k, ZIPFIAN_THETA, 0.0);
-                let mean_rank: f64 = (0..k).map(|i| i as f64 / ((i + 1) as f64).powf(ZIPFIAN_THETA)).sum::<f64>() / z;
+                let mean_rank: f64 = (0..k)
+                    .map(|i| i as f64 / ((i + 1) as f64).powf(ZIPFIAN_THETA))
+                    .sum::<f64>()
+                    / z;
                 min as f64 + mean_rank
             }
         }
@@ -378,7 +393,11 @@ mod tests {
         assert!((p9 - want9).abs() < 0.2 * want9, "rank 9: {p9} vs {want9}");
         // The head carries most of the mass: top 10% of ranks over 60% of draws.
         let head: u64 = counts[..100].iter().sum();
-        assert!(head as f64 / DRAWS as f64 > 0.6, "head share {}", head as f64 / DRAWS as f64);
+        assert!(
+            head as f64 / DRAWS as f64 > 0.6,
+            "head share {}",
+            head as f64 / DRAWS as f64
+        );
     }
 
     #[test]
@@ -462,8 +481,14 @@ mod tests {
 
     #[test]
     fn distributions_and_sizes_parse() {
-        assert_eq!(Distribution::parse("zipfian").ok(), Some(Distribution::Zipfian { theta: 0.99 }));
-        assert_eq!(Distribution::parse("zipfian:0.5").ok(), Some(Distribution::Zipfian { theta: 0.5 }));
+        assert_eq!(
+            Distribution::parse("zipfian").ok(),
+            Some(Distribution::Zipfian { theta: 0.99 })
+        );
+        assert_eq!(
+            Distribution::parse("zipfian:0.5").ok(),
+            Some(Distribution::Zipfian { theta: 0.5 })
+        );
         assert_eq!(
             Distribution::parse("hotspot:0.1:0.9").ok(),
             Some(Distribution::Hotspot {

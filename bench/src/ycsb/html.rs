@@ -288,7 +288,12 @@ fn workload_section(r: &RunReport, name: &str, out: &mut String) {
         .targets
         .iter()
         .enumerate()
-        .filter_map(|(i, t)| t.workloads.iter().find(|w| w.workload == name).map(|w| (i, t.label.as_str(), w)))
+        .filter_map(|(i, t)| {
+            t.workloads
+                .iter()
+                .find(|w| w.workload == name)
+                .map(|w| (i, t.label.as_str(), w))
+        })
         .collect();
     let Some((_, _, first)) = rows.first() else {
         return;
@@ -332,7 +337,12 @@ fn workload_section(r: &RunReport, name: &str, out: &mut String) {
             points: w.timeline.iter().map(|p| (p.t_s, p.ops_per_s)).collect(),
         })
         .collect();
-    out.push_str(&chart("Throughput over time", "operations / s", XAxis::Linear("seconds after warm-up"), &tput));
+    out.push_str(&chart(
+        "Throughput over time",
+        "operations / s",
+        XAxis::Linear("seconds after warm-up"),
+        &tput,
+    ));
     let mut lat = Vec::new();
     for (i, label, w) in &rows {
         lat.push(Series {
@@ -353,7 +363,12 @@ fn workload_section(r: &RunReport, name: &str, out: &mut String) {
     } else {
         "ms"
     };
-    out.push_str(&chart("Latency over time (p99 solid, p50 dashed)", from, XAxis::Linear("seconds after warm-up"), &lat));
+    out.push_str(&chart(
+        "Latency over time (p99 solid, p50 dashed)",
+        from,
+        XAxis::Linear("seconds after warm-up"),
+        &lat,
+    ));
     let spec: Vec<Series> = rows
         .iter()
         .map(|(i, label, w)| Series {
@@ -483,7 +498,10 @@ mod tests {
             for p in pts.split(' ') {
                 let (x, y) = p.split_once(',').unwrap_or(("-1", "-1"));
                 let (x, y): (f64, f64) = (x.parse().unwrap_or(-1.0), y.parse().unwrap_or(-1.0));
-                assert!((LEFT..=W - RIGHT).contains(&x) && (TOP..=H - BOTTOM).contains(&y), "{p}");
+                assert!(
+                    (LEFT..=W - RIGHT).contains(&x) && (TOP..=H - BOTTOM).contains(&y),
+                    "{p}"
+                );
             }
         }
     }
@@ -491,10 +509,22 @@ mod tests {
     #[test]
     fn spectrum_positions_follow_the_nines() {
         let pts = spectrum_points(&[
-            SpectrumPoint { percentile: 0.0, ms: 1.0 },
-            SpectrumPoint { percentile: 99.0, ms: 2.0 },
-            SpectrumPoint { percentile: 99.9, ms: 3.0 },
-            SpectrumPoint { percentile: 100.0, ms: 4.0 },
+            SpectrumPoint {
+                percentile: 0.0,
+                ms: 1.0,
+            },
+            SpectrumPoint {
+                percentile: 99.0,
+                ms: 2.0,
+            },
+            SpectrumPoint {
+                percentile: 99.9,
+                ms: 3.0,
+            },
+            SpectrumPoint {
+                percentile: 100.0,
+                ms: 4.0,
+            },
         ]);
         assert!((pts[0].0 - 0.0).abs() < 1e-9);
         assert!((pts[1].0 - 2.0).abs() < 1e-9);

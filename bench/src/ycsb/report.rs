@@ -233,7 +233,11 @@ pub struct Machine {
 impl Machine {
     /// This machine.
     pub fn this() -> Machine {
-        let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_owned()).unwrap_or_default();
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default()
+        };
         Machine {
             cpus: std::thread::available_parallelism().map_or(1, usize::from),
             hostname: read("/proc/sys/kernel/hostname"),
@@ -334,7 +338,9 @@ pub fn ratios(targets: &[TargetReport], baseline: &str) -> Vec<Ratio> {
 impl RunReport {
     /// `target`'s ratio to the baseline in `workload` (`None` for the baseline).
     pub fn ratio(&self, workload: &str, target: &str) -> Option<&Ratio> {
-        self.ratios.iter().find(|r| r.workload == workload && r.target == target)
+        self.ratios
+            .iter()
+            .find(|r| r.workload == workload && r.target == target)
     }
 
     /// The text summary: per workload, a line per target, then the ratios.
@@ -430,7 +436,11 @@ impl RunReport {
             }
         }
         if !self.ratios.is_empty() {
-            let _ = writeln!(s, "\nratios to {} (throughput: higher is better; p99: lower is better)", self.baseline);
+            let _ = writeln!(
+                s,
+                "\nratios to {} (throughput: higher is better; p99: lower is better)",
+                self.baseline
+            );
             for r in &self.ratios {
                 let _ = writeln!(
                     s,
@@ -514,14 +524,16 @@ mod tests {
 
     #[test]
     fn spectrum_is_monotonic_and_ends_at_the_max() {
-        let mut h = crate::latency::histogram().unwrap_or_else(|e| panic!("{e}"));
+        let mut h = crate::latency::histogram().unwrap();
         for us in 1..=10_000u64 {
-            h.record(us).unwrap_or_else(|e| panic!("{e}"));
+            h.record(us).unwrap();
         }
         let s = spectrum(&h);
         assert_eq!(s.len(), SPECTRUM_PERCENTILES.len());
-        assert!(s.windows(2).all(|w| w[0].ms <= w[1].ms && w[0].percentile < w[1].percentile));
+        assert!(s
+            .windows(2)
+            .all(|w| w[0].ms <= w[1].ms && w[0].percentile < w[1].percentile));
         assert!((s[s.len() - 1].ms - 10.0).abs() < 0.02);
-        assert!(spectrum(&crate::latency::histogram().unwrap_or_else(|e| panic!("{e}"))).is_empty());
+        assert!(spectrum(&crate::latency::histogram().unwrap()).is_empty());
     }
 }

@@ -254,10 +254,16 @@ mod tests {
     async fn parses_replies_and_rejects_garbage() {
         assert_eq!(reply_of(b"+OK\r\n").await.ok(), Some(Reply::Status("OK".into())));
         assert_eq!(reply_of(b"$-1\r\n").await.ok(), Some(Reply::Bulk(None)));
-        assert_eq!(reply_of(b"$3\r\nabc\r\n").await.ok(), Some(Reply::Bulk(Some(b"abc".to_vec()))));
+        assert_eq!(
+            reply_of(b"$3\r\nabc\r\n").await.ok(),
+            Some(Reply::Bulk(Some(b"abc".to_vec())))
+        );
         assert_eq!(
             reply_of(b"*2\r\n$1\r\na\r\n$-1\r\n").await.ok(),
-            Some(Reply::Array(Some(vec![Reply::Bulk(Some(b"a".to_vec())), Reply::Bulk(None)])))
+            Some(Reply::Array(Some(vec![
+                Reply::Bulk(Some(b"a".to_vec())),
+                Reply::Bulk(None)
+            ])))
         );
         assert_eq!(reply_of(b":42\r\n").await.ok(), Some(Reply::Integer(42)));
         assert!(reply_of(b"$999999999999\r\n").await.is_err());

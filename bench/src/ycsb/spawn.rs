@@ -103,7 +103,14 @@ pub fn free_ports(n: u16) -> Result<u16> {
 
 /// Starts `cmd`, collects its output lines, and waits until a line contains
 /// `ready` (or, with `ready = None`, until `probe` succeeds).
-fn start(name: &str, dir: &Path, mut cmd: Command, ready: Option<&str>, keep: bool, probe: impl Fn() -> bool) -> Result<Server> {
+fn start(
+    name: &str,
+    dir: &Path,
+    mut cmd: Command,
+    ready: Option<&str>,
+    keep: bool,
+    probe: impl Fn() -> bool,
+) -> Result<Server> {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
@@ -111,8 +118,14 @@ fn start(name: &str, dir: &Path, mut cmd: Command, ready: Option<&str>, keep: bo
     let log: Arc<Mutex<Vec<String>>> = Arc::default();
     let (tx, rx) = mpsc::channel();
     let outs: Vec<Box<dyn std::io::Read + Send>> = [
-        child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
     ]
     .into_iter()
     .flatten()
@@ -172,7 +185,9 @@ pub fn find_corekv(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         return Ok(p.to_path_buf());
     }
-    let here = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf));
+    let here = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf));
     for name in ["corekv", "corekv-bench-node"] {
         if let Some(p) = here.as_ref().map(|d| d.join(name)).filter(|p| p.is_file()) {
             return Ok(p);
@@ -238,7 +253,14 @@ pub fn spawn_node(bin: &Path, dir: &Path, ip: &str, cores: u16, extra: &[String]
 /// Starts an `n`-node cluster on `127.0.K.1..n` (one core each, replication
 /// factor `min(3, n)`, nodes 1 and 2 as seeds) and waits until every node's
 /// ring lists all `n`. Data in `root/n1..`; `extra` flags for every node.
-pub async fn spawn_cluster(bin: &Path, root: &Path, n: usize, cores: u16, extra: &[String], keep: bool) -> Result<Vec<Node>> {
+pub async fn spawn_cluster(
+    bin: &Path,
+    root: &Path,
+    n: usize,
+    cores: u16,
+    extra: &[String],
+    keep: bool,
+) -> Result<Vec<Node>> {
     if !(1..=250).contains(&n) {
         return Err(Error::Config(format!("--spawn-cluster {n}: 1..=250 nodes")));
     }
@@ -284,7 +306,13 @@ pub async fn spawn_cluster(bin: &Path, root: &Path, n: usize, cores: u16, extra:
     for node in &nodes {
         crate::ring::wait_ring(&node.client_addr, n, START_TIMEOUT)
             .await
-            .map_err(|e| Error::Spawn(format!("{e}\n{}'s output:\n{}", node.server.name, node.server.log_tail())))?;
+            .map_err(|e| {
+                Error::Spawn(format!(
+                    "{e}\n{}'s output:\n{}",
+                    node.server.name,
+                    node.server.log_tail()
+                ))
+            })?;
     }
     Ok(nodes)
 }

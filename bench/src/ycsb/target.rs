@@ -189,7 +189,12 @@ impl Target {
     /// answers PING. `max_in_flight` is the most operations the run keeps
     /// outstanding (the SDK's per-connection bound; a RESP target opens at
     /// most [`MAX_RESP_CONNECTIONS`] connections).
-    pub async fn connect(spec: TargetSpec, consistency: OpConsistency, timeout: Duration, max_in_flight: usize) -> Result<Target> {
+    pub async fn connect(
+        spec: TargetSpec,
+        consistency: OpConsistency,
+        timeout: Duration,
+        max_in_flight: usize,
+    ) -> Result<Target> {
         let backend = match spec.protocol {
             Protocol::Corekv => {
                 let options = ClientOptions {
@@ -315,13 +320,19 @@ mod tests {
 
     #[test]
     fn targets_parse_with_and_without_labels() {
-        let t = TargetSpec::parse("redis=redis://127.0.0.1:6379").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((t.label.as_str(), t.protocol, t.addr.as_str()), ("redis", Protocol::Resp, "127.0.0.1:6379"));
-        let t = TargetSpec::parse("corekv://10.0.0.1:7380/").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((t.label.as_str(), t.protocol, t.addr.as_str()), ("corekv://10.0.0.1:7380/", Protocol::Corekv, "10.0.0.1:7380"));
+        let t = TargetSpec::parse("redis=redis://127.0.0.1:6379").unwrap();
+        assert_eq!(
+            (t.label.as_str(), t.protocol, t.addr.as_str()),
+            ("redis", Protocol::Resp, "127.0.0.1:6379")
+        );
+        let t = TargetSpec::parse("corekv://10.0.0.1:7380/").unwrap();
+        assert_eq!(
+            (t.label.as_str(), t.protocol, t.addr.as_str()),
+            ("corekv://10.0.0.1:7380/", Protocol::Corekv, "10.0.0.1:7380")
+        );
         assert!(TargetSpec::parse("http://x:1").is_err());
         assert!(TargetSpec::parse("corekv://nohost").is_err());
-        let c = OpConsistency::parse("one", "update=quorum, rmw=all").unwrap_or_else(|e| panic!("{e}"));
+        let c = OpConsistency::parse("one", "update=quorum, rmw=all").unwrap();
         assert_eq!(c.0[0], Consistency::One);
         assert_eq!(c.0[1], Consistency::Quorum);
         assert_eq!(c.0[4], Consistency::All);

@@ -196,7 +196,13 @@ impl Workload {
             .iter()
             .zip(mix)
             .filter(|(_, p)| *p > 0.0)
-            .map(|(k, p)| format!("{:.0}% {}", 100.0 * p / mix.iter().sum::<f64>(), k.name().to_lowercase()))
+            .map(|(k, p)| {
+                format!(
+                    "{:.0}% {}",
+                    100.0 * p / mix.iter().sum::<f64>(),
+                    k.name().to_lowercase()
+                )
+            })
             .collect();
         Ok(Workload {
             name: name.to_owned(),
@@ -234,7 +240,8 @@ pub fn parse_workloads(list: &str, theta: f64) -> Result<Vec<Workload>, String> 
         .filter(|s| !s.is_empty())
         .map(|s| match s.strip_prefix('@') {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read workload file {path}: {e}"))?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| format!("cannot read workload file {path}: {e}"))?;
                 let name = std::path::Path::new(path)
                     .file_stem()
                     .map_or_else(|| path.to_owned(), |n| n.to_string_lossy().into_owned());
@@ -272,7 +279,7 @@ mod tests {
             ("F", [0.5, 0.0, 0.0, 0.0, 0.5]),
         ];
         for (letter, mix) in want {
-            let w = Workload::core_workload(letter, ZIPFIAN_THETA).unwrap_or_else(|e| panic!("{e}"));
+            let w = Workload::core_workload(letter, ZIPFIAN_THETA).unwrap();
             let got = shares(&w, 100_000);
             for (g, m) in got.iter().zip(mix) {
                 assert!((g - m).abs() < 0.006, "workload {letter}: {got:?} vs {mix:?}");
@@ -292,7 +299,7 @@ mod tests {
         let text = "# my mix\nworkload=site.ycsb.workloads.CoreWorkload\nrecordcount=1000\n\
                     readproportion=0.7\nupdateproportion=0.1\nscanproportion=0.2\n\
                     requestdistribution=hotspot\nhotspotdatafraction=0.1\nhotspotopnfraction=0.9\nmaxscanlength=10\n";
-        let w = Workload::parse_properties("mine", text).unwrap_or_else(|e| panic!("{e}"));
+        let w = Workload::parse_properties("mine", text).unwrap();
         assert_eq!(w.mix, [0.7, 0.1, 0.0, 0.2, 0.0]);
         assert_eq!(w.max_scan, 10);
         assert_eq!(

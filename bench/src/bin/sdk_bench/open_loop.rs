@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use corekv_net::client::{Client, ClientError};
-use hdrhistogram::Histogram;
 use corekv_bench::latency::{error_kind, histogram, record};
 pub use corekv_bench::open_loop::Plan;
 use corekv_bench::open_loop::{pace, LATE};
+use corekv_net::client::{Client, ClientError};
+use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -111,8 +111,8 @@ pub async fn run_test(client: &Client, test: Test, args: &Arc<Args>, plan: Plan)
             rt.spawn(request(shared.clone(), d.rng, d.intended, d.measured, d.permit));
         })
     })
-        .await
-        .map_err(|e| format!("the pacer failed: {e}"))?;
+    .await
+    .map_err(|e| format!("the pacer failed: {e}"))?;
     // Every request still out ends within its timeout; all permits back means
     // all of them are recorded.
     let _all = slots
