@@ -223,5 +223,56 @@ fn all_workloads_against_a_node_and_redis_with_an_html_report() {
         colours.len()
     );
     assert!(ink * 100 >= n, "only {ink} of {n} pixels are not near-white");
+
+    // `report` re-renders the same page from the JSON.
+    let again = dir.join("again.html");
+    let out = Command::new(BENCH)
+        .args(["report", "--json"])
+        .arg(&json)
+        .arg("--html")
+        .arg(&again)
+        .output()
+        .expect("corekv-bench report starts");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ratios to redis"));
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), page);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn plan_prints_the_sized_cluster() {
+    // The seeds' example with given per-node figures (the arithmetic is
+    // checked step by step in plan.rs's unit test).
+    let out = Command::new(BENCH)
+        .args([
+            "plan",
+            "--reads-per-s",
+            "500000",
+            "--writes-per-s",
+            "100000",
+            "--key-bytes",
+            "16",
+        ])
+        .args([
+            "--value-bytes",
+            "1024",
+            "--total",
+            "100TB",
+            "--rf",
+            "3",
+            "--p99-ms",
+            "10",
+        ])
+        .args(["--node-reads", "50000", "--node-writes", "20000", "--node-p99-ms", "4"])
+        .output()
+        .expect("corekv-bench plan starts");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("4. nodes = max(90, 61, RF 3) = 90"), "{stdout}");
+    assert!(stdout.contains("cluster: 90 nodes, 3.78 TB disk"), "{stdout}");
+    let bad = Command::new(BENCH)
+        .args(["plan", "--reads-per-s", "1", "--writes-per-s", "1", "--total", "1TB"])
+        .output()
+        .expect("corekv-bench plan starts");
+    assert!(!bad.status.success(), "no per-node figures must be an error");
 }
