@@ -246,15 +246,14 @@ impl Recorder {
         Ok(())
     }
 
-    /// Operations recorded so far, and the p99 (ms) and throughput of the
-    /// last complete second (for the progress bar).
-    fn progress(&self, now: Instant) -> (u64, f64, f64) {
+    /// Operations recorded so far, and the throughput and p99 (ms) of the
+    /// last complete second (`None` in the first second).
+    fn progress(&self, now: Instant) -> (u64, Option<(f64, f64)>) {
         let current = now.saturating_duration_since(self.measure_from).as_secs() as usize;
         let last = current.checked_sub(1).and_then(|i| self.timeline.get(i));
         (
             self.overall.len(),
-            last.map_or(0.0, |s| s.ops as f64),
-            last.map_or(0.0, |s| s.hist.value_at_quantile(0.99) as f64 / 1000.0),
+            last.map(|s| (s.ops as f64, s.hist.value_at_quantile(0.99) as f64 / 1000.0)),
         )
     }
 }
@@ -302,7 +301,7 @@ fn progress_bar(enabled: bool, label: &str, total: Duration) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(total.as_millis() as u64);
-    let style = ProgressStyle::with_template("{prefix:>24} [{bar:30}] {elapsed:>4} {msg}")
+    let style = ProgressStyle::with_template("{prefix:>20} [{bar:16}] {elapsed:>3} {msg}")
         .map(|s| s.progress_chars("=> "))
         .unwrap_or_else(|_| ProgressStyle::default_bar());
     pb.set_style(style);
@@ -324,8 +323,11 @@ async fn tick_progress(
         if now < start + warmup {
             pb.set_message("warm-up");
         } else {
-            let (n, rate, p99) = lock(&ctx.recorder).progress(now);
-            pb.set_message(format!("{rate:>9.0} ops/s  p99 {p99:>8.3} ms  {n} ops"));
+            let (n, last) = lock(&ctx.recorder).progress(now);
+            pb.set_message(match last {
+                Some((rate, p99)) => format!("{rate:>8.0} ops/s p99 {p99:>8.3} ms, {n} ops"),
+                None => format!("first second, {n} ops"),
+            });
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
