@@ -3,6 +3,9 @@
 //! sizes), its text and JSON output, and its HTML report rendered by
 //! headless Chromium (screenshot not blank, plots in the rendered DOM).
 //!
+//! A third test drives corekv's own RESP port with the Redis-protocol
+//! target, beside the SDK.
+//!
 //! Needs `redis-server` and `chromium` on the PATH (CI installs them); the
 //! test fails, rather than skips, without them.
 
@@ -275,4 +278,51 @@ fn plan_prints_the_sized_cluster() {
         .output()
         .expect("corekv-bench plan starts");
     assert!(!bad.status.success(), "no per-node figures must be an error");
+}
+
+#[test]
+fn redis_protocol_target_works_against_corekvs_resp_port() {
+    let dir = tmp("ycsb-resp-port");
+    let node = corekv_tests::node::TestNode::start(NODE, &dir.join("node"), 1, &[]);
+    let json = dir.join("resp.json");
+    let out = Command::new(BENCH)
+        .args(["run", "--target"])
+        .arg(format!("corekv-resp=redis://127.0.0.1:{}", node.resp))
+        .arg("--target")
+        .arg(format!("corekv-sdk=corekv://127.0.0.1:{}", node.client))
+        .args(["--workloads", "A,E,F", "--records", "200", "--max-scan", "5"])
+        .args([
+            "--duration-s",
+            "1",
+            "--warmup-s",
+            "0.2",
+            "--clients",
+            "4",
+            "--load-clients",
+            "4",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .arg("--no-progress")
+        .output()
+        .expect("corekv-bench starts");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: RunReport = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r.baseline, "corekv-resp", "no redis target: the first is the baseline");
+    assert_eq!(r.targets[0].protocol, "resp");
+    for t in &r.targets {
+        assert_eq!(t.load.errors, 0, "{}: {:?}", t.label, t.load.first_error);
+        for w in &t.workloads {
+            assert!(w.ops > 0, "{} {}", t.label, w.workload);
+            assert_eq!(w.errors, 0, "{} {}: {:?}", t.label, w.workload, w.first_error);
+        }
+    }
+    assert!(stdout.contains("ratios to corekv-resp"), "{stdout}");
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
 }
