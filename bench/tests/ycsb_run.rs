@@ -20,6 +20,17 @@ use corekv_bench::ycsb::target::{SCAN_MGET, SCAN_SDK};
 
 const BENCH: &str = env!("CARGO_BIN_EXE_corekv-bench");
 const NODE: &str = env!("CARGO_BIN_EXE_corekv-bench-node");
+/// A run short enough for CI: 0.2 s warm-up and 1 s measured per workload.
+const TINY: &[&str] = &[
+    "--duration-s",
+    "1",
+    "--warmup-s",
+    "0.2",
+    "--clients",
+    "4",
+    "--load-clients",
+    "4",
+];
 
 fn tmp(name: &str) -> PathBuf {
     // CARGO_TARGET_TMPDIR is under target/: a real disk, where O_DIRECT works.
@@ -69,16 +80,7 @@ fn all_workloads_against_a_node_and_redis_with_an_html_report() {
     let out = Command::new(BENCH)
         .args(["run", "--spawn-node", "--spawn-redis", "--corekv", NODE])
         .args(["--workloads", "A,B,C,D,E,F", "--records", "300", "--max-scan", "10"])
-        .args([
-            "--duration-s",
-            "1",
-            "--warmup-s",
-            "0.2",
-            "--clients",
-            "4",
-            "--load-clients",
-            "4",
-        ])
+        .args(TINY)
         .args(["--node-set", "storage.memtable_bytes=16777216"])
         .args(["--node-set", "storage.wal_segment_bytes=4194304"])
         .arg("--data-dir")
@@ -291,16 +293,7 @@ fn redis_protocol_target_works_against_corekvs_resp_port() {
         .arg("--target")
         .arg(format!("corekv-sdk=corekv://127.0.0.1:{}", node.client))
         .args(["--workloads", "A,E,F", "--records", "200", "--max-scan", "5"])
-        .args([
-            "--duration-s",
-            "1",
-            "--warmup-s",
-            "0.2",
-            "--clients",
-            "4",
-            "--load-clients",
-            "4",
-        ])
+        .args(TINY)
         .arg("--json")
         .arg(&json)
         .arg("--no-progress")
