@@ -20,8 +20,11 @@ use corekv_bench::ycsb::target::{SCAN_MGET, SCAN_SDK};
 
 const BENCH: &str = env!("CARGO_BIN_EXE_corekv-bench");
 const NODE: &str = env!("CARGO_BIN_EXE_corekv-bench-node");
-/// A run short enough for CI: 0.2 s warm-up and 1 s measured per workload.
+/// A run short enough for CI: 0.2 s warm-up and 1 s measured per workload
+/// (a generous timeout: a busy CI disk can stall an fsync for a while).
 const TINY: &[&str] = &[
+    "--timeout-ms",
+    "10000",
     "--duration-s",
     "1",
     "--warmup-s",
