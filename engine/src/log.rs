@@ -17,6 +17,14 @@
 //! (a torn tail after a crash looks exactly like this). Writes are whole 4 KiB
 //! blocks (O_DIRECT); the tail block is zero-padded and rewritten by the next
 //! write.
+//!
+//! A log that gets no more records (a sealed WAL segment) is followed by at
+//! least 16 zero bytes ([`LogBuffer::seal`]), even when that takes one more
+//! block: otherwise a last record ending within 16 bytes of a block's end
+//! leaves a header that runs into the next block's recycled bytes, which
+//! reads as a torn record in the middle of the WAL. A reader also takes a
+//! header whose checksum and length are zero up to the block's end as the
+//! clean end (files written before sealing existed).
 
 use crate::error::DecodeError;
 use crate::format::crc;
@@ -59,6 +67,13 @@ pub fn decode_record(buf: &[u8], pos: usize, log_no: u64) -> Result<(&[u8], usiz
     let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
     let no = u64::from_le_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]);
     if len == 0 && stored == 0 && no == 0 {
+        return Err(LogEnd::Clean);
+    }
+    // The zero padding of the log's last written block reaches its end, and
+    // what follows is another block (a recycled file's old bytes): the clean
+    // end. A real record is never zero in both its checksum and its length.
+    let to_block_end = crate::io::ALIGN - pos % crate::io::ALIGN;
+    if len == 0 && stored == 0 && to_block_end < HEADER && h[..to_block_end].iter().all(|&b| b == 0) {
         return Err(LogEnd::Clean);
     }
     let end = pos + HEADER + len;
@@ -196,6 +211,18 @@ impl LogBuffer {
         }
     }
 
+    /// Ends the log: zeros up to [`HEADER`] bytes past the last record, but
+    /// not past `limit` (the file's size: a header that would run past the
+    /// end of the file already reads as the clean end). The next write of
+    /// the buffer puts them on disk.
+    pub fn seal(&mut self, limit: u64) {
+        let want = (self.end() + HEADER as u64).min(limit);
+        if want > self.end() {
+            let more = (want - self.end()) as usize;
+            self.buf.resize(self.buf.len() + more, 0);
+        }
+    }
+
     /// Bytes buffered and not yet trimmed.
     pub fn buffered(&self) -> usize {
         self.buf.len()
@@ -211,6 +238,53 @@ pub fn decode_error(reason: &'static str, offset: usize) -> DecodeError {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A log whose last record ends `gap` bytes before a block boundary, in
+    /// a recycled file (the next block holds old non-zero bytes): the bytes
+    /// a sealed (or unsealed) buffer puts on disk, and how a reader ends it.
+    fn recycled_file_with_gap(gap: usize, seal: bool) -> (Scan<'static>, usize) {
+        let mut lb = LogBuffer::new(9, 0, &[]);
+        lb.append(&vec![b'r'; 4096 - gap - HEADER]);
+        let end = lb.end() as usize;
+        if seal {
+            lb.seal(1 << 20);
+        }
+        let mut file = vec![0xABu8; 3 * 4096];
+        let (pos, bytes) = lb.pending();
+        let mut padded = bytes.to_vec();
+        padded.resize(lb.padded_len(), 0);
+        file[pos as usize..pos as usize + padded.len()].copy_from_slice(&padded);
+        let file: &'static [u8] = Box::leak(file.into_boxed_slice());
+        (scan(file, 9), end)
+    }
+
+    #[test]
+    fn a_log_ending_next_to_a_block_boundary_ends_cleanly() {
+        for gap in [1, 5, 7, 8, 14, 15, 16, 100] {
+            let (s, end) = recycled_file_with_gap(gap, true);
+            assert_eq!(
+                (s.records.len(), s.end, s.why),
+                (1, end, LogEnd::Clean),
+                "sealed, gap {gap}"
+            );
+        }
+        // Unsealed (files from before sealing): zeros that cover the checksum
+        // and the length up to the block's end are read as the clean end...
+        for gap in [8, 14, 15] {
+            let (s, _) = recycled_file_with_gap(gap, false);
+            assert_eq!(s.why, LogEnd::Clean, "unsealed, gap {gap}");
+        }
+        // ...fewer cannot be told from a record, and read as torn: what
+        // sealing prevents.
+        let (s, _) = recycled_file_with_gap(5, false);
+        assert_ne!(s.why, LogEnd::Clean);
+        // Sealing stops at the limit (the file's end).
+        let mut lb = LogBuffer::new(9, 0, &[]);
+        lb.append(b"x");
+        let end = lb.end();
+        lb.seal(end + 3);
+        assert_eq!(lb.end(), end + 3);
+    }
 
     #[test]
     fn records_roundtrip_and_stop_at_other_logs() {

@@ -417,12 +417,13 @@ impl Wal {
                     name,
                     buf: LogBuffer::new(log_no, 0, &[]),
                 };
-                let old = std::mem::replace(&mut st.active, seg);
+                let mut old = std::mem::replace(&mut st.active, seg);
                 if !old.name.is_empty() {
                     if old.buf.buffered() == 0 && old.buf.end() == 0 {
                         // Never written: reusable at once.
                         st.free.push(old.name);
                     } else {
+                        old.buf.seal(self.opts.segment_bytes);
                         st.sealed.push_back(old);
                     }
                 }
