@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use corekv_net::msg::peer::{PeerOp, PeerOpcode, PeerRequest, PeerResponse};
-use corekv_net::msg::{Condition, Consistency, Limits, List, Op};
+use corekv_net::msg::{Condition, Consistency, ErrorCode, Limits, List, Op};
 use corekv_net::token::token_of;
 use corekv_tests::cluster::{live_values, TestCluster};
 use corekv_tests::wire::{Reply, Wire};
@@ -461,83 +461,117 @@ fn deleted_keys_are_purged_after_the_grace_period() {
 fn ttl_and_expire_work_across_the_cluster() {
     use std::io::{BufRead, BufReader, Write};
     let c = start("ttl", 3, &[]);
+    // Every operation here is idempotent: one that timed out on a loaded
+    // machine (CI starts several clusters at once) is sent again.
+    let call = |w: &mut Wire, op: Op<'_>| {
+        let retry = |r: &Reply| matches!(r, Reply::Error(code, _) if [ErrorCode::TIMEOUT, ErrorCode::UNAVAILABLE].contains(code));
+        let mut r = w.call(op);
+        for _ in 0..5 {
+            if !retry(&r) {
+                break;
+            }
+            r = w.call(op);
+        }
+        r
+    };
     let mut w = c.coordinator(1, Consistency::Quorum);
     let int = |r: Reply| match r {
         Reply::Int(n) => n,
         other => panic!("expected an integer, got {other:?}"),
     };
     let put = |w: &mut Wire, k: &str, ttl_ms: u64| {
-        let r = w.call(Op::Put {
-            key: k.as_bytes(),
-            value: b"v",
-            ttl_ms,
-            condition: Condition::Always,
-        });
+        let r = call(
+            w,
+            Op::Put {
+                key: k.as_bytes(),
+                value: b"v",
+                ttl_ms,
+                condition: Condition::Always,
+            },
+        );
         assert_eq!(r, Reply::Ok, "PUT {k}");
     };
     put(&mut w, "t:lives", 60_000);
     put(&mut w, "t:plain", 0);
-    let t = int(w.call(Op::Ttl { key: b"t:lives" }));
+    let t = int(call(&mut w, Op::Ttl { key: b"t:lives" }));
     assert!((1..=60_000).contains(&t), "TTL of a 60 s key: {t}");
-    assert_eq!(int(w.call(Op::Ttl { key: b"t:plain" })), -1);
-    assert_eq!(int(w.call(Op::Ttl { key: b"t:missing" })), -2);
+    assert_eq!(int(call(&mut w, Op::Ttl { key: b"t:plain" })), -1);
+    assert_eq!(int(call(&mut w, Op::Ttl { key: b"t:missing" })), -2);
     // EXPIRE through another coordinator; TTL read back through a third.
     let mut w2 = c.coordinator(2, Consistency::Quorum);
     assert_eq!(
-        int(w2.call(Op::Expire {
-            key: b"t:plain",
-            ttl_ms: 30_000
-        })),
+        int(call(
+            &mut w2,
+            Op::Expire {
+                key: b"t:plain",
+                ttl_ms: 30_000
+            }
+        )),
         1
     );
     assert_eq!(
-        int(w2.call(Op::Expire {
-            key: b"t:missing",
-            ttl_ms: 30_000
-        })),
+        int(call(
+            &mut w2,
+            Op::Expire {
+                key: b"t:missing",
+                ttl_ms: 30_000
+            }
+        )),
         0
     );
     let mut w3 = c.coordinator(3, Consistency::Quorum);
-    let t = int(w3.call(Op::Ttl { key: b"t:plain" }));
+    let t = int(call(&mut w3, Op::Ttl { key: b"t:plain" }));
     assert!((1..=30_000).contains(&t), "TTL after EXPIRE 30 s: {t}");
     // EXPIRE 0 removes the expiry.
     assert_eq!(
-        int(w3.call(Op::Expire {
-            key: b"t:lives",
-            ttl_ms: 0
-        })),
+        int(call(
+            &mut w3,
+            Op::Expire {
+                key: b"t:lives",
+                ttl_ms: 0
+            }
+        )),
         1
     );
-    assert_eq!(int(w.call(Op::Ttl { key: b"t:lives" })), -1);
+    assert_eq!(int(call(&mut w, Op::Ttl { key: b"t:lives" })), -1);
     // A short expiry: the key goes.
     assert_eq!(
-        int(w.call(Op::Expire {
-            key: b"t:plain",
-            ttl_ms: 300
-        })),
+        int(call(
+            &mut w,
+            Op::Expire {
+                key: b"t:plain",
+                ttl_ms: 300
+            }
+        )),
         1
     );
     c.await_until(CONVERGE, "the key expired", || match get_once(&mut w, "t:plain")? {
         None => Ok(()),
         Some(v) => Err(format!("still reads {}", show(&v))),
     });
-    assert_eq!(int(w.call(Op::Ttl { key: b"t:plain" })), -2);
+    assert_eq!(int(call(&mut w, Op::Ttl { key: b"t:plain" })), -2);
     // Two blind writes with an empty context through two coordinators are
     // concurrent: siblings. EXPIRE will not pick one of them.
     let empty = corekv_shard::versioning::Context::new().to_bytes();
     for (w, v) in [(&mut w, b"a"), (&mut w2, b"b")] {
-        let r = w.call(Op::PutVersioned {
-            key: b"t:sibs",
-            value: v,
-            ttl_ms: 0,
-            context: &empty,
-        });
+        let r = call(
+            w,
+            Op::PutVersioned {
+                key: b"t:sibs",
+                value: v,
+                ttl_ms: 0,
+                context: &empty,
+            },
+        );
         assert_eq!(r, Reply::Ok);
     }
-    match w3.call(Op::Expire {
-        key: b"t:sibs",
-        ttl_ms: 1000,
-    }) {
+    match call(
+        &mut w3,
+        Op::Expire {
+            key: b"t:sibs",
+            ttl_ms: 1000,
+        },
+    ) {
         Reply::Error(_, m) => assert!(m.contains("siblings"), "{m}"),
         other => panic!("EXPIRE of a key with siblings answered {other:?}"),
     }
