@@ -486,11 +486,30 @@ impl Drop for KeyGuard {
     }
 }
 
-/// The wall clock in ms since the epoch.
+/// The environment variable that shifts this process's wall clock by a
+/// signed number of milliseconds: a fault the torture harness injects to
+/// measure what clock skew does to `lww` keyspaces (docs/guarantees.md). It is
+/// read once; unset (the normal case) means no shift.
+pub const CLOCK_OFFSET_ENV: &str = "COREKV_TEST_CLOCK_OFFSET_MS";
+
+/// The clock shift from [`CLOCK_OFFSET_ENV`], read on first use.
+fn clock_offset_ms() -> i64 {
+    static OFFSET: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        std::env::var(CLOCK_OFFSET_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(0)
+    })
+}
+
+/// The wall clock in ms since the epoch (shifted by [`CLOCK_OFFSET_ENV`]
+/// when a test sets it).
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
+    let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    wall.saturating_add_signed(clock_offset_ms())
 }
 
 /// One core's store.

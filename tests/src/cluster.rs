@@ -295,6 +295,22 @@ impl TestCluster {
         (1..=self.nodes.len()).filter(|&i| self.node(i).is_running()).collect()
     }
 
+    /// Sets an environment variable of node `i`'s process from its next
+    /// start on.
+    pub fn set_env(&mut self, i: usize, key: &str, value: &str) {
+        self.node_mut(i).set_env(key, value);
+    }
+
+    /// SIGSTOPs node `i` (it holds its connections but answers nothing).
+    pub fn pause(&self, i: usize) {
+        self.node(i).signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONTs node `i` after [`TestCluster::pause`].
+    pub fn resume(&self, i: usize) {
+        self.node(i).signal(libc::SIGCONT);
+    }
+
     /// SIGKILLs node `i`.
     pub fn kill9(&mut self, i: usize) {
         self.node_mut(i).kill9();

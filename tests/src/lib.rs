@@ -22,4 +22,5 @@ pub fn token(key: &[u8]) -> u64 {
 
 pub mod cluster;
 pub mod node;
+pub mod torture;
 pub mod wire;

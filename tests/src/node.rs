@@ -32,6 +32,8 @@ pub struct TestNode {
     /// The RESP port.
     pub resp: u16,
     extra: Vec<String>,
+    /// Extra environment of the process.
+    env: Vec<(String, String)>,
     /// `COREKV_LOG` of the process.
     log_filter: String,
     child: Option<Child>,
@@ -88,6 +90,7 @@ impl TestNode {
             resp: base + 1,
             shard_base: base + 2,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
             log_filter: "warn,corekv_shard=debug".to_owned(),
             child: None,
             log: Default::default(),
@@ -97,6 +100,23 @@ impl TestNode {
     /// Sets the process's `COREKV_LOG` (from the next start on).
     pub fn set_log_filter(&mut self, filter: &str) {
         self.log_filter = filter.to_owned();
+    }
+
+    /// Sets an environment variable of the process (from the next start on).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT, ...) to the running process.
+    pub fn signal(&self, signal: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on our own child's pid, which we have not
+            // reaped (the Child is still held), so the pid is not reused.
+            unsafe {
+                libc::kill(c.id() as i32, signal);
+            }
+        }
     }
 
     /// Appends flags to the command line (from the next start on).
@@ -126,6 +146,7 @@ impl TestNode {
             .args(["--storage.wal_segment_bytes", "4194304"])
             .args(&self.extra)
             .env("COREKV_LOG", &self.log_filter)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

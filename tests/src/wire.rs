@@ -224,6 +224,31 @@ impl Wire {
         Ok(out)
     }
 
+    /// Sends `op` and waits for its response; an I/O error (connection
+    /// lost, read timeout) or EOF is an `Err`, for callers that expect the
+    /// node to die under them.
+    pub fn try_call(&mut self, op: Op<'_>) -> std::io::Result<Reply> {
+        let id = self.send(op)?;
+        loop {
+            match self.recv()? {
+                Some((rid, r)) if rid == id => return Ok(r),
+                // An answer to an earlier request that timed out on our side.
+                Some(_) => continue,
+                None => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "connection closed before the answer",
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Sets how long a read waits for the node (30 s after connect).
+    pub fn set_read_timeout(&self, t: Duration) -> std::io::Result<()> {
+        self.s.set_read_timeout(Some(t))
+    }
+
     /// Sends `op` and waits for its response.
     pub fn call(&mut self, op: Op<'_>) -> Reply {
         let id = self.send(op).expect("send");

@@ -11,16 +11,13 @@
 //! - The first CAS on a key compares against the value plain writes left.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "sim/linearizable.rs"]
-mod linearizable;
-
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use corekv_net::msg::{Consistency, ErrorCode, Op};
 use corekv_tests::cluster::TestCluster;
+use corekv_tests::torture::linearizable::{self, Kind, Op as LinOp, Val};
 use corekv_tests::wire::Reply;
-use linearizable::{Kind, Op as LinOp, Val};
 
 const BIN: &str = env!("CARGO_BIN_EXE_corekv-node");
 const TMP: &str = env!("CARGO_TARGET_TMPDIR");

@@ -39,8 +39,6 @@
 //! number and the command that reproduces it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "sim/linearizable.rs"]
-mod linearizable;
 #[path = "sim/world.rs"]
 mod world;
 

@@ -819,6 +819,17 @@ async fn coordinate_write(
                     .map(Record::Causal)
                     .map_err(|e| versioning_failure(&e))
             } else {
+                // A client that writes again after an acknowledged write
+                // expects the later write to win, even when the earlier one
+                // came through a node whose clock runs ahead. This replica
+                // holds the key lock and its latest version, so the new
+                // version takes a timestamp past it (HLC causality): a
+                // sequential write through a replica that saw the earlier one
+                // is never lost to clock skew (docs/guarantees.md).
+                let ts = match cur {
+                    Some(Record::Lww(r)) if r.ts >= ts => r.ts.successor(),
+                    _ => ts,
+                };
                 let mine = Record::Lww(LwwRegister::new(ts, actor, v));
                 match cur {
                     Some(c) => c.merge(&mine).map_err(|e| versioning_failure(&e)),

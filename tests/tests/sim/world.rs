@@ -19,7 +19,7 @@ use corekv_shard::{token_of, Error, Node as RingNode, NodeId, Ring};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::linearizable::{self, Kind as LinKind, Op as LinOp};
+use corekv_tests::torture::linearizable::{self, Kind as LinKind, Op as LinOp};
 
 /// Replication factor.
 pub const RF: usize = 3;
