@@ -363,6 +363,11 @@ fn dec(b: &[u8]) -> Option<u64> {
     std::str::from_utf8(b).ok()?.parse().ok()
 }
 
+/// Session results: read-your-writes, monotonic and lww-lost counts, and per
+/// key (name, last acknowledged value, whether a write of unknown outcome
+/// followed it, whether it rotated coordinators).
+type SessionTally = (u64, u64, u64, Vec<(String, u64, bool, bool)>);
+
 /// What the workload threads share.
 struct Shared {
     addrs: Arc<Vec<(String, u16)>>,
@@ -377,7 +382,7 @@ struct Shared {
     counter: Mutex<(Vec<i64>, u64)>,
     /// Session results: ryw, monotonic, lww lost, and per key the last
     /// acknowledged value and whether an unknown write followed it.
-    session: Mutex<(u64, u64, u64, Vec<(String, u64, bool, bool)>)>,
+    session: Mutex<SessionTally>,
 }
 
 impl Shared {
@@ -422,7 +427,7 @@ fn register_client(s: &Shared, client: usize) {
         }
         let key = format!("reg:{round}");
         let invoke = micros(s.t0);
-        if j % 2 == 0 {
+        if j.is_multiple_of(2) {
             match conn.call(Op::SerialGet { key: key.as_bytes() }) {
                 Call::Reply(Reply::Cas(true, v)) => {
                     last = v.as_deref().and_then(dec);
