@@ -66,6 +66,9 @@
 //! | `limits.max_frame_bytes` | integer >= 1 KiB | 16 MiB | largest wire frame; must hold a largest key and value |
 //! | `limits.max_inflight_per_connection` | integer >= 1 | 128 | requests a connection may have outstanding |
 //! | `limits.max_connections_per_core` | integer >= 1 | 1024 | open connections per core |
+//! | `security.cluster_secret` | string, empty or >= 16 bytes | `""` (none) | the secret every node-to-node connection proves it knows (HMAC challenge-response, docs/protocol.md "Authentication"); a node without it cannot join. Prefer `cluster_secret_file`: the environment and the command line are visible to other local users. Never printed |
+//! | `security.cluster_secret_file` | path | `""` (none) | a file holding the cluster secret (trailing whitespace ignored); exclusive with `cluster_secret` |
+//! | `security.users_file` | path | `""` (none) | TOML accounts (`corekv hash-password`, shard/src/security.rs); when set, clients must AUTH and each request is checked against the user's per-prefix permissions. In cluster mode it needs the cluster secret |
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -115,6 +118,9 @@ pub const KEYS: &[&str] = &[
     "limits.max_frame_bytes",
     "limits.max_inflight_per_connection",
     "limits.max_connections_per_core",
+    "security.cluster_secret",
+    "security.cluster_secret_file",
+    "security.users_file",
 ];
 
 /// Keys whose TOML value is a string; all others are integers.
@@ -131,6 +137,9 @@ const STRING_KEYS: &[&str] = &[
     "cluster.resp_sloppy_quorum",
     "storage.durability",
     "storage.io_properties",
+    "security.cluster_secret",
+    "security.cluster_secret_file",
+    "security.users_file",
 ];
 
 /// The io-properties file's name under the data directory, where `corekv
@@ -177,6 +186,46 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `[limits]`: sizes and counts bounded on every path.
     pub limits: LimitsConfig,
+    /// `[security]`: cluster secret and client accounts (off by default).
+    pub security: SecurityConfig,
+}
+
+/// `[security]`. Empty strings mean "off".
+#[derive(Clone, PartialEq, Eq, Serialize, Default)]
+pub struct SecurityConfig {
+    /// The cluster secret itself.
+    #[serde(serialize_with = "redacted")]
+    pub cluster_secret: String,
+    /// A file holding the cluster secret.
+    pub cluster_secret_file: String,
+    /// The users file.
+    pub users_file: String,
+}
+
+/// `Debug` leaves the secret out: configurations are logged.
+impl fmt::Debug for SecurityConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecurityConfig")
+            .field(
+                "cluster_secret",
+                &if self.cluster_secret.is_empty() {
+                    ""
+                } else {
+                    "(redacted)"
+                },
+            )
+            .field("cluster_secret_file", &self.cluster_secret_file)
+            .field("users_file", &self.users_file)
+            .finish()
+    }
+}
+
+// The effective configuration is printed at start: a set secret shows as
+// `(redacted)`, which is shorter than the least a secret may be, so a
+// printed configuration fed back as a file fails loudly instead of
+// starting a node with the wrong secret.
+fn redacted<S: Serializer>(v: &str, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(if v.is_empty() { "" } else { "(redacted)" })
 }
 
 /// `[node]`.
@@ -450,6 +499,7 @@ impl Default for Config {
                 max_inflight_per_connection: 128,
                 max_connections_per_core: 1024,
             },
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -762,6 +812,21 @@ impl Config {
             "limits.max_connections_per_core" => {
                 self.limits.max_connections_per_core = parse_int(value, 1, 1 << 20).map_err(bad)?
             }
+            "security.cluster_secret" => {
+                if !value.is_empty() && value.len() < crate::security::MIN_SECRET_LEN {
+                    // Built by hand: `bad` would echo the secret into the error.
+                    return Err(Error::InvalidValue {
+                        key: key.to_owned(),
+                        value: "(redacted)".to_owned(),
+                        reason: format!("a secret must be at least {} bytes", crate::security::MIN_SECRET_LEN),
+                        origin: origin.clone(),
+                    });
+                }
+                self.security.cluster_secret = value.to_owned();
+            }
+            // Empty is meaningful for both: off.
+            "security.cluster_secret_file" => self.security.cluster_secret_file = value.trim().to_owned(),
+            "security.users_file" => self.security.users_file = value.trim().to_owned(),
             _ => {
                 return Err(Error::UnknownKey {
                     key: key.to_owned(),
@@ -902,6 +967,23 @@ impl Config {
                 "ports.resp",
                 "ports.shard_base",
                 format!("port {} is a shard port", self.ports.resp),
+            );
+        }
+        if !self.security.cluster_secret.is_empty() && !self.security.cluster_secret_file.is_empty() {
+            return conflict(
+                "security.cluster_secret",
+                "security.cluster_secret_file",
+                "set one or the other".to_owned(),
+            );
+        }
+        let secret = !self.security.cluster_secret.is_empty() || !self.security.cluster_secret_file.is_empty();
+        if !self.security.users_file.is_empty() && self.cluster.enabled() && !secret {
+            return conflict(
+                "security.users_file",
+                "security.cluster_secret",
+                "in cluster mode, client accounts need a cluster secret: node-to-node \
+                 connections would otherwise reach every key without a password"
+                    .to_owned(),
             );
         }
         if self.ports.client == self.ports.resp {
@@ -1263,6 +1345,60 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn security_keys() {
+        let c = Config::default();
+        assert_eq!(c.security, SecurityConfig::default(), "off by default");
+        let env = env(&[("COREKV_SECURITY_USERS_FILE", "/etc/corekv/users.toml")]);
+        let c = Config::load(None, env, &["security.cluster_secret=0123456789abcdef-secret"]).unwrap();
+        assert_eq!(c.security.users_file, "/etc/corekv/users.toml");
+        assert_eq!(c.security.cluster_secret, "0123456789abcdef-secret");
+        // Never shown: neither in the printed configuration nor in Debug.
+        let text = c.to_string();
+        assert!(
+            text.contains("[security]") && text.contains("cluster_secret = \"(redacted)\""),
+            "{text}"
+        );
+        assert!(!text.contains("0123456789abcdef-secret") && !format!("{c:?}").contains("0123456789abcdef-secret"));
+        // A printed configuration read back fails loudly instead of starting with a wrong secret.
+        assert!(Config::default().apply_toml(&text, Path::new("printed.toml")).is_err());
+
+        let err = Config::load(None, Vec::new(), &["security.cluster_secret=short"]).unwrap_err();
+        assert!(matches!(&err, Error::InvalidValue { key, .. } if key == "security.cluster_secret"));
+        assert!(!err.to_string().contains("short"), "the secret is not echoed: {err}");
+        let err = Config::load(
+            None,
+            Vec::new(),
+            &[
+                "security.cluster_secret=0123456789abcdef",
+                "security.cluster_secret_file=/x",
+            ],
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::Conflict { .. }));
+        // Accounts in cluster mode need the secret.
+        let err = Config::load(
+            None,
+            Vec::new(),
+            &["security.users_file=/u.toml", "cluster.seeds=127.0.0.1:7380"],
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::Conflict { key, .. } if key == "security.users_file"),
+            "{err}"
+        );
+        Config::load(
+            None,
+            Vec::new(),
+            &[
+                "security.users_file=/u.toml",
+                "cluster.seeds=127.0.0.1:7380",
+                "security.cluster_secret_file=/s",
+            ],
+        )
+        .unwrap();
     }
 
     proptest! {

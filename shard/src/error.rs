@@ -106,6 +106,23 @@ pub enum Error {
         /// What was wrong, naming the file.
         reason: String,
     },
+    /// A security file (`security.cluster_secret_file`,
+    /// `security.users_file`) could not be used.
+    #[error("{what} {path}: {reason}")]
+    SecurityFile {
+        /// Which setting named the file.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What was wrong (never the secret itself).
+        reason: String,
+    },
+    /// A password could not be hashed.
+    #[error("cannot hash the password: {reason}")]
+    PasswordHash {
+        /// The hasher's message.
+        reason: String,
+    },
     /// A ring was built without nodes.
     #[error("the ring has no nodes")]
     EmptyRing,

@@ -17,6 +17,7 @@ pub mod error;
 pub mod membership;
 pub mod replication;
 pub mod runtime;
+pub mod security;
 pub mod server;
 pub mod store;
 pub mod topology;

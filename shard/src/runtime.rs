@@ -123,6 +123,8 @@ pub struct Shard {
     /// Cluster mode (`cluster.seeds` set): this core's coordinator, peers,
     /// hints and, on core 0, membership.
     pub cluster: Option<Rc<crate::cluster::Cluster>>,
+    /// The cluster secret and client accounts (shared by every core).
+    pub security: Arc<crate::security::Security>,
     mesh: Mesh,
 }
 
@@ -413,6 +415,8 @@ fn proc_addr(listen: &str) -> Option<String> {
 pub fn start(config: Config, serve: ServeFn) -> Result<RunningNode> {
     let cores = usize::try_from(config.node.cores).unwrap_or(1).max(1);
     check_ports_free(&config, cores)?;
+    // Before any core starts: a missing users file or secret stops the start.
+    let security = Arc::new(crate::security::Security::load(&config)?);
     let ring = Arc::new(single_node_ring(&config)?);
     let cluster = if config.cluster.enabled() {
         let view = Arc::new(crate::cluster::SharedView::new(crate::cluster::initial_view(&config)?));
@@ -454,6 +458,7 @@ pub fn start(config: Config, serve: ServeFn) -> Result<RunningNode> {
         finish.push(finish_tx);
         let (ready_tx, drained_tx) = (ready_tx.clone(), drained_tx.clone());
         let (ring, config, gate, cluster) = (ring.clone(), config.clone(), gate.clone(), cluster.clone());
+        let security = security.clone();
         // No executor-wide preemption timer below glommio's default: with a
         // 1 ms one, about one node start in four hung before every core had
         // opened its engine (server_native, debug build). The engine's
@@ -485,6 +490,7 @@ pub fn start(config: Config, serve: ServeFn) -> Result<RunningNode> {
                     started,
                     gate: gate.clone(),
                     cluster,
+                    security,
                 })
                 .await;
                 if let Err(e) = &r {
@@ -566,6 +572,7 @@ struct CoreArgs {
     started: std::time::Instant,
     gate: Arc<StartGate>,
     cluster: Option<(Arc<crate::cluster::SharedView>, u64)>,
+    security: Arc<crate::security::Security>,
 }
 
 async fn core_main(a: CoreArgs) -> Result<()> {
@@ -607,7 +614,17 @@ async fn core_main(a: CoreArgs) -> Result<()> {
         return Ok(());
     }
     let cluster = match a.cluster {
-        Some((view, epoch)) => match crate::cluster::Cluster::open(&a.config, a.core, a.cores, view, epoch, fg).await {
+        Some((view, epoch)) => match crate::cluster::Cluster::open(
+            &a.config,
+            a.core,
+            a.cores,
+            view,
+            epoch,
+            fg,
+            a.security.cluster_secret.clone(),
+        )
+        .await
+        {
             Ok(c) => Some(Rc::new(c)),
             Err(e) => {
                 let _ = engine.close().await;
@@ -626,6 +643,7 @@ async fn core_main(a: CoreArgs) -> Result<()> {
         fg,
         started: a.started,
         cluster,
+        security: a.security,
         mesh: Mesh { peers },
     });
     if let Some(c) = &shard.cluster {

@@ -1,6 +1,14 @@
 //! Operator commands against one node: `status`, `repair`, `decommission`,
 //! `removenode ID`. Each is a node-to-node ADMIN frame (docs/protocol.md)
 //! sent straight to the node, which answers a report when the work is done.
+//!
+//! A node with a cluster secret serves node-to-node opcodes only after the
+//! handshake (docs/protocol.md, "Authentication"): give the secret with
+//! `--cluster-secret-file` or `--cluster-secret` (or the node's own
+//! variables, `COREKV_SECURITY_CLUSTER_SECRET_FILE` /
+//! `COREKV_SECURITY_CLUSTER_SECRET`). A single node with a users file and
+//! no secret takes them from a user with admin rights on every key
+//! (`--user`, `--password`).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -8,6 +16,7 @@ use std::time::Duration;
 
 use clap::{Arg, ArgMatches, Command};
 use corekv_net::frame::{FrameDecoder, HEADER_LEN};
+use corekv_net::msg::auth::AuthRequest;
 use corekv_net::msg::peer::{PeerOp, PeerOpcode, PeerRequest, PeerResponse};
 use corekv_net::msg::{Limits, Response};
 
@@ -21,6 +30,50 @@ fn node_arg() -> Arg {
         .help("The node's client port")
 }
 
+/// The credential flags of every admin command.
+fn auth_args(c: Command) -> Command {
+    c.arg(
+        Arg::new("cluster-secret")
+            .long("cluster-secret")
+            .value_name("SECRET")
+            .env("COREKV_SECURITY_CLUSTER_SECRET")
+            .hide_env_values(true)
+            .help("The cluster secret, when the node has one (prefer --cluster-secret-file)"),
+    )
+    .arg(
+        Arg::new("cluster-secret-file")
+            .long("cluster-secret-file")
+            .value_name("FILE")
+            .env("COREKV_SECURITY_CLUSTER_SECRET_FILE")
+            .conflicts_with("cluster-secret")
+            .help("A file holding the cluster secret"),
+    )
+    .arg(super::client::user_arg())
+    .arg(super::client::password_arg())
+}
+
+/// How the admin connection authenticates.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// The cluster secret: the node-to-node handshake.
+    pub secret: Option<Vec<u8>>,
+    /// A user and password: AUTH (single node without a secret).
+    pub user: Option<(String, String)>,
+}
+
+fn credentials(m: &ArgMatches) -> Result<Credentials, String> {
+    let secret = if let Some(s) = m.get_one::<String>("cluster-secret").filter(|s| !s.is_empty()) {
+        Some(s.as_bytes().to_vec())
+    } else if let Some(f) = m.get_one::<String>("cluster-secret-file").filter(|s| !s.is_empty()) {
+        let s = corekv_shard::security::read_secret_file(std::path::Path::new(f)).map_err(|e| e.to_string())?;
+        Some(s.bytes().to_vec())
+    } else {
+        None
+    };
+    let user = super::client::user_password(m)?;
+    Ok(Credentials { secret, user })
+}
+
 fn timeout_arg() -> Arg {
     Arg::new("timeout")
         .long("timeout")
@@ -32,7 +85,7 @@ fn timeout_arg() -> Arg {
 
 /// The admin subcommands.
 pub fn commands() -> Vec<Command> {
-    vec![
+    [
         Command::new("status")
             .about("Print the cluster as this node sees it")
             .arg(node_arg())
@@ -51,6 +104,9 @@ pub fn commands() -> Vec<Command> {
             .arg(timeout_arg())
             .arg(Arg::new("id").required(true).help("The dead node's id")),
     ]
+    .into_iter()
+    .map(auth_args)
+    .collect()
 }
 
 /// Whether `name` is an admin subcommand.
@@ -67,7 +123,8 @@ pub fn run(name: &str, m: &ArgMatches) -> Result<bool, String> {
         Some(id) => format!("{name} {id}"),
         None => name.to_owned(),
     };
-    let report = call(node, &command, timeout)?;
+    let creds = credentials(m)?;
+    let report = call_with(node, &command, timeout, &creds)?;
     print!("{report}");
     if !report.ends_with('\n') {
         println!();
@@ -75,10 +132,26 @@ pub fn run(name: &str, m: &ArgMatches) -> Result<bool, String> {
     Ok(true)
 }
 
-/// Sends one ADMIN command to `node` and waits for its report.
-pub fn call(node: &str, command: &str, timeout: Duration) -> Result<String, String> {
+/// Sends one ADMIN command to `node`, authenticating first with `creds`,
+/// and waits for its report.
+pub fn call_with(node: &str, command: &str, timeout: Duration, creds: &Credentials) -> Result<String, String> {
     let mut s = TcpStream::connect(node).map_err(|e| format!("connecting to {node}: {e}"))?;
     s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let mut dec = FrameDecoder::new(Limits::default().max_frame);
+    if let Some(secret) = &creds.secret {
+        handshake(&mut s, &mut dec, secret).map_err(|e| format!("{node}: cluster handshake failed: {e}"))?;
+    }
+    if let Some((user, password)) = &creds.user {
+        let mut buf = Vec::new();
+        AuthRequest {
+            user,
+            password: password.as_bytes(),
+        }
+        .encode_frame(3, &mut buf)
+        .map_err(|e| e.to_string())?;
+        s.write_all(&buf).map_err(|e| format!("sending to {node}: {e}"))?;
+        answer(&mut s, &mut dec).map_err(|e| format!("{node}: AUTH failed: {e}"))?;
+    }
     let req = PeerRequest {
         from: "corekv-cli",
         op: PeerOp::Admin {
@@ -89,7 +162,6 @@ pub fn call(node: &str, command: &str, timeout: Duration) -> Result<String, Stri
     req.encode_frame(1, &mut buf).map_err(|e| e.to_string())?;
     s.write_all(&buf).map_err(|e| format!("sending to {node}: {e}"))?;
     let limits = Limits::default();
-    let mut dec = FrameDecoder::new(limits.max_frame);
     loop {
         if let Some(f) = dec.next_frame().map_err(|e| format!("bad answer from {node}: {e}"))? {
             if f.header.flags.is_error() {
@@ -110,4 +182,68 @@ pub fn call(node: &str, command: &str, timeout: Duration) -> Result<String, Stri
             return Err(format!("{node} closed the connection without answering"));
         }
     }
+}
+
+/// The body of the next answer, or the node's refusal (an ERROR answer).
+fn answer(s: &mut TcpStream, dec: &mut FrameDecoder) -> Result<Vec<u8>, String> {
+    let limits = Limits::default();
+    loop {
+        match dec.next_frame() {
+            Ok(Some(f)) if f.header.flags.is_error() => {
+                return Err(
+                    match Response::decode_body(corekv_net::msg::ResponseOpcode::Error as u8, f.body, &limits) {
+                        Ok(Response::Error { message, .. }) => message.to_owned(),
+                        _ => "an undecodable error".to_owned(),
+                    },
+                )
+            }
+            Ok(Some(f)) => return Ok(f.body.to_vec()),
+            Ok(None) => {}
+            Err(e) => return Err(format!("bad answer: {e}")),
+        }
+        let spare = dec.spare(4096);
+        let n = s.read(spare).map_err(|e| e.to_string())?;
+        dec.commit(n);
+        if n == 0 {
+            return Err("the node closed the connection".to_owned());
+        }
+    }
+}
+
+/// The opening side of the node-to-node handshake, on a blocking socket
+/// (the node's own is `corekv_shard::server::peer::handshake`).
+fn handshake(s: &mut TcpStream, dec: &mut FrameDecoder, secret: &[u8]) -> Result<(), String> {
+    use corekv_net::msg::auth::{peer_mac, verify_peer_mac, PeerChallenge, PeerHello, PeerProof, Role, NONCE_LEN};
+    use rand::RngCore;
+    const FROM: &str = "corekv-cli";
+    let mut client_nonce = [0u8; NONCE_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut client_nonce);
+    let mut buf = Vec::new();
+    PeerHello {
+        from: FROM,
+        client_nonce,
+    }
+    .encode_frame(1, &mut buf)
+    .map_err(|e| e.to_string())?;
+    s.write_all(&buf).map_err(|e| e.to_string())?;
+    let body = answer(s, dec)?;
+    let ch = PeerChallenge::decode_body(&body).map_err(|e| e.to_string())?;
+    if !verify_peer_mac(
+        secret,
+        Role::Server,
+        FROM,
+        &client_nonce,
+        &ch.server_nonce,
+        &ch.server_mac,
+    ) {
+        return Err("the node does not know this cluster secret".to_owned());
+    }
+    buf.clear();
+    PeerProof {
+        client_mac: peer_mac(secret, Role::Client, FROM, &client_nonce, &ch.server_nonce),
+    }
+    .encode_frame(2, &mut buf)
+    .map_err(|e| e.to_string())?;
+    s.write_all(&buf).map_err(|e| e.to_string())?;
+    answer(s, dec).map(|_| ())
 }

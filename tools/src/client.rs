@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use corekv_net::client::blocking::Client;
-use corekv_net::client::{ClientOptions, PutOptions};
+use corekv_net::client::{ClientOptions, Credentials, PutOptions};
 use corekv_net::msg::Condition;
 
 fn node_arg() -> Arg {
@@ -21,9 +21,40 @@ fn node_arg() -> Arg {
         .help("Any node's client port")
 }
 
+/// `--user` (env `COREKV_USER`): the account to AUTH as.
+pub fn user_arg() -> Arg {
+    Arg::new("user")
+        .long("user")
+        .short('u')
+        .value_name("NAME")
+        .env("COREKV_USER")
+        .help("Authenticate as this user (the node's security.users_file)")
+}
+
+/// `--password` (env `COREKV_PASSWORD`); `--user` without it is an error.
+pub fn password_arg() -> Arg {
+    Arg::new("password")
+        .long("password")
+        .value_name("PASSWORD")
+        .env("COREKV_PASSWORD")
+        .hide_env_values(true)
+        .help("The user's password (prefer the COREKV_PASSWORD variable: arguments are visible to other local users)")
+}
+
+/// The user and password given, if any.
+pub fn user_password(m: &ArgMatches) -> Result<Option<(String, String)>, String> {
+    let user = m.try_get_one::<String>("user").ok().flatten().filter(|u| !u.is_empty());
+    let password = m.try_get_one::<String>("password").ok().flatten();
+    match (user, password) {
+        (Some(u), Some(p)) => Ok(Some((u.clone(), p.clone()))),
+        (Some(_), None) => Err("--user needs --password (or COREKV_PASSWORD)".to_owned()),
+        (None, _) => Ok(None),
+    }
+}
+
 /// The client subcommands.
 pub fn commands() -> Vec<Command> {
-    vec![
+    [
         Command::new("get")
             .about("Print a key's value (exit 1 if missing)")
             .arg(node_arg())
@@ -75,6 +106,9 @@ pub fn commands() -> Vec<Command> {
                     .help("Print keys only"),
             ),
     ]
+    .into_iter()
+    .map(|c| c.arg(user_arg()).arg(password_arg()))
+    .collect()
 }
 
 fn show(b: &[u8]) -> String {
@@ -91,7 +125,11 @@ fn connect(m: &ArgMatches) -> Result<Client, String> {
         timeout: Duration::from_secs(5),
         ..ClientOptions::default()
     };
-    Client::connect(&[node], opts).map_err(|e| format!("cannot reach {node}: {e}"))
+    let connected = match user_password(m)? {
+        Some((user, password)) => Client::connect_as(&[node], opts, Credentials::new(user, password)),
+        None => Client::connect(&[node], opts),
+    };
+    connected.map_err(|e| format!("cannot reach {node}: {e}"))
 }
 
 fn arg<'a>(m: &'a ArgMatches, name: &str) -> &'a str {

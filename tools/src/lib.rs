@@ -1,11 +1,12 @@
-//! `corekv`: start a node (`serve`), measure its disk (`tune`) and talk to a running one (`get`, `put`,
-//! `del`, `scan`). A library so test crates can build the same command
+//! `corekv`: start a node (`serve`), measure its disk (`tune`), talk to a running one (`get`, `put`,
+//! `del`, `scan`) and write its users file (`hash-password`, `user add`). A library so test crates can build the same command
 //! under their own binary name.
 
 mod admin;
 mod client;
 mod serve;
 mod tune;
+mod users;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,7 @@ fn cli() -> Command {
         .subcommand(tune::command())
         .subcommands(client::commands())
         .subcommands(admin::commands())
+        .subcommands(users::commands())
 }
 
 /// Runs the command line of this process and returns its exit code.
@@ -30,6 +32,7 @@ pub fn main() -> ExitCode {
         Some(("serve", m)) => serve::run(m).map(|()| true),
         Some(("tune", m)) => tune::run(m).map(|()| true),
         Some((name, m)) if admin::is_admin(name) => admin::run(name, m),
+        Some((name, m)) if users::is_users(name) => users::run(name, m),
         Some((name, m)) => client::run(name, m),
         None => Err("no command (see corekv --help)".to_string()),
     };

@@ -18,8 +18,8 @@ use std::time::Duration;
 use tokio::runtime::Runtime;
 
 use crate::client::{
-    self as asynch, CasResult, ClientError, ClientOptions, Consistency, Entry, PutOptions, Result, Routing, ScanPage,
-    Ttl, Value, Versions,
+    self as asynch, CasResult, ClientError, ClientOptions, Consistency, Credentials, Entry, PutOptions, Result,
+    Routing, ScanPage, Ttl, Value, Versions,
 };
 use crate::token::Token;
 
@@ -68,6 +68,17 @@ fn run_on<T>(rt: &RuntimeBox, fut: impl Future<Output = Result<T>>) -> Result<T>
 impl Client {
     /// Starts the runtime and connects as [`crate::client::Client::connect`].
     pub fn connect<S: AsRef<str>>(seeds: &[S], options: ClientOptions) -> Result<Client> {
+        Client::open(seeds, options, None)
+    }
+
+    /// Starts the runtime and connects as
+    /// [`crate::client::Client::connect_as`]: every connection
+    /// authenticates with `credentials`.
+    pub fn connect_as<S: AsRef<str>>(seeds: &[S], options: ClientOptions, credentials: Credentials) -> Result<Client> {
+        Client::open(seeds, options, Some(credentials))
+    }
+
+    fn open<S: AsRef<str>>(seeds: &[S], options: ClientOptions, credentials: Option<Credentials>) -> Result<Client> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("corekv-client")
@@ -75,7 +86,10 @@ impl Client {
             .build()
             .map_err(ClientError::Runtime)?;
         let rt = RuntimeBox(Some(rt));
-        let inner = run_on(&rt, asynch::Client::connect(seeds, options))?;
+        let inner = match credentials {
+            Some(c) => run_on(&rt, asynch::Client::connect_as(seeds, options, c))?,
+            None => run_on(&rt, asynch::Client::connect(seeds, options))?,
+        };
         Ok(Client {
             inner,
             rt: Arc::new(rt),

@@ -26,9 +26,10 @@ use tokio::task::AbortHandle;
 
 use crate::client::error::{ClientError, CloseReason, Result};
 use crate::client::routing::RingNode;
-use crate::client::{CasResult, ScanPage, Sibling, Value, Versions};
+use crate::client::{CasResult, Credentials, ScanPage, Sibling, Value, Versions};
 use crate::frame::{Frame, FrameDecoder, HEADER_LEN};
-use crate::msg::{Limits, Request, Response, ResponseOpcode, ValueRef};
+use crate::msg::auth::AuthRequest;
+use crate::msg::{ErrorCode, Limits, Request, Response, ResponseOpcode, ValueRef};
 
 /// How much the reader asks the socket for at once.
 const READ_CHUNK: usize = 64 << 10;
@@ -378,11 +379,59 @@ pub(crate) struct Endpoint {
 }
 
 /// Connection settings an endpoint needs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct ConnSettings {
     pub(crate) connect_timeout: Duration,
     pub(crate) max_in_flight: usize,
     pub(crate) limits: Limits,
+    /// Sent as AUTH on every connection before it carries a request.
+    pub(crate) credentials: Option<Arc<Credentials>>,
+}
+
+/// How long a connection's AUTH may take at least: the server hashes the
+/// password on purpose slowly, and delays a refusal.
+const MIN_AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sends AUTH on a fresh connection and waits for its answer.
+async fn authenticate(stream: &mut TcpStream, c: &Credentials, address: &str, limits: &Limits) -> Result<()> {
+    let io = |source| ClientError::Connect {
+        address: address.to_owned(),
+        source,
+    };
+    let mut buf = Vec::new();
+    AuthRequest {
+        user: &c.user,
+        password: c.password.as_bytes(),
+    }
+    .encode_frame(1, &mut buf)?;
+    stream.write_all(&buf).await.map_err(io)?;
+    let mut dec = FrameDecoder::new(limits.max_frame);
+    loop {
+        if let Some(f) = dec.next_frame()? {
+            if !f.header.flags.is_error() {
+                return Ok(());
+            }
+            let (code, message) = match Response::decode_body(ResponseOpcode::Error as u8, f.body, limits) {
+                Ok(Response::Error { code, message }) => (code, message.to_owned()),
+                _ => (ErrorCode::MALFORMED, "an undecodable refusal".to_owned()),
+            };
+            return Err(ClientError::Auth {
+                address: address.to_owned(),
+                code,
+                message,
+            });
+        }
+        let spare = dec.spare(4096);
+        let n = stream.read(spare).await.map_err(io)?;
+        dec.commit(n);
+        if n == 0 {
+            return Err(ClientError::Auth {
+                address: address.to_owned(),
+                code: ErrorCode::INTERNAL,
+                message: "the node closed the connection during AUTH".to_owned(),
+            });
+        }
+    }
 }
 
 impl Endpoint {
@@ -432,6 +481,19 @@ impl Endpoint {
             address: self.address.clone(),
             source,
         })?;
+        let mut stream = stream;
+        if let Some(c) = &settings.credentials {
+            let limit = settings.connect_timeout.max(MIN_AUTH_TIMEOUT);
+            match tokio::time::timeout(limit, authenticate(&mut stream, c, &self.address, &settings.limits)).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(ClientError::ConnectTimeout {
+                        address: self.address.clone(),
+                        after: limit,
+                    })
+                }
+            }
+        }
         let conn = Arc::new(Conn::start(
             stream,
             self.address.clone(),

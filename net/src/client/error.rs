@@ -21,6 +21,9 @@ pub fn error_code_name(code: ErrorCode) -> std::borrow::Cow<'static, str> {
         ErrorCode::NOT_AN_INTEGER => "NOT_AN_INTEGER",
         ErrorCode::OVERLOADED => "OVERLOADED",
         ErrorCode::INTERNAL => "INTERNAL",
+        ErrorCode::AUTH_REQUIRED => "AUTH_REQUIRED",
+        ErrorCode::AUTH_FAILED => "AUTH_FAILED",
+        ErrorCode::FORBIDDEN => "FORBIDDEN",
         ErrorCode(n) => return format!("CODE_{n}").into(),
     };
     name.into()
@@ -163,6 +166,18 @@ pub enum ClientError {
         tried: Vec<String>,
         /// The last attempt's error.
         last: Box<ClientError>,
+    },
+    /// The node refused the client's credentials (or has no accounts, or
+    /// predates AUTH): every connection the client opens authenticates first.
+    #[error("authentication with {address} failed: {message}")]
+    Auth {
+        /// The endpoint.
+        address: String,
+        /// The server's error code (`AUTH_FAILED`, or `UNKNOWN_OPCODE` from
+        /// a node without authentication support).
+        code: ErrorCode,
+        /// The server's message.
+        message: String,
     },
     /// Building the blocking client's runtime failed.
     #[error("cannot start the blocking client's runtime: {0}")]

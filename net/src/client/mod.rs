@@ -97,6 +97,36 @@ impl Default for ClientOptions {
     }
 }
 
+/// A user and password the client sends as AUTH on every connection it
+/// opens (reconnects included), for a node with accounts
+/// (`security.users_file`). `Debug` leaves the password out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// User name.
+    pub user: String,
+    /// Password. Without TLS it crosses the network in clear.
+    pub password: String,
+}
+
+impl Credentials {
+    /// `user` with `password`.
+    pub fn new(user: impl Into<String>, password: impl Into<String>) -> Credentials {
+        Credentials {
+            user: user.into(),
+            password: password.into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"(redacted)")
+            .finish()
+    }
+}
+
 /// A stored value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Value {
@@ -380,6 +410,26 @@ impl Client {
     /// client port) and builds the routing table from the first answer.
     /// Data connections open lazily, on each endpoint's first request.
     pub async fn connect<S: AsRef<str>>(seeds: &[S], options: ClientOptions) -> Result<Client> {
+        Client::open(seeds, options, None).await
+    }
+
+    /// [`Client::connect`] to nodes with accounts: every connection the
+    /// client opens, to any node and on every reconnect, authenticates with
+    /// `credentials` before it carries a request. A refusal is
+    /// [`ClientError::Auth`].
+    pub async fn connect_as<S: AsRef<str>>(
+        seeds: &[S],
+        options: ClientOptions,
+        credentials: Credentials,
+    ) -> Result<Client> {
+        Client::open(seeds, options, Some(Arc::new(credentials))).await
+    }
+
+    async fn open<S: AsRef<str>>(
+        seeds: &[S],
+        options: ClientOptions,
+        credentials: Option<Arc<Credentials>>,
+    ) -> Result<Client> {
         let seeds: Vec<String> = seeds.iter().map(|s| s.as_ref().to_owned()).collect();
         if seeds.is_empty() {
             return Err(ClientError::NoSeeds);
@@ -390,6 +440,7 @@ impl Client {
                 connect_timeout: options.connect_timeout,
                 max_in_flight: options.max_in_flight,
                 limits: options.limits,
+                credentials,
             },
             endpoints: Mutex::new(HashMap::new()),
         };

@@ -20,6 +20,7 @@
 //! and its causal context (`docs/versions.md`). The context is opaque bytes
 //! here: its format belongs to the node, and a client only hands it back.
 
+pub mod auth;
 pub mod codec;
 pub mod peer;
 
@@ -283,6 +284,13 @@ impl ErrorCode {
     pub const OVERLOADED: ErrorCode = ErrorCode(10);
     /// A bug or an unexpected failure on the server.
     pub const INTERNAL: ErrorCode = ErrorCode(11);
+    /// The node requires authentication (AUTH, or the node-to-node
+    /// handshake) before this request; the connection stays open.
+    pub const AUTH_REQUIRED: ErrorCode = ErrorCode(12);
+    /// The credentials or the handshake proof were wrong.
+    pub const AUTH_FAILED: ErrorCode = ErrorCode(13);
+    /// The authenticated user lacks the permission on the key or prefix.
+    pub const FORBIDDEN: ErrorCode = ErrorCode(14);
 }
 
 /// A key and a value (MPUT pairs, scan entries).

@@ -334,7 +334,10 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Opens core `core`'s cluster state (its hint store included).
+    /// Opens core `core`'s cluster state (its hint store included);
+    /// `secret` is the cluster secret its peer pool proves (see
+    /// `server::peer::handshake`).
+    #[allow(clippy::too_many_arguments)] // one caller, the runtime's core start
     pub async fn open(
         config: &Config,
         core: usize,
@@ -342,6 +345,7 @@ impl Cluster {
         shared: Arc<SharedView>,
         epoch: u64,
         fg: glommio::TaskQueueHandle,
+        secret: Option<crate::security::ClusterSecret>,
     ) -> Result<Cluster> {
         let me = NodeId(config.node.id.clone());
         let source_ip = config
@@ -360,6 +364,8 @@ impl Cluster {
                 },
                 max_inflight: 4096,
                 reconnect_backoff: Duration::from_millis(200),
+                secret,
+                node_id: config.node.id.clone(),
             },
             fg,
         ));

@@ -7,6 +7,7 @@
 //! stays on the core that accepted it; a request for another core's keys is
 //! forwarded over the mesh and answered on the same connection.
 
+mod auth;
 mod native;
 mod outbox;
 pub mod peer;
@@ -147,6 +148,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, proto: Protocol, c
 async fn connection(shard: Rc<Shard>, stream: TcpStream, proto: Protocol, over_limit: bool) {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().ok();
+    let remote = stream.peer_addr().ok();
     let (reader, writer) = stream.split();
     let out = Rc::new(Outbox::new());
     let o = out.clone();
@@ -162,8 +164,8 @@ async fn connection(shard: Rc<Shard>, stream: TcpStream, proto: Protocol, over_l
         }
     } else {
         match proto {
-            Protocol::Native => native::read_loop(&shard, reader, &out, local).await,
-            Protocol::Resp => resp::read_loop(&shard, reader, &out).await,
+            Protocol::Native => native::read_loop(&shard, reader, &out, local, remote).await,
+            Protocol::Resp => resp::read_loop(&shard, reader, &out, remote).await,
         }
     }
     out.close();

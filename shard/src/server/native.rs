@@ -12,7 +12,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use corekv_engine::Cursor;
+use corekv_net::frame::Flags;
 use corekv_net::frame::FrameDecoder;
+use corekv_net::msg::auth;
 use corekv_net::msg::peer::{PeerOpcode, PeerRequest};
 use corekv_net::msg::{
     Consistency as WireConsistency, ErrorCode, KeyValue, Limits, List, Node, Op, Request, Response, SiblingRef,
@@ -20,6 +22,7 @@ use corekv_net::msg::{
 };
 use futures::AsyncRead;
 
+use super::auth::{LoginError, Session};
 use super::{read_some, scan, Outbox};
 use crate::runtime::{advertised, Shard};
 use crate::store::{now_ms, Cmd, ExpireAction, Failure, FailureKind, Key, Reply, Value};
@@ -93,8 +96,10 @@ pub async fn read_loop<R: AsyncRead + Unpin>(
     mut reader: R,
     out: &Rc<Outbox>,
     local: Option<SocketAddr>,
+    remote: Option<SocketAddr>,
 ) {
     let limits = limits(shard);
+    let session = Session::default();
     let max_inflight = usize::try_from(shard.config.limits.max_inflight_per_connection).unwrap_or(usize::MAX);
     let mut dec = FrameDecoder::new(limits.max_frame);
     let mut msg = String::new();
@@ -116,12 +121,35 @@ pub async fn read_loop<R: AsyncRead + Unpin>(
                 }
             };
             let id = frame.header.request_id;
+            let opcode = frame.header.opcode;
+            if matches!(opcode, auth::AUTH | auth::PEER_HELLO | auth::PEER_PROOF) {
+                // Served in order, before the next frame: what follows on
+                // the connection may depend on the outcome.
+                let request = !frame.header.flags.is_response() && !frame.header.flags.is_error();
+                let body = frame.body.to_vec();
+                let mut b = Vec::new();
+                let keep = authenticate(shard, &session, opcode, id, request, &body, remote, &limits, &mut b).await;
+                out.begin();
+                out.finish_unordered(&b);
+                if !keep {
+                    return;
+                }
+                continue;
+            }
             // Node-to-node opcodes share the port and the framing; only the
             // decoder and the executor differ.
-            let decoded = if PeerOpcode::from_u8(frame.header.opcode).is_some() {
-                PeerRequest::decode(&frame, &limits).map(|req| peer_start(shard, out, id, &req))
+            let decoded = if PeerOpcode::from_u8(opcode).is_some() {
+                PeerRequest::decode(&frame, &limits).map(|req| {
+                    match session.may_serve_peer_op(shard, req.from, remote) {
+                        Ok(()) => peer_start(shard, out, id, &req),
+                        Err(m) => refused(out, opcode, id, ErrorCode::AUTH_REQUIRED, &m),
+                    }
+                })
             } else {
-                Request::decode(&frame, &limits).map(|req| start(shard, out, id, req, local))
+                Request::decode(&frame, &limits).map(|req| match client_allowed(shard, &session, &req) {
+                    Ok(()) => start(shard, out, id, req, local),
+                    Err((code, m)) => refused(out, opcode, id, code, &m),
+                })
             };
             let fut = match decoded {
                 Ok(fut) => fut,
@@ -186,6 +214,147 @@ pub async fn read_loop<R: AsyncRead + Unpin>(
                     out.push_raw(&b);
                 }
                 return;
+            }
+        }
+    }
+}
+
+/// Whether the connection may run a client request: anything without a
+/// users file; else PING, or an authenticated user's permitted requests (a
+/// node that proved the cluster secret may run anything).
+fn client_allowed(shard: &Shard, session: &Session, req: &Request<'_>) -> Result<(), (ErrorCode, String)> {
+    if !shard.security.requires_auth() || session.is_peer() || matches!(req.op, Op::Ping) {
+        return Ok(());
+    }
+    match session.user() {
+        None => Err((
+            ErrorCode::AUTH_REQUIRED,
+            "authentication required: send AUTH (user, password) first".to_owned(),
+        )),
+        Some(u) => super::auth::authorize(&u, req).map_err(|m| (ErrorCode::FORBIDDEN, m)),
+    }
+}
+
+/// A refused request's future: its ERROR answer, as the client range
+/// answers (the ERROR response opcode) or, for a node-to-node request, with
+/// the request's opcode (node-to-node callers expect their opcode back).
+fn refused(
+    out: &Rc<Outbox>,
+    opcode: u8,
+    id: u64,
+    code: ErrorCode,
+    message: &str,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+    out.begin();
+    let mut b = Vec::new();
+    if PeerOpcode::from_u8(opcode).is_some() {
+        error_frame(&mut b, opcode, id, code, message);
+    } else {
+        encode(&mut b, id, &Response::Error { code, message });
+    }
+    let o = out.clone();
+    Box::pin(async move { o.finish_unordered(&b) })
+}
+
+fn error_frame(b: &mut Vec<u8>, opcode: u8, id: u64, code: ErrorCode, message: &str) {
+    let r = Response::Error { code, message };
+    // Only a body over 4 GiB fails; an error message is far below that.
+    let _ = corekv_net::frame::encode_frame(b, opcode, Flags::RESPONSE.with(Flags::ERROR), id, |o| r.encode(o));
+}
+
+/// Serves AUTH, PEER_HELLO or PEER_PROOF into `b`; false when the
+/// connection must close (a failed node handshake: the peer is not
+/// trusted with the rest of the stream).
+#[allow(clippy::too_many_arguments)] // one call site, in the read loop
+async fn authenticate(
+    shard: &Shard,
+    session: &Session,
+    opcode: u8,
+    id: u64,
+    request: bool,
+    body: &[u8],
+    remote: Option<SocketAddr>,
+    limits: &Limits,
+    b: &mut Vec<u8>,
+) -> bool {
+    if !request {
+        let e = Response::Error {
+            code: ErrorCode::MALFORMED,
+            message: "expected a request",
+        };
+        if opcode == auth::AUTH {
+            encode(b, id, &e);
+        } else {
+            error_frame(b, opcode, id, ErrorCode::MALFORMED, "expected a request");
+        }
+        return true;
+    }
+    match opcode {
+        auth::AUTH => {
+            let req = match auth::AuthRequest::decode_body(body, limits) {
+                Ok(r) => r,
+                Err(e) => {
+                    encode(b, id, &Response::from_error(&e, &mut String::new(), 1024));
+                    return true;
+                }
+            };
+            match session.login(shard, req.user, req.password, remote).await {
+                Ok(_) => encode(b, id, &Response::Ok),
+                Err(e) => {
+                    let m = match e {
+                        LoginError::NoUsers => {
+                            "AUTH called but this node has no users (security.users_file is not set)"
+                        }
+                        LoginError::Throttled => "too many failed authentications on this node; try again later",
+                        LoginError::Wrong => "invalid username-password pair",
+                    };
+                    encode(
+                        b,
+                        id,
+                        &Response::Error {
+                            code: ErrorCode::AUTH_FAILED,
+                            message: m,
+                        },
+                    );
+                }
+            }
+            true
+        }
+        auth::PEER_HELLO => {
+            let hello = match auth::PeerHello::decode_body(body, limits) {
+                Ok(h) => h,
+                Err(e) => {
+                    error_frame(b, opcode, id, ErrorCode::MALFORMED, &e.to_string());
+                    return false;
+                }
+            };
+            match session.peer_hello(shard, &hello) {
+                Ok(ch) => {
+                    if ch.encode_frame(id, b).is_err() {
+                        error_frame(b, opcode, id, ErrorCode::INTERNAL, "cannot encode the challenge");
+                        return false;
+                    }
+                    true
+                }
+                Err(m) => {
+                    error_frame(b, opcode, id, ErrorCode::AUTH_FAILED, &m);
+                    false
+                }
+            }
+        }
+        _ => {
+            let checked = auth::PeerProof::decode_body(body)
+                .map_err(|e| e.to_string())
+                .and_then(|p| session.peer_proof(shard, &p, remote));
+            match checked {
+                Ok(()) => {
+                    let _ = corekv_net::frame::encode_frame(b, opcode, Flags::RESPONSE, id, |_| {});
+                    true
+                }
+                Err(m) => {
+                    error_frame(b, opcode, id, ErrorCode::AUTH_FAILED, &m);
+                    false
+                }
             }
         }
     }

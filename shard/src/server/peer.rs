@@ -71,6 +71,7 @@ use glommio::net::TcpStream;
 use glommio::TaskQueueHandle;
 
 use crate::error::{Error, Result};
+use crate::security::ClusterSecret;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 64 << 10;
@@ -99,6 +100,12 @@ pub struct PeerPoolOptions {
     /// How long calls to an address fail fast after a failed connect
     /// (default 200 ms).
     pub reconnect_backoff: Duration,
+    /// The cluster secret: when set, every connection starts with the
+    /// PEER_HELLO / PEER_PROOF handshake (docs/protocol.md,
+    /// "Authentication"), within `connect_timeout`, before any request.
+    pub secret: Option<ClusterSecret>,
+    /// This node's id, sent in the handshake (bound into both MACs).
+    pub node_id: String,
 }
 
 impl Default for PeerPoolOptions {
@@ -109,6 +116,8 @@ impl Default for PeerPoolOptions {
             limits: Limits::default(),
             max_inflight: 1024,
             reconnect_backoff: Duration::from_millis(200),
+            secret: None,
+            node_id: String::new(),
         }
     }
 }
@@ -487,15 +496,29 @@ async fn connect_task(inner: Rc<Inner>, addr: String, sock: SocketAddr, attempt:
     inner.count(|s| s.connects += 1);
     let options = &inner.options;
     let opened = {
-        let open = open(sock, options.source_ip);
+        let open = async {
+            let mut stream = open(sock, options.source_ip)
+                .await
+                .map_err(|e| match options.source_ip {
+                    Some(ip) => format!("connect from {ip} failed: {e}"),
+                    None => format!("connect failed: {e}"),
+                })?;
+            if let Some(secret) = &options.secret {
+                handshake(&mut stream, secret, &options.node_id)
+                    .await
+                    .map_err(|reason| {
+                        // A peer that fails the handshake is misconfigured or not
+                        // one of ours: worth an operator's attention.
+                        tracing::warn!(peer = %addr, %reason, "node-to-node handshake failed");
+                        format!("handshake failed: {reason}")
+                    })?;
+            }
+            Ok::<TcpStream, String>(stream)
+        };
         let timer = glommio::timer::sleep(options.connect_timeout);
         futures::pin_mut!(open, timer);
         match select(open, timer).await {
-            Either::Left((Ok(stream), _)) => Ok(stream),
-            Either::Left((Err(e), _)) => Err(match options.source_ip {
-                Some(ip) => format!("connect from {ip} failed: {e}"),
-                None => format!("connect failed: {e}"),
-            }),
+            Either::Left((r, _)) => r,
             Either::Right(_) => Err(format!(
                 "connect timed out after {} ms",
                 options.connect_timeout.as_millis()
@@ -553,6 +576,75 @@ async fn open(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpSt
     let sent = stream.write(&[]).await?;
     debug_assert_eq!(sent, 0);
     Ok(stream)
+}
+
+/// The opening side of the node-to-node handshake (docs/protocol.md,
+/// "Authentication"): proves this node knows `secret` and checks that the
+/// peer does, over nonces fresh for this connection.
+pub async fn handshake(stream: &mut TcpStream, secret: &ClusterSecret, from: &str) -> std::result::Result<(), String> {
+    use corekv_net::msg::auth::{peer_mac, verify_peer_mac, PeerChallenge, PeerHello, PeerProof, Role, NONCE_LEN};
+    use rand::RngCore;
+    let mut client_nonce = [0u8; NONCE_LEN];
+    rand::thread_rng().fill_bytes(&mut client_nonce);
+    let mut buf = Vec::new();
+    PeerHello { from, client_nonce }
+        .encode_frame(1, &mut buf)
+        .map_err(|e| e.to_string())?;
+    stream.write_all(&buf).await.map_err(|e| e.to_string())?;
+    // Handshake answers are small; a default-limited decoder is plenty.
+    let mut dec = FrameDecoder::new(Limits::default().max_frame);
+    let body = handshake_answer(stream, &mut dec).await?;
+    let challenge = PeerChallenge::decode_body(&body).map_err(|e| format!("undecodable PEER_HELLO answer: {e}"))?;
+    if !verify_peer_mac(
+        secret.bytes(),
+        Role::Server,
+        from,
+        &client_nonce,
+        &challenge.server_nonce,
+        &challenge.server_mac,
+    ) {
+        return Err("the peer does not know the cluster secret (its proof is wrong)".to_owned());
+    }
+    let client_mac = peer_mac(
+        secret.bytes(),
+        Role::Client,
+        from,
+        &client_nonce,
+        &challenge.server_nonce,
+    );
+    buf.clear();
+    PeerProof { client_mac }
+        .encode_frame(2, &mut buf)
+        .map_err(|e| e.to_string())?;
+    stream.write_all(&buf).await.map_err(|e| e.to_string())?;
+    handshake_answer(stream, &mut dec).await.map(|_| ())
+}
+
+/// The body of the next handshake answer; the peer's refusal (an ERROR
+/// answer) as `Err` with its message.
+async fn handshake_answer(stream: &mut TcpStream, dec: &mut FrameDecoder) -> std::result::Result<Vec<u8>, String> {
+    loop {
+        match dec.next_frame() {
+            Ok(Some(f)) if f.header.flags.is_error() => {
+                return Err(match failure(f.body, &Limits::default()) {
+                    Ok(PeerAnswer::Failed { message, .. }) => format!("the peer refused: {message}"),
+                    _ => "the peer refused (undecodable error)".to_owned(),
+                })
+            }
+            Ok(Some(f)) if !f.header.flags.is_response() => {
+                return Err("the peer sent a request during the handshake".to_owned())
+            }
+            Ok(Some(f)) => return Ok(f.body.to_vec()),
+            Ok(None) => {}
+            Err(e) => return Err(format!("undecodable handshake answer: {e}")),
+        }
+        let spare = dec.spare(4096);
+        let n = stream.read(spare).await.map_err(|e| e.to_string())?;
+        dec.commit(n);
+        if n == 0 {
+            return Err("the peer closed the connection during the handshake".to_owned());
+        }
+    }
 }
 
 /// A caller waiting for an answer.

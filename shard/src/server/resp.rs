@@ -18,9 +18,11 @@ use corekv_net::resp::{
 };
 use futures::AsyncRead;
 
+use super::auth::{LoginError, Session};
 use super::native::{by_core, mget, mput};
 use super::{read_some, scan, Outbox};
 use crate::runtime::Shard;
+use crate::security::Access;
 use crate::store::{now_ms, Cmd, Cond, ExpireAction, ExpireCond, Failure, FailureKind, Key, Reply, Value};
 
 const READ_CHUNK: usize = 16 << 10;
@@ -69,7 +71,13 @@ fn resp_limits(shard: &Shard) -> RespLimits {
 static NEXT_CLIENT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Reads commands until EOF, QUIT, a protocol error, or shutdown.
-pub async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, mut reader: R, out: &Rc<Outbox>) {
+pub async fn read_loop<R: AsyncRead + Unpin>(
+    shard: &Rc<Shard>,
+    mut reader: R,
+    out: &Rc<Outbox>,
+    remote: Option<std::net::SocketAddr>,
+) {
+    let session = Session::default();
     let limits = resp_limits(shard);
     let max_inflight = usize::try_from(shard.config.limits.max_inflight_per_connection).unwrap_or(usize::MAX);
     let conn = Rc::new(RefCell::new(Conn {
@@ -103,7 +111,7 @@ pub async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, mut reader: R, o
             seq += 1;
             let req = RespRequest::parse(&cmd);
             let quit = matches!(req, Ok(RespRequest::Quit));
-            dispatch(shard, out, &conn, this, req).await;
+            dispatch(shard, out, &conn, &session, remote, this, req).await;
             start += used;
             if quit {
                 return;
@@ -128,6 +136,64 @@ pub async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, mut reader: R, o
             Ok(Some(n)) if n > 0 => end += n,
             _ => return,
         }
+    }
+}
+
+/// AUTH's outcome in Redis' words.
+async fn login(
+    shard: &Shard,
+    session: &Session,
+    user: &str,
+    password: &[u8],
+    remote: Option<std::net::SocketAddr>,
+) -> Result<(), &'static str> {
+    match session.login(shard, user, password, remote).await {
+        Ok(_) => Ok(()),
+        Err(LoginError::NoUsers) => Err(
+            "ERR AUTH <password> called without any password configured for the default user. \
+             Are you sure your configuration is correct?",
+        ),
+        Err(LoginError::Throttled) => Err("ERR too many failed authentications on this node; try again later"),
+        Err(LoginError::Wrong) => Err("WRONGPASS invalid username-password pair or user is disabled."),
+    }
+}
+
+/// With a users file: the refusal of a command the connection may not run
+/// (Redis' NOAUTH and NOPERM texts), or `None`.
+fn gate(session: &Session, req: &RespRequest<'_>) -> Option<String> {
+    match req {
+        // HELLO checks for itself (it may carry AUTH).
+        RespRequest::Empty | RespRequest::Quit | RespRequest::Hello { .. } => return None,
+        RespRequest::UnknownCommand { name, .. } if name.eq_ignore_ascii_case(b"auth") => return None,
+        _ => {}
+    }
+    let Some(user) = session.user() else {
+        return Some("NOAUTH Authentication required.".to_owned());
+    };
+    let key_ok = |access: Access, keys: &[&[u8]]| keys.iter().all(|k| user.can(access, k));
+    let ok = match req {
+        RespRequest::Get(k) | RespRequest::Ttl { key: k, .. } => key_ok(Access::Read, &[k]),
+        RespRequest::Exists(ks) | RespRequest::MGet(ks) => key_ok(Access::Read, ks),
+        RespRequest::Set(a) => key_ok(Access::Write, &[a.key]),
+        RespRequest::Del(ks) => key_ok(Access::Write, ks),
+        RespRequest::MSet(pairs) => pairs.iter().all(|(k, _)| user.can(Access::Write, k)),
+        RespRequest::Expire { key, .. } => key_ok(Access::Write, &[key]),
+        RespRequest::IncrBy { key, .. } => key_ok(Access::Read, &[key]) && key_ok(Access::Write, &[key]),
+        RespRequest::Scan(a) => {
+            // SCAN walks every key; MATCH's literal head bounds what it returns.
+            let pattern = a.pattern.unwrap_or(b"");
+            let head = pattern
+                .iter()
+                .position(|c| matches!(c, b'*' | b'?' | b'[' | b'\\'))
+                .map_or(pattern, |i| &pattern[..i]);
+            user.can_all_under(Access::Read, head)
+        }
+        _ => true,
+    };
+    if ok {
+        None
+    } else {
+        Some("NOPERM No permissions to access a key".to_owned())
     }
 }
 
@@ -193,6 +259,8 @@ async fn dispatch(
     shard: &Rc<Shard>,
     out: &Rc<Outbox>,
     conn: &Rc<RefCell<Conn>>,
+    session: &Session,
+    remote: Option<std::net::SocketAddr>,
     seq: u64,
     req: Result<RespRequest<'_>, corekv_net::resp::CommandError>,
 ) {
@@ -207,6 +275,13 @@ async fn dispatch(
             return;
         }
     };
+    if shard.security.requires_auth() {
+        if let Some(refusal) = gate(session, &req) {
+            w.error(&mut b, &refusal);
+            out.finish_ordered(seq, b);
+            return;
+        }
+    }
     // Read-after-write on this connection.
     let read_keys: &[&[u8]] = match &req {
         RespRequest::Get(k) | RespRequest::Ttl { key: k, .. } => std::slice::from_ref(k),
@@ -306,7 +381,28 @@ async fn dispatch(
             command(&w, &mut b, &c);
             None
         }
-        RespRequest::Hello { protover, setname, .. } => {
+        RespRequest::Hello {
+            protover,
+            setname,
+            auth: hello_auth,
+        } => {
+            if let Some((user, password)) = hello_auth {
+                let user = String::from_utf8_lossy(user);
+                if let Err(refusal) = login(shard, session, &user, password, remote).await {
+                    w.error(&mut b, refusal);
+                    out.finish_ordered(seq, b);
+                    return;
+                }
+            } else if shard.security.requires_auth() && session.user().is_none() {
+                w.error(
+                    &mut b,
+                    "NOAUTH HELLO must be called with the client already authenticated, otherwise the \
+                     HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and \
+                     select the RESP protocol version at the same time",
+                );
+                out.finish_ordered(seq, b);
+                return;
+            }
             let mut c = conn.borrow_mut();
             if let Some(p) = protover {
                 c.proto = if p == 3 { Proto::Resp3 } else { Proto::Resp2 };
@@ -357,6 +453,23 @@ async fn dispatch(
         }
         RespRequest::Quit => {
             w.ok(&mut b);
+            None
+        }
+        RespRequest::UnknownCommand { name, args } if name.eq_ignore_ascii_case(b"auth") => {
+            // AUTH password (the user `default`, as Redis) or AUTH user password.
+            let (user, password) = match args.as_slice() {
+                [p] => (std::borrow::Cow::Borrowed("default"), *p),
+                [u, p] => (String::from_utf8_lossy(u), *p),
+                _ => {
+                    w.error(&mut b, "ERR wrong number of arguments for 'auth' command");
+                    out.finish_ordered(seq, b);
+                    return;
+                }
+            };
+            match login(shard, session, &user, password, remote).await {
+                Ok(()) => w.ok(&mut b),
+                Err(refusal) => w.error(&mut b, refusal),
+            }
             None
         }
         RespRequest::UnknownCommand { name, args } => {
