@@ -146,6 +146,11 @@ const STRING_KEYS: &[&str] = &[
 /// tune` writes it and the node looks for it by default.
 pub const IO_PROPERTIES_FILE: &str = "io-properties.toml";
 
+/// The largest configuration file read. A real one is a few KiB; the bound
+/// keeps a wrong path (`--config /dev/zero`, a log file) from filling memory
+/// before the node says what is wrong.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 1 << 20;
+
 /// A value derived from the io-properties file, in the text form
 /// [`Config::set`] takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -537,6 +542,23 @@ fn parse_port(value: &str) -> std::result::Result<u16, String> {
     parse_int(value, 1, u64::from(u16::MAX)).map(|p| p as u16)
 }
 
+/// The file's text, refused past [`MAX_CONFIG_FILE_BYTES`] (read that far
+/// and no further, so an endless file ends too).
+fn read_config_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_CONFIG_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CONFIG_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {MAX_CONFIG_FILE_BYTES} bytes; is it a configuration file?"),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 fn non_empty(value: &str) -> std::result::Result<String, String> {
     if value.trim().is_empty() {
         return Err("must not be empty".to_owned());
@@ -651,7 +673,7 @@ impl Config {
     {
         let mut out = Vec::new();
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+            let text = read_config_file(path).map_err(|source| Error::ConfigRead {
                 path: path.to_owned(),
                 source,
             })?;

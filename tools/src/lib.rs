@@ -8,6 +8,7 @@ mod serve;
 mod tune;
 mod users;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{Arg, ArgAction, Command};
@@ -44,6 +45,24 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Parses a command line (`args[0]` is the program name) as [`main`] does,
+/// without running anything: clap's parse, then for `serve` the
+/// configuration its flags build (defaults, `--set` and per-key flags; no
+/// file, environment or io-properties). The error is the message `corekv`
+/// would print. For the CLI fuzz target (`tools/fuzz`, docs/fuzzing.md).
+pub fn check_args<I, T>(args: I) -> Result<(), String>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let matches = cli().try_get_matches_from(args).map_err(|e| e.to_string())?;
+    if let Some(("serve", m)) = matches.subcommand() {
+        let overrides = serve::overrides(m);
+        corekv_shard::Config::load(None, std::iter::empty(), &overrides).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// A repeatable `--set section.key=value` argument.

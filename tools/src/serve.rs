@@ -65,15 +65,9 @@ fn derive(path: &Path) -> Result<Vec<DerivedValue>, String> {
     Ok(out)
 }
 
-/// Loads the configuration, starts the node, waits for SIGTERM/SIGINT, drains.
-pub fn run(m: &ArgMatches) -> Result<(), String> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("COREKV_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+/// The `section.key=value` overrides of the command line: every `--set`,
+/// then one per key flag given (flags win over `--set`).
+pub fn overrides(m: &ArgMatches) -> Vec<String> {
     let mut overrides: Vec<String> = m
         .get_many::<String>("set")
         .map(|v| v.cloned().collect())
@@ -83,6 +77,19 @@ pub fn run(m: &ArgMatches) -> Result<(), String> {
             overrides.push(format!("{key}={v}"));
         }
     }
+    overrides
+}
+
+/// Loads the configuration, starts the node, waits for SIGTERM/SIGINT, drains.
+pub fn run(m: &ArgMatches) -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("COREKV_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let overrides = overrides(m);
     let file = m.get_one::<PathBuf>("config");
     let (config, tuned) = Config::load_tuned(file.map(PathBuf::as_path), std::env::vars(), &overrides, derive)
         .map_err(|e| e.to_string())?;

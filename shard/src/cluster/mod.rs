@@ -566,11 +566,38 @@ fn versioning_failure(e: &Error) -> Failure {
     Failure::new(FailureKind::Invalid, e.to_string())
 }
 
+/// Refuses a key over `limits.max_key_bytes` before it is coordinated.
+/// Every replica's engine refuses it too, but a coordinator counts a refusal
+/// as a replica that did not answer, so without this check the client was
+/// told TIMEOUT ("0 replica(s) answered"), which means "may have applied,
+/// retry", instead of TOO_LARGE.
+fn check_key_size(shard: &Shard, cmd: &ClusterCmd) -> std::result::Result<(), Failure> {
+    let key = match cmd {
+        ClusterCmd::Get { key, .. }
+        | ClusterCmd::Write { key, .. }
+        | ClusterCmd::Paxos { key, .. }
+        | ClusterCmd::Expire { key, .. }
+        | ClusterCmd::Cas { key, .. } => key,
+        ClusterCmd::Gossip(_) | ClusterCmd::Announce(_) | ClusterCmd::Remove(_) => return Ok(()),
+    };
+    let max = shard.config.limits.max_key_bytes;
+    if u64::try_from(key.bytes.len()).map_or(true, |n| n > max) {
+        return Err(Failure::new(
+            FailureKind::TooLarge,
+            format!("key of {} bytes is over limits.max_key_bytes ({max})", key.bytes.len()),
+        ));
+    }
+    Ok(())
+}
+
 /// Executes a coordinated request on this core.
 pub async fn execute(shard: &Rc<Shard>, cmd: ClusterCmd) -> Reply {
     let Some(cluster) = shard.cluster.clone() else {
         return Reply::Failed(Failure::new(FailureKind::Invalid, "this node is not in cluster mode"));
     };
+    if let Err(f) = check_key_size(shard, &cmd) {
+        return Reply::Failed(f);
+    }
     let r = match cmd {
         ClusterCmd::Get {
             key,
