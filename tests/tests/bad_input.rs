@@ -20,6 +20,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use corekv_net::frame::{encode_frame, Flags, HEADER_LEN, MAGIC, PROTOCOL_VERSION};
+use corekv_net::msg::auth;
 use corekv_net::msg::peer::{Ballot, PaxosStep, PeerOp, PeerRequest};
 use corekv_net::msg::{
     Condition, Consistency, ErrorCode, KeyValue, Limits, List, Op, Request, Response, ResponseOpcode,
@@ -330,7 +331,12 @@ fn native_framing(n: &TestNode, port: u16, h: &mut Health) {
                 || (0x82..=0xBF).contains(&o)
                 || o >= 0xC1
         })
+        // The authentication opcodes (docs/protocol.md, "Authentication").
+        .filter(|&o| ![auth::AUTH, auth::PEER_HELLO, auth::PEER_PROOF].contains(&o))
         .collect();
+    // AUTH with a malformed body is an error, not a dropped connection.
+    let body = body_of(Op::Ping);
+    expect_error(&mut w, auth::AUTH, &body, None, &what("AUTH, malformed body"));
     for &op in &unknown {
         let body = body_of(Op::Ping);
         expect_error(
