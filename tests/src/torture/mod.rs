@@ -386,6 +386,21 @@ struct Shared {
 }
 
 impl Shared {
+    /// Empty tallies for clients of `c`'s nodes; the run's clock starts now.
+    fn new(c: &TestCluster) -> Shared {
+        let addrs: Vec<(String, u16)> = (1..=c.len()).map(|i| (c.ip(i).to_owned(), c.node(i).client)).collect();
+        Shared {
+            addrs: Arc::new(addrs),
+            stop: AtomicBool::new(false),
+            t0: Instant::now(),
+            events: Mutex::new(Vec::new()),
+            set_acked: Mutex::new(Vec::new()),
+            registers: Mutex::new(HashMap::new()),
+            counter: Mutex::new((Vec::new(), 0)),
+            session: Mutex::new((0, 0, 0, Vec::new())),
+        }
+    }
+
     fn record(&self, client: &str, op: &'static str, key: &str, value: String, start_us: u64, outcome: Outcome) {
         let end_us = (outcome != Outcome::Unknown).then(|| micros(self.t0));
         let e = Event {
@@ -717,17 +732,7 @@ pub fn run(o: &Options) -> Report {
         c.await_formed();
         report.faults.insert(Fault::Skew.as_str(), 1);
     }
-    let addrs: Vec<(String, u16)> = (1..=c.len()).map(|i| (c.ip(i).to_owned(), c.node(i).client)).collect();
-    let shared = Arc::new(Shared {
-        addrs: Arc::new(addrs),
-        stop: AtomicBool::new(false),
-        t0: Instant::now(),
-        events: Mutex::new(Vec::new()),
-        set_acked: Mutex::new(Vec::new()),
-        registers: Mutex::new(HashMap::new()),
-        counter: Mutex::new((Vec::new(), 0)),
-        session: Mutex::new((0, 0, 0, Vec::new())),
-    });
+    let shared = Arc::new(Shared::new(&c));
     let [reg, set, ctr, sess] = o.clients;
     let mut threads = Vec::new();
     let spawn = |f: Box<dyn FnOnce() + Send>| std::thread::spawn(f);
@@ -903,17 +908,7 @@ impl fmt::Display for KillLoopReport {
 pub fn kill_loop(o: &Options, kills: u64, writers: usize) -> KillLoopReport {
     let extra = ["--cluster.conflict_mode", o.mode.as_str()];
     let mut c = TestCluster::start(&o.bin, &o.tmp, &o.name, o.nodes, &extra);
-    let addrs: Vec<(String, u16)> = (1..=c.len()).map(|i| (c.ip(i).to_owned(), c.node(i).client)).collect();
-    let shared = Arc::new(Shared {
-        addrs: Arc::new(addrs),
-        stop: AtomicBool::new(false),
-        t0: Instant::now(),
-        events: Mutex::new(Vec::new()),
-        set_acked: Mutex::new(Vec::new()),
-        registers: Mutex::new(HashMap::new()),
-        counter: Mutex::new((Vec::new(), 0)),
-        session: Mutex::new((0, 0, 0, Vec::new())),
-    });
+    let shared = Arc::new(Shared::new(&c));
     let threads: Vec<_> = (0..writers)
         .map(|i| {
             let s = shared.clone();
