@@ -187,7 +187,14 @@ impl Wire {
     /// Reads more bytes into the decoder; false at EOF.
     fn fill(&mut self) -> std::io::Result<bool> {
         let buf = self.dec.spare(64 << 10);
-        let n = self.s.read(buf)?;
+        let n = loop {
+            match self.s.read(buf) {
+                // A signal to the test process (a child exiting) interrupts
+                // a blocked read; it is not an answer, so read again.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => break r?,
+            }
+        };
         self.dec.commit(n);
         Ok(n > 0)
     }
