@@ -4,6 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use rand::SeedableRng;
 use super::{client_address, local_tokens, Cluster, View};
 use crate::config::Config;
 use crate::membership::{
-    wire, GossipConfig, Gossiper, LocalNode, MemberStatus, Message, Output, PhiConfig, ShardPorts,
+    wire, Body, Deltas, GossipConfig, Gossiper, LocalNode, MemberStatus, Message, Output, PhiConfig, ShardPorts,
 };
 use crate::runtime::Shard;
 use crate::store::{now_ms, Failure, FailureKind};
@@ -26,14 +27,17 @@ pub struct GossipState {
     gossiper: RefCell<Gossiper>,
     rng: RefCell<SmallRng>,
     epoch: Cell<u64>,
+    /// [`fingerprint`] of the membership last saved.
+    saved: Cell<u64>,
     vnodes: u32,
     timeout: Duration,
 }
 
 impl GossipState {
     /// A gossiper for this node, announcing itself with `status` (NORMAL,
-    /// or JOINING for a node bootstrapping into a running cluster).
-    pub fn new(config: &Config, seed: u64, status: MemberStatus) -> GossipState {
+    /// or JOINING for a node bootstrapping into a running cluster), knowing
+    /// the peers an earlier run saved ([`load_saved`]).
+    pub fn new(config: &Config, seed: u64, status: MemberStatus) -> crate::error::Result<GossipState> {
         let interval = config.cluster.gossip_interval_ms;
         let interval32 = u32::try_from(interval).unwrap_or(u32::MAX);
         let gc = GossipConfig {
@@ -61,13 +65,32 @@ impl GossipState {
         });
         // The generation must grow across restarts: the start time in ms does.
         let generation = now_ms();
-        GossipState {
-            gossiper: RefCell::new(Gossiper::new(gc, local, generation)),
+        let mut gossiper = Gossiper::new(gc, local, generation);
+        let restored = gossiper.restore(&load_saved(&config.node.data_dir)?);
+        if restored > 0 {
+            tracing::info!(
+                peers = restored,
+                "membership restored from the last run; peers are down until they answer"
+            );
+        }
+        Ok(GossipState {
+            saved: Cell::new(fingerprint(&gossiper)),
+            gossiper: RefCell::new(gossiper),
             rng: RefCell::new(SmallRng::seed_from_u64(seed)),
             epoch: Cell::new(1),
             vnodes: u32::try_from(config.cluster.vnodes).unwrap_or(256),
             timeout: Duration::from_millis(config.cluster.gossip_interval_ms.clamp(100, 2000)),
+        })
+    }
+
+    /// The view this node starts with: its ring as the last run saved it
+    /// (every peer down until it answers), or `None` without a saved one.
+    pub fn first_view(&self) -> crate::error::Result<Option<View>> {
+        let gossiper = self.gossiper.borrow();
+        if gossiper.state().len() <= 1 {
+            return Ok(None);
         }
+        view_of(&gossiper, self.vnodes, self.epoch.get()).map(Some)
     }
 }
 
@@ -171,9 +194,33 @@ pub fn interval(cluster: &Cluster) -> Duration {
     })
 }
 
-/// Rebuilds the view from the gossiper's state and publishes it.
+/// Rebuilds the view from the gossiper's state and publishes it; saves the
+/// membership when it changed (see [`STATE_FILE`]).
 fn publish(cluster: &Cluster, g: &GossipState) {
     let gossiper = g.gossiper.borrow();
+    match view_of(&gossiper, g.vnodes, g.epoch.get() + 1) {
+        Ok(view) => {
+            g.epoch.set(view.epoch);
+            cluster.shared().publish(view);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "gossip state does not make a ring; keeping the previous view");
+            return;
+        }
+    }
+    let print = fingerprint(&gossiper);
+    if print != g.saved.get() {
+        match save(&cluster.data_dir, &gossiper) {
+            Ok(()) => g.saved.set(print),
+            // The next change tries again; until then a restart starts from
+            // an older membership, which gossip then corrects.
+            Err(e) => tracing::warn!(error = %e, "cannot save the cluster membership"),
+        }
+    }
+}
+
+/// The view the gossiper's state makes, numbered `epoch`.
+fn view_of(gossiper: &Gossiper, vnodes: u32, epoch: u64) -> crate::error::Result<View> {
     let nodes = gossiper.ring_nodes();
     let moving = nodes
         .iter()
@@ -190,26 +237,176 @@ fn publish(cluster: &Cluster, g: &GossipState) {
         .filter_map(|(id, s)| Some((id.clone(), s.shard.as_ref()?.value)))
         .collect();
     let next = if moving {
-        match Ring::new(next, g.vnodes) {
-            Ok(r) => Some(std::sync::Arc::new(r)),
-            Err(e) => {
-                tracing::warn!(error = %e, "the ring after the moves is not a ring; keeping the previous view");
-                return;
-            }
-        }
+        Some(std::sync::Arc::new(Ring::new(next, vnodes)?))
     } else {
         None
     };
-    match Ring::new(current, g.vnodes) {
-        Ok(ring) => {
-            g.epoch.set(g.epoch.get() + 1);
-            cluster.shared().publish(View {
-                ring: std::sync::Arc::new(ring),
-                next,
-                ports,
-                epoch: g.epoch.get(),
-            });
+    Ok(View {
+        ring: std::sync::Arc::new(Ring::new(current, vnodes)?),
+        next,
+        ports,
+        epoch,
+    })
+}
+
+/// The file in the data directory that keeps the membership across
+/// restarts (docs/cluster.md, "The saved membership").
+pub const STATE_FILE: &str = "cluster-state";
+
+const STATE_MAGIC: &[u8; 8] = b"CKVMEMB1";
+
+/// What the saved membership depends on: each node's generation and newest
+/// entry version (heartbeats alone do not make a save).
+fn fingerprint(gossiper: &Gossiper) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for (id, s) in gossiper.state().iter() {
+        h.update(id.0.as_bytes());
+        h.update(&s.generation.to_le_bytes());
+        h.update(&s.max_version().to_le_bytes());
+    }
+    h.digest()
+}
+
+/// Writes the peers' states to [`STATE_FILE`]: written aside, synced, then
+/// renamed over the old one, so a crash leaves one whole file or the other.
+fn save(dir: &Path, gossiper: &Gossiper) -> std::io::Result<()> {
+    let msg = Message {
+        from: gossiper.id().clone(),
+        from_address: gossiper.address().to_owned(),
+        body: Body::Ack2 {
+            deltas: gossiper.peer_states(),
+        },
+    };
+    let mut body = Vec::new();
+    wire::encode(&msg, &mut body).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    let len = u32::try_from(body.len())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "membership over 4 GiB"))?;
+    let mut out = Vec::with_capacity(body.len() + 16);
+    out.extend_from_slice(STATE_MAGIC);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&out)?;
+        f.sync_data()?;
+    }
+    std::fs::rename(&tmp, dir.join(STATE_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Reads the peers' states saved by an earlier run (none without the file).
+/// A file that is there but unreadable is an error: starting without it
+/// would let the node coordinate against a ring of one.
+pub fn load_saved(dir: &Path) -> crate::error::Result<Deltas> {
+    let path = dir.join(STATE_FILE);
+    let bad = |reason: String| crate::error::Error::Runtime {
+        what: format!("reading the saved cluster membership {}", path.display()),
+        reason: format!(
+            "{reason}; if the disk is sound, delete the file and the node learns the members from its seeds"
+        ),
+    };
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    let Some((head, body)) = bytes.split_at_checked(16) else {
+        return Err(bad(format!("{} bytes, shorter than its 16-byte header", bytes.len())));
+    };
+    if &head[..8] != STATE_MAGIC {
+        return Err(bad("not a corekv membership file (bad magic)".to_owned()));
+    }
+    let word = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+    let (len, crc) = (word(8), word(12));
+    if usize::try_from(len).ok() != Some(body.len()) {
+        return Err(bad(format!("header says {len} bytes, {} follow", body.len())));
+    }
+    if crc32c::crc32c(body) != crc {
+        return Err(bad("checksum mismatch".to_owned()));
+    }
+    match wire::decode(body).map_err(|e| bad(e.to_string()))?.body {
+        Body::Ack2 { deltas } => Ok(deltas),
+        _ => Err(bad("holds a gossip message of another kind".to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gossiper_knowing(peers: usize) -> Gossiper {
+        let mut g = Gossiper::new(GossipConfig::default(), LocalNode::new("me", "127.0.0.1:1"), 10);
+        let saved: Deltas = (0..peers)
+            .map(|i| {
+                let mut s = crate::membership::NodeState::new(100 + i as u64);
+                s.address = Some(crate::membership::Versioned::new(1, format!("127.0.0.{}:7380", i + 2)));
+                s.tokens = Some(crate::membership::Versioned::new(
+                    2,
+                    std::sync::Arc::from(vec![i as u64 * 7]),
+                ));
+                s.status = Some(crate::membership::Versioned::new(3, MemberStatus::Normal));
+                (NodeId(format!("n{i}")), s)
+            })
+            .collect();
+        g.restore(&saved);
+        g
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        // The working directory is the crate's, on the real disk.
+        let dir = std::env::temp_dir().join(format!("corekv-membership-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn saved_membership_loads_back_and_a_missing_file_is_none() {
+        let dir = scratch("roundtrip");
+        assert!(load_saved(&dir).unwrap().is_empty());
+        let g = gossiper_knowing(4);
+        save(&dir, &g).unwrap();
+        assert_eq!(load_saved(&dir).unwrap(), g.peer_states());
+        assert!(!dir.join(format!("{STATE_FILE}.tmp")).exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_damaged_membership_file_is_a_clear_error() {
+        let dir = scratch("damaged");
+        save(&dir, &gossiper_knowing(2)).unwrap();
+        let path = dir.join(STATE_FILE);
+        let good = std::fs::read(&path).unwrap();
+        let mut flipped = good.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        for (bytes, says) in [
+            (flipped, "checksum"),
+            (good[..good.len() - 3].to_vec(), "bytes"),
+            (good[..5].to_vec(), "header"),
+            (b"NOTMEMB1\0\0\0\0\0\0\0\0".to_vec(), "magic"),
+        ] {
+            std::fs::write(&path, &bytes).unwrap();
+            let e = load_saved(&dir).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("delete the file"), "{e}");
         }
-        Err(e) => tracing::warn!(error = %e, "gossip state does not make a ring; keeping the previous view"),
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_heartbeats_but_not_entries() {
+        let g = gossiper_knowing(2);
+        let before = fingerprint(&g);
+        let mut beat = g.clone();
+        let mut s = beat.peer_states()[0].1.clone();
+        s.heartbeat += 5;
+        beat.restore(&[(NodeId("n0".into()), s.clone())]);
+        assert_eq!(fingerprint(&beat), before);
+        s.status = Some(crate::membership::Versioned::new(9, MemberStatus::Leaving));
+        beat.restore(&[(NodeId("n0".into()), s)]);
+        assert_ne!(fingerprint(&beat), before);
     }
 }

@@ -244,8 +244,25 @@ pub fn client_address(config: &Config) -> String {
     format!("{}:{}", config.node.listen, config.ports.client)
 }
 
-/// The first view of a starting node: itself alone.
+/// The status a starting node announces: JOINING while it must still
+/// bootstrap into a running cluster, else NORMAL.
+fn start_status(config: &Config) -> crate::membership::MemberStatus {
+    if elastic::must_bootstrap(config) {
+        crate::membership::MemberStatus::Joining
+    } else {
+        crate::membership::MemberStatus::Normal
+    }
+}
+
+/// The first view of a starting node: the ring its last run saved (peers
+/// down until they answer: a restarted node must not take itself for the
+/// whole ring and coordinate QUORUM among replicas of one), or itself alone.
 pub fn initial_view(config: &Config) -> Result<View> {
+    if !config.cluster.seeds.is_empty() {
+        if let Some(view) = gossip::GossipState::new(config, 0, start_status(config))?.first_view()? {
+            return Ok(view);
+        }
+    }
     let ring = Ring::new(
         vec![local_ring_node(config)],
         u32::try_from(config.cluster.vnodes).unwrap_or(256),
@@ -372,12 +389,7 @@ impl Cluster {
         let hints = hints::Hints::open(config, core).await?;
         let paxos = paxos::PaxosStore::open(config, core).await?;
         let gossip = if core == 0 {
-            let status = if elastic::must_bootstrap(config) {
-                crate::membership::MemberStatus::Joining
-            } else {
-                crate::membership::MemberStatus::Normal
-            };
-            Some(gossip::GossipState::new(config, epoch_seed(), status))
+            Some(gossip::GossipState::new(config, epoch_seed(), start_status(config))?)
         } else {
             None
         };

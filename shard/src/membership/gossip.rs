@@ -404,6 +404,38 @@ impl Gossiper {
         true
     }
 
+    /// Takes in what an earlier run of this node knew of its peers (see
+    /// [`Gossiper::peer_states`]), each believed down until it answers an
+    /// echo. Without it a restarted node's ring would hold only itself until
+    /// gossip caught up, and it would coordinate QUORUM and CAS requests
+    /// against a replica set of one. Entries merge as gossip does, so
+    /// anything fresher heard later wins. Returns how many peers it added or
+    /// changed.
+    pub fn restore(&mut self, saved: &[(NodeId, NodeState)]) -> usize {
+        let mut changed = 0;
+        for (id, s) in saved {
+            if *id == self.id || !self.state.merge_node(id, s).any() {
+                continue;
+            }
+            changed += 1;
+            let left = self.state.get(id).and_then(NodeState::status) == Some(MemberStatus::Left);
+            if !left && !self.live.contains(id) {
+                self.down.insert(id.clone());
+            }
+        }
+        changed
+    }
+
+    /// Every peer's state as we know it (not ours: a restart announces a new
+    /// generation), for [`Gossiper::restore`] after a restart.
+    pub fn peer_states(&self) -> Deltas {
+        self.state
+            .iter()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(id, s)| (id.clone(), s.clone()))
+            .collect()
+    }
+
     /// Announces our tokens (chosen when joining).
     pub fn set_tokens(&mut self, tokens: Vec<Token>) {
         let version = self.bump_version();
@@ -849,6 +881,64 @@ mod tests {
         assert_eq!((digests[0].generation, digests[0].heartbeat), (1001, 1));
         assert_eq!(n.next_deadline(), 1000);
         assert!(n.tick(999, &mut rng()).is_empty(), "not due yet");
+    }
+
+    #[test]
+    fn a_restarted_node_starts_with_the_peers_it_knew_down_until_they_answer() {
+        let mut rng = rng();
+        let keep = |_: usize, _: usize| false;
+        let mut nodes: Vec<Gossiper> = (0..3).map(|i| node(i, &["a0"])).collect();
+        for r in 0..10 {
+            tick_all(&mut nodes, r * 1000, &mut rng, &keep);
+        }
+        let saved = nodes[1].peer_states();
+        assert_eq!(saved.len(), 2, "both peers, not itself");
+        assert!(saved.iter().all(|(id, _)| id.0 != "n1"));
+
+        // Node 1 restarts: a new generation, and without the saved state its
+        // ring is itself alone (the bug: QUORUM among replicas of one).
+        let fresh = |generation| {
+            let mut local = LocalNode::new("n1", "a1");
+            local.tokens = vec![100, 150];
+            Gossiper::new(
+                GossipConfig {
+                    seeds: vec!["a0".into()],
+                    ..GossipConfig::default()
+                },
+                local,
+                generation,
+            )
+        };
+        assert_eq!(fresh(5000).ring_nodes().len(), 1);
+        let mut back = fresh(5000);
+        assert_eq!(back.restore(&saved), 2);
+        let ring = back.ring_nodes();
+        assert_eq!(ring.len(), 3, "{ring:?}");
+        for n in ring.iter().filter(|n| n.id.0 != "n1") {
+            assert_eq!(n.status, NodeStatus::Down, "{} is down until it answers", n.id);
+        }
+        assert_eq!(back.down().count(), 2);
+        assert_eq!(back.restore(&saved), 0, "restoring twice changes nothing");
+
+        // Gossip brings the peers up.
+        nodes[1] = back;
+        for r in 10..20 {
+            tick_all(&mut nodes, 5000 + r * 1000, &mut rng, &keep);
+        }
+        assert_eq!(nodes[1].live().count(), 2);
+        assert!(nodes[1].ring_nodes().iter().all(|n| n.status == NodeStatus::Normal));
+    }
+
+    #[test]
+    fn a_saved_peer_that_left_stays_out_of_the_ring() {
+        let mut a = node(0, &[]);
+        let mut gone = NodeState::new(7);
+        gone.address = Some(Versioned::new(1, "a9".to_owned()));
+        gone.tokens = Some(Versioned::new(2, Arc::from(vec![900u64])));
+        gone.status = Some(Versioned::new(3, MemberStatus::Left));
+        assert_eq!(a.restore(&[(NodeId::from("n9"), gone)]), 1);
+        assert_eq!(a.down().count(), 0);
+        assert_eq!(a.ring_nodes().len(), 1);
     }
 
     #[test]
