@@ -80,6 +80,11 @@ enum Cmd {
         /// Writer clients.
         #[arg(long, default_value_t = 2)]
         writers: usize,
+        /// Adds per second per writer (0: as fast as the cluster answers).
+        /// Every acknowledged add is re-read after every restart, so the
+        /// rate bounds how long a loop of hundreds of kills takes.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
     },
 }
 
@@ -146,8 +151,8 @@ fn main() {
                 std::process::exit(1);
             }
         }
-        Cmd::KillLoop { kills, writers } => {
-            let report = torture::kill_loop(&o, kills, writers);
+        Cmd::KillLoop { kills, writers, rate } => {
+            let report = torture::kill_loop(&o, kills, writers, rate);
             print!("{report}");
             if !report.lost.is_empty() {
                 std::process::exit(1);

@@ -383,6 +383,10 @@ struct Shared {
     /// Session results: ryw, monotonic, lww lost, and per key the last
     /// acknowledged value and whether an unknown write followed it.
     session: Mutex<SessionTally>,
+    /// Least time between two adds of one set client (none: as fast as the
+    /// cluster answers). The kill loop caps it so that re-reading every
+    /// acknowledged add after each of hundreds of restarts stays bounded.
+    pace: Option<Duration>,
 }
 
 impl Shared {
@@ -398,6 +402,7 @@ impl Shared {
             registers: Mutex::new(HashMap::new()),
             counter: Mutex::new((Vec::new(), 0)),
             session: Mutex::new((0, 0, 0, Vec::new())),
+            pace: None,
         }
     }
 
@@ -505,7 +510,15 @@ fn set_client(s: &Shared, client: usize) {
     let name = format!("set-{client}");
     let mut conn = Conn::new(s.addrs.clone(), client);
     let mut i = 0u64;
+    let mut next = Instant::now();
     while !s.stopped() {
+        if let Some(pace) = s.pace {
+            // A schedule, not a sleep per add: a slow answer is made up for.
+            next += pace;
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
         let key = format!("set:{client}:{i}");
         let value = format!("v{i}-{client}");
         let start = micros(s.t0);
@@ -904,11 +917,14 @@ impl fmt::Display for KillLoopReport {
 
 /// SIGKILLs a random node `kills` times under a QUORUM write load
 /// (`writers` clients adding keys); after each restart, every write
-/// acknowledged so far is read back at QUORUM.
-pub fn kill_loop(o: &Options, kills: u64, writers: usize) -> KillLoopReport {
+/// acknowledged so far is read back at QUORUM. `rate` caps each writer's adds
+/// per second (0: no cap).
+pub fn kill_loop(o: &Options, kills: u64, writers: usize, rate: u64) -> KillLoopReport {
     let extra = ["--cluster.conflict_mode", o.mode.as_str()];
     let mut c = TestCluster::start(&o.bin, &o.tmp, &o.name, o.nodes, &extra);
-    let shared = Arc::new(Shared::new(&c));
+    let mut shared = Shared::new(&c);
+    shared.pace = (rate > 0).then(|| Duration::from_secs(1) / u32::try_from(rate).unwrap_or(u32::MAX));
+    let shared = Arc::new(shared);
     let threads: Vec<_> = (0..writers)
         .map(|i| {
             let s = shared.clone();
