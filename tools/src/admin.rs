@@ -1,4 +1,4 @@
-//! Operator commands against one node: `status`, `repair`, `decommission`,
+//! Operator commands against one node: `status`, `ring`, `repair`, `decommission`,
 //! `removenode ID`. Each is a node-to-node ADMIN frame (docs/protocol.md)
 //! sent straight to the node, which answers a report when the work is done.
 //!
@@ -90,6 +90,16 @@ pub fn commands() -> Vec<Command> {
             .about("Print the cluster as this node sees it")
             .arg(node_arg())
             .arg(timeout_arg()),
+        Command::new("ring")
+            .about("Print the ring as this node sees it: each node's vnodes, primary and replicated ownership")
+            .arg(node_arg())
+            .arg(timeout_arg())
+            .arg(
+                Arg::new("tokens")
+                    .long("tokens")
+                    .action(clap::ArgAction::SetTrue)
+                    .help("Also list every vnode token in ring order"),
+            ),
         Command::new("repair")
             .about("Anti-entropy: compare this node's ranges with the other replicas (Merkle trees) and exchange what differs")
             .arg(node_arg())
@@ -111,7 +121,7 @@ pub fn commands() -> Vec<Command> {
 
 /// Whether `name` is an admin subcommand.
 pub fn is_admin(name: &str) -> bool {
-    matches!(name, "status" | "repair" | "decommission" | "removenode")
+    matches!(name, "status" | "ring" | "repair" | "decommission" | "removenode")
 }
 
 /// Runs an admin subcommand; prints the node's report.
@@ -121,6 +131,7 @@ pub fn run(name: &str, m: &ArgMatches) -> Result<bool, String> {
     // Only `removenode` has an id; `get_one` on an argument a command lacks panics.
     let command = match m.try_get_one::<String>("id").ok().flatten() {
         Some(id) => format!("{name} {id}"),
+        None if m.try_get_one::<bool>("tokens").ok().flatten() == Some(&true) => format!("{name} tokens"),
         None => name.to_owned(),
     };
     let creds = credentials(m)?;

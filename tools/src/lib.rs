@@ -1,9 +1,10 @@
-//! `corekv`: start a node (`serve`), measure its disk (`tune`), talk to a running one (`get`, `put`,
-//! `del`, `scan`) and write its users file (`hash-password`, `user add`). A library so test crates can build the same command
+//! `corekv`: start a node (`serve`) or a local cluster (`cluster up`), measure its disk (`tune`), talk to a running one (`get`, `put`,
+//! `del`, `scan`, `status`, `ring`, ...) and write its users file (`hash-password`, `user add`). A library so test crates can build the same command
 //! under their own binary name.
 
 mod admin;
 mod client;
+mod local_cluster;
 mod serve;
 mod tune;
 mod users;
@@ -21,6 +22,7 @@ fn cli() -> Command {
         .arg_required_else_help(true)
         .subcommand(serve::command())
         .subcommand(tune::command())
+        .subcommand(local_cluster::command())
         .subcommands(client::commands())
         .subcommands(admin::commands())
         .subcommands(users::commands())
@@ -32,6 +34,7 @@ pub fn main() -> ExitCode {
     let r = match matches.subcommand() {
         Some(("serve", m)) => serve::run(m).map(|()| true),
         Some(("tune", m)) => tune::run(m).map(|()| true),
+        Some(("cluster", m)) => local_cluster::run(m),
         Some((name, m)) if admin::is_admin(name) => admin::run(name, m),
         Some((name, m)) if users::is_users(name) => users::run(name, m),
         Some((name, m)) => client::run(name, m),
