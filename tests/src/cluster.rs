@@ -477,6 +477,18 @@ impl TestCluster {
         self.local_record(i, key).as_ref().map(live_values)
     }
 
+    /// Degrades the links between nodes `side_a` and nodes `side_b` (both
+    /// directions: dropped and delayed packets, [`crate::netfault`]) until
+    /// the guard is healed or dropped. Fails the test if that cannot be set up.
+    pub fn degrade(&self, side_a: &[usize], side_b: &[usize], spec: crate::netfault::LinkSpec) -> crate::netfault::LinkFault {
+        let a: Vec<&str> = side_a.iter().map(|&i| self.ip(i)).collect();
+        let b: Vec<&str> = side_b.iter().map(|&i| self.ip(i)).collect();
+        match crate::netfault::LinkFault::new(&a, &b, spec) {
+            Ok(f) => f,
+            Err(e) => panic!("degrading the links {side_a:?} <-> {side_b:?}: {e}"),
+        }
+    }
+
     /// Cuts nodes `side_a` from nodes `side_b` (both directions) until the
     /// guard is healed or dropped.
     pub fn partition(&self, side_a: &[usize], side_b: &[usize]) -> Partition {
@@ -557,7 +569,7 @@ pub const IPTABLES_MISSING: &str =
 
 /// Runs `iptables -w <args>` (waiting for the xtables lock: parallel tests
 /// may change rules at the same time).
-fn iptables(args: &[&str]) -> Result<String, String> {
+pub(crate) fn iptables(args: &[&str]) -> Result<String, String> {
     let out = match Command::new("iptables").args(["-w", "10"]).args(args).output() {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(IPTABLES_MISSING.to_owned()),
@@ -576,7 +588,7 @@ fn iptables(args: &[&str]) -> Result<String, String> {
 }
 
 /// Prefix of the chains the harness creates: `ckv-part-<pid>-<n>`.
-const CHAIN_PREFIX: &str = "ckv-part-";
+pub(crate) const CHAIN_PREFIX: &str = "ckv-part-";
 
 /// A network partition between two sets of IPs: DROP rules in both
 /// directions (INPUT chain, which loopback traffic also crosses), in a
@@ -685,7 +697,7 @@ impl Drop for Partition {
 }
 
 /// Unhooks `chain` from INPUT and deletes it; tolerates a half-installed chain.
-fn remove_chain(chain: &str) -> Result<(), String> {
+pub(crate) fn remove_chain(chain: &str) -> Result<(), String> {
     // The jump may be missing (install failed before it, or it was removed).
     while iptables(&["-D", "INPUT", "-j", chain]).is_ok() {}
     let listed = iptables(&["-S"])?;
@@ -698,7 +710,7 @@ fn remove_chain(chain: &str) -> Result<(), String> {
 
 /// Removes the chains of test processes that died without healing (SIGKILL,
 /// abort), so their rules do not cut a later test that reuses the IPs.
-fn remove_stale_chains() {
+pub(crate) fn remove_stale_chains() {
     let Ok(listed) = iptables(&["-S"]) else { return };
     for line in listed.lines() {
         let Some(chain) = line.strip_prefix("-N ") else {
@@ -707,6 +719,7 @@ fn remove_stale_chains() {
         let Some(rest) = chain.strip_prefix(CHAIN_PREFIX) else {
             continue;
         };
+        // `<pid>-<n>` for partitions, `<pid>-link<n>` for degraded links.
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };

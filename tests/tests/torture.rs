@@ -1,6 +1,6 @@
 //! CI-sized torture runs (issue 6): a 3-node cluster of real processes under
 //! the register, set, counter and session workloads while nodes are killed,
-//! paused and cut off (`corekv_tests::torture`). The long runs and the kill
+//! paused, cut off and slowed down (`corekv_tests::torture`). The long runs and the kill
 //! loop are `corekv-torture` commands; their results are in
 //! docs/guarantees.md.
 //!
@@ -15,8 +15,8 @@ use corekv_tests::torture::{self, Fault, Mode, Options};
 const BIN: &str = env!("CARGO_BIN_EXE_corekv-node");
 const TMP: &str = env!("CARGO_TARGET_TMPDIR");
 
-/// Causal mode under kills, pauses and partitions: no acknowledged add is
-/// lost, every CAS register is linearizable, sessions read their writes.
+/// Causal mode under kills, pauses, partitions, and delayed and lossy
+/// links: no acknowledged add is lost, every CAS register is linearizable, sessions read their writes.
 #[test]
 fn causal_cluster_under_faults_keeps_every_acknowledged_write() {
     let mut o = Options::new(BIN, TMP, "torture-causal");
@@ -33,7 +33,7 @@ fn causal_cluster_under_faults_keeps_every_acknowledged_write() {
     assert!(r.guarantees_held(), "a guarantee failed:\n{r}");
     // The run did what it claims: faults of every kind, and work in each
     // workload (a run that stalled would pass the checks vacuously).
-    for f in [Fault::Kill, Fault::Pause, Fault::Partition] {
+    for f in [Fault::Kill, Fault::Pause, Fault::Partition, Fault::Delay, Fault::Lossy] {
         assert!(
             r.faults.get(f.as_str()).copied().unwrap_or(0) >= 1,
             "no {} fault:\n{r}",

@@ -27,7 +27,9 @@
 //! One at a time, for a random hold, with calm between them: SIGKILL and
 //! restart, SIGSTOP and SIGCONT, a partition (one node isolated; with 5 or
 //! more nodes also halves and a bridge), all cut with iptables between the
-//! nodes' own loopback IPs. Clock skew (lww mode): one node runs with its
+//! nodes' own loopback IPs; a delayed link (every packet between one node
+//! and the others held 20-300 ms) and a lossy one (10-50% of them dropped),
+//! made with NFQUEUE and iptables ([`crate::netfault`]). Clock skew (lww mode): one node runs with its
 //! wall clock shifted ([`corekv_shard::store::CLOCK_OFFSET_ENV`]) for the
 //! whole run.
 //!
@@ -48,9 +50,11 @@ use std::time::{Duration, Instant};
 
 use corekv_net::msg::{Condition, Consistency, ErrorCode, Op};
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::cluster::TestCluster;
+use crate::netfault::LinkSpec;
 use crate::wire::{Reply, Wire};
 use history::{Event, Outcome};
 
@@ -85,6 +89,11 @@ pub enum Fault {
     Partition,
     /// Run one node with a shifted wall clock (lww mode; whole run).
     Skew,
+    /// Hold every packet between one node and the others for 20-300 ms.
+    Delay,
+    /// Drop 10-50% of the packets between one node and the others (TCP
+    /// turns the losses into retransmission stalls).
+    Lossy,
 }
 
 impl Fault {
@@ -95,13 +104,22 @@ impl Fault {
             Fault::Pause => "pause",
             Fault::Partition => "partition",
             Fault::Skew => "skew",
+            Fault::Delay => "delay",
+            Fault::Lossy => "lossy",
         }
     }
 
     /// Parses a name [`Fault::as_str`] gives.
     pub fn parse(s: &str) -> Option<Fault> {
-        [Fault::Kill, Fault::Pause, Fault::Partition, Fault::Skew]
-            .into_iter()
+        [
+            Fault::Kill,
+            Fault::Pause,
+            Fault::Partition,
+            Fault::Skew,
+            Fault::Delay,
+            Fault::Lossy,
+        ]
+        .into_iter()
             .find(|f| f.as_str() == s)
     }
 }
@@ -149,7 +167,7 @@ impl Options {
             duration: Duration::from_secs(60),
             seed: 1,
             mode: Mode::Causal,
-            faults: vec![Fault::Kill, Fault::Pause, Fault::Partition],
+            faults: vec![Fault::Kill, Fault::Pause, Fault::Partition, Fault::Delay, Fault::Lossy],
             hold: (Duration::from_millis(500), Duration::from_secs(3)),
             calm: Duration::from_secs(1),
             skew_ms: 2_000,
@@ -638,12 +656,14 @@ fn session_client(s: &Shared, client: usize, rotate: bool) {
     sess.3.push((key, acked, unknown_after_ack, rotate));
 }
 
-/// Injects faults until `until`, one at a time; leaves every node running
+/// Injects faults until `until`, one at a time, kinds in a shuffled round;
+/// leaves every node running
 /// and the network whole. Returns the count per kind.
 fn inject_faults(c: &mut TestCluster, o: &Options, until: Instant) -> BTreeMap<&'static str, u64> {
     let mut rng = StdRng::seed_from_u64(o.seed);
     let mut counts = BTreeMap::new();
     let kinds: Vec<Fault> = o.faults.iter().copied().filter(|f| *f != Fault::Skew).collect();
+    let mut bag: Vec<Fault> = Vec::new();
     let n = c.len();
     let wait = |d: Duration| {
         let end = Instant::now() + d;
@@ -656,7 +676,14 @@ fn inject_faults(c: &mut TestCluster, o: &Options, until: Instant) -> BTreeMap<&
         if Instant::now() >= until {
             break;
         }
-        let kind = kinds[rng.gen_range(0..kinds.len())];
+        // Kinds come from a shuffled bag, refilled when empty: every kind
+        // comes once in each round of `kinds.len()` faults, so a short run
+        // still sees all of them.
+        if bag.is_empty() {
+            bag = kinds.clone();
+            bag.shuffle(&mut rng);
+        }
+        let Some(kind) = bag.pop() else { break };
         let hold = rng.gen_range(o.hold.0..=o.hold.1);
         let victim = rng.gen_range(1..=n);
         match kind {
@@ -688,6 +715,25 @@ fn inject_faults(c: &mut TestCluster, o: &Options, until: Instant) -> BTreeMap<&
                 let mut p = c.partition(&a, &b);
                 wait(hold);
                 p.heal();
+            }
+            Fault::Delay | Fault::Lossy => {
+                let others: Vec<usize> = (1..=n).filter(|&i| i != victim).collect();
+                let spec = if kind == Fault::Delay {
+                    LinkSpec {
+                        drop: 0.0,
+                        delay: Duration::from_millis(rng.gen_range(20..=300)),
+                    }
+                } else {
+                    LinkSpec {
+                        drop: rng.gen_range(0.1..=0.5),
+                        delay: Duration::ZERO,
+                    }
+                };
+                let mut link = c.degrade(&[victim], &others, spec);
+                wait(hold);
+                if let Err(e) = link.heal() {
+                    panic!("restoring the links of node {victim}: {e}");
+                }
             }
             Fault::Skew => {}
         }
