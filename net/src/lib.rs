@@ -8,7 +8,9 @@
 //! client request and response bodies.
 //!
 //! With the `client` feature, `client` is the client SDK (tokio): token-aware
-//! routing, pipelined connections, timeouts and retries; see `docs/client.md`.
+//! routing, pipelined connections, timeouts and retries, optional TLS; see
+//! `docs/client.md`. With the `tls` feature (implied by `client`), `tls`
+//! reads certificates and keys and builds the rustls configurations.
 
 #[cfg(feature = "client")]
 pub mod client;
@@ -16,4 +18,6 @@ pub mod error;
 pub mod frame;
 pub mod msg;
 pub mod resp;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod token;

@@ -69,6 +69,11 @@
 //! | `security.cluster_secret` | string, empty or >= 16 bytes | `""` (none) | the secret every node-to-node connection proves it knows (HMAC challenge-response, docs/protocol.md "Authentication"); a node without it cannot join. Prefer `cluster_secret_file`: the environment and the command line are visible to other local users. Never printed |
 //! | `security.cluster_secret_file` | path | `""` (none) | a file holding the cluster secret (trailing whitespace ignored); exclusive with `cluster_secret` |
 //! | `security.users_file` | path | `""` (none) | TOML accounts (`corekv hash-password`, shard/src/security.rs); when set, clients must AUTH and each request is checked against the user's per-prefix permissions. In cluster mode it needs the cluster secret |
+//! | `tls.cert_file` | path | `""` (TLS off) | the node's certificate chain (PEM, leaf first); with `key_file`, turns TLS on for the listeners in `tls.listeners`. In cluster mode the node also presents it to the nodes it connects to, so it must allow both server and client authentication |
+//! | `tls.key_file` | path | `""` | the private key of `cert_file` (PEM: PKCS#8, PKCS#1 or SEC1). Never printed beyond its path |
+//! | `tls.ca_file` | path | `""` (none) | certificate authorities (PEM); when set, every TLS client must present a certificate they signed (mutual TLS). Required in cluster mode, where nodes check each other's certificates against it |
+//! | `tls.listeners` | comma list of `client`, `shard`, `resp` | `client,shard,resp` | which listeners speak TLS when it is on: the shared client port, the shard-aware ports, the RESP port. In cluster mode it must include `client` (nodes talk to each other there) |
+//! | `tls.server_name` | string | `""` (the peer's IP address) | in cluster mode, the name this node checks other nodes' certificates against; empty: the IP address it connects to, which their certificates must then list |
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -121,6 +126,11 @@ pub const KEYS: &[&str] = &[
     "security.cluster_secret",
     "security.cluster_secret_file",
     "security.users_file",
+    "tls.cert_file",
+    "tls.key_file",
+    "tls.ca_file",
+    "tls.listeners",
+    "tls.server_name",
 ];
 
 /// Keys whose TOML value is a string; all others are integers.
@@ -140,6 +150,11 @@ const STRING_KEYS: &[&str] = &[
     "security.cluster_secret",
     "security.cluster_secret_file",
     "security.users_file",
+    "tls.cert_file",
+    "tls.key_file",
+    "tls.ca_file",
+    "tls.listeners",
+    "tls.server_name",
 ];
 
 /// The io-properties file's name under the data directory, where `corekv
@@ -193,6 +208,102 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[security]`: cluster secret and client accounts (off by default).
     pub security: SecurityConfig,
+    /// `[tls]`: TLS on the listeners and between nodes (off by default).
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`. Empty paths mean "off"; TLS is on when `cert_file` and
+/// `key_file` are set. The files are read at start (`crate::tls`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct TlsConfig {
+    /// The node's certificate chain (PEM).
+    pub cert_file: String,
+    /// Its private key (PEM).
+    pub key_file: String,
+    /// Authorities client certificates must chain to; empty: no client
+    /// certificates asked for.
+    pub ca_file: String,
+    /// Which listeners use TLS.
+    pub listeners: TlsListeners,
+    /// The name other nodes' certificates are checked against; empty: their IP.
+    pub server_name: String,
+}
+
+impl TlsConfig {
+    /// Whether TLS is on (a certificate and a key are configured).
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.is_empty() && !self.key_file.is_empty()
+    }
+
+    /// Whether clients must present certificates (mutual TLS).
+    pub fn mutual(&self) -> bool {
+        self.enabled() && !self.ca_file.is_empty()
+    }
+}
+
+/// `tls.listeners`: which listeners speak TLS when it is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsListeners {
+    /// The shared client port (`ports.client`), where nodes also reach each other.
+    pub client: bool,
+    /// The shard-aware ports (`ports.shard_base` + core).
+    pub shard: bool,
+    /// The RESP port (`ports.resp`).
+    pub resp: bool,
+}
+
+impl Default for TlsListeners {
+    fn default() -> Self {
+        TlsListeners {
+            client: true,
+            shard: true,
+            resp: true,
+        }
+    }
+}
+
+impl fmt::Display for TlsListeners {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = [(self.client, "client"), (self.shard, "shard"), (self.resp, "resp")]
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+impl Serialize for TlsListeners {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl std::str::FromStr for TlsListeners {
+    type Err = String;
+
+    fn from_str(value: &str) -> std::result::Result<Self, String> {
+        let mut l = TlsListeners {
+            client: false,
+            shard: false,
+            resp: false,
+        };
+        for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "client" => l.client = true,
+                "shard" => l.shard = true,
+                "resp" => l.resp = true,
+                _ => {
+                    return Err(format!(
+                        "unknown listener `{name}`: expected `client`, `shard` or `resp`"
+                    ))
+                }
+            }
+        }
+        if !(l.client || l.shard || l.resp) {
+            return Err("name at least one of `client`, `shard`, `resp`".to_owned());
+        }
+        Ok(l)
+    }
 }
 
 /// `[security]`. Empty strings mean "off".
@@ -505,6 +616,7 @@ impl Default for Config {
                 max_connections_per_core: 1024,
             },
             security: SecurityConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -849,6 +961,18 @@ impl Config {
             // Empty is meaningful for both: off.
             "security.cluster_secret_file" => self.security.cluster_secret_file = value.trim().to_owned(),
             "security.users_file" => self.security.users_file = value.trim().to_owned(),
+            // Empty is meaningful for the paths and the name: off / the default.
+            "tls.cert_file" => self.tls.cert_file = value.trim().to_owned(),
+            "tls.key_file" => self.tls.key_file = value.trim().to_owned(),
+            "tls.ca_file" => self.tls.ca_file = value.trim().to_owned(),
+            "tls.listeners" => self.tls.listeners = value.parse().map_err(bad)?,
+            "tls.server_name" => {
+                let name = value.trim();
+                if !name.is_empty() && corekv_net::tls::server_name(name).is_err() {
+                    return Err(bad("expected a DNS name or an IP address".to_owned()));
+                }
+                self.tls.server_name = name.to_owned();
+            }
             _ => {
                 return Err(Error::UnknownKey {
                     key: key.to_owned(),
@@ -1011,6 +1135,7 @@ impl Config {
         if self.ports.client == self.ports.resp {
             return conflict("ports.client", "ports.resp", format!("both are {}", self.ports.client));
         }
+        self.validate_tls()?;
         // A put of the largest key and value must fit one frame, with room for headers.
         let need = self
             .limits
@@ -1026,6 +1151,63 @@ impl Config {
                     self.limits.max_frame_bytes
                 ),
             );
+        }
+        Ok(())
+    }
+
+    /// The `[tls]` rules (the files themselves are read at start).
+    fn validate_tls(&self) -> Result<()> {
+        let conflict = |key: &str, other: &str, reason: &str| {
+            Err(Error::Conflict {
+                key: key.to_owned(),
+                other: other.to_owned(),
+                reason: reason.to_owned(),
+            })
+        };
+        let t = &self.tls;
+        if t.cert_file.is_empty() != t.key_file.is_empty() {
+            return conflict(
+                "tls.cert_file",
+                "tls.key_file",
+                "TLS needs both a certificate and its key: set both, or neither",
+            );
+        }
+        if !t.enabled() {
+            // Set alone they would be silently ignored: the operator believes
+            // TLS is on.
+            if !t.ca_file.is_empty() {
+                return conflict(
+                    "tls.ca_file",
+                    "tls.cert_file",
+                    "client certificates need TLS: set tls.cert_file and tls.key_file too",
+                );
+            }
+            if !t.server_name.is_empty() {
+                return conflict(
+                    "tls.server_name",
+                    "tls.cert_file",
+                    "a server name needs TLS: set tls.cert_file and tls.key_file too",
+                );
+            }
+            return Ok(());
+        }
+        if self.cluster.enabled() {
+            if !t.listeners.client {
+                return conflict(
+                    "tls.listeners",
+                    "cluster.seeds",
+                    "in cluster mode nodes talk to each other on the client port, so it must use TLS \
+                     (add `client` to tls.listeners)",
+                );
+            }
+            if t.ca_file.is_empty() {
+                return conflict(
+                    "tls.ca_file",
+                    "cluster.seeds",
+                    "in cluster mode nodes check each other's certificates (mutual TLS): \
+                     set tls.ca_file to the authority that signed every node's certificate",
+                );
+            }
         }
         Ok(())
     }
@@ -1421,6 +1603,69 @@ mod tests {
             ],
         )
         .unwrap();
+    }
+
+    #[test]
+    fn tls_keys() {
+        let c = Config::default();
+        assert!(!c.tls.enabled(), "off by default");
+        assert_eq!(c.tls.listeners, TlsListeners::default());
+        let env = env(&[
+            ("COREKV_TLS_KEY_FILE", "/k.pem"),
+            ("COREKV_TLS_LISTENERS", "resp, client"),
+        ]);
+        let c = Config::load(None, env, &["tls.cert_file=/c.pem"]).unwrap();
+        assert!(c.tls.enabled() && !c.tls.mutual());
+        assert_eq!(
+            c.tls.listeners,
+            TlsListeners {
+                client: true,
+                shard: false,
+                resp: true
+            }
+        );
+        // Printed (paths only) and read back.
+        let text = c.to_string();
+        assert!(
+            text.contains("[tls]") && text.contains("listeners = \"client,resp\""),
+            "{text}"
+        );
+        let mut back = Config::default();
+        back.apply_toml(&text, Path::new("printed.toml")).unwrap();
+        assert_eq!(back, c);
+
+        let conflict = |overrides: &[&str], want: &str| {
+            let err = Config::load(None, Vec::new(), overrides).unwrap_err();
+            assert!(
+                matches!(&err, Error::Conflict { key, .. } if key == want),
+                "{overrides:?}: {err}"
+            );
+        };
+        conflict(&["tls.cert_file=/c.pem"], "tls.cert_file");
+        conflict(&["tls.key_file=/k.pem"], "tls.cert_file");
+        conflict(&["tls.ca_file=/ca.pem"], "tls.ca_file");
+        conflict(&["tls.server_name=db"], "tls.server_name");
+        let on = [
+            "tls.cert_file=/c.pem",
+            "tls.key_file=/k.pem",
+            "cluster.seeds=127.0.0.1:7380",
+        ];
+        conflict(&on, "tls.ca_file");
+        conflict(
+            &[&on[..], &["tls.ca_file=/ca.pem", "tls.listeners=shard,resp"]].concat(),
+            "tls.listeners",
+        );
+        let c = Config::load(None, Vec::new(), &[&on[..], &["tls.ca_file=/ca.pem"]].concat()).unwrap();
+        assert!(c.tls.mutual());
+
+        for bad in [
+            "tls.listeners=",
+            "tls.listeners=client,http",
+            "tls.server_name=not a name",
+        ] {
+            let err = Config::load(None, Vec::new(), &[bad]).unwrap_err();
+            assert!(matches!(err, Error::InvalidValue { .. }), "{bad}: {err}");
+        }
     }
 
     proptest! {

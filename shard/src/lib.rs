@@ -20,6 +20,7 @@ pub mod runtime;
 pub mod security;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod topology;
 pub mod versioning;
 

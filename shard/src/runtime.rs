@@ -622,6 +622,7 @@ async fn core_main(a: CoreArgs) -> Result<()> {
             epoch,
             fg,
             a.security.cluster_secret.clone(),
+            a.security.tls.as_ref().and_then(|t| t.peer.clone()),
         )
         .await
         {

@@ -275,6 +275,8 @@ pub struct Security {
     pub cluster_secret: Option<ClusterSecret>,
     /// The client accounts, when clients must authenticate.
     pub users: Option<Users>,
+    /// TLS on the listeners and between nodes (`[tls]`), when on.
+    pub tls: Option<crate::tls::NodeTls>,
     /// Failed AUTH attempts in the current window: (window start, count).
     failures: Mutex<Option<(Instant, u32)>>,
 }
@@ -285,7 +287,7 @@ impl Security {
         Security::default()
     }
 
-    /// Reads the secret and the users file that `config` names.
+    /// Reads the secret, the users file and the TLS files that `config` names.
     pub fn load(config: &Config) -> Result<Security> {
         let s = &config.security;
         let cluster_secret = if !s.cluster_secret.is_empty() {
@@ -300,9 +302,11 @@ impl Security {
         } else {
             Some(Users::load(Path::new(&s.users_file))?)
         };
+        let tls = crate::tls::NodeTls::load(config)?;
         Ok(Security {
             cluster_secret,
             users,
+            tls,
             failures: Mutex::new(None),
         })
     }
@@ -312,6 +316,7 @@ impl Security {
         Security {
             cluster_secret,
             users,
+            tls: None,
             failures: Mutex::new(None),
         }
     }

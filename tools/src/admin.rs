@@ -9,9 +9,16 @@
 //! `COREKV_SECURITY_CLUSTER_SECRET`). A single node with a users file and
 //! no secret takes them from a user with admin rights on every key
 //! (`--user`, `--password`).
+//!
+//! A node with TLS is reached with `--tls-ca` (and, when the node requires
+//! client certificates, as every node in a TLS cluster does,
+//! `--tls-cert`/`--tls-key`: a node's own certificate, or one of a client
+//! signed by the same CA); see `client.rs` for the flags.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Arg, ArgMatches, Command};
@@ -50,7 +57,17 @@ fn auth_args(c: Command) -> Command {
     )
     .arg(super::client::user_arg())
     .arg(super::client::password_arg())
+    .pipe(super::client::tls_args)
 }
+
+/// `c.pipe(f)` for `f(c)`, so argument chains read top to bottom.
+trait Pipe: Sized {
+    fn pipe(self, f: impl FnOnce(Self) -> Self) -> Self {
+        f(self)
+    }
+}
+
+impl Pipe for Command {}
 
 /// How the admin connection authenticates.
 #[derive(Debug, Clone, Default)]
@@ -59,6 +76,8 @@ pub struct Credentials {
     pub secret: Option<Vec<u8>>,
     /// A user and password: AUTH (single node without a secret).
     pub user: Option<(String, String)>,
+    /// TLS to the node, when it has TLS on its client port.
+    pub tls: Option<super::client::TlsFlags>,
 }
 
 fn credentials(m: &ArgMatches) -> Result<Credentials, String> {
@@ -71,7 +90,8 @@ fn credentials(m: &ArgMatches) -> Result<Credentials, String> {
         None
     };
     let user = super::client::user_password(m)?;
-    Ok(Credentials { secret, user })
+    let tls = super::client::tls_flags(m)?;
+    Ok(Credentials { secret, user, tls })
 }
 
 fn timeout_arg() -> Arg {
@@ -146,8 +166,60 @@ pub fn run(name: &str, m: &ArgMatches) -> Result<bool, String> {
 /// Sends one ADMIN command to `node`, authenticating first with `creds`,
 /// and waits for its report.
 pub fn call_with(node: &str, command: &str, timeout: Duration, creds: &Credentials) -> Result<String, String> {
-    let mut s = TcpStream::connect(node).map_err(|e| format!("connecting to {node}: {e}"))?;
+    let s = TcpStream::connect(node).map_err(|e| format!("connecting to {node}: {e}"))?;
     s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    match &creds.tls {
+        None => exchange(s, node, command, creds),
+        Some(flags) => {
+            let conn = tls_client(flags, node)?;
+            let mut tls = corekv_net::tls::rustls::StreamOwned::new(conn, s);
+            // Complete the handshake now, so a refused certificate is
+            // reported as such rather than as a failed send.
+            while tls.conn.is_handshaking() {
+                tls.conn
+                    .complete_io(&mut tls.sock)
+                    .map_err(|e| format!("{node}: TLS handshake failed: {e}"))?;
+            }
+            exchange(tls, node, command, creds)
+        }
+    }
+}
+
+/// A rustls client session for `node` from the TLS flags.
+fn tls_client(
+    flags: &super::client::TlsFlags,
+    node: &str,
+) -> Result<corekv_net::tls::rustls::ClientConnection, String> {
+    use corekv_net::tls as pem;
+    let identity = match &flags.client_cert {
+        Some((cert, key)) => Some(
+            pem::Identity::load(
+                cert,
+                key,
+                "client certificate file (--tls-cert)",
+                "client key file (--tls-key)",
+            )
+            .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
+    let config = pem::client_config(
+        Path::new(&flags.ca),
+        "CA file (--tls-ca)",
+        identity.as_ref(),
+        "client key file (--tls-key)",
+    )
+    .map_err(|e| e.to_string())?;
+    let name = match &flags.server_name {
+        Some(n) => pem::server_name(n),
+        None => pem::server_name_of(node),
+    }
+    .map_err(|e| e.to_string())?;
+    corekv_net::tls::rustls::ClientConnection::new(Arc::clone(&config), name).map_err(|e| e.to_string())
+}
+
+/// Authenticates on an open stream, sends the command and reads its report.
+fn exchange<S: Read + Write>(mut s: S, node: &str, command: &str, creds: &Credentials) -> Result<String, String> {
     let mut dec = FrameDecoder::new(Limits::default().max_frame);
     if let Some(secret) = &creds.secret {
         handshake(&mut s, &mut dec, secret).map_err(|e| format!("{node}: cluster handshake failed: {e}"))?;
@@ -160,7 +232,9 @@ pub fn call_with(node: &str, command: &str, timeout: Duration, creds: &Credentia
         }
         .encode_frame(3, &mut buf)
         .map_err(|e| e.to_string())?;
-        s.write_all(&buf).map_err(|e| format!("sending to {node}: {e}"))?;
+        s.write_all(&buf)
+            .and_then(|()| s.flush())
+            .map_err(|e| format!("sending to {node}: {e}"))?;
         answer(&mut s, &mut dec).map_err(|e| format!("{node}: AUTH failed: {e}"))?;
     }
     let req = PeerRequest {
@@ -171,7 +245,9 @@ pub fn call_with(node: &str, command: &str, timeout: Duration, creds: &Credentia
     };
     let mut buf = Vec::new();
     req.encode_frame(1, &mut buf).map_err(|e| e.to_string())?;
-    s.write_all(&buf).map_err(|e| format!("sending to {node}: {e}"))?;
+    s.write_all(&buf)
+        .and_then(|()| s.flush())
+        .map_err(|e| format!("sending to {node}: {e}"))?;
     let limits = Limits::default();
     loop {
         if let Some(f) = dec.next_frame().map_err(|e| format!("bad answer from {node}: {e}"))? {
@@ -196,7 +272,7 @@ pub fn call_with(node: &str, command: &str, timeout: Duration, creds: &Credentia
 }
 
 /// The body of the next answer, or the node's refusal (an ERROR answer).
-fn answer(s: &mut TcpStream, dec: &mut FrameDecoder) -> Result<Vec<u8>, String> {
+fn answer<S: Read>(s: &mut S, dec: &mut FrameDecoder) -> Result<Vec<u8>, String> {
     let limits = Limits::default();
     loop {
         match dec.next_frame() {
@@ -223,7 +299,7 @@ fn answer(s: &mut TcpStream, dec: &mut FrameDecoder) -> Result<Vec<u8>, String> 
 
 /// The opening side of the node-to-node handshake, on a blocking socket
 /// (the node's own is `corekv_shard::server::peer::handshake`).
-fn handshake(s: &mut TcpStream, dec: &mut FrameDecoder, secret: &[u8]) -> Result<(), String> {
+fn handshake<S: Read + Write>(s: &mut S, dec: &mut FrameDecoder, secret: &[u8]) -> Result<(), String> {
     use corekv_net::msg::auth::{peer_mac, verify_peer_mac, PeerChallenge, PeerHello, PeerProof, Role, NONCE_LEN};
     use rand::RngCore;
     const FROM: &str = "corekv-cli";
@@ -236,7 +312,7 @@ fn handshake(s: &mut TcpStream, dec: &mut FrameDecoder, secret: &[u8]) -> Result
     }
     .encode_frame(1, &mut buf)
     .map_err(|e| e.to_string())?;
-    s.write_all(&buf).map_err(|e| e.to_string())?;
+    s.write_all(&buf).and_then(|()| s.flush()).map_err(|e| e.to_string())?;
     let body = answer(s, dec)?;
     let ch = PeerChallenge::decode_body(&body).map_err(|e| e.to_string())?;
     if !verify_peer_mac(
@@ -255,6 +331,6 @@ fn handshake(s: &mut TcpStream, dec: &mut FrameDecoder, secret: &[u8]) -> Result
     }
     .encode_frame(2, &mut buf)
     .map_err(|e| e.to_string())?;
-    s.write_all(&buf).map_err(|e| e.to_string())?;
+    s.write_all(&buf).and_then(|()| s.flush()).map_err(|e| e.to_string())?;
     answer(s, dec).map(|_| ())
 }

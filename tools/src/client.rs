@@ -3,12 +3,20 @@
 //! Keys and values are taken as UTF-8 text from the command line; output
 //! prints bytes as text when they are printable and as `\xNN` escapes otherwise,
 //! so binary data cannot garble the terminal.
+//!
+//! Against a node with TLS (`[tls]`), `--tls-ca FILE` turns TLS on and
+//! trusts that authority; `--tls-cert`/`--tls-key` present a client
+//! certificate (nodes with `tls.ca_file` require one); `--tls-server-name`
+//! checks the node's certificate against that name instead of the address
+//! connected to. The same settings come from `COREKV_TLS_CA`,
+//! `COREKV_TLS_CERT`, `COREKV_TLS_KEY` and `COREKV_TLS_NAME`.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use corekv_net::client::blocking::Client;
-use corekv_net::client::{ClientOptions, Credentials, PutOptions};
+use corekv_net::client::{ClientOptions, Credentials, PutOptions, Tls};
 use corekv_net::msg::Condition;
 
 fn node_arg() -> Arg {
@@ -49,6 +57,97 @@ pub fn user_password(m: &ArgMatches) -> Result<Option<(String, String)>, String>
         (Some(u), Some(p)) => Ok(Some((u.clone(), p.clone()))),
         (Some(_), None) => Err("--user needs --password (or COREKV_PASSWORD)".to_owned()),
         (None, _) => Ok(None),
+    }
+}
+
+/// The TLS flags of every command that talks to a node.
+pub fn tls_args(c: Command) -> Command {
+    c.arg(
+        Arg::new("tls-ca")
+            .long("tls-ca")
+            .value_name("FILE")
+            .env("COREKV_TLS_CA")
+            .value_parser(clap::value_parser!(PathBuf))
+            .help("Connect with TLS, trusting the certificate authorities in this PEM file"),
+    )
+    .arg(
+        Arg::new("tls-cert")
+            .long("tls-cert")
+            .value_name("FILE")
+            .env("COREKV_TLS_CERT")
+            .value_parser(clap::value_parser!(PathBuf))
+            .requires("tls-key")
+            .help("Present this client certificate (PEM) to a node that requires one (mutual TLS)"),
+    )
+    .arg(
+        Arg::new("tls-key")
+            .long("tls-key")
+            .value_name("FILE")
+            .env("COREKV_TLS_KEY")
+            .value_parser(clap::value_parser!(PathBuf))
+            .requires("tls-cert")
+            .help("The private key (PEM) of --tls-cert"),
+    )
+    .arg(
+        Arg::new("tls-server-name")
+            .long("tls-server-name")
+            .value_name("NAME")
+            .env("COREKV_TLS_NAME")
+            .help("Check the node's certificate against this name (default: the host of --node)"),
+    )
+}
+
+/// The TLS files and name given on the command line (`None`: plain TCP).
+#[derive(Debug, Clone)]
+pub struct TlsFlags {
+    /// `--tls-ca`.
+    pub ca: PathBuf,
+    /// `--tls-cert` and `--tls-key`.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// `--tls-server-name`.
+    pub server_name: Option<String>,
+}
+
+/// The TLS flags, checked: the certificate and name flags need `--tls-ca`.
+pub fn tls_flags(m: &ArgMatches) -> Result<Option<TlsFlags>, String> {
+    let path = |name: &str| {
+        m.try_get_one::<PathBuf>(name)
+            .ok()
+            .flatten()
+            .filter(|p| !p.as_os_str().is_empty())
+            .cloned()
+    };
+    let name = m
+        .try_get_one::<String>("tls-server-name")
+        .ok()
+        .flatten()
+        .filter(|n| !n.is_empty())
+        .cloned();
+    let client_cert = match (path("tls-cert"), path("tls-key")) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => return Err("--tls-cert and --tls-key go together".to_owned()),
+    };
+    let Some(ca) = path("tls-ca") else {
+        if client_cert.is_some() || name.is_some() {
+            return Err("--tls-cert, --tls-key and --tls-server-name need --tls-ca (the authority the node's certificate is checked against)".to_owned());
+        }
+        return Ok(None);
+    };
+    Ok(Some(TlsFlags {
+        ca,
+        client_cert,
+        server_name: name,
+    }))
+}
+
+/// The SDK's TLS settings from the flags.
+fn sdk_tls(f: &TlsFlags) -> Result<Tls, String> {
+    let cert = f.client_cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+    let tls = Tls::from_pem_files(Path::new(&f.ca), cert).map_err(|e| e.to_string())?;
+    match &f.server_name {
+        Some(n) => tls.with_server_name(n).map_err(|e| e.to_string()),
+        None => Ok(tls),
     }
 }
 
@@ -107,7 +206,7 @@ pub fn commands() -> Vec<Command> {
             ),
     ]
     .into_iter()
-    .map(|c| c.arg(user_arg()).arg(password_arg()))
+    .map(|c| tls_args(c.arg(user_arg()).arg(password_arg())))
     .collect()
 }
 
@@ -125,9 +224,14 @@ fn connect(m: &ArgMatches) -> Result<Client, String> {
         timeout: Duration::from_secs(5),
         ..ClientOptions::default()
     };
-    let connected = match user_password(m)? {
-        Some((user, password)) => Client::connect_as(&[node], opts, Credentials::new(user, password)),
-        None => Client::connect(&[node], opts),
+    let tls = tls_flags(m)?.map(|f| sdk_tls(&f)).transpose()?;
+    let connected = match (user_password(m)?, tls) {
+        (Some((user, password)), Some(tls)) => {
+            Client::connect_tls_as(&[node], opts, tls, Credentials::new(user, password))
+        }
+        (Some((user, password)), None) => Client::connect_as(&[node], opts, Credentials::new(user, password)),
+        (None, Some(tls)) => Client::connect_tls(&[node], opts, tls),
+        (None, None) => Client::connect(&[node], opts),
     };
     connected.map_err(|e| format!("cannot reach {node}: {e}"))
 }

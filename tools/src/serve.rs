@@ -101,8 +101,21 @@ pub fn run(m: &ArgMatches) -> Result<(), String> {
     let started = std::time::Instant::now();
     let node = runtime::start(config.clone(), server::serve).map_err(|e| e.to_string())?;
     runtime::install_signal_handler(node.stop_handle()).map_err(|e| e.to_string())?;
+    let tls = if config.tls.enabled() {
+        format!(
+            ", TLS on {}{}",
+            config.tls.listeners,
+            if config.tls.mutual() {
+                " (client certificates required)"
+            } else {
+                ""
+            }
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
-        "corekv: ready in {} ms: client {}:{}, shard-aware {}:{}..{}, RESP {}:{}, data in {}",
+        "corekv: ready in {} ms: client {}:{}, shard-aware {}:{}..{}, RESP {}:{}, data in {}{tls}",
         started.elapsed().as_millis(),
         config.node.listen,
         config.ports.client,

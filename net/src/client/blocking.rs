@@ -19,7 +19,7 @@ use tokio::runtime::Runtime;
 
 use crate::client::{
     self as asynch, CasResult, ClientError, ClientOptions, Consistency, Credentials, Entry, PutOptions, Result,
-    Routing, ScanPage, Ttl, Value, Versions,
+    Routing, ScanPage, Tls, Ttl, Value, Versions,
 };
 use crate::token::Token;
 
@@ -68,17 +68,39 @@ fn run_on<T>(rt: &RuntimeBox, fut: impl Future<Output = Result<T>>) -> Result<T>
 impl Client {
     /// Starts the runtime and connects as [`crate::client::Client::connect`].
     pub fn connect<S: AsRef<str>>(seeds: &[S], options: ClientOptions) -> Result<Client> {
-        Client::open(seeds, options, None)
+        Client::open(seeds, options, None, None)
+    }
+
+    /// Starts the runtime and connects as
+    /// [`crate::client::Client::connect_tls`]: every connection is TLS.
+    pub fn connect_tls<S: AsRef<str>>(seeds: &[S], options: ClientOptions, tls: Tls) -> Result<Client> {
+        Client::open(seeds, options, None, Some(tls))
+    }
+
+    /// Starts the runtime and connects as
+    /// [`crate::client::Client::connect_tls_as`]: TLS, then AUTH.
+    pub fn connect_tls_as<S: AsRef<str>>(
+        seeds: &[S],
+        options: ClientOptions,
+        tls: Tls,
+        credentials: Credentials,
+    ) -> Result<Client> {
+        Client::open(seeds, options, Some(credentials), Some(tls))
     }
 
     /// Starts the runtime and connects as
     /// [`crate::client::Client::connect_as`]: every connection
     /// authenticates with `credentials`.
     pub fn connect_as<S: AsRef<str>>(seeds: &[S], options: ClientOptions, credentials: Credentials) -> Result<Client> {
-        Client::open(seeds, options, Some(credentials))
+        Client::open(seeds, options, Some(credentials), None)
     }
 
-    fn open<S: AsRef<str>>(seeds: &[S], options: ClientOptions, credentials: Option<Credentials>) -> Result<Client> {
+    fn open<S: AsRef<str>>(
+        seeds: &[S],
+        options: ClientOptions,
+        credentials: Option<Credentials>,
+        tls: Option<Tls>,
+    ) -> Result<Client> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("corekv-client")
@@ -86,9 +108,11 @@ impl Client {
             .build()
             .map_err(ClientError::Runtime)?;
         let rt = RuntimeBox(Some(rt));
-        let inner = match credentials {
-            Some(c) => run_on(&rt, asynch::Client::connect_as(seeds, options, c))?,
-            None => run_on(&rt, asynch::Client::connect(seeds, options))?,
+        let inner = match (credentials, tls) {
+            (Some(c), Some(t)) => run_on(&rt, asynch::Client::connect_tls_as(seeds, options, t, c))?,
+            (Some(c), None) => run_on(&rt, asynch::Client::connect_as(seeds, options, c))?,
+            (None, Some(t)) => run_on(&rt, asynch::Client::connect_tls(seeds, options, t))?,
+            (None, None) => run_on(&rt, asynch::Client::connect(seeds, options))?,
         };
         Ok(Client {
             inner,

@@ -8,6 +8,11 @@
 //! request id. Answers may come in any order. At most `max_in_flight`
 //! requests wait on one connection (a semaphore).
 //!
+//! With TLS ([`crate::client::Tls`]), the handshake runs right after the TCP
+//! connect, within the same `connect_timeout`, and AUTH (if any) goes over
+//! the encrypted stream. The reader and writer are generic over the stream's
+//! halves, so a plain connection pays nothing for TLS being possible.
+//!
 //! When the stream ends (EOF, an I/O error, a frame that breaks the framing),
 //! the connection closes: every pending request fails with
 //! [`ClientError::ConnectionClosed`] and the [`Endpoint`] opens a new one on
@@ -18,15 +23,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::task::AbortHandle;
 
 use crate::client::error::{ClientError, CloseReason, Result};
 use crate::client::routing::RingNode;
-use crate::client::{CasResult, Credentials, ScanPage, Sibling, Value, Versions};
+use crate::client::{CasResult, Credentials, ScanPage, Sibling, Tls, Value, Versions};
 use crate::frame::{Frame, FrameDecoder, HEADER_LEN};
 use crate::msg::auth::AuthRequest;
 use crate::msg::{ErrorCode, Limits, Request, Response, ResponseOpcode, ValueRef};
@@ -231,10 +235,13 @@ impl Drop for Conn {
 }
 
 impl Conn {
-    /// Starts the reader and writer tasks on `stream` (must be called inside a
-    /// tokio runtime).
-    fn start(stream: TcpStream, address: String, limits: Limits, max_in_flight: usize) -> Conn {
-        let (rd, wr) = stream.into_split();
+    /// Starts the reader and writer tasks on a stream's two halves (must be
+    /// called inside a tokio runtime).
+    fn start<R, W>(rd: R, wr: W, address: String, limits: Limits, max_in_flight: usize) -> Conn
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let shared = Arc::new(Shared {
             address,
             limits,
@@ -321,7 +328,7 @@ impl Conn {
     }
 }
 
-async fn read_loop(shared: Arc<Shared>, mut rd: OwnedReadHalf) {
+async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut rd: R) {
     let mut dec = FrameDecoder::new(shared.limits.max_frame);
     // Read into a buffer zeroed once and copy what arrived, rather than have
     // the decoder zero a fresh 64 KiB region for every (usually small) read.
@@ -347,7 +354,7 @@ async fn read_loop(shared: Arc<Shared>, mut rd: OwnedReadHalf) {
     shared.close(reason);
 }
 
-async fn write_loop(shared: Arc<Shared>, mut wr: OwnedWriteHalf) {
+async fn write_loop<W: AsyncWrite + Unpin>(shared: Arc<Shared>, mut wr: W) {
     let mut batch = Vec::new();
     loop {
         std::mem::swap(&mut *lock(&shared.out), &mut batch);
@@ -357,7 +364,14 @@ async fn write_loop(shared: Arc<Shared>, mut wr: OwnedWriteHalf) {
             shared.out_ready.notified().await;
             continue;
         }
-        if let Err(e) = wr.write_all(&batch).await {
+        // A TLS stream buffers what it encrypts until flushed; a plain
+        // socket's flush does nothing.
+        if let Err(e) = async {
+            wr.write_all(&batch).await?;
+            wr.flush().await
+        }
+        .await
+        {
             shared.close(CloseReason::io(&e));
             return;
         }
@@ -386,6 +400,8 @@ pub(crate) struct ConnSettings {
     pub(crate) limits: Limits,
     /// Sent as AUTH on every connection before it carries a request.
     pub(crate) credentials: Option<Arc<Credentials>>,
+    /// TLS on every connection, when set.
+    pub(crate) tls: Option<Tls>,
 }
 
 /// How long a connection's AUTH may take at least: the server hashes the
@@ -393,7 +409,12 @@ pub(crate) struct ConnSettings {
 const MIN_AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sends AUTH on a fresh connection and waits for its answer.
-async fn authenticate(stream: &mut TcpStream, c: &Credentials, address: &str, limits: &Limits) -> Result<()> {
+async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    c: &Credentials,
+    address: &str,
+    limits: &Limits,
+) -> Result<()> {
     let io = |source| ClientError::Connect {
         address: address.to_owned(),
         source,
@@ -405,6 +426,7 @@ async fn authenticate(stream: &mut TcpStream, c: &Credentials, address: &str, li
     }
     .encode_frame(1, &mut buf)?;
     stream.write_all(&buf).await.map_err(io)?;
+    stream.flush().await.map_err(io)?;
     let mut dec = FrameDecoder::new(limits.max_frame);
     loop {
         if let Some(f) = dec.next_frame()? {
@@ -440,6 +462,47 @@ impl Endpoint {
             address,
             current: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// AUTH on a fresh stream, when the settings carry credentials.
+    async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+        settings: &ConnSettings,
+    ) -> Result<()> {
+        let Some(c) = &settings.credentials else {
+            return Ok(());
+        };
+        let limit = settings.connect_timeout.max(MIN_AUTH_TIMEOUT);
+        match tokio::time::timeout(limit, authenticate(stream, c, &self.address, &settings.limits)).await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::ConnectTimeout {
+                address: self.address.clone(),
+                after: limit,
+            }),
+        }
+    }
+
+    /// The TLS handshake on a fresh TCP stream, within `limit`.
+    async fn tls_handshake(
+        &self,
+        stream: TcpStream,
+        tls: &Tls,
+        limit: Duration,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let name = tls.name_for(&self.address).map_err(ClientError::TlsSetup)?;
+        let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+        match tokio::time::timeout(limit, connector.connect(name, stream)).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(source)) => Err(ClientError::Tls {
+                address: self.address.clone(),
+                source,
+            }),
+            Err(_) => Err(ClientError::ConnectTimeout {
+                address: self.address.clone(),
+                after: limit,
+            }),
         }
     }
 
@@ -481,25 +544,21 @@ impl Endpoint {
             address: self.address.clone(),
             source,
         })?;
-        let mut stream = stream;
-        if let Some(c) = &settings.credentials {
-            let limit = settings.connect_timeout.max(MIN_AUTH_TIMEOUT);
-            match tokio::time::timeout(limit, authenticate(&mut stream, c, &self.address, &settings.limits)).await {
-                Ok(r) => r?,
-                Err(_) => {
-                    return Err(ClientError::ConnectTimeout {
-                        address: self.address.clone(),
-                        after: limit,
-                    })
-                }
+        let conn = match &settings.tls {
+            None => {
+                let mut stream = stream;
+                self.authenticate(&mut stream, settings).await?;
+                let (rd, wr) = stream.into_split();
+                Conn::start(rd, wr, self.address.clone(), settings.limits, settings.max_in_flight)
             }
-        }
-        let conn = Arc::new(Conn::start(
-            stream,
-            self.address.clone(),
-            settings.limits,
-            settings.max_in_flight,
-        ));
+            Some(tls) => {
+                let mut stream = self.tls_handshake(stream, tls, settings.connect_timeout).await?;
+                self.authenticate(&mut stream, settings).await?;
+                let (rd, wr) = tokio::io::split(stream);
+                Conn::start(rd, wr, self.address.clone(), settings.limits, settings.max_in_flight)
+            }
+        };
+        let conn = Arc::new(conn);
         *lock(&self.current) = Some(conn.clone());
         Ok(conn)
     }

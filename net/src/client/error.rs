@@ -179,6 +179,20 @@ pub enum ClientError {
         /// The server's message.
         message: String,
     },
+    /// The TLS handshake with a node failed: its certificate is not trusted
+    /// or not valid for the name checked, it requires a client certificate
+    /// this client does not have, or it does not speak TLS on that port.
+    #[error("TLS handshake with {address} failed: {source}")]
+    Tls {
+        /// The endpoint.
+        address: String,
+        /// The cause (rustls' errors are of kind `InvalidData`).
+        source: std::io::Error,
+    },
+    /// The TLS settings cannot be used (a CA, certificate or key file is
+    /// missing or bad, or a server name is invalid).
+    #[error("TLS settings: {0}")]
+    TlsSetup(#[from] crate::tls::TlsError),
     /// Building the blocking client's runtime failed.
     #[error("cannot start the blocking client's runtime: {0}")]
     Runtime(std::io::Error),
@@ -186,7 +200,8 @@ pub enum ClientError {
 
 impl ClientError {
     /// True if the request may not have reached the server or the server asked
-    /// to retry: I/O failures, timeouts, lost connections and `OVERLOADED`.
+    /// to retry: I/O failures (a TLS handshake cut short included), timeouts,
+    /// lost connections and `OVERLOADED`.
     /// Only idempotent requests are retried automatically.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -195,6 +210,9 @@ impl ClientError {
             | ClientError::Timeout { .. }
             | ClientError::ConnectionClosed { .. } => true,
             ClientError::Server { code, .. } => *code == ErrorCode::OVERLOADED,
+            // A certificate refused is refused again; a connection that broke
+            // mid-handshake is not.
+            ClientError::Tls { source, .. } => source.kind() != std::io::ErrorKind::InvalidData,
             _ => false,
         }
     }

@@ -21,6 +21,7 @@ pub mod blocking;
 mod conn;
 pub mod error;
 pub mod routing;
+mod tls;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -31,6 +32,7 @@ use std::time::Duration;
 use conn::{ConnSettings, Endpoint, Reply};
 pub use error::{ClientError, CloseReason, Result};
 pub use routing::{Owner, RingError, RingNode, Routing};
+pub use tls::Tls;
 
 pub use crate::msg::{Condition, Consistency, ErrorCode};
 use crate::msg::{KeyValue, Limits, List, Op, Request};
@@ -410,7 +412,27 @@ impl Client {
     /// client port) and builds the routing table from the first answer.
     /// Data connections open lazily, on each endpoint's first request.
     pub async fn connect<S: AsRef<str>>(seeds: &[S], options: ClientOptions) -> Result<Client> {
-        Client::open(seeds, options, None).await
+        Client::open(seeds, options, None, None).await
+    }
+
+    /// [`Client::connect`] over TLS: every connection (to the seeds, then
+    /// to every node and core port of the ring) starts with a TLS handshake
+    /// checked against `tls` ([`Tls`]: trusted authorities, an optional
+    /// client certificate, the server name). A refused handshake is
+    /// [`ClientError::Tls`].
+    pub async fn connect_tls<S: AsRef<str>>(seeds: &[S], options: ClientOptions, tls: Tls) -> Result<Client> {
+        Client::open(seeds, options, None, Some(tls)).await
+    }
+
+    /// [`Client::connect_tls`] and [`Client::connect_as`] together: TLS, then
+    /// AUTH with `credentials` over the encrypted connection.
+    pub async fn connect_tls_as<S: AsRef<str>>(
+        seeds: &[S],
+        options: ClientOptions,
+        tls: Tls,
+        credentials: Credentials,
+    ) -> Result<Client> {
+        Client::open(seeds, options, Some(Arc::new(credentials)), Some(tls)).await
     }
 
     /// [`Client::connect`] to nodes with accounts: every connection the
@@ -422,13 +444,14 @@ impl Client {
         options: ClientOptions,
         credentials: Credentials,
     ) -> Result<Client> {
-        Client::open(seeds, options, Some(Arc::new(credentials))).await
+        Client::open(seeds, options, Some(Arc::new(credentials)), None).await
     }
 
     async fn open<S: AsRef<str>>(
         seeds: &[S],
         options: ClientOptions,
         credentials: Option<Arc<Credentials>>,
+        tls: Option<Tls>,
     ) -> Result<Client> {
         let seeds: Vec<String> = seeds.iter().map(|s| s.as_ref().to_owned()).collect();
         if seeds.is_empty() {
@@ -441,6 +464,7 @@ impl Client {
                 max_in_flight: options.max_in_flight,
                 limits: options.limits,
                 credentials,
+                tls,
             },
             endpoints: Mutex::new(HashMap::new()),
         };

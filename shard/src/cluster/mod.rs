@@ -353,7 +353,7 @@ pub struct Cluster {
 impl Cluster {
     /// Opens core `core`'s cluster state (its hint store included);
     /// `secret` is the cluster secret its peer pool proves (see
-    /// `server::peer::handshake`).
+    /// `server::peer::handshake`), `tls` how it reaches other nodes over TLS.
     #[allow(clippy::too_many_arguments)] // one caller, the runtime's core start
     pub async fn open(
         config: &Config,
@@ -363,6 +363,7 @@ impl Cluster {
         epoch: u64,
         fg: glommio::TaskQueueHandle,
         secret: Option<crate::security::ClusterSecret>,
+        tls: Option<crate::tls::PeerTls>,
     ) -> Result<Cluster> {
         let me = NodeId(config.node.id.clone());
         let source_ip = config
@@ -383,6 +384,7 @@ impl Cluster {
                 reconnect_backoff: Duration::from_millis(200),
                 secret,
                 node_id: config.node.id.clone(),
+                tls,
             },
             fg,
         ));

@@ -52,6 +52,16 @@
 //! established, so glommio parks it on write readiness, which comes with the
 //! SYN-ACK or with the failure (then the send returns the connect error).
 //! Bound by `connect_timeout` like the rest.
+//!
+//! ## TLS
+//!
+//! With `tls` set (a node with `[tls]` in cluster mode), every connection
+//! is TLS: after the TCP connect, the pool's handshake presents this node's
+//! certificate and checks the peer's against the cluster's CA and the
+//! peer's IP address (or `tls.server_name`). The cluster-secret handshake,
+//! when configured, follows inside the TLS session. Both count against
+//! `connect_timeout`. Without `tls` the stream is the plain socket
+//! ([`PeerStream::Plain`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -66,12 +76,14 @@ use corekv_net::msg::{ErrorCode, Limits, Response, ResponseOpcode};
 use futures::channel::oneshot;
 use futures::future::{select, Either};
 use futures::io::{ReadHalf, WriteHalf};
-use futures::{AsyncReadExt, AsyncWriteExt};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::TaskQueueHandle;
 
+use super::tls::PeerStream;
 use crate::error::{Error, Result};
 use crate::security::ClusterSecret;
+use crate::tls::PeerTls;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 64 << 10;
@@ -106,6 +118,8 @@ pub struct PeerPoolOptions {
     pub secret: Option<ClusterSecret>,
     /// This node's id, sent in the handshake (bound into both MACs).
     pub node_id: String,
+    /// TLS to every peer (mutual: this node presents its certificate).
+    pub tls: Option<PeerTls>,
 }
 
 impl Default for PeerPoolOptions {
@@ -118,6 +132,7 @@ impl Default for PeerPoolOptions {
             reconnect_backoff: Duration::from_millis(200),
             secret: None,
             node_id: String::new(),
+            tls: None,
         }
     }
 }
@@ -497,12 +512,25 @@ async fn connect_task(inner: Rc<Inner>, addr: String, sock: SocketAddr, attempt:
     let options = &inner.options;
     let opened = {
         let open = async {
-            let mut stream = open(sock, options.source_ip)
+            let stream = open(sock, options.source_ip)
                 .await
                 .map_err(|e| match options.source_ip {
                     Some(ip) => format!("connect from {ip} failed: {e}"),
                     None => format!("connect failed: {e}"),
                 })?;
+            let mut stream = match &options.tls {
+                None => PeerStream::Plain(stream),
+                Some(tls) => {
+                    let connector = futures_rustls::TlsConnector::from(tls.config.clone());
+                    let s = connector.connect(tls.name_for(sock), stream).await.map_err(|e| {
+                        // A peer whose certificate is refused (or that refuses
+                        // ours) is misconfigured or not one of ours.
+                        tracing::warn!(peer = %addr, error = %e, "node-to-node TLS handshake failed");
+                        format!("TLS handshake failed: {e}")
+                    })?;
+                    PeerStream::Tls(Box::new(s))
+                }
+            };
             if let Some(secret) = &options.secret {
                 handshake(&mut stream, secret, &options.node_id)
                     .await
@@ -513,7 +541,7 @@ async fn connect_task(inner: Rc<Inner>, addr: String, sock: SocketAddr, attempt:
                         format!("handshake failed: {reason}")
                     })?;
             }
-            Ok::<TcpStream, String>(stream)
+            Ok::<PeerStream, String>(stream)
         };
         let timer = glommio::timer::sleep(options.connect_timeout);
         futures::pin_mut!(open, timer);
@@ -581,7 +609,11 @@ async fn open(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpSt
 /// The opening side of the node-to-node handshake (docs/protocol.md,
 /// "Authentication"): proves this node knows `secret` and checks that the
 /// peer does, over nonces fresh for this connection.
-pub async fn handshake(stream: &mut TcpStream, secret: &ClusterSecret, from: &str) -> std::result::Result<(), String> {
+pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    secret: &ClusterSecret,
+    from: &str,
+) -> std::result::Result<(), String> {
     use corekv_net::msg::auth::{peer_mac, verify_peer_mac, PeerChallenge, PeerHello, PeerProof, Role, NONCE_LEN};
     use rand::RngCore;
     let mut client_nonce = [0u8; NONCE_LEN];
@@ -591,6 +623,7 @@ pub async fn handshake(stream: &mut TcpStream, secret: &ClusterSecret, from: &st
         .encode_frame(1, &mut buf)
         .map_err(|e| e.to_string())?;
     stream.write_all(&buf).await.map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())?;
     // Handshake answers are small; a default-limited decoder is plenty.
     let mut dec = FrameDecoder::new(Limits::default().max_frame);
     let body = handshake_answer(stream, &mut dec).await?;
@@ -617,12 +650,16 @@ pub async fn handshake(stream: &mut TcpStream, secret: &ClusterSecret, from: &st
         .encode_frame(2, &mut buf)
         .map_err(|e| e.to_string())?;
     stream.write_all(&buf).await.map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())?;
     handshake_answer(stream, &mut dec).await.map(|_| ())
 }
 
 /// The body of the next handshake answer; the peer's refusal (an ERROR
 /// answer) as `Err` with its message.
-async fn handshake_answer(stream: &mut TcpStream, dec: &mut FrameDecoder) -> std::result::Result<Vec<u8>, String> {
+async fn handshake_answer<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    dec: &mut FrameDecoder,
+) -> std::result::Result<Vec<u8>, String> {
     loop {
         match dec.next_frame() {
             Ok(Some(f)) if f.header.flags.is_error() => {
@@ -678,7 +715,7 @@ struct Conn {
 impl Conn {
     /// Starts the reader and writer tasks of a connected stream.
     fn start(
-        stream: TcpStream,
+        stream: PeerStream,
         addr: &str,
         options: &PeerPoolOptions,
         tq: TaskQueueHandle,
@@ -852,7 +889,7 @@ impl Drop for Forget<'_> {
 }
 
 /// The reader task: frames to callers until the stream ends or breaks.
-async fn read_loop(conn: Rc<Conn>, mut reader: ReadHalf<TcpStream>) {
+async fn read_loop(conn: Rc<Conn>, mut reader: ReadHalf<PeerStream>) {
     let mut dec = FrameDecoder::new(conn.limits.max_frame);
     loop {
         loop {
@@ -900,7 +937,7 @@ async fn read_loop(conn: Rc<Conn>, mut reader: ReadHalf<TcpStream>) {
 }
 
 /// The writer task: sends what callers queued until the connection closes.
-async fn write_loop(conn: Rc<Conn>, mut writer: WriteHalf<TcpStream>) {
+async fn write_loop(conn: Rc<Conn>, mut writer: WriteHalf<PeerStream>) {
     let mut spare = Vec::new();
     loop {
         if conn.is_closed() {
@@ -912,7 +949,11 @@ async fn write_loop(conn: Rc<Conn>, mut writer: WriteHalf<TcpStream>) {
         }
         std::mem::swap(&mut *conn.out.borrow_mut(), &mut spare);
         let written = {
-            let write = writer.write_all(&spare);
+            // TLS keeps encrypted records until flushed; a socket's flush is free.
+            let write = async {
+                writer.write_all(&spare).await?;
+                writer.flush().await
+            };
             let stop = conn.shutdown.notified();
             futures::pin_mut!(write, stop);
             match select(write, stop).await {
