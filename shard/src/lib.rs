@@ -9,6 +9,7 @@
 //! They are pure code without I/O beyond reading the configuration file, so
 //! the server and the deterministic simulator share them.
 
+pub mod backup;
 pub mod cluster;
 mod codec;
 pub mod config;

@@ -1,5 +1,6 @@
 //! Operator commands against one node: `status`, `repair`, `decommission`,
-//! `removenode ID`. Each is a node-to-node ADMIN frame (docs/protocol.md)
+//! `removenode ID`, `drain`, `hints` (and, in `backup.rs`, `snapshot`,
+//! `backup`, `restore`). Each is a node-to-node ADMIN frame (docs/protocol.md)
 //! sent straight to the node, which answers a report when the work is done.
 //!
 //! A node with a cluster secret serves node-to-node opcodes only after the
@@ -18,9 +19,9 @@ use clap::{Arg, ArgMatches, Command};
 use corekv_net::frame::{FrameDecoder, HEADER_LEN};
 use corekv_net::msg::auth::AuthRequest;
 use corekv_net::msg::peer::{PeerOp, PeerOpcode, PeerRequest, PeerResponse};
-use corekv_net::msg::{Limits, Response};
+use corekv_net::msg::{Limits, Response, ResponseOpcode};
 
-fn node_arg() -> Arg {
+pub(crate) fn node_arg() -> Arg {
     Arg::new("node")
         .long("node")
         .short('n')
@@ -31,7 +32,7 @@ fn node_arg() -> Arg {
 }
 
 /// The credential flags of every admin command.
-fn auth_args(c: Command) -> Command {
+pub(crate) fn auth_args(c: Command) -> Command {
     c.arg(
         Arg::new("cluster-secret")
             .long("cluster-secret")
@@ -61,7 +62,7 @@ pub struct Credentials {
     pub user: Option<(String, String)>,
 }
 
-fn credentials(m: &ArgMatches) -> Result<Credentials, String> {
+pub(crate) fn credentials(m: &ArgMatches) -> Result<Credentials, String> {
     let secret = if let Some(s) = m.get_one::<String>("cluster-secret").filter(|s| !s.is_empty()) {
         Some(s.as_bytes().to_vec())
     } else if let Some(f) = m.get_one::<String>("cluster-secret-file").filter(|s| !s.is_empty()) {
@@ -74,7 +75,7 @@ fn credentials(m: &ArgMatches) -> Result<Credentials, String> {
     Ok(Credentials { secret, user })
 }
 
-fn timeout_arg() -> Arg {
+pub(crate) fn timeout_arg() -> Arg {
     Arg::new("timeout")
         .long("timeout")
         .value_name("SECONDS")
@@ -103,6 +104,17 @@ pub fn commands() -> Vec<Command> {
             .arg(node_arg())
             .arg(timeout_arg())
             .arg(Arg::new("id").required(true).help("The dead node's id")),
+        Command::new("drain")
+            .about(
+                "Drain the node for a restart: tell the cluster it is going (peers mark it down and hint its \
+                 writes), stop taking requests, finish those in flight, flush, exit 0",
+            )
+            .arg(node_arg())
+            .arg(timeout_arg()),
+        Command::new("hints")
+            .about("Print the hints the node holds for other nodes (writes they missed), per node")
+            .arg(node_arg())
+            .arg(timeout_arg()),
     ]
     .into_iter()
     .map(auth_args)
@@ -111,7 +123,7 @@ pub fn commands() -> Vec<Command> {
 
 /// Whether `name` is an admin subcommand.
 pub fn is_admin(name: &str) -> bool {
-    matches!(name, "status" | "repair" | "decommission" | "removenode")
+    matches!(name, "status" | "repair" | "decommission" | "removenode" | "drain" | "hints")
 }
 
 /// Runs an admin subcommand; prints the node's report.
@@ -135,51 +147,133 @@ pub fn run(name: &str, m: &ArgMatches) -> Result<bool, String> {
 /// Sends one ADMIN command to `node`, authenticating first with `creds`,
 /// and waits for its report.
 pub fn call_with(node: &str, command: &str, timeout: Duration, creds: &Credentials) -> Result<String, String> {
-    let mut s = TcpStream::connect(node).map_err(|e| format!("connecting to {node}: {e}"))?;
-    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    let mut dec = FrameDecoder::new(Limits::default().max_frame);
-    if let Some(secret) = &creds.secret {
-        handshake(&mut s, &mut dec, secret).map_err(|e| format!("{node}: cluster handshake failed: {e}"))?;
+    let mut conn = AdminConn::open(node, timeout, creds)?;
+    let body = conn.call(PeerOp::Admin {
+        command: command.as_bytes(),
+    })?;
+    match PeerResponse::decode_body(PeerOpcode::Admin, &body, &Limits::default()) {
+        Ok(PeerResponse::Report { text }) => Ok(String::from_utf8_lossy(text).into_owned()),
+        Ok(_) | Err(_) => Err(format!("{node} answered something other than a report")),
     }
-    if let Some((user, password)) = &creds.user {
-        let mut buf = Vec::new();
-        AuthRequest {
-            user,
-            password: password.as_bytes(),
+}
+
+/// An authenticated connection to one node for node-to-node requests
+/// (operator commands, snapshot reads, restores), one at a time.
+#[derive(Debug)]
+pub struct AdminConn {
+    s: TcpStream,
+    dec: FrameDecoder,
+    node: String,
+    next_id: u64,
+}
+
+impl AdminConn {
+    /// Connects to `node` and authenticates with `creds`; every answer is
+    /// waited for at most `timeout`.
+    pub fn open(node: &str, timeout: Duration, creds: &Credentials) -> Result<AdminConn, String> {
+        let mut s = TcpStream::connect(node).map_err(|e| format!("connecting to {node}: {e}"))?;
+        s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        let _ = s.set_nodelay(true);
+        let mut dec = FrameDecoder::new(Limits::default().max_frame);
+        if let Some(secret) = &creds.secret {
+            handshake(&mut s, &mut dec, secret).map_err(|e| format!("{node}: cluster handshake failed: {e}"))?;
         }
-        .encode_frame(3, &mut buf)
-        .map_err(|e| e.to_string())?;
-        s.write_all(&buf).map_err(|e| format!("sending to {node}: {e}"))?;
-        answer(&mut s, &mut dec).map_err(|e| format!("{node}: AUTH failed: {e}"))?;
-    }
-    let req = PeerRequest {
-        from: "corekv-cli",
-        op: PeerOp::Admin {
-            command: command.as_bytes(),
-        },
-    };
-    let mut buf = Vec::new();
-    req.encode_frame(1, &mut buf).map_err(|e| e.to_string())?;
-    s.write_all(&buf).map_err(|e| format!("sending to {node}: {e}"))?;
-    let limits = Limits::default();
-    loop {
-        if let Some(f) = dec.next_frame().map_err(|e| format!("bad answer from {node}: {e}"))? {
-            if f.header.flags.is_error() {
-                return match Response::decode_body(corekv_net::msg::ResponseOpcode::Error as u8, f.body, &limits) {
-                    Ok(Response::Error { message, .. }) => Err(format!("{node}: {message}")),
-                    _ => Err(format!("{node} answered an error")),
-                };
+        if let Some((user, password)) = &creds.user {
+            let mut buf = Vec::new();
+            AuthRequest {
+                user,
+                password: password.as_bytes(),
             }
-            return match PeerResponse::decode_body(PeerOpcode::Admin, f.body, &limits) {
-                Ok(PeerResponse::Report { text }) => Ok(String::from_utf8_lossy(text).into_owned()),
-                Ok(_) | Err(_) => Err(format!("{node} answered something other than a report")),
-            };
+            .encode_frame(3, &mut buf)
+            .map_err(|e| e.to_string())?;
+            s.write_all(&buf).map_err(|e| format!("sending to {node}: {e}"))?;
+            answer(&mut s, &mut dec).map_err(|e| format!("{node}: AUTH failed: {e}"))?;
         }
-        let spare = dec.spare(HEADER_LEN.max(64 << 10));
-        let n = s.read(spare).map_err(|e| format!("waiting for {node}: {e}"))?;
-        dec.commit(n);
-        if n == 0 {
-            return Err(format!("{node} closed the connection without answering"));
+        Ok(AdminConn {
+            s,
+            dec,
+            node: node.to_owned(),
+            next_id: 16,
+        })
+    }
+
+    /// The node's address.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Sends one node-to-node request and returns the body of its answer;
+    /// an ERROR answer is `Err` with the node's message.
+    pub fn call(&mut self, op: PeerOp<'_>) -> Result<Vec<u8>, String> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut buf = Vec::new();
+        PeerRequest { from: "corekv-cli", op }
+            .encode_frame(id, &mut buf)
+            .map_err(|e| e.to_string())?;
+        self.s
+            .write_all(&buf)
+            .map_err(|e| format!("sending to {}: {e}", self.node))?;
+        self.answer(id)
+    }
+
+    /// RING: the client addresses of the nodes the contacted node lists.
+    pub fn ring(&mut self) -> Result<Vec<String>, String> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut buf = Vec::new();
+        corekv_net::msg::Request {
+            consistency: corekv_net::msg::Consistency::One,
+            timeout_ms: 0,
+            sloppy_quorum: false,
+            op: corekv_net::msg::Op::Ring,
+        }
+        .encode_frame(id, &mut buf)
+        .map_err(|e| e.to_string())?;
+        self.s
+            .write_all(&buf)
+            .map_err(|e| format!("sending to {}: {e}", self.node))?;
+        let body = self.answer(id)?;
+        match Response::decode_body(corekv_net::msg::ResponseOpcode::Ring as u8, &body, &Limits::default()) {
+            Ok(Response::Ring { nodes, .. }) => Ok(nodes.iter().map(|n| n.address.to_owned()).collect()),
+            _ => Err(format!("{} answered RING with something else", self.node)),
+        }
+    }
+
+    fn answer(&mut self, id: u64) -> Result<Vec<u8>, String> {
+        let limits = Limits::default();
+        let node = &self.node;
+        loop {
+            if let Some(f) = self.dec.next_frame().map_err(|e| format!("bad answer from {node}: {e}"))? {
+                if f.header.request_id != id {
+                    if f.header.request_id == 0 && f.header.flags.is_error() {
+                        let why = match Response::decode_body(ResponseOpcode::Error as u8, f.body, &limits) {
+                            Ok(Response::Error { message, .. }) => message.to_owned(),
+                            _ => "an undecodable error".to_owned(),
+                        };
+                        return Err(format!("{node} closed the connection: {why}"));
+                    }
+                    continue;
+                }
+                if f.header.flags.is_error() {
+                    return match Response::decode_body(ResponseOpcode::Error as u8, f.body, &limits) {
+                        Ok(Response::Error { message, .. }) => Err(format!("{node}: {message}")),
+                        _ => Err(format!("{node} answered an error")),
+                    };
+                }
+                return Ok(f.body.to_vec());
+            }
+            let spare = self.dec.spare(HEADER_LEN.max(64 << 10));
+            let n = match self.s.read(spare) {
+                Ok(n) => n,
+                // A signal interrupted the read: nothing was lost, read again.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("waiting for {node}: {e}")),
+            };
+            self.dec.commit(n);
+            if n == 0 {
+                return Err(format!("{node} closed the connection without answering"));
+            }
         }
     }
 }

@@ -1,8 +1,10 @@
 //! `corekv`: start a node (`serve`), measure its disk (`tune`), talk to a running one (`get`, `put`,
-//! `del`, `scan`) and write its users file (`hash-password`, `user add`). A library so test crates can build the same command
+//! `del`, `scan`), operate it (`status`, `repair`, `drain`, `snapshot`, `backup`, `restore`, ...)
+//! and write its users file (`hash-password`, `user add`). A library so test crates can build the same command
 //! under their own binary name.
 
 mod admin;
+mod backup;
 mod client;
 mod serve;
 mod tune;
@@ -23,6 +25,7 @@ fn cli() -> Command {
         .subcommand(tune::command())
         .subcommands(client::commands())
         .subcommands(admin::commands())
+        .subcommands(backup::commands())
         .subcommands(users::commands())
 }
 
@@ -33,6 +36,7 @@ pub fn main() -> ExitCode {
         Some(("serve", m)) => serve::run(m).map(|()| true),
         Some(("tune", m)) => tune::run(m).map(|()| true),
         Some((name, m)) if admin::is_admin(name) => admin::run(name, m),
+        Some((name, m)) if backup::is_backup(name) => backup::run(name, m),
         Some((name, m)) if users::is_users(name) => users::run(name, m),
         Some((name, m)) => client::run(name, m),
         None => Err("no command (see corekv --help)".to_string()),

@@ -169,6 +169,41 @@ fn send(shard: &Rc<Shard>, cluster: &Rc<Cluster>, g: &GossipState, to: String, m
     });
 }
 
+/// Tells every live peer that this node is shutting down (core 0), and
+/// waits (each at most a gossip timeout) for their answers: they then take
+/// it for down at once, hinting its writes and sending it no reads, instead
+/// of timing out on it until the failure detector convicts it. Returns
+/// (peers that answered, peers told). From now on the gossiper is silent.
+pub async fn announce_shutdown(cluster: &Rc<Cluster>) -> (usize, usize) {
+    let Some(g) = cluster.gossip.as_ref() else { return (0, 0) };
+    let out = g.gossiper.borrow_mut().shut_down();
+    let timeout = g.timeout;
+    let sends: Vec<_> = out
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Send { to, msg } => Some((to, msg)),
+            _ => None,
+        })
+        .map(|(to, msg)| {
+            let c = cluster.clone();
+            async move {
+                let mut payload = Vec::new();
+                if wire::encode(&msg, &mut payload).is_err() {
+                    return false;
+                }
+                let req = PeerRequest {
+                    from: &c.me.0,
+                    op: PeerOp::Gossip { payload: &payload },
+                };
+                matches!(c.pool.call(&to, &req, timeout).await, Ok(crate::server::peer::PeerAnswer::Gossip { .. }))
+            }
+        })
+        .collect();
+    let told = sends.len();
+    let answered = futures::future::join_all(sends).await.into_iter().filter(|ok| *ok).count();
+    (answered, told)
+}
+
 /// Announces a new status for this node (core 0) and publishes the view.
 pub fn announce(cluster: &Cluster, status: MemberStatus) {
     if let Some(g) = cluster.gossip.as_ref() {

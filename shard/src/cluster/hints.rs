@@ -152,6 +152,22 @@ impl Hints {
         }
     }
 
+    /// Checkpoints the hint engine into `dest` (snapshots: a write held
+    /// here for a replica that missed it is restored like any record).
+    pub async fn checkpoint(&self, dest: &std::path::Path) -> corekv_engine::Result<()> {
+        self.engine.checkpoint(dest).await
+    }
+
+    /// Hints pending, per target node.
+    pub fn pending_by_target(&self) -> Vec<(String, u64)> {
+        let store = self.store.borrow();
+        let mut counts: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        for h in store.iter() {
+            *counts.entry(h.target.0.clone()).or_default() += 1;
+        }
+        counts.into_iter().collect()
+    }
+
     /// Counters for INFO and metrics.
     pub fn metrics(&self) -> HintMetrics {
         self.store.borrow().metrics()

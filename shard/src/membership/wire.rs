@@ -22,6 +22,7 @@
 //!  5  PING_ACK     seq varint | generation varint | heartbeat varint
 //!  6  PING_REQ     seq varint | target str(1024)
 //!  7  INDIRECT_ACK seq varint | target str(1024) | generation varint | heartbeat varint
+//!  8  SHUTDOWN     generation varint (the sender is draining: take it for down now)
 //!
 //! digests = count varint (<= MAX_NODES_PER_MESSAGE)
 //!           | count x (id str(1024) | generation varint | heartbeat varint | version varint)
@@ -72,6 +73,7 @@ const TAG_PING: u8 = 4;
 const TAG_PING_ACK: u8 = 5;
 const TAG_PING_REQ: u8 = 6;
 const TAG_INDIRECT_ACK: u8 = 7;
+const TAG_SHUTDOWN: u8 = 8;
 
 const HAS_ADDRESS: u8 = 1 << 0;
 const HAS_DC: u8 = 1 << 1;
@@ -142,6 +144,9 @@ pub fn decode(buf: &[u8]) -> Result<Message> {
             generation: r.varint()?,
             heartbeat: r.varint()?,
         },
+        TAG_SHUTDOWN => Body::Shutdown {
+            generation: r.varint()?,
+        },
         _ => return Err(r.error("unknown gossip message tag")),
     };
     r.finish()?;
@@ -202,6 +207,10 @@ fn encode_message(msg: &Message, out: &mut Vec<u8>) -> Result<()> {
             put_str(out, "gossip probe target", &target.0, MAX_ID_BYTES)?;
             put_varint(out, *generation);
             put_varint(out, *heartbeat);
+        }
+        Body::Shutdown { generation } => {
+            out.push(TAG_SHUTDOWN);
+            put_varint(out, *generation);
         }
     }
     Ok(())
@@ -468,6 +477,7 @@ mod tests {
                     heartbeat,
                 }
             }),
+            any::<u64>().prop_map(|generation| Body::Shutdown { generation }),
         ]
     }
 
@@ -554,6 +564,9 @@ mod tests {
                 target: NodeId::from("node-4"),
                 generation: 1_767_000_000_004,
                 heartbeat: 12,
+            }),
+            msg(Body::Shutdown {
+                generation: 1_767_000_000_005,
             }),
         ]
     }
