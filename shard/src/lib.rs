@@ -15,6 +15,7 @@ mod codec;
 pub mod config;
 pub mod coordinator;
 pub mod error;
+pub mod formats;
 pub mod membership;
 pub mod replication;
 pub mod runtime;

@@ -472,6 +472,8 @@ fn proc_addr(listen: &str) -> Option<String> {
 pub fn start(config: Config, serve: ServeFn) -> Result<RunningNode> {
     let cores = usize::try_from(config.node.cores).unwrap_or(1).max(1);
     check_ports_free(&config, cores)?;
+    // Before any file is opened: a directory a newer build wrote is refused whole.
+    crate::formats::check_data_dir(&config.node.data_dir)?;
     // Before any core starts: a missing users file or secret stops the start.
     let security = Arc::new(crate::security::Security::load(&config)?);
     let ring = Arc::new(single_node_ring(&config)?);

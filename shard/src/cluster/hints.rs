@@ -79,6 +79,17 @@ impl Hints {
                 };
                 match Hint::<Record>::decode(&r.value) {
                     Ok(h) => restored.push(h),
+                    // Written by a newer build: starting would drop it
+                    // silently, and the operator must decide.
+                    Err(err @ Error::UnsupportedFormat { .. }) => {
+                        return Err(Error::Runtime {
+                            what: format!(
+                                "reading the hints of core {core} in {}",
+                                config.node.data_dir.join(format!("hints-{core}")).display()
+                            ),
+                            reason: err.to_string(),
+                        })
+                    }
                     // A hint we cannot read is reported and left for an operator:
                     // anti-entropy repairs its target anyway.
                     Err(err) => tracing::error!(core, error = %err, "unreadable hint skipped"),

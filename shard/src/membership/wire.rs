@@ -110,9 +110,7 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<()> {
 /// [`Error::GossipDecode`] naming the offset and what was wrong.
 pub fn decode(buf: &[u8]) -> Result<Message> {
     let mut r = Reader::of(Format::Gossip, buf, "gossip message");
-    if r.u8()? != FORMAT_VERSION {
-        return Err(r.error("unknown gossip format version"));
-    }
+    r.version(FORMAT_VERSION)?;
     let from = NodeId(read_str(&mut r, MAX_ID_BYTES)?);
     let from_address = read_str(&mut r, MAX_ID_BYTES)?;
     let body = match r.u8()? {
@@ -607,12 +605,17 @@ mod tests {
 
         let mut b = bytes(&msg(Body::Ping { seq: 1 }));
         b[0] = 2;
-        assert!(matches!(decode(&b), Err(Error::GossipDecode { offset: 1, .. })));
+        let e = decode(&b).unwrap_err();
+        assert!(matches!(e, Error::UnsupportedFormat { found: 2, .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "gossip message has format version 2; this build reads version 1"
+        );
 
         // The tag follows version (1), sender id (2 + 6) and address (2 + 14).
         let mut b = bytes(&msg(Body::Ping { seq: 1 }));
         assert_eq!(b[25], TAG_PING);
-        b[25] = 8;
+        b[25] = 9;
         assert!(matches!(
             decode(&b),
             Err(Error::GossipDecode {
