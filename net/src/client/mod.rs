@@ -377,6 +377,8 @@ struct Inner {
     last_failure_refresh: std::sync::atomic::AtomicU64,
     /// When the client started (the clock of `last_failure_refresh`).
     started: std::time::Instant,
+    /// Attempts made again after a retryable failure.
+    retries_made: std::sync::atomic::AtomicU64,
 }
 
 impl Inner {
@@ -463,6 +465,7 @@ impl Client {
                 refresh_turn: AtomicUsize::new(0),
                 last_failure_refresh: std::sync::atomic::AtomicU64::new(0),
                 started: std::time::Instant::now(),
+                retries_made: std::sync::atomic::AtomicU64::new(0),
             }),
             consistency: options.consistency,
             sloppy_quorum: options.sloppy_quorum,
@@ -539,6 +542,13 @@ impl Client {
         self.inner.topology().routing.clone()
     }
 
+    /// How many attempts this client (and its clones) made again after a
+    /// retryable failure, since it connected: each retried request counts
+    /// once per retry. A request whose retry succeeded returned `Ok`.
+    pub fn retries_made(&self) -> u64 {
+        self.inner.retries_made.load(Ordering::Relaxed)
+    }
+
     /// Requests currently waiting for an answer, over the connections of the
     /// current ring.
     pub fn pending_requests(&self) -> usize {
@@ -588,6 +598,7 @@ impl Client {
             };
             match self.inner.transport.attempt(endpoint, &req, self.timeout).await {
                 Err(e) if attempt < retries && e.is_retryable() => {
+                    self.inner.retries_made.fetch_add(1, Ordering::Relaxed);
                     if endpoints.len() > 1 {
                         self.refresh_after_failure();
                     }

@@ -856,6 +856,9 @@ async fn coordinate_write(
         None => Value::tombstone(now_ms()),
     };
     let ctx = match &context {
+        // No bytes: the empty context (a blind write that supersedes
+        // nothing), as docs/client.md promises.
+        Some(c) if c.is_empty() => Some(Context::new()),
         Some(c) => Some(Context::decode(c).map_err(|e| versioning_failure(&e))?),
         None => None,
     };
