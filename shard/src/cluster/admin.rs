@@ -82,7 +82,7 @@ async fn run_with(shard: &Rc<Shard>, cluster: Option<&Rc<Cluster>>, command: &st
         (["hints"], Some(_)) => hints(shard).await,
         (["status" | "repair" | "decommission" | "hints"] | ["removenode", _], None) => Err(Failure::new(
             FailureKind::Invalid,
-            format!("`{command}` needs cluster mode; this node runs alone (cluster.seeds is empty)"),
+            format!("this node is not in cluster mode (cluster.seeds is empty): `{command}` needs a cluster"),
         )),
         _ => Err(Failure::new(
             FailureKind::Invalid,

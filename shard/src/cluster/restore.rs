@@ -46,6 +46,18 @@ pub async fn restore_records(
     let mut records = Vec::with_capacity(entries.len());
     for (token, key, bytes) in entries {
         let show = || String::from_utf8_lossy(&key).into_owned();
+        if key.is_empty() || key.len() > max_key {
+            return Err(Failure::new(
+                FailureKind::TooLarge,
+                format!("key of {} bytes: keys are 1..={max_key} bytes here", key.len()),
+            ));
+        }
+        if crate::topology::token_of(&key) != token {
+            return Err(Failure::new(
+                FailureKind::Invalid,
+                format!("key {:?} came with token {token:#x}, which is not its token", show()),
+            ));
+        }
         let record = Record::decode(&bytes).map_err(|e| {
             Failure::new(
                 FailureKind::Invalid,
@@ -61,18 +73,6 @@ pub async fn restore_records(
                     if causal { "causal" } else { "lww" },
                     if cluster.causal { "causal" } else { "lww" }
                 ),
-            ));
-        }
-        if key.is_empty() || key.len() > max_key {
-            return Err(Failure::new(
-                FailureKind::TooLarge,
-                format!("key of {} bytes: keys are 1..={max_key} bytes here", key.len()),
-            ));
-        }
-        if crate::topology::token_of(&key) != token {
-            return Err(Failure::new(
-                FailureKind::Invalid,
-                format!("key {:?} came with token {token:#x}, which is not its token", show()),
             ));
         }
         records.push((Key { token, bytes: key }, record));
