@@ -174,7 +174,8 @@ impl SnapshotMeta {
                 "{origin} has snapshot format version {format}; this build reads version {SNAPSHOT_FORMAT}"
             ));
         }
-        let m: SnapshotMeta = toml::from_str(text).map_err(|e| format!("{origin} is not a valid {SNAPSHOT_META}: {e}"))?;
+        let m: SnapshotMeta =
+            toml::from_str(text).map_err(|e| format!("{origin} is not a valid {SNAPSHOT_META}: {e}"))?;
         check_files(&m.files, origin)?;
         check_mode(&m.mode, origin)?;
         for member in &m.members {
@@ -292,7 +293,10 @@ impl BackupManifest {
         }
         for f in &m.files {
             if !m.nodes.iter().any(|n| n.id == f.node) {
-                return Err(format!("{origin}: file {} names node `{}`, which is not listed", f.path, f.node));
+                return Err(format!(
+                    "{origin}: file {} names node `{}`, which is not listed",
+                    f.path, f.node
+                ));
             }
             check_relative_path(&f.path).map_err(|e| format!("{origin}: {e}"))?;
         }
@@ -322,7 +326,10 @@ pub async fn checksum_file(path: &Path) -> Result<(u64, u32), Failure> {
         .open_buffered(path)
         .await
         .map_err(|e| engine_failure("opening a snapshot file", &e))?;
-    let size = f.size().await.map_err(|e| engine_failure("sizing a snapshot file", &e))?;
+    let size = f
+        .size()
+        .await
+        .map_err(|e| engine_failure("sizing a snapshot file", &e))?;
     let mut crc = 0u32;
     let mut pos = 0u64;
     while pos < size {
@@ -335,7 +342,9 @@ pub async fn checksum_file(path: &Path) -> Result<(u64, u32), Failure> {
         pos += len as u64;
         corekv_engine::io::yield_if_needed().await;
     }
-    f.close().await.map_err(|e| engine_failure("closing a snapshot file", &e))?;
+    f.close()
+        .await
+        .map_err(|e| engine_failure("closing a snapshot file", &e))?;
     Ok((size, crc))
 }
 
@@ -417,7 +426,10 @@ pub async fn read_small_file(path: &Path) -> Result<Vec<u8>, Failure> {
             path.display()
         )));
     }
-    let b = f.read_exact_at(0, usize::try_from(size).unwrap_or(0)).await.map_err(fail)?;
+    let b = f
+        .read_exact_at(0, usize::try_from(size).unwrap_or(0))
+        .await
+        .map_err(fail)?;
     let out = b.to_vec();
     f.close().await.map_err(fail)?;
     Ok(out)
@@ -661,7 +673,13 @@ pub fn read_backup(dir: &Path, manifest: &BackupManifest, sink: BatchSink) -> Re
     .map_err(|e| e.to_string())?
 }
 
-async fn read_dir(dir: &Path, hints: bool, cluster: bool, sink: &BatchSink, stats: &mut ReadStats) -> Result<(), String> {
+async fn read_dir(
+    dir: &Path,
+    hints: bool,
+    cluster: bool,
+    sink: &BatchSink,
+    stats: &mut ReadStats,
+) -> Result<(), String> {
     let mut o = corekv_engine::Options::new(Fs::real(), dir.to_path_buf());
     o.read_only = true;
     o.table_reads = corekv_engine::TableReads::Buffered;
@@ -826,7 +844,9 @@ pub async fn take_local(shard: &Rc<Shard>, name: &str) -> Result<SnapshotMeta, F
 
 /// Parses a `0x` hex token of a [`SnapshotMeta`] or [`BackupNode`].
 pub fn parse_token(t: &str) -> Result<u64, String> {
-    let hex = t.strip_prefix("0x").ok_or_else(|| format!("token `{t}` does not start with 0x"))?;
+    let hex = t
+        .strip_prefix("0x")
+        .ok_or_else(|| format!("token `{t}` does not start with 0x"))?;
     u64::from_str_radix(hex, 16).map_err(|e| format!("token `{t}`: {e}"))
 }
 
@@ -862,7 +882,15 @@ mod tests {
         for ok in ["SNAPSHOT.toml", "core-0/000012.sst", "hints-3/MANIFEST-000002"] {
             assert!(check_relative_path(ok).is_ok(), "{ok}");
         }
-        for bad in ["../x", "core-0/../../etc", "/etc/passwd", "a/b/c", "core-0/", "", "core-0//x"] {
+        for bad in [
+            "../x",
+            "core-0/../../etc",
+            "/etc/passwd",
+            "a/b/c",
+            "core-0/",
+            "",
+            "core-0//x",
+        ] {
             assert!(check_relative_path(bad).is_err(), "{bad:?}");
         }
     }
@@ -965,5 +993,132 @@ mod tests {
         assert_eq!(human_bytes(10), "10 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+
+    fn lww(value: &str) -> crate::versioning::Record {
+        crate::versioning::Record::Lww(crate::versioning::LwwRegister::new(
+            crate::versioning::Timestamp::from_u64(1 << 20),
+            crate::versioning::Actor(3),
+            crate::versioning::Value::put(value),
+        ))
+    }
+
+    /// Engines checkpointed under `<root>/bk/n1/{core-0,hints-0}` on the
+    /// real disk (target/), read back by [`read_backup`].
+    #[test]
+    fn read_backup_sends_records_hints_and_plain_entries() {
+        use crate::topology::token_of;
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/unit-backup")
+            .join(std::process::id().to_string());
+        let _ = std::fs::remove_dir_all(&root);
+        let bk = root.join("bk");
+        let (live, bk2) = (root.join("live"), bk.clone());
+        crate::runtime::run_offline("fixture", move || async move {
+            let open = |dir: PathBuf| async move {
+                let mut o = corekv_engine::Options::new(Fs::real(), dir);
+                o.background = false;
+                Engine::open(o).await.unwrap()
+            };
+            let e = open(live.join("core-0")).await;
+            for (k, v) in [("a", "va"), ("b", "vb")] {
+                e.put(token_of(k.as_bytes()), k.as_bytes(), &lww(v).to_bytes(), RECORD_META, 0)
+                    .await
+                    .unwrap();
+            }
+            // Not a record; and a record past its purge time: both skipped.
+            e.put(token_of(b"c"), b"c", b"plain", b"hlc", 0).await.unwrap();
+            e.put(token_of(b"d"), b"d", &lww("vd").to_bytes(), RECORD_META, 1)
+                .await
+                .unwrap();
+            e.delete(token_of(b"t"), b"t", b"hlc2").await.unwrap();
+            e.checkpoint(&bk2.join("n1").join("core-0")).await.unwrap();
+            e.close().await.unwrap();
+            let h = open(live.join("hints-0")).await;
+            let hint = crate::replication::hints::Hint {
+                id: crate::replication::hints::HintId(9),
+                target: crate::topology::NodeId::from("n2"),
+                mutation: crate::coordinator::Mutation {
+                    key: b"h".to_vec(),
+                    token: token_of(b"h"),
+                    record: lww("vh"),
+                },
+                created: 5,
+            };
+            let mut b = Vec::new();
+            hint.encode(&mut b).unwrap();
+            h.put(9, &9u64.to_be_bytes(), &b, b"", 0).await.unwrap();
+            h.checkpoint(&bk2.join("n1").join("hints-0")).await.unwrap();
+            h.close().await.unwrap();
+        })
+        .unwrap();
+        let mut files = Vec::new();
+        for sub in ["core-0", "hints-0"] {
+            for f in std::fs::read_dir(bk.join("n1").join(sub)).unwrap().flatten() {
+                files.push(BackupFile {
+                    node: "n1".into(),
+                    path: format!("{sub}/{}", f.file_name().to_str().unwrap()),
+                    size: 0,
+                    crc32c: 0,
+                });
+            }
+        }
+        let mut manifest = BackupManifest {
+            format: BACKUP_FORMAT,
+            cluster_name: "t".into(),
+            snapshot: "s".into(),
+            created_ms: 0,
+            mode: "cluster".into(),
+            conflict_mode: "lww".into(),
+            replication_factor: 3,
+            nodes: vec![BackupNode {
+                id: "n1".into(),
+                address: "a:1".into(),
+                dc: "dc1".into(),
+                rack: String::new(),
+                cores: 1,
+                tokens: Vec::new(),
+                taken_ms: 0,
+            }],
+            files,
+        };
+        let read = |manifest: &BackupManifest| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let (dir, m) = (bk.clone(), manifest.clone());
+            let reader = std::thread::spawn(move || {
+                read_backup(
+                    &dir,
+                    &m,
+                    BatchSink {
+                        tx,
+                        max_entries: 2,
+                        max_bytes: 1 << 20,
+                    },
+                )
+            });
+            let mut got: Vec<(u64, Vec<u8>, Vec<u8>)> = rx.iter().flatten().collect();
+            got.sort();
+            (reader.join().unwrap().unwrap(), got)
+        };
+        let (stats, got) = read(&manifest);
+        let mut want: Vec<(u64, Vec<u8>, Vec<u8>)> = [("a", "va"), ("b", "vb"), ("h", "vh")]
+            .iter()
+            .map(|(k, v)| (token_of(k.as_bytes()), k.as_bytes().to_vec(), lww(v).to_bytes()))
+            .collect();
+        want.sort();
+        assert_eq!(got, want);
+        assert_eq!((stats.entries, stats.hints, stats.skipped, stats.dirs), (3, 1, 3, 2));
+
+        // The same tables as a single node's: every engine entry, plain.
+        manifest.mode = "single".into();
+        manifest.files.retain(|f| f.path.starts_with("core-"));
+        let (stats, got) = read(&manifest);
+        assert_eq!(stats.entries, 5);
+        let t = got.iter().find(|(_, k, _)| k == b"t").unwrap();
+        let (kind, _, meta, value) = decode_plain(&t.2).unwrap();
+        assert_eq!((kind, meta, value), (Kind::Delete, &b"hlc2"[..], &b""[..]));
+        let c = got.iter().find(|(_, k, _)| k == b"c").unwrap();
+        assert_eq!(decode_plain(&c.2).unwrap(), (Kind::Put, 0, &b"hlc"[..], &b"plain"[..]));
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -1,5 +1,5 @@
 //! The format versions this build reads and writes, and the data
-//! directory's own stamp (docs/formats.md).
+//! directory's own stamp (docs/format-versions.md).
 //!
 //! Every format carries a version, and a node given one it does not know
 //! refuses it with a message naming the file (or the peer) and the version
@@ -109,7 +109,10 @@ mod tests {
             )
         );
         std::fs::write(&path, "garbage").unwrap();
-        assert!(check_data_dir(&dir).unwrap_err().to_string().contains("not a corekv format stamp"));
+        assert!(check_data_dir(&dir)
+            .unwrap_err()
+            .to_string()
+            .contains("not a corekv format stamp"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -83,8 +83,15 @@ fn write_all(c: &TestCluster) {
                 for i in (w..KEYS).step_by(WRITERS) {
                     let k = key(i);
                     let put = |v: &[u8], ttl_ms| {
-                        sdk.put_with(&k, v, PutOptions { ttl_ms, ..PutOptions::default() })
-                            .unwrap_or_else(|e| panic!("put {k}: {e}"));
+                        sdk.put_with(
+                            &k,
+                            v,
+                            PutOptions {
+                                ttl_ms,
+                                ..PutOptions::default()
+                            },
+                        )
+                        .unwrap_or_else(|e| panic!("put {k}: {e}"));
                     };
                     match kind(i) {
                         Kind::Overwritten => {
@@ -202,9 +209,13 @@ fn restore(c: &TestCluster, dir: &Path) -> String {
 fn largest_table(dir: &Path) -> PathBuf {
     let mut best: Option<(u64, PathBuf)> = None;
     for node in std::fs::read_dir(dir).unwrap().flatten() {
-        let Ok(subs) = std::fs::read_dir(node.path()) else { continue };
+        let Ok(subs) = std::fs::read_dir(node.path()) else {
+            continue;
+        };
         for sub in subs.flatten() {
-            let Ok(files) = std::fs::read_dir(sub.path()) else { continue };
+            let Ok(files) = std::fs::read_dir(sub.path()) else {
+                continue;
+            };
             for f in files.flatten() {
                 let p = f.path();
                 let size = f.metadata().unwrap().len();
@@ -233,7 +244,11 @@ fn a_backup_of_three_nodes_restores_into_five_and_into_three() {
     let out = src.cli_ok(1, &["snapshot", "--name", "snap1"]);
     assert!(out.contains("taken on 3 of 3 nodes"), "{out}");
     let listed = src.cli_ok(2, &["snapshot", "--list"]);
-    assert_eq!(listed.matches(" snap1 ").count(), 3, "every node lists snap1:\n{listed}");
+    assert_eq!(
+        listed.matches(" snap1 ").count(),
+        3,
+        "every node lists snap1:\n{listed}"
+    );
     let out = src.cli_ok(2, &["backup", "--name", "snap1", "--to", dir.to_str().unwrap()]);
     let done = out.lines().last().unwrap_or_default();
     assert!(done.contains("complete: 3 nodes") && done.contains("verified"), "{out}");

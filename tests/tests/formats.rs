@@ -62,8 +62,9 @@ fn file_with(dir: &Path, pred: impl Fn(&str) -> bool) -> PathBuf {
 fn serve(dir: &Path, extra: &[&str]) -> (std::process::ExitStatus, String) {
     // Ports the kernel picks, free a moment ago: the node fails before it
     // binds them anyway.
-    let listeners: Vec<std::net::TcpListener> =
-        (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let listeners: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
     let ports: Vec<String> = listeners
         .iter()
         .map(|l| l.local_addr().unwrap().port().to_string())
@@ -137,7 +138,10 @@ fn serve_refuses_files_of_an_unknown_version_by_name() {
     assert_refused(
         &d,
         &[],
-        &format!("{} has format version 2; this build reads version 1", manifest.display()),
+        &format!(
+            "{} has format version 2; this build reads version 1",
+            manifest.display()
+        ),
     );
 
     // The directory's stamp.
@@ -160,7 +164,12 @@ fn serve_refuses_files_of_an_unknown_version_by_name() {
         ),
     );
 
-    for name in ["formats-table", "formats-manifest", "formats-stamp", "formats-membership"] {
+    for name in [
+        "formats-table",
+        "formats-manifest",
+        "formats-stamp",
+        "formats-membership",
+    ] {
         let _ = std::fs::remove_dir_all(PathBuf::from(TMP).join(format!("{name}-{}", std::process::id())));
     }
     let _ = std::fs::remove_dir_all(&good);

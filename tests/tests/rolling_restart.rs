@@ -74,7 +74,8 @@ fn load(loader: usize, sdk: blocking::Client, stop: Arc<AtomicBool>) -> Tally {
                 t.reads += 1;
                 let want = (t.acked[r] > 0).then(|| value(loader, r, t.acked[r]));
                 if got.map(|v| v.value) != want {
-                    t.stale.push(format!("GET {} did not return seq {}", key(loader, r), t.acked[r]));
+                    t.stale
+                        .push(format!("GET {} did not return seq {}", key(loader, r), t.acked[r]));
                 }
             }
             Err(e) => t.failures.push(format!("GET {}: {e}", key(loader, r))),
@@ -193,7 +194,9 @@ fn a_rolling_restart_under_quorum_load_loses_nothing() {
             if seq == 0 {
                 continue;
             }
-            let got = all.get(key(l, k)).unwrap_or_else(|e| panic!("read {} at ALL: {e}", key(l, k)));
+            let got = all
+                .get(key(l, k))
+                .unwrap_or_else(|e| panic!("read {} at ALL: {e}", key(l, k)));
             if got.map(|v| v.value) != Some(value(l, k, seq)) {
                 lost.push(key(l, k));
             }

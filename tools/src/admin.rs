@@ -123,7 +123,10 @@ pub fn commands() -> Vec<Command> {
 
 /// Whether `name` is an admin subcommand.
 pub fn is_admin(name: &str) -> bool {
-    matches!(name, "status" | "repair" | "decommission" | "removenode" | "drain" | "hints")
+    matches!(
+        name,
+        "status" | "repair" | "decommission" | "removenode" | "drain" | "hints"
+    )
 }
 
 /// Runs an admin subcommand; prints the node's report.
@@ -154,6 +157,42 @@ pub fn call_with(node: &str, command: &str, timeout: Duration, creds: &Credentia
     match PeerResponse::decode_body(PeerOpcode::Admin, &body, &Limits::default()) {
         Ok(PeerResponse::Report { text }) => Ok(String::from_utf8_lossy(text).into_owned()),
         Ok(_) | Err(_) => Err(format!("{node} answered something other than a report")),
+    }
+}
+
+/// Why a node-to-node request failed: the node's ERROR answer (with its
+/// code), or no answer at all (connection, I/O, undecodable bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallError {
+    /// The node's error code; `None` when there was no answer.
+    pub code: Option<corekv_net::msg::ErrorCode>,
+    /// What happened, naming the node.
+    pub message: String,
+}
+
+impl CallError {
+    fn io(message: String) -> CallError {
+        CallError { code: None, message }
+    }
+
+    /// Whether sending the request again may succeed: no answer came, or
+    /// the node was unavailable, timed out or overloaded.
+    pub fn is_transient(&self) -> bool {
+        use corekv_net::msg::ErrorCode;
+        self.code
+            .is_none_or(|c| [ErrorCode::UNAVAILABLE, ErrorCode::TIMEOUT, ErrorCode::OVERLOADED].contains(&c))
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<CallError> for String {
+    fn from(e: CallError) -> String {
+        e.message
     }
 }
 
@@ -204,16 +243,16 @@ impl AdminConn {
 
     /// Sends one node-to-node request and returns the body of its answer;
     /// an ERROR answer is `Err` with the node's message.
-    pub fn call(&mut self, op: PeerOp<'_>) -> Result<Vec<u8>, String> {
+    pub fn call(&mut self, op: PeerOp<'_>) -> Result<Vec<u8>, CallError> {
         let id = self.next_id;
         self.next_id += 1;
         let mut buf = Vec::new();
         PeerRequest { from: "corekv-cli", op }
             .encode_frame(id, &mut buf)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| CallError::io(e.to_string()))?;
         self.s
             .write_all(&buf)
-            .map_err(|e| format!("sending to {}: {e}", self.node))?;
+            .map_err(|e| CallError::io(format!("sending to {}: {e}", self.node)))?;
         self.answer(id)
     }
 
@@ -233,33 +272,42 @@ impl AdminConn {
         self.s
             .write_all(&buf)
             .map_err(|e| format!("sending to {}: {e}", self.node))?;
-        let body = self.answer(id)?;
+        let body = self.answer(id).map_err(String::from)?;
         match Response::decode_body(corekv_net::msg::ResponseOpcode::Ring as u8, &body, &Limits::default()) {
             Ok(Response::Ring { nodes, .. }) => Ok(nodes.iter().map(|n| n.address.to_owned()).collect()),
             _ => Err(format!("{} answered RING with something else", self.node)),
         }
     }
 
-    fn answer(&mut self, id: u64) -> Result<Vec<u8>, String> {
+    fn answer(&mut self, id: u64) -> Result<Vec<u8>, CallError> {
         let limits = Limits::default();
         let node = &self.node;
         loop {
-            if let Some(f) = self.dec.next_frame().map_err(|e| format!("bad answer from {node}: {e}"))? {
+            let frame = self
+                .dec
+                .next_frame()
+                .map_err(|e| CallError::io(format!("bad answer from {node}: {e}")))?;
+            if let Some(f) = frame {
                 if f.header.request_id != id {
                     if f.header.request_id == 0 && f.header.flags.is_error() {
                         let why = match Response::decode_body(ResponseOpcode::Error as u8, f.body, &limits) {
                             Ok(Response::Error { message, .. }) => message.to_owned(),
                             _ => "an undecodable error".to_owned(),
                         };
-                        return Err(format!("{node} closed the connection: {why}"));
+                        return Err(CallError::io(format!("{node} closed the connection: {why}")));
                     }
                     continue;
                 }
                 if f.header.flags.is_error() {
-                    return match Response::decode_body(ResponseOpcode::Error as u8, f.body, &limits) {
-                        Ok(Response::Error { message, .. }) => Err(format!("{node}: {message}")),
-                        _ => Err(format!("{node} answered an error")),
-                    };
+                    return Err(
+                        match Response::decode_body(ResponseOpcode::Error as u8, f.body, &limits) {
+                            Ok(Response::Error { code, message }) => CallError {
+                                code: Some(code),
+                                message: format!("{node}: {message}"),
+                            },
+                            _ => CallError::io(format!("{node} answered an undecodable error")),
+                        },
+                    );
                 }
                 return Ok(f.body.to_vec());
             }
@@ -268,11 +316,11 @@ impl AdminConn {
                 Ok(n) => n,
                 // A signal interrupted the read: nothing was lost, read again.
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(format!("waiting for {node}: {e}")),
+                Err(e) => return Err(CallError::io(format!("waiting for {node}: {e}"))),
             };
             self.dec.commit(n);
             if n == 0 {
-                return Err(format!("{node} closed the connection without answering"));
+                return Err(CallError::io(format!("{node} closed the connection without answering")));
             }
         }
     }

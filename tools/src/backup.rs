@@ -28,7 +28,7 @@ use corekv_shard::backup::{
     BACKUP_MANIFEST, SNAPSHOT_META,
 };
 
-use crate::admin::{auth_args, call_with, credentials, node_arg, timeout_arg, AdminConn, Credentials};
+use crate::admin::{auth_args, call_with, credentials, node_arg, timeout_arg, AdminConn, CallError, Credentials};
 
 /// The subcommands.
 pub fn commands() -> Vec<Command> {
@@ -37,7 +37,12 @@ pub fn commands() -> Vec<Command> {
             .about("Take, list or delete a named snapshot on every node of the cluster (hard links: cheap)")
             .arg(node_arg())
             .arg(timeout_arg())
-            .arg(Arg::new("name").long("name").value_name("NAME").help("Take snapshot NAME"))
+            .arg(
+                Arg::new("name")
+                    .long("name")
+                    .value_name("NAME")
+                    .help("Take snapshot NAME"),
+            )
             .arg(
                 Arg::new("list")
                     .long("list")
@@ -246,8 +251,7 @@ fn fetch_file(
             ));
         }
     }
-    out.sync_all()
-        .map_err(|e| format!("syncing {}: {e}", part.display()))?;
+    out.sync_all().map_err(|e| format!("syncing {}: {e}", part.display()))?;
     drop(out);
     std::fs::rename(&part, dest).map_err(|e| format!("renaming {}: {e}", part.display()))?;
     Ok((offset, crc))
@@ -305,8 +309,15 @@ fn backup(
         ));
     }
     std::fs::create_dir_all(to).map_err(|e| format!("creating {}: {e}", to.display()))?;
-    if std::fs::read_dir(to).map_err(|e| format!("{}: {e}", to.display()))?.next().is_some() {
-        return Err(format!("{} is not empty; a backup goes into a new or empty directory", to.display()));
+    if std::fs::read_dir(to)
+        .map_err(|e| format!("{}: {e}", to.display()))?
+        .next()
+        .is_some()
+    {
+        return Err(format!(
+            "{} is not empty; a backup goes into a new or empty directory",
+            to.display()
+        ));
     }
     let mut first = AdminConn::open(node, timeout, creds)?;
     let scratch = to.join(".contact-snapshot.toml");
@@ -336,7 +347,11 @@ fn backup(
                     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
                     // The node asked first is reached at the address the
                     // operator gave (a node listening on 0.0.0.0 records that).
-                    let address = if member.id == contact.node_id { node } else { &member.address };
+                    let address = if member.id == contact.node_id {
+                        node
+                    } else {
+                        &member.address
+                    };
                     let mut conn =
                         AdminConn::open(address, timeout, &creds).map_err(|e| format!("node {}: {e}", member.id))?;
                     let meta = fetch_meta(&mut conn, snapshot, &dir.join(SNAPSHOT_META))
@@ -496,17 +511,17 @@ struct RestoreOptions {
     batch: usize,
 }
 
-/// Transient failures a batch is sent again after (the restore is idempotent).
-fn transient(e: &str) -> bool {
-    ["timed out", "unavailable", "closed the connection", "connecting to", "waiting for", "sending to"]
-        .iter()
-        .any(|s| e.contains(s))
-}
-
-fn restore(node: &str, timeout: Duration, creds: &Credentials, from: &Path, opts: &RestoreOptions) -> Result<(), String> {
+fn restore(
+    node: &str,
+    timeout: Duration,
+    creds: &Credentials,
+    from: &Path,
+    opts: &RestoreOptions,
+) -> Result<(), String> {
     let started = Instant::now();
     let manifest_path = from.join(BACKUP_MANIFEST);
-    let text = std::fs::read_to_string(&manifest_path).map_err(|e| format!("reading {}: {e}", manifest_path.display()))?;
+    let text =
+        std::fs::read_to_string(&manifest_path).map_err(|e| format!("reading {}: {e}", manifest_path.display()))?;
     let manifest = BackupManifest::from_toml(&text, &manifest_path.display().to_string())?;
     let files = verify(from, &manifest)?;
     let backup_bytes: u64 = manifest.files.iter().map(|f| f.size).sum();
@@ -589,7 +604,8 @@ fn restore(node: &str, timeout: Duration, creds: &Credentials, from: &Path, opts
                                     conn = Some(c);
                                     continue;
                                 }
-                                Err(e) => Err(e),
+                                // Connecting failed: no answer, worth another try.
+                                Err(e) => Err(CallError { code: None, message: e }),
                             },
                         };
                         match sent {
@@ -598,14 +614,15 @@ fn restore(node: &str, timeout: Duration, creds: &Credentials, from: &Path, opts
                                 bytes.fetch_add(size, Ordering::Relaxed);
                                 break;
                             }
-                            Err(e) if attempt < 5 && transient(&e) => {
+                            // Transient: the batch is sent again (a restore is idempotent).
+                            Err(e) if attempt < 5 && e.is_transient() => {
                                 attempt += 1;
                                 conn = None;
                                 std::thread::sleep(Duration::from_millis(200 << attempt));
                             }
                             Err(e) => {
                                 if let Ok(mut errs) = errors.lock() {
-                                    errs.push(e);
+                                    errs.push(e.message);
                                 }
                                 failed.store(true, Ordering::Relaxed);
                                 return;
@@ -647,7 +664,10 @@ fn restore(node: &str, timeout: Duration, creds: &Credentials, from: &Path, opts
     let read = read.map_err(|e| format!("reading the backup: {e}"))?;
     let n = records.load(Ordering::Relaxed);
     if n != read.entries {
-        return Err(format!("read {} records from the backup but {n} were written", read.entries));
+        return Err(format!(
+            "read {} records from the backup but {n} were written",
+            read.entries
+        ));
     }
     let secs = started.elapsed().as_secs_f64();
     println!(

@@ -642,7 +642,9 @@ impl Client {
     async fn call_key(&self, key: &[u8], op: Op<'_>) -> Result<Reply> {
         let endpoints = {
             let topo = self.inner.topology();
-            let n = (self.inner.transport.options.retries as usize).saturating_add(1).min(16);
+            let n = (self.inner.transport.options.retries as usize)
+                .saturating_add(1)
+                .min(16);
             topo.routing
                 .failover_targets(token_of(key), n)
                 .into_iter()

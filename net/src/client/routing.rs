@@ -284,7 +284,9 @@ impl Routing {
             if out.len() >= n {
                 break;
             }
-            let Some(v) = self.vnodes.get((start + i) % len) else { break };
+            let Some(v) = self.vnodes.get((start + i) % len) else {
+                break;
+            };
             if !nodes.contains(&v.node) {
                 nodes.push(v.node);
                 out.push(v.target as usize);

@@ -227,7 +227,11 @@ async fn drain(shard: &Rc<Shard>, cluster: Option<&Rc<Cluster>>) -> Result<Strin
                 );
             }
             Reply::Failed(f) => {
-                let _ = write!(out, "; the shutdown announcement failed ({}), stopping anyway", f.message);
+                let _ = write!(
+                    out,
+                    "; the shutdown announcement failed ({}), stopping anyway",
+                    f.message
+                );
             }
             other => {
                 let _ = write!(out, "; unexpected announcement reply {other:?}, stopping anyway");

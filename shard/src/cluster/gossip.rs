@@ -175,7 +175,9 @@ fn send(shard: &Rc<Shard>, cluster: &Rc<Cluster>, g: &GossipState, to: String, m
 /// of timing out on it until the failure detector convicts it. Returns
 /// (peers that answered, peers told). From now on the gossiper is silent.
 pub async fn announce_shutdown(cluster: &Rc<Cluster>) -> (usize, usize) {
-    let Some(g) = cluster.gossip.as_ref() else { return (0, 0) };
+    let Some(g) = cluster.gossip.as_ref() else {
+        return (0, 0);
+    };
     let out = g.gossiper.borrow_mut().shut_down();
     let timeout = g.timeout;
     let sends: Vec<_> = out
@@ -195,12 +197,19 @@ pub async fn announce_shutdown(cluster: &Rc<Cluster>) -> (usize, usize) {
                     from: &c.me.0,
                     op: PeerOp::Gossip { payload: &payload },
                 };
-                matches!(c.pool.call(&to, &req, timeout).await, Ok(crate::server::peer::PeerAnswer::Gossip { .. }))
+                matches!(
+                    c.pool.call(&to, &req, timeout).await,
+                    Ok(crate::server::peer::PeerAnswer::Gossip { .. })
+                )
             }
         })
         .collect();
     let told = sends.len();
-    let answered = futures::future::join_all(sends).await.into_iter().filter(|ok| *ok).count();
+    let answered = futures::future::join_all(sends)
+        .await
+        .into_iter()
+        .filter(|ok| *ok)
+        .count();
     (answered, told)
 }
 

@@ -11,9 +11,7 @@ use std::rc::Rc;
 
 use corekv_engine::Cursor;
 use corekv_net::frame::{encode_frame, Flags};
-use corekv_net::msg::peer::{
-    PeerOp, PeerOpcode, PeerRequest, PeerResponse, RangeEntry, RestoreMode, MAX_MERKLE_DEPTH,
-};
+use corekv_net::msg::peer::{PeerOp, PeerOpcode, PeerRequest, PeerResponse, RangeEntry, RestoreMode, MAX_MERKLE_DEPTH};
 use corekv_net::msg::{ErrorCode, List, Response};
 
 use crate::replication::merkle::TokenRange;

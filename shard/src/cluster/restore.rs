@@ -39,7 +39,10 @@ pub async fn restore_records(
     if entries.len() > MAX_RESTORE_BATCH {
         return Err(Failure::new(
             FailureKind::TooLarge,
-            format!("{} records in one RESTORE, more than {MAX_RESTORE_BATCH}", entries.len()),
+            format!(
+                "{} records in one RESTORE, more than {MAX_RESTORE_BATCH}",
+                entries.len()
+            ),
         ));
     }
     let max_key = usize::try_from(shard.config.limits.max_key_bytes).unwrap_or(usize::MAX);

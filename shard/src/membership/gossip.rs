@@ -958,7 +958,9 @@ mod tests {
         for r in 11..14 {
             let events = tick_all(&mut nodes, r * 1000, &mut rng, &keep);
             assert!(
-                !events.iter().any(|(_, e)| matches!(e, Output::NodeUp(id) if id.0 == "n2")),
+                !events
+                    .iter()
+                    .any(|(_, e)| matches!(e, Output::NodeUp(id) if id.0 == "n2")),
                 "{events:?}"
             );
             assert!(!nodes[0].is_alive(&NodeId::from("n2")));
@@ -985,9 +987,14 @@ mod tests {
         let mut up = false;
         for r in 15..25 {
             let events = tick_all(&mut nodes, r * 1000, &mut rng, &keep);
-            up |= events.iter().any(|(at, e)| *at == 0 && matches!(e, Output::NodeUp(id) if id.0 == "n2"));
+            up |= events
+                .iter()
+                .any(|(at, e)| *at == 0 && matches!(e, Output::NodeUp(id) if id.0 == "n2"));
         }
-        assert!(up && nodes[0].is_alive(&NodeId::from("n2")), "the restarted node is up again");
+        assert!(
+            up && nodes[0].is_alive(&NodeId::from("n2")),
+            "the restarted node is up again"
+        );
     }
 
     #[test]
