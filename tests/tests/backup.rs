@@ -165,7 +165,7 @@ fn check_written(read: &BTreeMap<String, Live>) {
                 assert!(live[0].1 > now_ms(), "{} keeps its expiry", key(i));
             }
             Kind::Siblings => {
-                let mut want = vec![value(i, "first"), value(i, "blind-a"), value(i, "blind-b")];
+                let mut want = [value(i, "first"), value(i, "blind-a"), value(i, "blind-b")];
                 want.sort();
                 assert_eq!(values, want.iter().map(Vec::as_slice).collect::<Vec<_>>(), "{}", key(i));
             }
