@@ -780,8 +780,19 @@ pub async fn take_local(shard: &Rc<Shard>, name: &str) -> Result<SnapshotMeta, F
         }
     });
     let mut files = Vec::new();
+    let mut failed = None;
     for r in futures::future::join_all(calls).await {
-        files.extend(r?);
+        match r {
+            Ok(f) => files.extend(f),
+            Err(f) => failed = failed.or(Some(f)),
+        }
+    }
+    if let Some(f) = failed {
+        // Leave no half-made snapshot behind: the name stays free.
+        if let Err(e) = delete_local(&config.node.data_dir, name).await {
+            tracing::warn!(snapshot = name, error = %e.message, "removing a failed snapshot");
+        }
+        return Err(f);
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let me = SnapshotMember {

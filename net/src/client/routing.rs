@@ -280,8 +280,10 @@ impl Routing {
         let start = self.vnodes.partition_point(|v| v.token < token);
         let mut nodes: Vec<u32> = Vec::new();
         let mut out = Vec::new();
+        let distinct = n.min(self.nodes.len());
         for i in 0..len {
-            if out.len() >= n {
+            // Every node found: a ring of one node is not walked whole.
+            if out.len() >= distinct {
                 break;
             }
             let Some(v) = self.vnodes.get((start + i) % len) else {
