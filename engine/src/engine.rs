@@ -393,6 +393,16 @@ impl Engine {
             let memtable_bytes = opts.memtable_bytes;
             let flushed_seq = state.last_seq;
             let (w, _replayed) = Wal::recover(fs.clone(), &dir, opts.wal.clone(), state.min_log_no, |r| {
+                match WriteBatch::format_version(r.payload) {
+                    Some(v) if v != crate::format::BATCH_FORMAT_VERSION => {
+                        return Err(Error::UnsupportedVersion {
+                            path: r.path.to_path_buf(),
+                            found: v,
+                            supported: crate::format::BATCH_FORMAT_VERSION,
+                        })
+                    }
+                    _ => {}
+                }
                 let it = WriteBatch::iter_encoded(r.payload).map_err(|e| e.at(r.path, r.offset))?;
                 let mut body = Vec::new();
                 for op in it {
@@ -581,6 +591,13 @@ impl Engine {
                 len: batch.encoded_len(),
                 max: max_batch,
             });
+        }
+        if batch.len() > crate::format::MAX_BATCH_OPS {
+            return Err(Error::InvalidArgument(format!(
+                "a batch of {} operations; at most {} fit a WAL record",
+                batch.len(),
+                crate::format::MAX_BATCH_OPS
+            )));
         }
         let mut user_bytes = 0u64;
         for op in batch.iter() {

@@ -31,6 +31,10 @@
 //! ```
 //!
 //! The i-th operation of the batch gets sequence number `base_seq + i`.
+//! `count`'s low 24 bits are the number of operations and its high 8 bits
+//! the batch format's revision: 0 in version 1 ([`BATCH_FORMAT_VERSION`]),
+//! so records written before the revision existed read as version 1. A
+//! reader refuses a revision it does not know ([`WriteBatch::format_version`]).
 
 use std::cmp::Ordering;
 
@@ -284,6 +288,14 @@ pub struct WriteBatch {
 
 const BATCH_HEADER: usize = 12;
 
+/// The write batch (WAL record) format version this build writes and reads.
+pub const BATCH_FORMAT_VERSION: u32 = 1;
+
+/// Most operations in one batch: the low 24 bits of `count`.
+pub const MAX_BATCH_OPS: usize = (1 << 24) - 1;
+
+const COUNT_MASK: u32 = (1 << 24) - 1;
+
 impl Default for WriteBatch {
     fn default() -> Self {
         Self::new()
@@ -344,17 +356,33 @@ impl WriteBatch {
     }
 
     /// Stamps the base sequence number and returns the encoded record payload.
+    /// The batch must hold at most [`MAX_BATCH_OPS`] operations (the engine
+    /// refuses larger ones before sealing).
     pub fn seal(&mut self, base_seq: SeqNo) -> &[u8] {
+        debug_assert!(self.count as usize <= MAX_BATCH_OPS);
+        let word = (self.count & COUNT_MASK) | ((BATCH_FORMAT_VERSION - 1) << 24);
         self.buf[0..8].copy_from_slice(&base_seq.to_le_bytes());
-        self.buf[8..12].copy_from_slice(&self.count.to_le_bytes());
+        self.buf[8..12].copy_from_slice(&word.to_le_bytes());
         &self.buf
     }
 
+    /// The format version of an encoded batch (`None`: too short to say).
+    pub fn format_version(buf: &[u8]) -> Option<u32> {
+        let word = u32::from_le_bytes(buf.get(8..12)?.try_into().ok()?);
+        Some((word >> 24) + 1)
+    }
+
     /// Iterates the operations of an encoded batch (as written by [`WriteBatch::seal`]).
+    /// A batch of another format version is an error (check
+    /// [`WriteBatch::format_version`] first to report it as such).
     pub fn iter_encoded(buf: &[u8]) -> Result<BatchIter<'_>, DecodeError> {
         let mut pos = 0;
         let base_seq = get_u64(buf, &mut pos)?;
-        let count = get_u32(buf, &mut pos)?;
+        let word = get_u32(buf, &mut pos)?;
+        if (word >> 24) + 1 != BATCH_FORMAT_VERSION {
+            return Err(DecodeError::new(8, "write batch of an unknown format version"));
+        }
+        let count = word & COUNT_MASK;
         Ok(BatchIter {
             buf,
             pos,
@@ -482,6 +510,21 @@ mod tests {
         assert!(get_varint(&[0x80, 0x80], &mut p).is_err());
         let mut p = 0;
         assert!(get_varint(&[0xff; 11], &mut p).is_err());
+    }
+
+    #[test]
+    fn a_batch_carries_its_format_version() {
+        let mut b = WriteBatch::new();
+        b.put(7, b"k1", b"v1", b"m", 0);
+        let enc = b.seal(100).to_vec();
+        assert_eq!(WriteBatch::format_version(&enc), Some(BATCH_FORMAT_VERSION));
+        // Written before the revision byte existed: the same bytes.
+        assert_eq!(&enc[8..12], &1u32.to_le_bytes());
+        let mut future = enc.clone();
+        future[11] = 1;
+        assert_eq!(WriteBatch::format_version(&future), Some(2));
+        assert!(WriteBatch::iter_encoded(&future).is_err());
+        assert_eq!(WriteBatch::format_version(&enc[..11]), None);
     }
 
     #[test]

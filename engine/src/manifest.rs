@@ -35,7 +35,8 @@ use crate::format::{get_bytes, get_u64, get_varint, put_varint, SeqNo};
 use crate::io::{File, Fs};
 use crate::log::{self, LogBuffer, LogEnd};
 
-const EDIT_VERSION: u8 = 1;
+/// The manifest edit format version this build writes and reads.
+pub const EDIT_VERSION: u8 = 1;
 
 /// What the manifest records of one SSTable: the metadata the table builder
 /// returns, as is (one type, so the two cannot drift apart).
@@ -299,6 +300,17 @@ pub async fn read_latest(fs: &Fs, dir: &Path) -> Result<Option<(u64, ManifestSta
         let mut ok = false;
         let mut err = None;
         for (i, (off, payload)) in sc.records.iter().enumerate() {
+            // A whole record (its checksum holds) of another version is no
+            // damage: a newer build wrote it, and this one must not guess.
+            if let Some(&v) = payload.first() {
+                if v != EDIT_VERSION {
+                    return Err(Error::UnsupportedVersion {
+                        path: path.clone(),
+                        found: u32::from(v),
+                        supported: u32::from(EDIT_VERSION),
+                    });
+                }
+            }
             let e = match VersionEdit::decode(payload) {
                 Ok(e) => e,
                 Err(d) => {
@@ -513,6 +525,38 @@ mod tests {
                 assert_eq!(&st, m.state());
                 assert_eq!(st.levels[1].len(), 1);
                 assert_eq!(st.last_seq, 7);
+            });
+    }
+
+    #[test]
+    fn a_manifest_of_a_future_version_is_refused_by_name() {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap()
+            .run(async {
+                let fs = Fs::sim(2);
+                let dir = Path::new("/m");
+                fs.prepare_dir(dir).await.unwrap();
+                // A whole record (valid checksum) whose edit says version 2.
+                let mut rec = Vec::new();
+                log::encode_record(&mut rec, 1, &[EDIT_VERSION + 1, 1]);
+                let path = dir.join(manifest_name(1));
+                let f = fs.create(&path).await.unwrap();
+                let mut buf = f.alloc(crate::io::align_up(rec.len()));
+                buf.as_mut_slice().fill(0);
+                buf.as_mut_slice()[..rec.len()].copy_from_slice(&rec);
+                f.write_at(buf, 0).await.unwrap();
+                f.sync().await.unwrap();
+                f.close().await.unwrap();
+                let e = read_latest(&fs, dir).await.unwrap_err();
+                assert!(
+                    matches!(&e, Error::UnsupportedVersion { path: p, found: 2, supported: 1 } if *p == path),
+                    "{e:?}"
+                );
+                assert_eq!(
+                    e.to_string(),
+                    "/m/MANIFEST-000001 has format version 2; this build reads version 1"
+                );
             });
     }
 }

@@ -63,6 +63,20 @@ impl<'a> Reader<'a> {
         self.error_at(self.pos, reason)
     }
 
+    /// Reads the leading format version byte; one other than `known` is
+    /// [`Error::UnsupportedFormat`] (written by a newer build: no guessing).
+    pub(crate) fn version(&mut self, known: u8) -> Result<()> {
+        let found = self.u8()?;
+        if found != known {
+            return Err(Error::UnsupportedFormat {
+                what: self.what.to_owned(),
+                found: u32::from(found),
+                known: known.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     /// Bytes not read yet.
     pub(crate) fn remaining(&self) -> usize {
         self.buf.len().saturating_sub(self.pos)

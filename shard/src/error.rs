@@ -247,6 +247,18 @@ pub enum Error {
         /// Answers the level needs.
         required: usize,
     },
+    /// Bytes of a format version this build does not read (a file, a
+    /// stored value or a peer's message written by a newer build). Refused,
+    /// never guessed at.
+    #[error("{what} has format version {found}; this build reads version {known}")]
+    UnsupportedFormat {
+        /// What carried the version (a file's path, `record`, `hint`, a peer).
+        what: String,
+        /// The version found.
+        found: u32,
+        /// The version(s) this build reads (`1`, `1 or 2`).
+        known: String,
+    },
     /// Replication bytes (a stored hint or Paxos state) that do not decode.
     #[error("cannot decode {what} at offset {offset}: {reason}")]
     ReplicationDecode {

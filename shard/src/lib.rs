@@ -9,11 +9,13 @@
 //! They are pure code without I/O beyond reading the configuration file, so
 //! the server and the deterministic simulator share them.
 
+pub mod backup;
 pub mod cluster;
 mod codec;
 pub mod config;
 pub mod coordinator;
 pub mod error;
+pub mod formats;
 pub mod membership;
 pub mod replication;
 pub mod runtime;

@@ -125,6 +125,8 @@ pub struct Shard {
     pub cluster: Option<Rc<crate::cluster::Cluster>>,
     /// The cluster secret and client accounts (shared by every core).
     pub security: Arc<crate::security::Security>,
+    /// Begins the node's shutdown (`corekv drain`).
+    pub stop_handle: StopHandle,
     mesh: Mesh,
 }
 
@@ -144,6 +146,10 @@ impl Shard {
         match cmd {
             // Boxed: the coordinator's future is large and recursive through the mesh.
             Cmd::Cluster(c) => Box::pin(crate::cluster::execute(self, c)).await,
+            Cmd::Checkpoint { snapshot } => match Box::pin(crate::backup::checkpoint_core(self, &snapshot)).await {
+                Ok(files) => Reply::Files(files),
+                Err(f) => Reply::Failed(f),
+            },
             other => self.store.exec(other).await,
         }
     }
@@ -215,14 +221,32 @@ impl StartGate {
 /// Per-core result of start-up, sent to the main thread.
 type Ready = std::result::Result<(), String>;
 
+/// A request to core 0 to drain the node: announce the shutdown to the
+/// cluster first, then stop.
+type DrainHook = futures::channel::mpsc::UnboundedSender<()>;
+
+/// How long a drain may spend announcing itself before the node stops
+/// anyway (a signal handler's watchdog).
+pub const DRAIN_ANNOUNCE_LIMIT: Duration = Duration::from_secs(5);
+
 /// Fires shutdown on every core; cloneable and callable from any thread, once.
 #[derive(Debug, Clone)]
 pub struct StopHandle {
     senders: Arc<Mutex<Vec<oneshot::Sender<()>>>>,
+    /// Set by core 0 in cluster mode: [`StopHandle::drain`] goes through it.
+    drain_hook: Arc<Mutex<Option<DrainHook>>>,
 }
 
 impl StopHandle {
-    /// Begins shutdown (idempotent).
+    fn new(senders: Arc<Mutex<Vec<oneshot::Sender<()>>>>) -> StopHandle {
+        StopHandle {
+            senders,
+            drain_hook: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Begins shutdown (idempotent): stop accepting, finish what is in
+    /// flight, close. No announcement (see [`StopHandle::drain`]).
     pub fn stop(&self) {
         let senders = match self.senders.lock() {
             Ok(mut g) => std::mem::take(&mut *g),
@@ -232,10 +256,43 @@ impl StopHandle {
             let _ = s.send(());
         }
     }
+
+    /// Drains the node: in cluster mode core 0 first tells every live peer
+    /// that this node is going (they take it for down at once and hint its
+    /// writes instead of waiting for the failure detector), then stops; a
+    /// single node stops at once. Returns at once; a watchdog stops the node
+    /// after [`DRAIN_ANNOUNCE_LIMIT`] whatever happens to the announcement.
+    pub fn drain(&self) {
+        let hook = match self.drain_hook.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        match hook {
+            Some(h) if h.unbounded_send(()).is_ok() => {
+                let me = self.clone();
+                let watchdog = std::thread::Builder::new().name("corekv-drain".into()).spawn(move || {
+                    std::thread::sleep(DRAIN_ANNOUNCE_LIMIT);
+                    me.stop();
+                });
+                if watchdog.is_err() {
+                    self.stop();
+                }
+            }
+            _ => self.stop(),
+        }
+    }
+
+    fn set_drain_hook(&self, hook: DrainHook) {
+        match self.drain_hook.lock() {
+            Ok(mut g) => *g = Some(hook),
+            Err(p) => *p.into_inner() = Some(hook),
+        }
+    }
 }
 
-/// Stops the node on SIGTERM or SIGINT. A second signal while draining exits
-/// at once with status 130, for an operator who does not want to wait.
+/// Drains the node on SIGTERM or SIGINT ([`StopHandle::drain`]). A second
+/// signal while draining exits at once with status 130, for an operator who
+/// does not want to wait.
 pub fn install_signal_handler(stop: StopHandle) -> Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).map_err(|e| Error::Runtime {
@@ -253,7 +310,7 @@ pub fn install_signal_handler(stop: StopHandle) -> Result<()> {
                     std::process::exit(130);
                 }
                 tracing::info!(sig, "signal received: draining");
-                stop.stop();
+                stop.drain();
             }
         })
         .map_err(|e| Error::Runtime {
@@ -415,6 +472,8 @@ fn proc_addr(listen: &str) -> Option<String> {
 pub fn start(config: Config, serve: ServeFn) -> Result<RunningNode> {
     let cores = usize::try_from(config.node.cores).unwrap_or(1).max(1);
     check_ports_free(&config, cores)?;
+    // Before any file is opened: a directory a newer build wrote is refused whole.
+    crate::formats::check_data_dir(&config.node.data_dir)?;
     // Before any core starts: a missing users file or secret stops the start.
     let security = Arc::new(crate::security::Security::load(&config)?);
     let ring = Arc::new(single_node_ring(&config)?);
@@ -446,7 +505,8 @@ pub fn start(config: Config, serve: ServeFn) -> Result<RunningNode> {
 
     let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
     let (drained_tx, drained_rx) = mpsc::channel::<()>();
-    let mut stops = Vec::new();
+    let stops = Arc::new(Mutex::new(Vec::new()));
+    let stop_handle = StopHandle::new(stops.clone());
     let mut finish = Vec::new();
     let mut threads = Vec::new();
     let started = std::time::Instant::now();
@@ -454,11 +514,15 @@ pub fn start(config: Config, serve: ServeFn) -> Result<RunningNode> {
     for (core, (tx_row, rx_row)) in senders.into_iter().zip(receivers).enumerate() {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (finish_tx, finish_rx) = oneshot::channel::<()>();
-        stops.push(stop_tx);
+        match stops.lock() {
+            Ok(mut g) => g.push(stop_tx),
+            Err(p) => p.into_inner().push(stop_tx),
+        }
         finish.push(finish_tx);
         let (ready_tx, drained_tx) = (ready_tx.clone(), drained_tx.clone());
         let (ring, config, gate, cluster) = (ring.clone(), config.clone(), gate.clone(), cluster.clone());
         let security = security.clone();
+        let stop_handle = stop_handle.clone();
         // No executor-wide preemption timer below glommio's default: with a
         // 1 ms one, about one node start in four hung before every core had
         // opened its engine (server_native, debug build). The engine's
@@ -491,6 +555,7 @@ pub fn start(config: Config, serve: ServeFn) -> Result<RunningNode> {
                     gate: gate.clone(),
                     cluster,
                     security,
+                    stop_handle,
                 })
                 .await;
                 if let Err(e) = &r {
@@ -508,9 +573,7 @@ pub fn start(config: Config, serve: ServeFn) -> Result<RunningNode> {
     drop(ready_tx);
     drop(drained_tx);
     let node = RunningNode {
-        stop: StopHandle {
-            senders: Arc::new(Mutex::new(stops)),
-        },
+        stop: stop_handle,
         threads: threads.into_iter().map(CoreThread::into_std).collect(),
         drained: drained_rx,
         finish,
@@ -573,6 +636,7 @@ struct CoreArgs {
     gate: Arc<StartGate>,
     cluster: Option<(Arc<crate::cluster::SharedView>, u64)>,
     security: Arc<crate::security::Security>,
+    stop_handle: StopHandle,
 }
 
 async fn core_main(a: CoreArgs) -> Result<()> {
@@ -645,6 +709,7 @@ async fn core_main(a: CoreArgs) -> Result<()> {
         started: a.started,
         cluster,
         security: a.security,
+        stop_handle: a.stop_handle,
         mesh: Mesh { peers },
     });
     if let Some(c) = &shard.cluster {
@@ -656,6 +721,9 @@ async fn core_main(a: CoreArgs) -> Result<()> {
             if crate::cluster::elastic::must_bootstrap(&shard.config) {
                 v.push(Box::pin(crate::cluster::elastic::bootstrap(shard.clone(), c.clone())));
             }
+            let (hook, requests) = futures::channel::mpsc::unbounded();
+            shard.stop_handle.set_drain_hook(hook);
+            v.push(Box::pin(drain_listener(shard.clone(), requests)));
             v
         } else {
             vec![Box::pin(crate::cluster::hints::replay_loop(shard.clone(), c.clone()))]
@@ -694,11 +762,53 @@ async fn core_main(a: CoreArgs) -> Result<()> {
             tracing::warn!(core = a.core, error = %e, "closing the Paxos state");
         }
     }
+    // Flushed, so the restart replays no WAL: a rolling restart's node is
+    // back sooner. A failure only costs that replay.
+    if let Err(e) = shard.store.engine().flush().await {
+        tracing::warn!(core = a.core, error = %e, "flushing the memtable at shutdown");
+    }
     let close = shard.store.engine().clone().close().await.map_err(|e| Error::Runtime {
         what: format!("closing the engine of core {}", a.core),
         reason: e.to_string(),
     });
     r.and(close)
+}
+
+/// Core 0 in cluster mode: waits for a drain request ([`StopHandle::drain`]),
+/// announces the shutdown to the cluster, then stops the node.
+async fn drain_listener(shard: Rc<Shard>, mut requests: futures::channel::mpsc::UnboundedReceiver<()>) {
+    use futures::StreamExt;
+    let stop = shard.stop.clone();
+    let next = requests.next();
+    futures::pin_mut!(next);
+    if let futures::future::Either::Left((Some(()), _)) = futures::future::select(next, stop).await {
+        if let Some(c) = &shard.cluster {
+            crate::cluster::drain::announce(&shard, c).await;
+        }
+        shard.stop_handle.stop();
+    }
+}
+
+/// Runs `f`'s future to completion on an executor of its own, on a new
+/// thread, and returns its output: for offline work on engine files (a
+/// restore reading a backup) by a program that is not a node.
+pub fn run_offline<T, F, Fut>(name: &str, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+{
+    let handle = LocalExecutorBuilder::new(Placement::Unbound)
+        .name(name)
+        .spawn(move || async move { f().await })
+        .map_err(|e| Error::Runtime {
+            what: format!("starting the executor {name}"),
+            reason: e.to_string(),
+        })?;
+    handle.join().map_err(|e| Error::Runtime {
+        what: format!("the executor {name}"),
+        reason: e.to_string(),
+    })
 }
 
 thread_local! {

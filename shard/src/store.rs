@@ -167,6 +167,22 @@ pub enum Cmd {
     /// Cluster mode: a request this core coordinates. Executed by the
     /// cluster module (it needs the ring and the peers), never by the store.
     Cluster(crate::cluster::ClusterCmd),
+    /// Checkpoint this core into the snapshot directory `snapshot`
+    /// ([`crate::backup::checkpoint_core`]; executed by the shard, which
+    /// holds the hints too). Reply: [`Reply::Files`].
+    Checkpoint {
+        /// `<data_dir>/snapshots/<name>`.
+        snapshot: std::path::PathBuf,
+    },
+    /// Single-node restore: write a backed-up engine entry
+    /// ([`crate::backup::encode_plain`]) unless the key holds a version at
+    /// least as new. Reply: [`Reply::Bool`] (whether it was written).
+    RestorePlain {
+        /// The key.
+        key: Key,
+        /// The encoded entry.
+        entry: Vec<u8>,
+    },
     /// Cluster mode, replica side: a page of this core's records in tokens
     /// `(start, end]`, wrapping (`start == end`: the whole ring), for range
     /// streaming (repair, join, decommission). Reply: [`Reply::Page`], each
@@ -295,6 +311,10 @@ pub enum Reply {
     },
     /// A Paxos acceptor's answer (`None`: a commit, which needs none).
     Paxos(Option<crate::coordinator::PaxosReply>),
+    /// The files of a core's checkpoint.
+    Files(Vec<crate::backup::SnapshotFile>),
+    /// Named counts (hints pending per target node).
+    Counts(Vec<(String, u64)>),
     /// The command failed.
     Failed(Failure),
 }
@@ -815,7 +835,42 @@ impl Store {
                 FailureKind::Internal,
                 "a cluster command reached the store instead of the cluster module",
             )),
+            Cmd::Checkpoint { .. } => Err(Failure::new(
+                FailureKind::Internal,
+                "a checkpoint reached the store instead of the shard",
+            )),
+            Cmd::RestorePlain { key, entry } => self.restore_plain(&key, &entry).await.map(Reply::Bool),
         }
+    }
+
+    /// See [`Cmd::RestorePlain`]. Single-node versions are HLC timestamps
+    /// (big-endian, so bytes compare as numbers): the newer of the stored
+    /// and the backed-up entry stays, which makes a restore idempotent and
+    /// never lets it replace a write made since.
+    async fn restore_plain(&self, key: &Key, entry: &[u8]) -> Result<bool, Failure> {
+        let (kind, time, meta, value) = crate::backup::decode_plain(entry).map_err(|e| {
+            Failure::new(
+                FailureKind::Invalid,
+                format!("restore entry of the key at token {:#x}: {e}", key.token),
+            )
+        })?;
+        if key.bytes.is_empty() {
+            return Err(EngineError::EmptyKey.into());
+        }
+        let _g = self.locks.lock(&key.bytes).await;
+        if let Some(cur) = self.engine.get_entry(key.token, &key.bytes).await? {
+            if cur.meta.as_slice() >= meta {
+                return Ok(false);
+            }
+        }
+        let mut batch = WriteBatch::new();
+        match kind {
+            Kind::Put => batch.put(key.token, &key.bytes, value, meta, time),
+            Kind::Delete => batch.delete(key.token, &key.bytes, meta, time),
+        }
+        self.writes.set(self.writes.get() + 1);
+        self.engine.write(batch).await?;
+        Ok(true)
     }
 
     /// This core's record of `key` (cluster mode).

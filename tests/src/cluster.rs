@@ -316,6 +316,73 @@ impl TestCluster {
         self.node_mut(i).kill9();
     }
 
+    /// SIGTERMs node `i` (a drain: announce, finish, flush) and waits for
+    /// its exit (at most 60 s); its status.
+    pub fn sigterm(&mut self, i: usize) -> std::process::ExitStatus {
+        self.node_mut(i).sigterm()
+    }
+
+    /// Waits (at most 60 s) for node `i`'s process to exit by itself (after
+    /// `corekv drain`, say); its status.
+    pub fn await_exit(&mut self, i: usize) -> std::process::ExitStatus {
+        self.node_mut(i).await_exit(Duration::from_secs(60))
+    }
+
+    /// Runs the `corekv` command with `args` against node `i`'s client
+    /// port (`--node` added); its exit status, stdout and stderr.
+    pub fn cli(&self, i: usize, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(&self.bin)
+            .args(args)
+            .args(["--node", &self.addr(i)])
+            .output()
+            .unwrap_or_else(|e| panic!("run corekv {args:?}: {e}"));
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Like [`TestCluster::cli`], failing the test (with the nodes' logs)
+    /// unless the command succeeds; its stdout.
+    pub fn cli_ok(&self, i: usize, args: &[&str]) -> String {
+        let (ok, out, err) = self.cli(i, args);
+        assert!(
+            ok,
+            "corekv {args:?} via node {i} failed:\n{out}{err}\n{}",
+            self.log_tails()
+        );
+        out
+    }
+
+    /// How node `viewer` sees node `target` (`corekv status`): `NORMAL`,
+    /// `DOWN`, `JOINING`, `LEAVING`, or `None` when it does not list it.
+    pub fn status_seen(&self, viewer: usize, target: usize) -> Result<Option<String>, String> {
+        let (ok, out, err) = self.cli(viewer, &["status", "--timeout", "10"]);
+        if !ok {
+            return Err(format!("status via node {viewer}: {out}{err}"));
+        }
+        let id = format!("n{target}");
+        Ok(out
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|w| w.first() == Some(&id.as_str()))
+            .and_then(|w| w.get(1).map(|s| (*s).to_owned())))
+    }
+
+    /// Hints node `holder` keeps for node `target` (`corekv hints`).
+    pub fn hints_for(&self, holder: usize, target: usize) -> Result<u64, String> {
+        let (ok, out, err) = self.cli(holder, &["hints", "--timeout", "10"]);
+        if !ok {
+            return Err(format!("hints via node {holder}: {out}{err}"));
+        }
+        let prefix = format!("for n{target}: ");
+        Ok(out
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix).and_then(|n| n.trim().parse().ok()))
+            .unwrap_or(0))
+    }
+
     /// Restarts node `i` on its data (killing it first if it runs) and waits
     /// until it is ready; does not wait for the cluster to see it (see
     /// [`TestCluster::await_formed`]).

@@ -229,6 +229,24 @@ impl TestNode {
         }
     }
 
+    /// Waits for the process to exit by itself, at most `limit`; its status
+    /// (panics with the log when it does not exit).
+    pub fn await_exit(&mut self, limit: Duration) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = c.try_wait().expect("wait") {
+                return s;
+            }
+            if Instant::now() >= deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("node did not exit within {limit:?}:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Restarts on the same data and ports after a kill or stop.
     pub fn restart(&mut self) -> Duration {
         self.kill9();

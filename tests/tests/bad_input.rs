@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use corekv_net::frame::{encode_frame, Flags, HEADER_LEN, MAGIC, PROTOCOL_VERSION};
 use corekv_net::msg::auth;
-use corekv_net::msg::peer::{Ballot, PaxosStep, PeerOp, PeerRequest};
+use corekv_net::msg::peer::{Ballot, PaxosStep, PeerOp, PeerRequest, RangeEntry, RestoreMode};
 use corekv_net::msg::{
     Condition, Consistency, ErrorCode, KeyValue, Limits, List, Op, Request, Response, ResponseOpcode,
 };
@@ -327,8 +327,8 @@ fn native_framing(n: &TestNode, port: u16, h: &mut Health) {
         .filter(|&o| {
             o == 0
                 || (0x14..=0x3F).contains(&o)
-                || (0x45..=0x7F).contains(&o)
-                || (0x82..=0xBF).contains(&o)
+                || (0x46..=0x7F).contains(&o)
+                || (0x83..=0xBF).contains(&o)
                 || o >= 0xC1
         })
         // The authentication opcodes (docs/protocol.md, "Authentication").
@@ -607,6 +607,23 @@ fn node_to_node(n: &TestNode, h: &mut Health) {
     // Well-formed frames with payloads the node cannot use: an error each.
     let garbage: Vec<u8> = (0..200u32).map(|i| (i * 37 % 251) as u8).collect();
     let huge_command = vec![b'x'; 100 << 10];
+    let restore_garbage = [RangeEntry {
+        token: corekv_net::token::token_of(b"bi-peer"),
+        key: b"bi-peer",
+        record: &garbage,
+    }];
+    // A real record (what MUTATE carries) under a token that is not its key's.
+    let record = corekv_shard::versioning::Record::Lww(corekv_shard::versioning::LwwRegister::new(
+        corekv_shard::versioning::Timestamp::from_u64(1 << 20),
+        corekv_shard::versioning::Actor(7),
+        corekv_shard::versioning::Value::put("v"),
+    ))
+    .to_bytes();
+    let restore_wrong_token = [RangeEntry {
+        token: 12345,
+        key: b"bi-peer",
+        record: &record,
+    }];
     let cases: Vec<(String, PeerOp<'_>)> = vec![
         ("ADMIN empty".into(), PeerOp::Admin { command: b"" }),
         (
@@ -690,6 +707,77 @@ fn node_to_node(n: &TestNode, h: &mut Health) {
                 limit: 5,
             },
         ),
+        (
+            "ADMIN snapshot, a name that escapes".into(),
+            PeerOp::Admin {
+                command: b"local-snapshot ../../etc",
+            },
+        ),
+        (
+            "ADMIN snapshot-delete, no such snapshot".into(),
+            PeerOp::Admin {
+                command: b"local-snapshot-delete none",
+            },
+        ),
+        (
+            "SNAPSHOT_READ, a path that escapes".into(),
+            PeerOp::SnapshotRead {
+                name: b"none",
+                path: b"../../../etc/passwd",
+                offset: 0,
+                max_len: 100,
+            },
+        ),
+        (
+            "SNAPSHOT_READ, no such snapshot".into(),
+            PeerOp::SnapshotRead {
+                name: b"none",
+                path: b"SNAPSHOT.toml",
+                offset: 0,
+                max_len: 100,
+            },
+        ),
+        (
+            "SNAPSHOT_READ, binary name".into(),
+            PeerOp::SnapshotRead {
+                name: &garbage[..200.min(garbage.len())],
+                path: b"x",
+                offset: u64::MAX,
+                max_len: u32::MAX,
+            },
+        ),
+        (
+            "RESTORE garbage record".into(),
+            PeerOp::Restore {
+                mode: RestoreMode::Records,
+                consistency: 3,
+                entries: List::Slice(&restore_garbage),
+            },
+        ),
+        (
+            "RESTORE a token that is not the key's".into(),
+            PeerOp::Restore {
+                mode: RestoreMode::Records,
+                consistency: 3,
+                entries: List::Slice(&restore_wrong_token),
+            },
+        ),
+        (
+            "RESTORE plain entries into a cluster".into(),
+            PeerOp::Restore {
+                mode: RestoreMode::Plain,
+                consistency: 3,
+                entries: List::Slice(&restore_garbage),
+            },
+        ),
+        (
+            "RESTORE consistency 9".into(),
+            PeerOp::Restore {
+                mode: RestoreMode::Records,
+                consistency: 9,
+                entries: List::Slice(&restore_garbage),
+            },
+        ),
     ];
     for (what, op) in &cases {
         match peer_call(&mut w, op.opcode() as u8, &peer_body(*op), what) {
@@ -733,6 +821,17 @@ fn node_to_node(n: &TestNode, h: &mut Health) {
         PeerOp::Coordinate { payload: b"p" },
         PeerOp::Admin { command: b"status" },
         PeerOp::Gossip { payload: b"g" },
+        PeerOp::SnapshotRead {
+            name: b"snap",
+            path: b"core-0/000001.sst",
+            offset: 7,
+            max_len: 4096,
+        },
+        PeerOp::Restore {
+            mode: RestoreMode::Records,
+            consistency: 3,
+            entries: List::Slice(&restore_garbage),
+        },
     ];
     for op in ops {
         let body = peer_body(op);

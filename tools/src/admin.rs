@@ -1,5 +1,6 @@
 //! Operator commands against one node: `status`, `ring`, `repair`, `decommission`,
-//! `removenode ID`. Each is a node-to-node ADMIN frame (docs/protocol.md)
+//! `removenode ID`, `drain`, `hints` (and, in `backup.rs`, `snapshot`,
+//! `backup`, `restore`). Each is a node-to-node ADMIN frame (docs/protocol.md)
 //! sent straight to the node, which answers a report when the work is done.
 //!
 //! A node with a cluster secret serves node-to-node opcodes only after the
@@ -25,9 +26,9 @@ use clap::{Arg, ArgMatches, Command};
 use corekv_net::frame::{FrameDecoder, HEADER_LEN};
 use corekv_net::msg::auth::AuthRequest;
 use corekv_net::msg::peer::{PeerOp, PeerOpcode, PeerRequest, PeerResponse};
-use corekv_net::msg::{Limits, Response};
+use corekv_net::msg::{Limits, Response, ResponseOpcode};
 
-fn node_arg() -> Arg {
+pub(crate) fn node_arg() -> Arg {
     Arg::new("node")
         .long("node")
         .short('n')
@@ -38,7 +39,7 @@ fn node_arg() -> Arg {
 }
 
 /// The credential flags of every admin command.
-fn auth_args(c: Command) -> Command {
+pub(crate) fn auth_args(c: Command) -> Command {
     c.arg(
         Arg::new("cluster-secret")
             .long("cluster-secret")
@@ -80,7 +81,7 @@ pub struct Credentials {
     pub tls: Option<super::client::TlsFlags>,
 }
 
-fn credentials(m: &ArgMatches) -> Result<Credentials, String> {
+pub(crate) fn credentials(m: &ArgMatches) -> Result<Credentials, String> {
     let secret = if let Some(s) = m.get_one::<String>("cluster-secret").filter(|s| !s.is_empty()) {
         Some(s.as_bytes().to_vec())
     } else if let Some(f) = m.get_one::<String>("cluster-secret-file").filter(|s| !s.is_empty()) {
@@ -94,7 +95,7 @@ fn credentials(m: &ArgMatches) -> Result<Credentials, String> {
     Ok(Credentials { secret, user, tls })
 }
 
-fn timeout_arg() -> Arg {
+pub(crate) fn timeout_arg() -> Arg {
     Arg::new("timeout")
         .long("timeout")
         .value_name("SECONDS")
@@ -133,6 +134,17 @@ pub fn commands() -> Vec<Command> {
             .arg(node_arg())
             .arg(timeout_arg())
             .arg(Arg::new("id").required(true).help("The dead node's id")),
+        Command::new("drain")
+            .about(
+                "Drain the node for a restart: tell the cluster it is going (peers mark it down and hint its \
+                 writes), stop taking requests, finish those in flight, flush, exit 0",
+            )
+            .arg(node_arg())
+            .arg(timeout_arg()),
+        Command::new("hints")
+            .about("Print the hints the node holds for other nodes (writes they missed), per node")
+            .arg(node_arg())
+            .arg(timeout_arg()),
     ]
     .into_iter()
     .map(auth_args)
@@ -141,7 +153,10 @@ pub fn commands() -> Vec<Command> {
 
 /// Whether `name` is an admin subcommand.
 pub fn is_admin(name: &str) -> bool {
-    matches!(name, "status" | "ring" | "repair" | "decommission" | "removenode")
+    matches!(
+        name,
+        "status" | "ring" | "repair" | "decommission" | "removenode" | "drain" | "hints"
+    )
 }
 
 /// Runs an admin subcommand; prints the node's report.
@@ -166,22 +181,13 @@ pub fn run(name: &str, m: &ArgMatches) -> Result<bool, String> {
 /// Sends one ADMIN command to `node`, authenticating first with `creds`,
 /// and waits for its report.
 pub fn call_with(node: &str, command: &str, timeout: Duration, creds: &Credentials) -> Result<String, String> {
-    let s = TcpStream::connect(node).map_err(|e| format!("connecting to {node}: {e}"))?;
-    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    match &creds.tls {
-        None => exchange(s, node, command, creds),
-        Some(flags) => {
-            let conn = tls_client(flags, node)?;
-            let mut tls = corekv_net::tls::rustls::StreamOwned::new(conn, s);
-            // Complete the handshake now, so a refused certificate is
-            // reported as such rather than as a failed send.
-            while tls.conn.is_handshaking() {
-                tls.conn
-                    .complete_io(&mut tls.sock)
-                    .map_err(|e| format!("{node}: TLS handshake failed: {e}"))?;
-            }
-            exchange(tls, node, command, creds)
-        }
+    let mut conn = AdminConn::open(node, timeout, creds)?;
+    let body = conn.call(PeerOp::Admin {
+        command: command.as_bytes(),
+    })?;
+    match PeerResponse::decode_body(PeerOpcode::Admin, &body, &Limits::default()) {
+        Ok(PeerResponse::Report { text }) => Ok(String::from_utf8_lossy(text).into_owned()),
+        Ok(_) | Err(_) => Err(format!("{node} answered something other than a report")),
     }
 }
 
@@ -218,55 +224,197 @@ fn tls_client(
     corekv_net::tls::rustls::ClientConnection::new(Arc::clone(&config), name).map_err(|e| e.to_string())
 }
 
-/// Authenticates on an open stream, sends the command and reads its report.
-fn exchange<S: Read + Write>(mut s: S, node: &str, command: &str, creds: &Credentials) -> Result<String, String> {
-    let mut dec = FrameDecoder::new(Limits::default().max_frame);
-    if let Some(secret) = &creds.secret {
-        handshake(&mut s, &mut dec, secret).map_err(|e| format!("{node}: cluster handshake failed: {e}"))?;
+/// Why a node-to-node request failed: the node's ERROR answer (with its
+/// code), or no answer at all (connection, I/O, undecodable bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallError {
+    /// The node's error code; `None` when there was no answer.
+    pub code: Option<corekv_net::msg::ErrorCode>,
+    /// What happened, naming the node.
+    pub message: String,
+}
+
+impl CallError {
+    fn io(message: String) -> CallError {
+        CallError { code: None, message }
     }
-    if let Some((user, password)) = &creds.user {
-        let mut buf = Vec::new();
-        AuthRequest {
-            user,
-            password: password.as_bytes(),
-        }
-        .encode_frame(3, &mut buf)
-        .map_err(|e| e.to_string())?;
-        s.write_all(&buf)
-            .and_then(|()| s.flush())
-            .map_err(|e| format!("sending to {node}: {e}"))?;
-        answer(&mut s, &mut dec).map_err(|e| format!("{node}: AUTH failed: {e}"))?;
+
+    /// Whether sending the request again may succeed: no answer came, or
+    /// the node was unavailable, timed out or overloaded.
+    pub fn is_transient(&self) -> bool {
+        use corekv_net::msg::ErrorCode;
+        self.code
+            .is_none_or(|c| [ErrorCode::UNAVAILABLE, ErrorCode::TIMEOUT, ErrorCode::OVERLOADED].contains(&c))
     }
-    let req = PeerRequest {
-        from: "corekv-cli",
-        op: PeerOp::Admin {
-            command: command.as_bytes(),
-        },
-    };
-    let mut buf = Vec::new();
-    req.encode_frame(1, &mut buf).map_err(|e| e.to_string())?;
-    s.write_all(&buf)
-        .and_then(|()| s.flush())
-        .map_err(|e| format!("sending to {node}: {e}"))?;
-    let limits = Limits::default();
-    loop {
-        if let Some(f) = dec.next_frame().map_err(|e| format!("bad answer from {node}: {e}"))? {
-            if f.header.flags.is_error() {
-                return match Response::decode_body(corekv_net::msg::ResponseOpcode::Error as u8, f.body, &limits) {
-                    Ok(Response::Error { message, .. }) => Err(format!("{node}: {message}")),
-                    _ => Err(format!("{node} answered an error")),
-                };
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<CallError> for String {
+    fn from(e: CallError) -> String {
+        e.message
+    }
+}
+
+/// A byte stream to a node: plain TCP, or TLS over it.
+trait Stream: Read + Write {}
+
+impl<T: Read + Write> Stream for T {}
+
+/// An authenticated connection to one node for node-to-node requests
+/// (operator commands, snapshot reads, restores), one at a time.
+pub struct AdminConn {
+    s: Box<dyn Stream>,
+    dec: FrameDecoder,
+    node: String,
+    next_id: u64,
+}
+
+impl std::fmt::Debug for AdminConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConn").field("node", &self.node).finish_non_exhaustive()
+    }
+}
+
+impl AdminConn {
+    /// Connects to `node` and authenticates with `creds`; every answer is
+    /// waited for at most `timeout`.
+    pub fn open(node: &str, timeout: Duration, creds: &Credentials) -> Result<AdminConn, String> {
+        let tcp = TcpStream::connect(node).map_err(|e| format!("connecting to {node}: {e}"))?;
+        tcp.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let mut s: Box<dyn Stream> = match &creds.tls {
+            None => Box::new(tcp),
+            Some(flags) => {
+                let conn = tls_client(flags, node)?;
+                let mut tls = corekv_net::tls::rustls::StreamOwned::new(conn, tcp);
+                // Complete the handshake now, so a refused certificate is
+                // reported as such rather than as a failed send.
+                while tls.conn.is_handshaking() {
+                    tls.conn
+                        .complete_io(&mut tls.sock)
+                        .map_err(|e| format!("{node}: TLS handshake failed: {e}"))?;
+                }
+                Box::new(tls)
             }
-            return match PeerResponse::decode_body(PeerOpcode::Admin, f.body, &limits) {
-                Ok(PeerResponse::Report { text }) => Ok(String::from_utf8_lossy(text).into_owned()),
-                Ok(_) | Err(_) => Err(format!("{node} answered something other than a report")),
-            };
+        };
+        let mut dec = FrameDecoder::new(Limits::default().max_frame);
+        if let Some(secret) = &creds.secret {
+            handshake(&mut s, &mut dec, secret).map_err(|e| format!("{node}: cluster handshake failed: {e}"))?;
         }
-        let spare = dec.spare(HEADER_LEN.max(64 << 10));
-        let n = s.read(spare).map_err(|e| format!("waiting for {node}: {e}"))?;
-        dec.commit(n);
-        if n == 0 {
-            return Err(format!("{node} closed the connection without answering"));
+        if let Some((user, password)) = &creds.user {
+            let mut buf = Vec::new();
+            AuthRequest {
+                user,
+                password: password.as_bytes(),
+            }
+            .encode_frame(3, &mut buf)
+            .map_err(|e| e.to_string())?;
+            s.write_all(&buf)
+                .and_then(|()| s.flush())
+                .map_err(|e| format!("sending to {node}: {e}"))?;
+            answer(&mut s, &mut dec).map_err(|e| format!("{node}: AUTH failed: {e}"))?;
+        }
+        Ok(AdminConn {
+            s,
+            dec,
+            node: node.to_owned(),
+            next_id: 16,
+        })
+    }
+
+    /// The node's address.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Sends one node-to-node request and returns the body of its answer;
+    /// an ERROR answer is `Err` with the node's message.
+    pub fn call(&mut self, op: PeerOp<'_>) -> Result<Vec<u8>, CallError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut buf = Vec::new();
+        PeerRequest { from: "corekv-cli", op }
+            .encode_frame(id, &mut buf)
+            .map_err(|e| CallError::io(e.to_string()))?;
+        self.s
+            .write_all(&buf)
+            .and_then(|()| self.s.flush())
+            .map_err(|e| CallError::io(format!("sending to {}: {e}", self.node)))?;
+        self.answer(id)
+    }
+
+    /// RING: the client addresses of the nodes the contacted node lists.
+    pub fn ring(&mut self) -> Result<Vec<String>, String> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut buf = Vec::new();
+        corekv_net::msg::Request {
+            consistency: corekv_net::msg::Consistency::One,
+            timeout_ms: 0,
+            sloppy_quorum: false,
+            op: corekv_net::msg::Op::Ring,
+        }
+        .encode_frame(id, &mut buf)
+        .map_err(|e| e.to_string())?;
+        self.s
+            .write_all(&buf)
+            .and_then(|()| self.s.flush())
+            .map_err(|e| format!("sending to {}: {e}", self.node))?;
+        let body = self.answer(id).map_err(String::from)?;
+        match Response::decode_body(corekv_net::msg::ResponseOpcode::Ring as u8, &body, &Limits::default()) {
+            Ok(Response::Ring { nodes, .. }) => Ok(nodes.iter().map(|n| n.address.to_owned()).collect()),
+            _ => Err(format!("{} answered RING with something else", self.node)),
+        }
+    }
+
+    fn answer(&mut self, id: u64) -> Result<Vec<u8>, CallError> {
+        let limits = Limits::default();
+        let node = &self.node;
+        loop {
+            let frame = self
+                .dec
+                .next_frame()
+                .map_err(|e| CallError::io(format!("bad answer from {node}: {e}")))?;
+            if let Some(f) = frame {
+                if f.header.request_id != id {
+                    if f.header.request_id == 0 && f.header.flags.is_error() {
+                        let why = match Response::decode_body(ResponseOpcode::Error as u8, f.body, &limits) {
+                            Ok(Response::Error { message, .. }) => message.to_owned(),
+                            _ => "an undecodable error".to_owned(),
+                        };
+                        return Err(CallError::io(format!("{node} closed the connection: {why}")));
+                    }
+                    continue;
+                }
+                if f.header.flags.is_error() {
+                    return Err(
+                        match Response::decode_body(ResponseOpcode::Error as u8, f.body, &limits) {
+                            Ok(Response::Error { code, message }) => CallError {
+                                code: Some(code),
+                                message: format!("{node}: {message}"),
+                            },
+                            _ => CallError::io(format!("{node} answered an undecodable error")),
+                        },
+                    );
+                }
+                return Ok(f.body.to_vec());
+            }
+            let spare = self.dec.spare(HEADER_LEN.max(64 << 10));
+            let n = match self.s.read(spare) {
+                Ok(n) => n,
+                // A signal interrupted the read: nothing was lost, read again.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(CallError::io(format!("waiting for {node}: {e}"))),
+            };
+            self.dec.commit(n);
+            if n == 0 {
+                return Err(CallError::io(format!("{node} closed the connection without answering")));
+            }
         }
     }
 }

@@ -1,8 +1,10 @@
-//! `corekv`: start a node (`serve`) or a local cluster (`cluster up`), measure its disk (`tune`), talk to a running one (`get`, `put`,
-//! `del`, `scan`, `status`, `ring`, ...) and write its users file (`hash-password`, `user add`). A library so test crates can build the same command
+//! `corekv`: start a node (`serve`) or a local cluster (`cluster up`), measure its disk (`tune`),
+//! talk to a running one (`get`, `put`, `del`, `scan`), operate it (`status`, `ring`, `repair`, `drain`,
+//! `snapshot`, `backup`, `restore`, ...) and write its users file (`hash-password`, `user add`). A library so test crates can build the same command
 //! under their own binary name.
 
 mod admin;
+mod backup;
 mod client;
 mod local_cluster;
 mod serve;
@@ -25,6 +27,7 @@ fn cli() -> Command {
         .subcommand(local_cluster::command())
         .subcommands(client::commands())
         .subcommands(admin::commands())
+        .subcommands(backup::commands())
         .subcommands(users::commands())
 }
 
@@ -36,6 +39,7 @@ pub fn main() -> ExitCode {
         Some(("tune", m)) => tune::run(m).map(|()| true),
         Some(("cluster", m)) => local_cluster::run(m),
         Some((name, m)) if admin::is_admin(name) => admin::run(name, m),
+        Some((name, m)) if backup::is_backup(name) => backup::run(name, m),
         Some((name, m)) if users::is_users(name) => users::run(name, m),
         Some((name, m)) => client::run(name, m),
         None => Err("no command (see corekv --help)".to_string()),

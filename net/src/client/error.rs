@@ -199,9 +199,13 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// True if the request may not have reached the server or the server asked
-    /// to retry: I/O failures (a TLS handshake cut short included), timeouts,
-    /// lost connections and `OVERLOADED`.
+    /// True if the request may not have reached the server, or another
+    /// attempt (on another node) may succeed: I/O failures (a TLS handshake
+    /// cut short included), timeouts, lost connections, and the server's
+    /// `OVERLOADED`, `UNAVAILABLE` (the coordinator believed too few replicas
+    /// alive: another node, or the same a moment later, may see more) and
+    /// `TIMEOUT` (too few replicas answered in time; the outcome is unknown,
+    /// as for a client timeout).
     /// Only idempotent requests are retried automatically.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -209,7 +213,9 @@ impl ClientError {
             | ClientError::ConnectTimeout { .. }
             | ClientError::Timeout { .. }
             | ClientError::ConnectionClosed { .. } => true,
-            ClientError::Server { code, .. } => *code == ErrorCode::OVERLOADED,
+            ClientError::Server { code, .. } => {
+                [ErrorCode::OVERLOADED, ErrorCode::UNAVAILABLE, ErrorCode::TIMEOUT].contains(code)
+            }
             // A certificate refused is refused again; a connection that broke
             // mid-handshake is not.
             ClientError::Tls { source, .. } => source.kind() != std::io::ErrorKind::InvalidData,

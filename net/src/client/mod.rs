@@ -54,8 +54,11 @@ pub struct ClientOptions {
     /// Zero: no client-side limit, and the server applies its default.
     pub timeout: Duration,
     /// How many times an idempotent request is retried after an I/O error, a
-    /// timeout, a lost connection or `OVERLOADED` (default 2). Non-idempotent
-    /// requests are never retried.
+    /// timeout, a lost connection, or the server's `OVERLOADED`,
+    /// `UNAVAILABLE` or `TIMEOUT` (default 2). A single-key request's retries
+    /// go to the next nodes of the ring in turn (any node coordinates), so a
+    /// node that is restarting or draining costs one failed attempt.
+    /// Non-idempotent requests are never retried.
     pub retries: u32,
     /// Pause before the first retry, doubled for each further one (default 10 ms).
     pub retry_backoff: Duration,
@@ -371,6 +374,13 @@ struct Inner {
     refreshing: tokio::sync::Mutex<()>,
     /// Rotates the node a refresh asks first.
     refresh_turn: AtomicUsize,
+    /// When a failed attempt last asked for a ring refresh (ms since the
+    /// client started), so a burst of failures asks once.
+    last_failure_refresh: std::sync::atomic::AtomicU64,
+    /// When the client started (the clock of `last_failure_refresh`).
+    started: std::time::Instant,
+    /// Attempts made again after a retryable failure.
+    retries_made: std::sync::atomic::AtomicU64,
 }
 
 impl Inner {
@@ -477,6 +487,9 @@ impl Client {
                 topology: RwLock::new(Arc::new(topology)),
                 refreshing: tokio::sync::Mutex::new(()),
                 refresh_turn: AtomicUsize::new(0),
+                last_failure_refresh: std::sync::atomic::AtomicU64::new(0),
+                started: std::time::Instant::now(),
+                retries_made: std::sync::atomic::AtomicU64::new(0),
             }),
             consistency: options.consistency,
             sloppy_quorum: options.sloppy_quorum,
@@ -553,6 +566,13 @@ impl Client {
         self.inner.topology().routing.clone()
     }
 
+    /// How many attempts this client (and its clones) made again after a
+    /// retryable failure, since it connected: each retried request counts
+    /// once per retry. A request whose retry succeeded returned `Ok`.
+    pub fn retries_made(&self) -> u64 {
+        self.inner.retries_made.load(Ordering::Relaxed)
+    }
+
     /// Requests currently waiting for an answer, over the connections of the
     /// current ring.
     pub fn pending_requests(&self) -> usize {
@@ -579,7 +599,14 @@ impl Client {
 
     /// Sends `op` to `endpoint`, retrying idempotent operations on retryable
     /// errors.
-    async fn call(&self, endpoint: &Endpoint, op: Op<'_>) -> Result<Reply> {
+    async fn call(&self, endpoint: &Arc<Endpoint>, op: Op<'_>) -> Result<Reply> {
+        self.call_on(std::slice::from_ref(endpoint), op).await
+    }
+
+    /// Sends `op` to `endpoints[0]`; an idempotent operation that fails with
+    /// a retryable error is sent again, after a backoff, to the next
+    /// endpoint in turn (wrapping), up to `retries` times.
+    async fn call_on(&self, endpoints: &[Arc<Endpoint>], op: Op<'_>) -> Result<Reply> {
         let req = Request {
             consistency: self.consistency,
             timeout_ms: timeout_ms(self.timeout),
@@ -590,8 +617,15 @@ impl Client {
         let retries = if is_idempotent(&op) { opts.retries } else { 0 };
         let mut attempt = 0u32;
         loop {
+            let Some(endpoint) = endpoints.get(attempt as usize % endpoints.len().max(1)) else {
+                return Err(ClientError::Ring(RingError::NoVnodes));
+            };
             match self.inner.transport.attempt(endpoint, &req, self.timeout).await {
                 Err(e) if attempt < retries && e.is_retryable() => {
+                    self.inner.retries_made.fetch_add(1, Ordering::Relaxed);
+                    if endpoints.len() > 1 {
+                        self.refresh_after_failure();
+                    }
                     let backoff = opts.retry_backoff.saturating_mul(1u32 << attempt.min(16));
                     attempt += 1;
                     if !backoff.is_zero() {
@@ -603,13 +637,45 @@ impl Client {
         }
     }
 
-    /// Sends a single-key `op` to the core owning `key`.
+    /// After a failed attempt: fetch the ring again in the background (at
+    /// most once a second), so routing soon leaves out a node the cluster
+    /// took for down (RING lists only live nodes).
+    fn refresh_after_failure(&self) {
+        let now = u64::try_from(self.inner.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.inner.last_failure_refresh.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < 1000 {
+            return;
+        }
+        if self
+            .inner
+            .last_failure_refresh
+            .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let client = self.clone();
+        tokio::spawn(async move {
+            // A failed refresh keeps the current ring; the next failure asks again.
+            let _ = client.refresh_ring().await;
+        });
+    }
+
+    /// Sends a single-key `op` to the core owning `key`; its retries go to
+    /// the next nodes of the ring.
     async fn call_key(&self, key: &[u8], op: Op<'_>) -> Result<Reply> {
-        let endpoint = {
+        let endpoints = {
             let topo = self.inner.topology();
-            topo.target(topo.routing.owner(key).target)?
+            let n = (self.inner.transport.options.retries as usize)
+                .saturating_add(1)
+                .min(16);
+            topo.routing
+                .failover_targets(token_of(key), n)
+                .into_iter()
+                .map(|t| topo.target(t))
+                .collect::<Result<Vec<_>>>()?
         };
-        self.call(&endpoint, op).await
+        self.call_on(&endpoints, op).await
     }
 
     /// The value of `key`, `None` if it does not exist.
@@ -1225,11 +1291,13 @@ mod tests {
             after: Duration::from_secs(1)
         }
         .is_retryable());
-        assert!(ClientError::Server {
-            code: ErrorCode::OVERLOADED,
-            message: String::new()
+        for code in [ErrorCode::OVERLOADED, ErrorCode::UNAVAILABLE, ErrorCode::TIMEOUT] {
+            assert!(ClientError::Server {
+                code,
+                message: String::new()
+            }
+            .is_retryable());
         }
-        .is_retryable());
         assert!(!ClientError::Server {
             code: ErrorCode::INTERNAL,
             message: String::new()

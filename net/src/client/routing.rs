@@ -269,6 +269,34 @@ impl Routing {
         }
     }
 
+    /// The endpoints (in [`Routing::targets`]) of up to `n` distinct nodes
+    /// for `token`, in ring order from its owner: the owner's first, then
+    /// each next node clockwise, on that node's core for its first vnode
+    /// past the token (the core that stores the key there, if it is one of
+    /// the key's replicas; any node coordinates a request either way). A
+    /// client retries on them when the owner does not answer.
+    pub fn failover_targets(&self, token: Token, n: usize) -> Vec<usize> {
+        let len = self.vnodes.len();
+        let start = self.vnodes.partition_point(|v| v.token < token);
+        let mut nodes: Vec<u32> = Vec::new();
+        let mut out = Vec::new();
+        let distinct = n.min(self.nodes.len());
+        for i in 0..len {
+            // Every node found: a ring of one node is not walked whole.
+            if out.len() >= distinct {
+                break;
+            }
+            let Some(v) = self.vnodes.get((start + i) % len) else {
+                break;
+            };
+            if !nodes.contains(&v.node) {
+                nodes.push(v.node);
+                out.push(v.target as usize);
+            }
+        }
+        out
+    }
+
     /// The owner of `key`'s token.
     pub fn owner(&self, key: &[u8]) -> Owner {
         self.owner_of_token(token_of(key))
@@ -312,6 +340,32 @@ mod tests {
             .or_else(|| all.iter().min())
             .unwrap();
         (pick.1, pick.2)
+    }
+
+    #[test]
+    fn failover_walks_distinct_nodes_clockwise_from_the_owner() {
+        let r = Routing::new(
+            1,
+            vec![
+                node("10.0.0.1:7380", 2, 7400, &[100, 200]),
+                node("10.0.0.2:7380", 1, 0, &[150, 210]),
+                node("10.0.0.3:7380", 4, 7400, &[160, 900]),
+            ],
+        )
+        .unwrap();
+        let names = |ts: Vec<usize>| -> Vec<String> { ts.into_iter().map(|t| r.targets()[t].clone()).collect() };
+        // 120 -> 150 (node 2), then 160 (node 3, vnode 0: core 0), then 200 (node 1, vnode 1: core 1).
+        assert_eq!(
+            names(r.failover_targets(120, 5)),
+            ["10.0.0.2:7380", "10.0.0.3:7400", "10.0.0.1:7401"]
+        );
+        assert_eq!(r.failover_targets(120, 1), vec![r.owner_of_token(120).target]);
+        // Past the largest token it wraps: 100 (node 1, core 0), 150 (node 2), 160 (node 3).
+        assert_eq!(
+            names(r.failover_targets(901, 3)),
+            ["10.0.0.1:7400", "10.0.0.2:7380", "10.0.0.3:7400"]
+        );
+        assert!(r.failover_targets(5, 0).is_empty());
     }
 
     #[test]

@@ -32,10 +32,15 @@ pub enum PeerOpcode {
     Coordinate = 0x43,
     /// An operator command for the receiving node (`corekv repair`, ...).
     Admin = 0x44,
+    /// Records from a backup for the receiving node to write into the
+    /// cluster through the replication path (`corekv restore`).
+    Restore = 0x45,
     /// A Merkle tree's leaves over a token range (anti-entropy).
     MerkleTree = 0x80,
     /// A page of the records in a token range (repair, join, decommission).
     Range = 0x81,
+    /// A chunk of a file of one of the node's snapshots (`corekv backup`).
+    SnapshotRead = 0x82,
     /// A membership gossip message.
     Gossip = 0xC0,
 }
@@ -49,8 +54,10 @@ impl PeerOpcode {
             0x42 => PeerOpcode::Paxos,
             0x43 => PeerOpcode::Coordinate,
             0x44 => PeerOpcode::Admin,
+            0x45 => PeerOpcode::Restore,
             0x80 => PeerOpcode::MerkleTree,
             0x81 => PeerOpcode::Range,
+            0x82 => PeerOpcode::SnapshotRead,
             0xC0 => PeerOpcode::Gossip,
             _ => return None,
         })
@@ -191,7 +198,48 @@ pub enum PeerOp<'a> {
         /// The encoded message.
         payload: &'a [u8],
     },
+    /// Records of a backup to write into the cluster (`corekv restore`).
+    /// Answer: [`PeerResponse::Restored`] once every one is written at
+    /// `consistency`.
+    Restore {
+        /// What the entries' `record` bytes hold ([`RestoreMode`]).
+        mode: RestoreMode,
+        /// The consistency level byte of the client protocol (`Consistency`
+        /// in `msg`): how many replicas must hold each record.
+        consistency: u8,
+        /// The records, in any order.
+        entries: List<'a, RangeEntry<'a>>,
+    },
+    /// Up to `max_len` bytes of a snapshot file from `offset`. Answer:
+    /// [`PeerResponse::SnapshotChunk`].
+    SnapshotRead {
+        /// The snapshot's name.
+        name: &'a [u8],
+        /// The file's path inside the snapshot (`core-0/000012.sst`,
+        /// `SNAPSHOT.toml`).
+        path: &'a [u8],
+        /// Where the chunk starts.
+        offset: u64,
+        /// Most bytes wanted (the node sends at most [`MAX_SNAPSHOT_CHUNK`]).
+        max_len: u32,
+    },
 }
+
+/// What the `record` bytes of a RESTORE entry hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RestoreMode {
+    /// Cluster records (docs/versions.md), merged into the key's replicas.
+    Records = 1,
+    /// Single-node entries: `kind u8 (1 put, 2 tombstone) | expiry_ms u64 |
+    /// meta bytes | value bytes` (docs/backup.md).
+    Plain = 2,
+}
+
+/// The largest chunk of a snapshot file a node sends in one answer.
+pub const MAX_SNAPSHOT_CHUNK: u32 = 512 << 10;
+
+/// Longest snapshot name or file path accepted in a SNAPSHOT_READ.
+pub const MAX_SNAPSHOT_PATH: u32 = 256;
 
 /// Most Merkle depth accepted: a million leaves, 8 MiB of hashes.
 pub const MAX_MERKLE_DEPTH: u8 = 20;
@@ -208,6 +256,8 @@ impl<'a> PeerOp<'a> {
             PeerOp::Coordinate { .. } => PeerOpcode::Coordinate,
             PeerOp::Admin { .. } => PeerOpcode::Admin,
             PeerOp::Gossip { .. } => PeerOpcode::Gossip,
+            PeerOp::Restore { .. } => PeerOpcode::Restore,
+            PeerOp::SnapshotRead { .. } => PeerOpcode::SnapshotRead,
         }
     }
 }
@@ -285,6 +335,26 @@ impl<'a> PeerRequest<'a> {
             }
             PeerOp::Gossip { payload } | PeerOp::Coordinate { payload } | PeerOp::Admin { command: payload } => {
                 put_bytes(out, payload)
+            }
+            PeerOp::Restore {
+                mode,
+                consistency,
+                entries,
+            } => {
+                out.push(*mode as u8);
+                out.push(*consistency);
+                entries.write(out);
+            }
+            PeerOp::SnapshotRead {
+                name,
+                path,
+                offset,
+                max_len,
+            } => {
+                put_bytes(out, name);
+                put_bytes(out, path);
+                out.extend_from_slice(&offset.to_le_bytes());
+                put_varint(out, (*max_len).into());
             }
         }
     }
@@ -371,6 +441,21 @@ impl<'a> PeerRequest<'a> {
             PeerOpcode::Admin => PeerOp::Admin {
                 command: r.bytes("command length", mk)?,
             },
+            PeerOpcode::Restore => PeerOp::Restore {
+                mode: match r.u8()? {
+                    1 => RestoreMode::Records,
+                    2 => RestoreMode::Plain,
+                    _ => return Err(r.malformed("unknown restore mode")),
+                },
+                consistency: r.u8()?,
+                entries: List::read(&mut r, "entry count")?,
+            },
+            PeerOpcode::SnapshotRead => PeerOp::SnapshotRead {
+                name: r.bytes("snapshot name length", MAX_SNAPSHOT_PATH)?,
+                path: r.bytes("snapshot path length", MAX_SNAPSHOT_PATH)?,
+                offset: r.u64()?,
+                max_len: r.varint_u32("chunk length")?,
+            },
         };
         r.finish()?;
         Ok(PeerRequest { from, op })
@@ -452,6 +537,20 @@ pub enum PeerResponse<'a> {
         /// The encoded message.
         payload: &'a [u8],
     },
+    /// Every record of a RESTORE is written at its level.
+    Restored {
+        /// Records written.
+        records: u64,
+    },
+    /// A chunk of a snapshot file.
+    SnapshotChunk {
+        /// The whole file's size.
+        file_size: u64,
+        /// The bytes from the request's offset (empty at or past the end).
+        data: &'a [u8],
+        /// CRC32C of `data`, computed by the sender as it read them.
+        crc32c: u32,
+    },
 }
 
 impl<'a> PeerResponse<'a> {
@@ -467,6 +566,8 @@ impl<'a> PeerResponse<'a> {
                 | (PeerResponse::Gossip { .. }, PeerOpcode::Gossip)
                 | (PeerResponse::Coordinated { .. }, PeerOpcode::Coordinate)
                 | (PeerResponse::Report { .. }, PeerOpcode::Admin)
+                | (PeerResponse::Restored { .. }, PeerOpcode::Restore)
+                | (PeerResponse::SnapshotChunk { .. }, PeerOpcode::SnapshotRead)
         )
     }
 
@@ -508,6 +609,16 @@ impl<'a> PeerResponse<'a> {
             PeerResponse::Gossip { payload }
             | PeerResponse::Coordinated { payload }
             | PeerResponse::Report { text: payload } => put_bytes(out, payload),
+            PeerResponse::Restored { records } => put_varint(out, *records),
+            PeerResponse::SnapshotChunk {
+                file_size,
+                data,
+                crc32c,
+            } => {
+                out.extend_from_slice(&file_size.to_le_bytes());
+                put_bytes(out, data);
+                out.extend_from_slice(&crc32c.to_le_bytes());
+            }
         }
     }
 
@@ -568,6 +679,15 @@ impl<'a> PeerResponse<'a> {
             },
             PeerOpcode::Admin => PeerResponse::Report {
                 text: r.bytes("report length", mr)?,
+            },
+            PeerOpcode::Restore => PeerResponse::Restored { records: r.varint()? },
+            PeerOpcode::SnapshotRead => PeerResponse::SnapshotChunk {
+                file_size: r.u64()?,
+                data: r.bytes("chunk length", MAX_SNAPSHOT_CHUNK)?,
+                crc32c: {
+                    let b = [r.u8()?, r.u8()?, r.u8()?, r.u8()?];
+                    u32::from_le_bytes(b)
+                },
             },
         };
         r.finish()?;
@@ -659,9 +779,57 @@ mod tests {
             PeerOp::Gossip { payload: b"g" },
             PeerOp::Coordinate { payload: b"c" },
             PeerOp::Admin { command: b"repair" },
+            PeerOp::SnapshotRead {
+                name: b"nightly",
+                path: b"core-0/000012.sst",
+                offset: 1 << 33,
+                max_len: MAX_SNAPSHOT_CHUNK,
+            },
         ] {
             roundtrip_request(PeerRequest { from: "node-1", op });
         }
+        let entries = [
+            RangeEntry {
+                token: 9,
+                key: b"k",
+                record: b"r",
+            },
+            RangeEntry {
+                token: u64::MAX,
+                key: b"other",
+                record: b"",
+            },
+        ];
+        for mode in [RestoreMode::Records, RestoreMode::Plain] {
+            roundtrip_request(PeerRequest {
+                from: "corekv-cli",
+                op: PeerOp::Restore {
+                    mode,
+                    consistency: 3,
+                    entries: List::Slice(&entries),
+                },
+            });
+        }
+    }
+
+    #[test]
+    fn snapshot_and_restore_bodies_are_bounded() {
+        let limits = Limits::default();
+        let mut body = Vec::new();
+        put_bytes(&mut body, b"n");
+        put_bytes(&mut body, &[b'a'; 300]);
+        assert!(matches!(
+            PeerRequest::decode_body(0x82, &body, &limits),
+            Err(FrameError::LimitExceeded { .. })
+        ));
+        let mut body = Vec::new();
+        put_bytes(&mut body, b"n");
+        body.extend_from_slice(&[9, 1, 0]);
+        assert!(PeerRequest::decode_body(0x45, &body, &limits).is_err(), "mode 9");
+        let mut chunk = Vec::new();
+        chunk.extend_from_slice(&5u64.to_le_bytes());
+        put_varint(&mut chunk, u64::from(MAX_SNAPSHOT_CHUNK) + 1);
+        assert!(PeerResponse::decode_body(PeerOpcode::SnapshotRead, &chunk, &limits).is_err());
     }
 
     #[test]
@@ -720,6 +888,15 @@ mod tests {
         roundtrip_response(PeerOpcode::Gossip, PeerResponse::Gossip { payload: b"p" });
         roundtrip_response(PeerOpcode::Coordinate, PeerResponse::Coordinated { payload: b"o" });
         roundtrip_response(PeerOpcode::Admin, PeerResponse::Report { text: b"done" });
+        roundtrip_response(PeerOpcode::Restore, PeerResponse::Restored { records: 300 });
+        roundtrip_response(
+            PeerOpcode::SnapshotRead,
+            PeerResponse::SnapshotChunk {
+                file_size: 10,
+                data: b"0123",
+                crc32c: 0xDEAD_BEEF,
+            },
+        );
     }
 
     #[test]
@@ -758,7 +935,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn random_bodies_never_panic(op in prop::sample::select(vec![0x40u8, 0x41, 0x42, 0x80, 0x81, 0xC0]),
+        fn random_bodies_never_panic(op in prop::sample::select(vec![0x40u8, 0x41, 0x42, 0x45, 0x80, 0x81, 0x82, 0xC0]),
                                      body in prop::collection::vec(any::<u8>(), 0..256)) {
             let limits = Limits::default();
             let _ = PeerRequest::decode_body(op, &body, &limits);

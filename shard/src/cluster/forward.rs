@@ -105,7 +105,11 @@ impl Forwarded {
         let mut r = Reader::new(buf, "forwarded write");
         let version = r.u8()?;
         if version != VERSION_1 && version != VERSION_2 {
-            return Err(r.error("unknown format version"));
+            return Err(crate::error::Error::UnsupportedFormat {
+                what: "forwarded write (COORDINATE payload)".to_owned(),
+                found: u32::from(version),
+                known: format!("{VERSION_1} or {VERSION_2}"),
+            });
         }
         let token = r.u64()?;
         let key = r.bytes_u32(MAX_KEY)?.to_vec();

@@ -169,6 +169,50 @@ fn send(shard: &Rc<Shard>, cluster: &Rc<Cluster>, g: &GossipState, to: String, m
     });
 }
 
+/// Tells every live peer that this node is shutting down (core 0), and
+/// waits (each at most a gossip timeout) for their answers: they then take
+/// it for down at once, hinting its writes and sending it no reads, instead
+/// of timing out on it until the failure detector convicts it. Returns
+/// (peers that answered, peers told). From now on the gossiper is silent.
+pub async fn announce_shutdown(cluster: &Rc<Cluster>) -> (usize, usize) {
+    let Some(g) = cluster.gossip.as_ref() else {
+        return (0, 0);
+    };
+    let out = g.gossiper.borrow_mut().shut_down();
+    let timeout = g.timeout;
+    let sends: Vec<_> = out
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Send { to, msg } => Some((to, msg)),
+            _ => None,
+        })
+        .map(|(to, msg)| {
+            let c = cluster.clone();
+            async move {
+                let mut payload = Vec::new();
+                if wire::encode(&msg, &mut payload).is_err() {
+                    return false;
+                }
+                let req = PeerRequest {
+                    from: &c.me.0,
+                    op: PeerOp::Gossip { payload: &payload },
+                };
+                matches!(
+                    c.pool.call(&to, &req, timeout).await,
+                    Ok(crate::server::peer::PeerAnswer::Gossip { .. })
+                )
+            }
+        })
+        .collect();
+    let told = sends.len();
+    let answered = futures::future::join_all(sends)
+        .await
+        .into_iter()
+        .filter(|ok| *ok)
+        .count();
+    (answered, told)
+}
+
 /// Announces a new status for this node (core 0) and publishes the view.
 pub fn announce(cluster: &Cluster, status: MemberStatus) {
     if let Some(g) = cluster.gossip.as_ref() {
@@ -253,6 +297,7 @@ fn view_of(gossiper: &Gossiper, vnodes: u32, epoch: u64) -> crate::error::Result
 /// restarts (docs/cluster.md, "The saved membership").
 pub const STATE_FILE: &str = "cluster-state";
 
+/// `CKVMEMB` and the format version as an ASCII digit.
 const STATE_MAGIC: &[u8; 8] = b"CKVMEMB1";
 
 /// What the saved membership depends on: each node's generation and newest
@@ -316,8 +361,16 @@ pub fn load_saved(dir: &Path) -> crate::error::Result<Deltas> {
     let Some((head, body)) = bytes.split_at_checked(16) else {
         return Err(bad(format!("{} bytes, shorter than its 16-byte header", bytes.len())));
     };
-    if &head[..8] != STATE_MAGIC {
+    if head[..7] != STATE_MAGIC[..7] {
         return Err(bad("not a corekv membership file (bad magic)".to_owned()));
+    }
+    // The magic's last byte is the format version, an ASCII digit.
+    if head[7] != STATE_MAGIC[7] {
+        return Err(crate::error::Error::UnsupportedFormat {
+            what: format!("the saved cluster membership {}", path.display()),
+            found: u32::from(head[7].wrapping_sub(b'0')),
+            known: (STATE_MAGIC[7] - b'0').to_string(),
+        });
     }
     let word = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
     let (len, crc) = (word(8), word(12));
@@ -393,6 +446,17 @@ mod tests {
             let e = load_saved(&dir).unwrap_err().to_string();
             assert!(e.contains(says) && e.contains("delete the file"), "{e}");
         }
+        let mut future = good.clone();
+        future[7] = b'2';
+        std::fs::write(&path, &future).unwrap();
+        let e = load_saved(&dir).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "the saved cluster membership {} has format version 2; this build reads version 1",
+                path.display()
+            )
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

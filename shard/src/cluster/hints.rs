@@ -79,6 +79,17 @@ impl Hints {
                 };
                 match Hint::<Record>::decode(&r.value) {
                     Ok(h) => restored.push(h),
+                    // Written by a newer build: starting would drop it
+                    // silently, and the operator must decide.
+                    Err(err @ Error::UnsupportedFormat { .. }) => {
+                        return Err(Error::Runtime {
+                            what: format!(
+                                "reading the hints of core {core} in {}",
+                                config.node.data_dir.join(format!("hints-{core}")).display()
+                            ),
+                            reason: err.to_string(),
+                        })
+                    }
                     // A hint we cannot read is reported and left for an operator:
                     // anti-entropy repairs its target anyway.
                     Err(err) => tracing::error!(core, error = %err, "unreadable hint skipped"),
@@ -150,6 +161,22 @@ impl Hints {
         if let Err(e) = self.engine.delete(id.0, &hint_key(id), &[]).await {
             tracing::warn!(error = %e, "a delivered hint could not be deleted; it will be replayed again");
         }
+    }
+
+    /// Checkpoints the hint engine into `dest` (snapshots: a write held
+    /// here for a replica that missed it is restored like any record).
+    pub async fn checkpoint(&self, dest: &std::path::Path) -> corekv_engine::Result<()> {
+        self.engine.checkpoint(dest).await
+    }
+
+    /// Hints pending, per target node.
+    pub fn pending_by_target(&self) -> Vec<(String, u64)> {
+        let store = self.store.borrow();
+        let mut counts: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        for h in store.iter() {
+            *counts.entry(h.target.0.clone()).or_default() += 1;
+        }
+        counts.into_iter().collect()
     }
 
     /// Counters for INFO and metrics.

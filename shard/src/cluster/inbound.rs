@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use corekv_engine::Cursor;
 use corekv_net::frame::{encode_frame, Flags};
-use corekv_net::msg::peer::{PeerOp, PeerOpcode, PeerRequest, PeerResponse, RangeEntry, MAX_MERKLE_DEPTH};
+use corekv_net::msg::peer::{PeerOp, PeerOpcode, PeerRequest, PeerResponse, RangeEntry, RestoreMode, MAX_MERKLE_DEPTH};
 use corekv_net::msg::{ErrorCode, List, Response};
 
 use crate::replication::merkle::TokenRange;
@@ -74,6 +74,26 @@ pub enum PeerJob {
         /// The proposer's message (or why it cannot be taken).
         msg: Result<crate::coordinator::PaxosMsg, Failure>,
     },
+    /// Records of a backup to write (`corekv restore`).
+    Restore {
+        /// What the record bytes hold.
+        mode: RestoreMode,
+        /// The consistency tag (1 ONE, 2 QUORUM, 3 ALL, 5 LOCAL_QUORUM).
+        consistency: u8,
+        /// `(token, key, record)`.
+        entries: Vec<(u64, Vec<u8>, Vec<u8>)>,
+    },
+    /// A chunk of a snapshot file (`corekv backup`).
+    SnapshotRead {
+        /// The snapshot.
+        name: String,
+        /// The file inside it.
+        path: String,
+        /// Where the chunk starts.
+        offset: u64,
+        /// Most bytes.
+        max_len: u32,
+    },
 }
 
 impl PeerJob {
@@ -131,6 +151,29 @@ impl PeerJob {
                 },
                 msg: super::paxos::msg_of(ballot, step),
             },
+            PeerOp::Restore {
+                mode,
+                consistency,
+                entries,
+            } => PeerJob::Restore {
+                mode,
+                consistency,
+                entries: entries
+                    .iter()
+                    .map(|e| (e.token, e.key.to_vec(), e.record.to_vec()))
+                    .collect(),
+            },
+            PeerOp::SnapshotRead {
+                name,
+                path,
+                offset,
+                max_len,
+            } => PeerJob::SnapshotRead {
+                name: String::from_utf8_lossy(name).into_owned(),
+                path: String::from_utf8_lossy(path).into_owned(),
+                offset,
+                max_len,
+            },
         }
     }
 
@@ -144,6 +187,8 @@ impl PeerJob {
             PeerJob::Range { .. } => PeerOpcode::Range,
             PeerJob::Merkle { .. } => PeerOpcode::MerkleTree,
             PeerJob::Paxos { .. } => PeerOpcode::Paxos,
+            PeerJob::Restore { .. } => PeerOpcode::Restore,
+            PeerJob::SnapshotRead { .. } => PeerOpcode::SnapshotRead,
         }
     }
 }
@@ -191,6 +236,10 @@ enum Answer {
     Page(Vec<ScanEntry>, Vec<u8>),
     /// An acceptor's answer to a message about the ballot (`None`: committed).
     Paxos(crate::coordinator::Ballot, Option<crate::coordinator::PaxosReply>),
+    /// Records restored.
+    Restored(u64),
+    /// A snapshot file's size and a chunk of it.
+    Chunk(u64, Vec<u8>),
 }
 
 impl Answer {
@@ -204,6 +253,12 @@ impl Answer {
             Answer::Gossip => PeerResponse::Gossip { payload: &[] },
             Answer::Coordinated(p) => PeerResponse::Coordinated { payload: p },
             Answer::Report(t) => PeerResponse::Report { text: t.as_bytes() },
+            Answer::Restored(n) => PeerResponse::Restored { records: *n },
+            Answer::Chunk(size, data) => PeerResponse::SnapshotChunk {
+                file_size: *size,
+                data,
+                crc32c: crc32c::crc32c(data),
+            },
             Answer::Merkle(leaves) => PeerResponse::Merkle {
                 leaves: List::Slice(leaves),
             },
@@ -231,7 +286,104 @@ impl Answer {
     }
 }
 
+/// The consistency of a RESTORE's tag.
+fn restore_consistency(tag: u8) -> Result<crate::coordinator::Consistency, Failure> {
+    use crate::coordinator::Consistency as C;
+    Ok(match tag {
+        1 => C::One,
+        2 => C::Quorum,
+        3 => C::All,
+        5 => C::LocalQuorum,
+        other => {
+            return Err(Failure::new(
+                FailureKind::Invalid,
+                format!("consistency tag {other} in a RESTORE (1 ONE, 2 QUORUM, 3 ALL, 5 LOCAL_QUORUM)"),
+            ))
+        }
+    })
+}
+
+/// The requests a node answers in either mode: operator commands,
+/// snapshot reads and restores.
+async fn serve_any_mode(shard: &Rc<Shard>, job: PeerJob) -> Result<Result<Answer, Failure>, PeerJob> {
+    Ok(match job {
+        PeerJob::Admin(command) => super::admin::run_node(shard, &command).await.map(Answer::Report),
+        PeerJob::SnapshotRead {
+            name,
+            path,
+            offset,
+            max_len,
+        } => crate::backup::read_chunk(&shard.config.node.data_dir, &name, &path, offset, max_len)
+            .await
+            .map(|(size, data)| Answer::Chunk(size, data)),
+        PeerJob::Restore {
+            mode,
+            consistency,
+            entries,
+        } => restore(shard, mode, consistency, entries).await.map(Answer::Restored),
+        other => return Err(other),
+    })
+}
+
+async fn restore(
+    shard: &Rc<Shard>,
+    mode: RestoreMode,
+    consistency: u8,
+    entries: Vec<(u64, Vec<u8>, Vec<u8>)>,
+) -> Result<u64, Failure> {
+    let consistency = restore_consistency(consistency)?;
+    match (mode, shard.cluster.clone()) {
+        (RestoreMode::Records, Some(cluster)) => {
+            let timeout = shard.config.cluster.request_timeout_ms.max(10_000);
+            super::restore::restore_records(shard, &cluster, consistency, entries, timeout).await
+        }
+        (RestoreMode::Plain, None) => {
+            if entries.len() > super::restore::MAX_RESTORE_BATCH {
+                return Err(Failure::new(
+                    FailureKind::TooLarge,
+                    format!("{} entries in one RESTORE", entries.len()),
+                ));
+            }
+            let n = entries.len() as u64;
+            let writes = entries.into_iter().map(|(token, key, entry)| {
+                let core = shard.core_of(token);
+                let cmd = Cmd::RestorePlain {
+                    key: Key { token, bytes: key },
+                    entry,
+                };
+                async move {
+                    match shard.exec(core, cmd).await {
+                        Reply::Bool(_) => Ok(()),
+                        Reply::Failed(f) => Err(f),
+                        other => Err(Failure::new(
+                            FailureKind::Internal,
+                            format!("unexpected reply {other:?}"),
+                        )),
+                    }
+                }
+            });
+            for r in futures::future::join_all(writes).await {
+                r?;
+            }
+            Ok(n)
+        }
+        (RestoreMode::Records, None) => Err(Failure::new(
+            FailureKind::Invalid,
+            "the backup is of a cluster, but this node runs alone (cluster.seeds is empty): restore it into a cluster",
+        )),
+        (RestoreMode::Plain, Some(_)) => Err(Failure::new(
+            FailureKind::Invalid,
+            "the backup is of a single node (plain values, no version records), but this node is in a cluster: \
+             restore it into a single node",
+        )),
+    }
+}
+
 async fn serve(shard: &Rc<Shard>, job: PeerJob) -> Result<Answer, Failure> {
+    let job = match serve_any_mode(shard, job).await {
+        Ok(answer) => return answer,
+        Err(job) => job,
+    };
     let Some(cluster) = shard.cluster.clone() else {
         return Err(Failure::new(
             FailureKind::Unavailable,
@@ -313,7 +465,10 @@ async fn serve(shard: &Rc<Shard>, job: PeerJob) -> Result<Answer, Failure> {
             super::forward::encode_outcome(&outcome, &mut b);
             Ok(Answer::Coordinated(b))
         }
-        PeerJob::Admin(command) => super::admin::run(shard, &cluster, &command).await.map(Answer::Report),
+        PeerJob::Admin(_) | PeerJob::SnapshotRead { .. } | PeerJob::Restore { .. } => Err(Failure::new(
+            FailureKind::Internal,
+            "an operator request reached the cluster-only path",
+        )),
         PeerJob::Range {
             start,
             end,

@@ -31,6 +31,7 @@
 //! NX/XX, SCAN and LIST answer with an error naming the limitation.
 
 pub mod admin;
+pub mod drain;
 pub mod elastic;
 pub mod forward;
 pub mod gossip;
@@ -38,6 +39,7 @@ pub mod hints;
 pub mod inbound;
 pub mod paxos;
 pub mod repair;
+pub mod restore;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -108,6 +110,11 @@ pub enum ClusterCmd {
     /// Core 0: remove a dead node from the ring. Reply: [`Reply::Bool`]
     /// (false: not a node believed down).
     Remove(NodeId),
+    /// Core 0: tell the live peers this node is shutting down
+    /// ([`drain::announce`]). Reply: [`Reply::Counts`] (`answered`, `told`).
+    Shutdown,
+    /// This core's hints pending, per target node. Reply: [`Reply::Counts`].
+    PendingHints,
     /// The acceptor's side of one Paxos message, on the key's owning core.
     /// Reply: [`Reply::Paxos`].
     Paxos {
@@ -592,7 +599,11 @@ fn check_key_size(shard: &Shard, cmd: &ClusterCmd) -> std::result::Result<(), Fa
         | ClusterCmd::Paxos { key, .. }
         | ClusterCmd::Expire { key, .. }
         | ClusterCmd::Cas { key, .. } => key,
-        ClusterCmd::Gossip(_) | ClusterCmd::Announce(_) | ClusterCmd::Remove(_) => return Ok(()),
+        ClusterCmd::Gossip(_)
+        | ClusterCmd::Announce(_)
+        | ClusterCmd::Remove(_)
+        | ClusterCmd::Shutdown
+        | ClusterCmd::PendingHints => return Ok(()),
     };
     let max = shard.config.limits.max_key_bytes;
     if u64::try_from(key.bytes.len()).map_or(true, |n| n > max) {
@@ -649,7 +660,15 @@ pub async fn execute(shard: &Rc<Shard>, cmd: ClusterCmd) -> Reply {
             Ok(Reply::Ok)
         }
         ClusterCmd::Remove(id) if cluster.gossip.is_some() => Ok(Reply::Bool(gossip::remove(&cluster, &id))),
-        ClusterCmd::Announce(_) | ClusterCmd::Remove(_) => {
+        ClusterCmd::Shutdown if cluster.gossip.is_some() => {
+            let (answered, told) = drain::announce(shard, &cluster).await;
+            Ok(Reply::Counts(vec![
+                ("answered".to_owned(), answered as u64),
+                ("told".to_owned(), told as u64),
+            ]))
+        }
+        ClusterCmd::PendingHints => Ok(Reply::Counts(cluster.hints.pending_by_target())),
+        ClusterCmd::Announce(_) | ClusterCmd::Remove(_) | ClusterCmd::Shutdown => {
             Err(Failure::new(FailureKind::Internal, "membership commands run on core 0"))
         }
         ClusterCmd::Paxos { key, msg } => paxos::accept(shard, &cluster, &key, msg).await.map(Reply::Paxos),
@@ -839,6 +858,9 @@ async fn coordinate_write(
         None => Value::tombstone(now_ms()),
     };
     let ctx = match &context {
+        // No bytes: the empty context (a blind write that supersedes
+        // nothing), as docs/client.md promises.
+        Some(c) if c.is_empty() => Some(Context::new()),
         Some(c) => Some(Context::decode(c).map_err(|e| versioning_failure(&e))?),
         None => None,
     };

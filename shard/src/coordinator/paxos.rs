@@ -259,9 +259,7 @@ impl Acceptor {
     /// Decodes all of `buf` (untrusted; never panics).
     pub fn decode(buf: &[u8]) -> Result<Acceptor> {
         let mut r = crate::codec::Reader::new(buf, "paxos state");
-        if r.u8()? != Self::FORMAT_VERSION {
-            return Err(r.error("unknown format version"));
-        }
+        r.version(Self::FORMAT_VERSION)?;
         let promised = Ballot {
             counter: r.u64()?,
             node: r.u64()?,

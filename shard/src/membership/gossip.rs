@@ -212,6 +212,13 @@ pub enum Body {
         /// Its heartbeat.
         heartbeat: u64,
     },
+    /// The sender is shutting down (a drain): take it for down now, in this
+    /// generation, instead of waiting for the failure detector.
+    Shutdown {
+        /// The sender's generation (a restart brings a larger one, which
+        /// brings the node back up through the usual echo).
+        generation: u64,
+    },
 }
 
 /// What the driver must do.
@@ -273,6 +280,8 @@ pub struct Gossiper {
     seq: u64,
     probes: Vec<Probe>,
     relays: Vec<Relay>,
+    /// Set by [`Gossiper::shut_down`]: no more rounds, no more answers.
+    shut_down: bool,
 }
 
 impl Gossiper {
@@ -313,6 +322,7 @@ impl Gossiper {
             seq: 0,
             probes: Vec::new(),
             relays: Vec::new(),
+            shut_down: false,
         }
     }
 
@@ -377,6 +387,34 @@ impl Gossiper {
             t = t.min(r.deadline_ms);
         }
         t
+    }
+
+    /// Begins this node's shutdown (a drain): returns a SHUTDOWN message to
+    /// every live peer, which then takes us for down at once. From now on
+    /// the gossiper sends nothing and answers nothing: an answer (a PING
+    /// echo) would bring us back up in a peer's view while we stop.
+    pub fn shut_down(&mut self) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.shut_down {
+            return out;
+        }
+        self.shut_down = true;
+        let peers: Vec<String> = self.live.iter().filter_map(|id| self.address_of(id)).collect();
+        for to in peers {
+            self.send(
+                to,
+                Body::Shutdown {
+                    generation: self.generation,
+                },
+                &mut out,
+            );
+        }
+        out
+    }
+
+    /// Whether [`Gossiper::shut_down`] was called.
+    pub fn is_shut_down(&self) -> bool {
+        self.shut_down
     }
 
     /// Announces a new status (a version bump; gossip spreads it).
@@ -499,6 +537,9 @@ impl Gossiper {
     /// least once a round, as Cassandra's status check).
     pub fn tick<R: Rng + ?Sized>(&mut self, now_ms: u64, rng: &mut R) -> Vec<Output> {
         let mut out = Vec::new();
+        if self.shut_down {
+            return out;
+        }
         self.expire_probes(now_ms, rng, &mut out);
         self.relays.retain(|r| r.deadline_ms > now_ms);
         if self.next_gossip_ms.is_none_or(|t| now_ms >= t) {
@@ -618,7 +659,7 @@ impl Gossiper {
     /// Handles one received message.
     pub fn on_message(&mut self, msg: Message, now_ms: u64) -> Vec<Output> {
         let mut out = Vec::new();
-        if msg.from == self.id {
+        if msg.from == self.id || self.shut_down {
             return out;
         }
         let Message {
@@ -731,6 +772,17 @@ impl Gossiper {
             } => {
                 self.probes.retain(|p| !(p.seq == seq && p.target == target));
                 self.heartbeat_of(&target, generation, heartbeat, now_ms, &mut out);
+            }
+            Body::Shutdown { generation } => {
+                // Only the generation we know: a late SHUTDOWN of an earlier
+                // run must not take down the node that restarted since.
+                let known = self.state.get(&from).map(|s| s.generation) == Some(generation);
+                if known && self.live.remove(&from) {
+                    self.down.insert(from.clone());
+                    self.echoes.remove(&from);
+                    self.probes.retain(|p| p.target != from);
+                    out.push(Output::NodeDown(from));
+                }
             }
         }
         out
@@ -881,6 +933,68 @@ mod tests {
         assert_eq!((digests[0].generation, digests[0].heartbeat), (1001, 1));
         assert_eq!(n.next_deadline(), 1000);
         assert!(n.tick(999, &mut rng()).is_empty(), "not due yet");
+    }
+
+    #[test]
+    fn a_shutdown_announcement_takes_the_node_down_at_once_until_it_restarts() {
+        let mut rng = rng();
+        let keep = |_: usize, _: usize| false;
+        let mut nodes: Vec<Gossiper> = (0..3).map(|i| node(i, &["a0"])).collect();
+        for r in 0..10 {
+            tick_all(&mut nodes, r * 1000, &mut rng, &keep);
+        }
+        assert!(nodes[0].is_alive(&NodeId::from("n2")) && nodes[1].is_alive(&NodeId::from("n2")));
+        let out: Vec<(usize, Output)> = nodes[2].shut_down().into_iter().map(|o| (2, o)).collect();
+        assert_eq!(out.len(), 2, "one SHUTDOWN per live peer: {out:?}");
+        assert!(nodes[2].shut_down().is_empty(), "announced once");
+        let events = deliver(&mut nodes, out, 10_000, &keep);
+        let downs: Vec<usize> = events
+            .iter()
+            .filter_map(|(at, e)| matches!(e, Output::NodeDown(id) if id.0 == "n2").then_some(*at))
+            .collect();
+        assert_eq!(downs, vec![1, 0], "both peers convict n2 without waiting for phi");
+        // A few more rounds: the draining node sends and answers nothing, so
+        // no echo brings it back.
+        for r in 11..14 {
+            let events = tick_all(&mut nodes, r * 1000, &mut rng, &keep);
+            assert!(
+                !events
+                    .iter()
+                    .any(|(_, e)| matches!(e, Output::NodeUp(id) if id.0 == "n2")),
+                "{events:?}"
+            );
+            assert!(!nodes[0].is_alive(&NodeId::from("n2")));
+        }
+        // A stale SHUTDOWN of an older generation does not take a node down.
+        let stale = Message {
+            from: NodeId::from("n1"),
+            from_address: "a1".into(),
+            body: Body::Shutdown { generation: 1 },
+        };
+        assert!(nodes[0].on_message(stale, 14_000).is_empty());
+        assert!(nodes[0].is_alive(&NodeId::from("n1")));
+        // The restart: a new generation comes up through the echo.
+        let mut local = LocalNode::new("n2", "a2");
+        local.tokens = vec![200, 250];
+        nodes[2] = Gossiper::new(
+            GossipConfig {
+                seeds: vec!["a0".into()],
+                ..GossipConfig::default()
+            },
+            local,
+            50_000,
+        );
+        let mut up = false;
+        for r in 15..25 {
+            let events = tick_all(&mut nodes, r * 1000, &mut rng, &keep);
+            up |= events
+                .iter()
+                .any(|(at, e)| *at == 0 && matches!(e, Output::NodeUp(id) if id.0 == "n2"));
+        }
+        assert!(
+            up && nodes[0].is_alive(&NodeId::from("n2")),
+            "the restarted node is up again"
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //!  5  PING_ACK     seq varint | generation varint | heartbeat varint
 //!  6  PING_REQ     seq varint | target str(1024)
 //!  7  INDIRECT_ACK seq varint | target str(1024) | generation varint | heartbeat varint
+//!  8  SHUTDOWN     generation varint (the sender is draining: take it for down now)
 //!
 //! digests = count varint (<= MAX_NODES_PER_MESSAGE)
 //!           | count x (id str(1024) | generation varint | heartbeat varint | version varint)
@@ -72,6 +73,7 @@ const TAG_PING: u8 = 4;
 const TAG_PING_ACK: u8 = 5;
 const TAG_PING_REQ: u8 = 6;
 const TAG_INDIRECT_ACK: u8 = 7;
+const TAG_SHUTDOWN: u8 = 8;
 
 const HAS_ADDRESS: u8 = 1 << 0;
 const HAS_DC: u8 = 1 << 1;
@@ -108,9 +110,7 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<()> {
 /// [`Error::GossipDecode`] naming the offset and what was wrong.
 pub fn decode(buf: &[u8]) -> Result<Message> {
     let mut r = Reader::of(Format::Gossip, buf, "gossip message");
-    if r.u8()? != FORMAT_VERSION {
-        return Err(r.error("unknown gossip format version"));
-    }
+    r.version(FORMAT_VERSION)?;
     let from = NodeId(read_str(&mut r, MAX_ID_BYTES)?);
     let from_address = read_str(&mut r, MAX_ID_BYTES)?;
     let body = match r.u8()? {
@@ -141,6 +141,9 @@ pub fn decode(buf: &[u8]) -> Result<Message> {
             target: NodeId(read_str(&mut r, MAX_ID_BYTES)?),
             generation: r.varint()?,
             heartbeat: r.varint()?,
+        },
+        TAG_SHUTDOWN => Body::Shutdown {
+            generation: r.varint()?,
         },
         _ => return Err(r.error("unknown gossip message tag")),
     };
@@ -202,6 +205,10 @@ fn encode_message(msg: &Message, out: &mut Vec<u8>) -> Result<()> {
             put_str(out, "gossip probe target", &target.0, MAX_ID_BYTES)?;
             put_varint(out, *generation);
             put_varint(out, *heartbeat);
+        }
+        Body::Shutdown { generation } => {
+            out.push(TAG_SHUTDOWN);
+            put_varint(out, *generation);
         }
     }
     Ok(())
@@ -468,6 +475,7 @@ mod tests {
                     heartbeat,
                 }
             }),
+            any::<u64>().prop_map(|generation| Body::Shutdown { generation }),
         ]
     }
 
@@ -555,6 +563,9 @@ mod tests {
                 generation: 1_767_000_000_004,
                 heartbeat: 12,
             }),
+            msg(Body::Shutdown {
+                generation: 1_767_000_000_005,
+            }),
         ]
     }
 
@@ -594,12 +605,17 @@ mod tests {
 
         let mut b = bytes(&msg(Body::Ping { seq: 1 }));
         b[0] = 2;
-        assert!(matches!(decode(&b), Err(Error::GossipDecode { offset: 1, .. })));
+        let e = decode(&b).unwrap_err();
+        assert!(matches!(e, Error::UnsupportedFormat { found: 2, .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "gossip message has format version 2; this build reads version 1"
+        );
 
         // The tag follows version (1), sender id (2 + 6) and address (2 + 14).
         let mut b = bytes(&msg(Body::Ping { seq: 1 }));
         assert_eq!(b[25], TAG_PING);
-        b[25] = 8;
+        b[25] = 9;
         assert!(matches!(
             decode(&b),
             Err(Error::GossipDecode {

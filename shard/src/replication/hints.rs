@@ -99,9 +99,7 @@ impl<R: Versioned> Hint<R> {
     /// Decodes all of `buf` (untrusted; never panics).
     pub fn decode(buf: &[u8]) -> Result<Self> {
         let mut r = Reader::new(buf, "hint");
-        if r.u8()? != Self::FORMAT_VERSION {
-            return Err(r.error("unknown format version"));
-        }
+        r.version(Self::FORMAT_VERSION)?;
         let id = HintId(r.u64()?);
         let created = r.u64()?;
         let target = std::str::from_utf8(r.bytes_u16(Self::MAX_TARGET)?).map_err(|_| r.error("target is not UTF-8"))?;

@@ -231,6 +231,20 @@ pub enum PeerAnswer {
         /// The text.
         text: Vec<u8>,
     },
+    /// Records of a RESTORE written.
+    Restored {
+        /// How many.
+        records: u64,
+    },
+    /// A chunk of a snapshot file.
+    SnapshotChunk {
+        /// The whole file's size.
+        file_size: u64,
+        /// The bytes.
+        data: Vec<u8>,
+        /// CRC32C of `data`, as the sender computed it.
+        crc32c: u32,
+    },
     /// The peer answered with an ERROR frame: it is alive, the request failed.
     Failed {
         /// What kind of failure.
@@ -280,6 +294,16 @@ impl PeerAnswer {
                 payload: payload.to_vec(),
             },
             PeerResponse::Report { text } => PeerAnswer::Report { text: text.to_vec() },
+            PeerResponse::Restored { records } => PeerAnswer::Restored { records },
+            PeerResponse::SnapshotChunk {
+                file_size,
+                data,
+                crc32c,
+            } => PeerAnswer::SnapshotChunk {
+                file_size,
+                data: data.to_vec(),
+                crc32c,
+            },
         }
     }
 }

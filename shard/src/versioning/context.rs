@@ -130,9 +130,7 @@ impl Context {
     /// Decodes a context from untrusted bytes (all of `buf`).
     pub fn decode(buf: &[u8]) -> Result<Context> {
         let mut r = reader(buf, "context");
-        if r.u8()? != Self::FORMAT_VERSION {
-            return Err(r.error("unknown context format version"));
-        }
+        r.version(Self::FORMAT_VERSION)?;
         let n = r.count(Self::MIN_ENTRY_BYTES, Self::MAX_ENTRIES)?;
         let mut entries: Vec<(Actor, u64)> = Vec::with_capacity(n);
         for _ in 0..n {

@@ -139,9 +139,7 @@ impl Record {
     /// Decodes a record from untrusted bytes (all of `buf`). Never panics.
     pub fn decode(buf: &[u8]) -> Result<Record> {
         let mut r = reader(buf, "record");
-        if r.u8()? != Self::FORMAT_VERSION {
-            return Err(r.error("unknown record format version"));
-        }
+        r.version(Self::FORMAT_VERSION)?;
         let record = match r.u8()? {
             MODE_CAUSAL => Record::Causal(Dvv::decode(&mut r)?),
             MODE_LWW => {
