@@ -15,6 +15,7 @@ pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod membership;
+pub mod metrics;
 pub mod replication;
 pub mod runtime;
 pub mod security;

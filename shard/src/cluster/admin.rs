@@ -1,7 +1,10 @@
 //! Operator commands a node runs when the `corekv` CLI asks (node-to-node
 //! ADMIN): `status`, `repair` ([`super::repair::repair_node`]),
 //! `decommission` and `removenode <id>` ([`super::elastic`]). Each answers a
-//! report for a human once the work is done.
+//! report for a human once the work is done. Two more serve the HTTP
+//! operator routes of other nodes: `stats` (this node's load, keys and
+//! memory, one line of `name=value` words) and `join` (a node waiting to be
+//! added starts its bootstrap, [`super::elastic::join`]).
 
 use std::fmt::Write as _;
 use std::rc::Rc;
@@ -18,9 +21,13 @@ pub async fn run(shard: &Rc<Shard>, cluster: &Rc<Cluster>, command: &str) -> Res
         ["repair"] => super::repair::repair_node(shard, cluster).await,
         ["decommission"] => super::elastic::decommission(shard, cluster).await,
         ["removenode", id] => super::elastic::removenode(shard, cluster, id).await,
+        ["stats"] => Ok(crate::metrics::node_stats(shard).await.to_line()),
+        ["join"] => super::elastic::join(shard, cluster).await,
         _ => Err(Failure::new(
             FailureKind::Invalid,
-            format!("unknown admin command `{command}` (known: status, repair, decommission, removenode ID)"),
+            format!(
+                "unknown admin command `{command}` (known: status, repair, decommission, removenode ID, stats, join)"
+            ),
         )),
     }
 }

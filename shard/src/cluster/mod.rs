@@ -42,7 +42,7 @@ pub mod repair;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -108,6 +108,10 @@ pub enum ClusterCmd {
     /// Core 0: remove a dead node from the ring. Reply: [`Reply::Bool`]
     /// (false: not a node believed down).
     Remove(NodeId),
+    /// Core 0: an operator added this waiting node
+    /// (`cluster.auto_bootstrap = false`): start gossip and the bootstrap.
+    /// Reply: [`Reply::Bool`] (false: the node was not waiting).
+    Join,
     /// The acceptor's side of one Paxos message, on the key's owning core.
     /// Reply: [`Reply::Paxos`].
     Paxos {
@@ -185,6 +189,9 @@ pub struct View {
 pub struct SharedView {
     view: RwLock<Arc<View>>,
     epoch: AtomicU64,
+    /// The node waits to be added ([`elastic::must_wait`]): it refuses
+    /// client requests until an operator's `join` clears this.
+    waiting: AtomicBool,
 }
 
 impl SharedView {
@@ -193,7 +200,23 @@ impl SharedView {
         SharedView {
             epoch: AtomicU64::new(view.epoch),
             view: RwLock::new(Arc::new(view)),
+            waiting: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the node as waiting to be added (at start).
+    pub fn set_waiting(&self, waiting: bool) {
+        self.waiting.store(waiting, Ordering::Release);
+    }
+
+    /// Whether the node waits to be added.
+    pub fn waiting(&self) -> bool {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    /// Ends the wait; true if the node was waiting (once).
+    pub(crate) fn take_waiting(&self) -> bool {
+        self.waiting.swap(false, Ordering::AcqRel)
     }
 
     /// Publishes a new view.
@@ -590,7 +613,7 @@ fn check_key_size(shard: &Shard, cmd: &ClusterCmd) -> std::result::Result<(), Fa
         | ClusterCmd::Paxos { key, .. }
         | ClusterCmd::Expire { key, .. }
         | ClusterCmd::Cas { key, .. } => key,
-        ClusterCmd::Gossip(_) | ClusterCmd::Announce(_) | ClusterCmd::Remove(_) => return Ok(()),
+        ClusterCmd::Gossip(_) | ClusterCmd::Announce(_) | ClusterCmd::Remove(_) | ClusterCmd::Join => return Ok(()),
     };
     let max = shard.config.limits.max_key_bytes;
     if u64::try_from(key.bytes.len()).map_or(true, |n| n > max) {
@@ -609,6 +632,22 @@ pub async fn execute(shard: &Rc<Shard>, cmd: ClusterCmd) -> Reply {
     };
     if let Err(f) = check_key_size(shard, &cmd) {
         return Reply::Failed(f);
+    }
+    let client = matches!(
+        cmd,
+        ClusterCmd::Get { .. } | ClusterCmd::Write { .. } | ClusterCmd::Expire { .. } | ClusterCmd::Cas { .. }
+    );
+    if client && cluster.shared.waiting() {
+        // Its view is itself alone: coordinating now would take writes no
+        // replica of the cluster sees.
+        return Reply::Failed(Failure::new(
+            FailureKind::Unavailable,
+            format!(
+                "node {} waits to be added to the cluster (cluster.auto_bootstrap = false): add it with \
+                 POST /api/v1/admin/cluster/nodes on a member, then send requests to it once it is NORMAL",
+                cluster.me
+            ),
+        ));
     }
     let r = match cmd {
         ClusterCmd::Get {
@@ -647,7 +686,8 @@ pub async fn execute(shard: &Rc<Shard>, cmd: ClusterCmd) -> Reply {
             Ok(Reply::Ok)
         }
         ClusterCmd::Remove(id) if cluster.gossip.is_some() => Ok(Reply::Bool(gossip::remove(&cluster, &id))),
-        ClusterCmd::Announce(_) | ClusterCmd::Remove(_) => {
+        ClusterCmd::Join if cluster.gossip.is_some() => Ok(Reply::Bool(elastic::start_join(shard, &cluster))),
+        ClusterCmd::Announce(_) | ClusterCmd::Remove(_) | ClusterCmd::Join => {
             Err(Failure::new(FailureKind::Internal, "membership commands run on core 0"))
         }
         ClusterCmd::Paxos { key, msg } => paxos::accept(shard, &cluster, &key, msg).await.map(Reply::Paxos),
@@ -685,7 +725,9 @@ async fn expire(
     consistency: Consistency,
     timeout_ms: u64,
 ) -> std::result::Result<bool, Failure> {
-    let deadline = now_ms().saturating_add(timeout_ms);
+    // 0 means the node's default deadline, for both steps together (a
+    // deadline of now would give the write 1 ms).
+    let (deadline, _) = cluster.deadline(timeout_ms);
     let Some(v) = coordinate_read(shard, cluster, key.clone(), consistency, timeout_ms).await? else {
         return Ok(false);
     };

@@ -1,13 +1,15 @@
 //! The node's listeners and connection tasks (ARCHITECTURE.md sections 1, 8, 9).
 //!
-//! Every core binds three listeners: the shared client port and the RESP port
-//! with SO_REUSEPORT (the kernel spreads connections over the cores), and its
-//! own shard-aware client port (`ports.shard_base + core`), where a
-//! token-aware client reaches the owning core without a hop. A connection
+//! Every core binds four listeners: the shared client port, the RESP port
+//! and the HTTP port (`http`, unless `ports.http` is 0) with SO_REUSEPORT
+//! (the kernel spreads connections over the cores), and its own shard-aware
+//! client port (`ports.shard_base + core`), where a token-aware client
+//! reaches the owning core without a hop. A connection
 //! stays on the core that accepted it; a request for another core's keys is
 //! forwarded over the mesh and answered on the same connection.
 
 mod auth;
+mod http;
 mod native;
 mod outbox;
 pub mod peer;
@@ -45,6 +47,8 @@ pub enum Protocol {
     Native,
     /// RESP2/RESP3 (docs/resp.md).
     Resp,
+    /// HTTP/1.1 (docs/http.md).
+    Http,
 }
 
 /// Open connections on this core, and an event when the count drops.
@@ -52,6 +56,8 @@ pub enum Protocol {
 struct Connections {
     open: Cell<usize>,
     changed: Notify,
+    /// The core's HTTP state (in-flight count, verified credentials).
+    http: Rc<http::HttpCore>,
 }
 
 /// The per-core server, as the runtime's [`crate::runtime::ServeFn`].
@@ -69,11 +75,14 @@ fn bind(shard: &Shard, port: u16) -> Result<TcpListener> {
 
 async fn serve_core(shard: Rc<Shard>) -> Result<()> {
     let core = u16::try_from(shard.id).unwrap_or(u16::MAX);
-    let listeners = vec![
+    let mut listeners = vec![
         (bind(&shard, shard.config.ports.client)?, Protocol::Native),
         (bind(&shard, shard.config.shard_port(core))?, Protocol::Native),
         (bind(&shard, shard.config.ports.resp)?, Protocol::Resp),
     ];
+    if shard.config.ports.http != 0 {
+        listeners.push((bind(&shard, shard.config.ports.http)?, Protocol::Http));
+    }
     let conns = Rc::new(Connections::default());
     let mut loops = Vec::new();
     for (l, proto) in listeners {
@@ -129,7 +138,14 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, proto: Protocol, c
         let (s, c) = (shard.clone(), conns.clone());
         let task = glommio::spawn_local_into(
             async move {
-                connection(s, stream, proto, full).await;
+                if proto == Protocol::Http {
+                    let _counted = s.metrics.connection();
+                    let _ = stream.set_nodelay(true);
+                    let remote = stream.peer_addr().ok();
+                    http::serve_connection(&s, &c.http, stream, remote, full).await;
+                } else {
+                    connection(s, stream, proto, full).await;
+                }
                 c.open.set(c.open.get() - 1);
                 c.changed.notify();
             },
@@ -146,6 +162,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, proto: Protocol, c
 }
 
 async fn connection(shard: Rc<Shard>, stream: TcpStream, proto: Protocol, over_limit: bool) {
+    let _counted = shard.metrics.connection();
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().ok();
     let remote = stream.peer_addr().ok();
@@ -161,11 +178,14 @@ async fn connection(shard: Rc<Shard>, stream: TcpStream, proto: Protocol, over_l
         match proto {
             Protocol::Native => native::refuse(&out, &f),
             Protocol::Resp => resp::refuse(&out, &f),
+            // Served by `http::serve_connection` before a connection is split.
+            Protocol::Http => {}
         }
     } else {
         match proto {
             Protocol::Native => native::read_loop(&shard, reader, &out, local, remote).await,
             Protocol::Resp => resp::read_loop(&shard, reader, &out, remote).await,
+            Protocol::Http => {}
         }
     }
     out.close();
