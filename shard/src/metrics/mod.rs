@@ -671,12 +671,14 @@ impl RequestInfo {
 }
 
 /// Counts a finished request on `shard`'s core and logs it at WARN when it
-/// took longer than `log.slow_request_ms`.
+/// took longer than `log.slow_request_ms` (operator commands and scrapes
+/// excepted: a repair is meant to take minutes).
 pub fn finish(shard: &Shard, r: &RequestInfo, ok: bool) {
     let took = r.started.elapsed();
     shard.metrics.observe(r.proto, r.op, r.level, took, ok);
     let slow = shard.config.log.slow_request_ms;
-    if slow > 0 && took >= Duration::from_millis(slow) {
+    let client = !matches!(r.op, OpKind::Admin | OpKind::Metrics);
+    if client && slow > 0 && took >= Duration::from_millis(slow) {
         bump(&shard.metrics.activity.slow_requests, 1);
         tracing::warn!(
             core = shard.id,

@@ -49,15 +49,17 @@ const MAX_HEADERS: usize = 64;
 /// password hash, not one per request.
 const AUTH_CACHE_ENTRIES: usize = 256;
 
+/// Credentials that passed the password check: the user's name, the
+/// SHA-256 of the password (the password itself is not kept) and the user.
+/// The users file is read once at start, so an entry stays right until the
+/// node restarts.
+type Verified = (String, [u8; 32], Arc<User>);
+
 /// One core's HTTP state, shared by its HTTP connections.
 #[derive(Debug, Default)]
 pub struct HttpCore {
     inflight: Cell<usize>,
-    /// (user, SHA-256 of the password) -> the user, for credentials that
-    /// passed the password check. The digest keeps the password itself out
-    /// of memory; the users file is read once at start, so an entry stays
-    /// right until the node restarts.
-    verified: RefCell<Vec<(String, [u8; 32], Arc<User>)>>,
+    verified: RefCell<Vec<Verified>>,
 }
 
 /// A request with its head parsed and its body read.
@@ -860,7 +862,7 @@ mod tests {
     fn chunked_bodies() {
         assert_eq!(
             dechunk(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\nNEXT", 100).unwrap(),
-            Some((b"abcde".to_vec(), 27))
+            Some((b"abcde".to_vec(), 24))
         );
         assert_eq!(dechunk(b"3\r\nab", 100).unwrap(), None);
         assert_eq!(dechunk(b"0\r\nTrailer: 1\r\n", 100).unwrap(), None);
