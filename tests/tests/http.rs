@@ -747,6 +747,30 @@ fn http_port_off() {
     assert!(matches!(w.call(Op::Ping), Reply::Ok));
 }
 
+/// An answer larger than `limits.max_frame_bytes` is refused (413) as the
+/// binary protocol refuses such a frame; a smaller page goes through.
+#[test]
+fn large_answers_are_refused() {
+    let n = node(
+        "http-large",
+        &["--limits.max_value_bytes", "4096", "--limits.max_frame_bytes", "8192"],
+    );
+    let mut h = http(&n);
+    for i in 0..3 {
+        let r = h
+            .request("PUT", &format!("/api/v1/keys/{{big}}{i}"), &[], &[b'v'; 4000])
+            .unwrap();
+        expect(&r, 204);
+    }
+    expect(&h.get("/api/v1/keys?prefix=%7Bbig%7D"), 413);
+    let r = h.get("/api/v1/keys?prefix=%7Bbig%7D&limit=1");
+    expect(&r, 200);
+    assert!(body(&r)["next_cursor"].is_string());
+    let keys = r#"{"keys": ["{big}0", "{big}1", "{big}2"]}"#;
+    expect(&h.json("POST", "/api/v1/batch/get", keys), 413);
+    expect(&h.json("POST", "/api/v1/batch/get", r#"{"keys": ["{big}0"]}"#), 200);
+}
+
 fn cluster_http(c: &TestCluster, i: usize) -> Http {
     http(c.node(i))
 }

@@ -590,15 +590,26 @@ async fn serve_inner(
                 keys: List::Slice(&refs),
             };
             let results: Vec<Json> = match execute(shard, user, o, op, info).await? {
-                Outcome::Values(vs) => keys.iter().zip(&vs).map(|(k, v)| value_view(k, v.as_ref())).collect(),
-                Outcome::Replies(rs) => keys
-                    .iter()
-                    .zip(&rs)
-                    .map(|(k, r)| match r {
-                        Reply::Versions(v) => versions_view(k, v.as_ref()),
-                        _ => versions_view(k, None),
-                    })
-                    .collect(),
+                Outcome::Values(vs) => {
+                    answer_fits(shard, vs.iter().flatten().map(|v| v.value.len()))?;
+                    keys.iter().zip(&vs).map(|(k, v)| value_view(k, v.as_ref())).collect()
+                }
+                Outcome::Replies(rs) => {
+                    answer_fits(
+                        shard,
+                        rs.iter().flat_map(|r| match r {
+                            Reply::Versions(Some(v)) => v.siblings.iter().map(|s| s.value.len()).collect(),
+                            _ => Vec::new(),
+                        }),
+                    )?;
+                    keys.iter()
+                        .zip(&rs)
+                        .map(|(k, r)| match r {
+                            Reply::Versions(v) => versions_view(k, v.as_ref()),
+                            _ => versions_view(k, None),
+                        })
+                        .collect()
+                }
                 Outcome::Failed(f) => return Ok(failed(&f)),
                 _ => return Ok(unexpected("batch get")),
             };
@@ -650,7 +661,10 @@ async fn serve_inner(
                 }
             };
             match execute(shard, user, o, op, info).await? {
-                Outcome::Page(entries, next) => Response::json(200, &page_view(&entries, &next)),
+                Outcome::Page(entries, next) => {
+                    answer_fits(shard, entries.iter().map(|e| e.key.len() + e.value.len()))?;
+                    Response::json(200, &page_view(&entries, &next))
+                }
                 Outcome::Failed(f) => failed(&f),
                 _ => unexpected("a listing"),
             }
@@ -664,6 +678,20 @@ fn ttl_answer(n: i64) -> Response {
         n if n < 0 => Response::json(200, &json!({"ttl_ms": null})),
         n => Response::json(200, &json!({ "ttl_ms": n })),
     }
+}
+
+/// Refuses an answer whose values (`sizes`) exceed `limits.max_frame_bytes`,
+/// as the binary protocol refuses a response frame past it: ask for fewer.
+fn answer_fits(shard: &Shard, sizes: impl Iterator<Item = usize>) -> Result<(), Response> {
+    let max = usize::try_from(shard.config.limits.max_frame_bytes).unwrap_or(usize::MAX);
+    let total = sizes.fold(0usize, usize::saturating_add);
+    if total > max {
+        return Err(Response::error(
+            413,
+            format!("an answer of {total} bytes of values is over limits.max_frame_bytes ({max}); ask for fewer keys or a smaller page"),
+        ));
+    }
+    Ok(())
 }
 
 fn check_items(shard: &Shard, n: usize) -> Result<(), Response> {
