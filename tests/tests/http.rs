@@ -1095,6 +1095,38 @@ fn cluster_routes() {
         .unwrap();
     expect(&r, 200);
     c.kill9(four);
+
+    // A member that dies is removed (removenode, then every live node repairs).
+    let five = c.add_node_unformed(&[]);
+    await_until(
+        Duration::from_secs(90),
+        "n5 NORMAL in n1's status",
+        || match status_of(&mut h1).get("n5") {
+            Some(n) if n["status"] == "normal" => Ok(()),
+            other => Err(format!("n5: {other:?}")),
+        },
+    );
+    c.kill9(five);
+    await_until(Duration::from_secs(60), "n5 believed down by n3", || {
+        match status_of(&mut h3).get("n5") {
+            Some(n) if n["status"] == "down" => Ok(()),
+            other => Err(format!("n5: {other:?}")),
+        }
+    });
+    let r = h3
+        .request("DELETE", "/api/v1/admin/cluster/nodes/n5", &[], b"")
+        .unwrap();
+    expect(&r, 200);
+    assert_eq!(body(&r)["action"], "removed");
+    await_until(Duration::from_secs(60), "n5 gone from every status", || {
+        for h in [&mut h1, &mut h2, &mut h3] {
+            if status_of(h).contains_key("n5") {
+                return Err("n5 still listed".to_owned());
+            }
+        }
+        Ok(())
+    });
+    expect(&h2.get("/api/v1/openapi.yaml"), 200);
 }
 
 /// schemathesis (PyPI) generates requests from docs/openapi.yaml against a
