@@ -1441,10 +1441,11 @@ impl Engine {
         policy::compaction_debt(&self.inner.opts.compaction, &file_infos(&v))
     }
 
-    /// About how many live keys the engine holds: entries of every live
-    /// table and memtable that are not deletions. An estimate: a key
-    /// overwritten since its table was written counts once per copy, and a
-    /// deletion in one table does not subtract the value in another.
+    /// About how many live keys the engine holds: the entries of every live
+    /// table that are not deletions, plus every memtable entry. An
+    /// estimate: a key overwritten since its table was written counts once
+    /// per copy, a deletion in one table does not subtract the value in
+    /// another, and a memtable's deletions count (it keeps no tally of them).
     pub fn estimated_keys(&self) -> u64 {
         let v = self.inner.version.borrow().clone();
         let tables: u64 = v.all().map(|t| t.rec.entries.saturating_sub(t.rec.tombstones)).sum();
