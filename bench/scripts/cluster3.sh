@@ -144,7 +144,7 @@ node_cmd() { # I: prints node I's command, NUL-separated
     # Spread the nodes over the CPUs (by default every node's core 0 would be CPU 0).
     printf '%s\0' "$COREKV" serve --node.id "n$i" --node.listen "$ip" --node.cores 1 --node.first_cpu $((i - 1)) \
         --node.data_dir "$DIR/data-n$i" --ports.client $CLIENT_PORT --ports.shard_base $SHARD_BASE \
-        --ports.resp $RESP_PORT "${CLUSTER_FLAGS[@]}"
+        --ports.resp $RESP_PORT --ports.http 0 "${CLUSTER_FLAGS[@]}"
 }
 
 # node_failed I WHY: reports node I's failure with its log and stops.

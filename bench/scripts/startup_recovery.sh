@@ -160,7 +160,7 @@ ping_ok() {
 launch() {
     local data="$1" log="$2"; shift 2
     local cmd=("$COREKV" serve --node.data_dir "$data" --node.listen 127.0.0.1 --ports.client $CLIENT_PORT
-        --ports.shard_base $SHARD_BASE --ports.resp $RESP_PORT)
+        --ports.shard_base $SHARD_BASE --ports.resp $RESP_PORT --ports.http 0)
     if [ -n "$CORES" ]; then cmd+=(--node.cores "$CORES"); fi
     cmd+=("$@")
     log_cmd "$(printf '%q ' "${cmd[@]}")"

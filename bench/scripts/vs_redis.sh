@@ -240,7 +240,7 @@ redis_side() {
 
 corekv_cmd() { # DATA_DIR
     local c=("$COREKV" serve --node.data_dir "$1" --node.listen 127.0.0.1 --ports.client $CLIENT_PORT
-        --ports.shard_base $SHARD_BASE --ports.resp $RESP_PORT)
+        --ports.shard_base $SHARD_BASE --ports.resp $RESP_PORT --ports.http 0)
     if [ -n "$CORES" ]; then c+=(--node.cores "$CORES"); fi
     printf '%s\0' "${c[@]}"
 }

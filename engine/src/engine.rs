@@ -1450,6 +1450,26 @@ impl Engine {
         }
     }
 
+    /// Bytes compaction is behind by: the policy's estimate of what ought
+    /// to be compacted now ([`policy::compaction_debt`]), the backlog that
+    /// metrics report and that stalls writes when it grows too large.
+    pub fn compaction_debt(&self) -> u64 {
+        let v = self.inner.version.borrow().clone();
+        policy::compaction_debt(&self.inner.opts.compaction, &file_infos(&v))
+    }
+
+    /// About how many live keys the engine holds: the entries of every live
+    /// table that are not deletions, plus every memtable entry. An
+    /// estimate: a key overwritten since its table was written counts once
+    /// per copy, a deletion in one table does not subtract the value in
+    /// another, and a memtable's deletions count (it keeps no tally of them).
+    pub fn estimated_keys(&self) -> u64 {
+        let v = self.inner.version.borrow().clone();
+        let tables: u64 = v.all().map(|t| t.rec.entries.saturating_sub(t.rec.tombstones)).sum();
+        let mems = self.inner.mem.borrow().len() + self.inner.imm.borrow().iter().map(|m| m.len()).sum::<u64>();
+        tables + mems
+    }
+
     /// Number of live tables per level.
     pub fn level_counts(&self) -> Vec<usize> {
         self.inner.version.borrow().levels.iter().map(|l| l.len()).collect()

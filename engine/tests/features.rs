@@ -375,11 +375,21 @@ fn stats_report_amplification_bloom_and_cache() {
         let (_fs, mut o) = sim_opts(6);
         o.block_cache_bytes = 1 << 20;
         let e = Engine::open(o).await.unwrap();
+        assert_eq!(e.estimated_keys(), 0);
         for i in 0..3000u32 {
             let k = format!("k{i:05}").into_bytes();
             e.put(common::token(&k), &k, &[5u8; 100], b"", 0).await.unwrap();
         }
+        assert_eq!(e.estimated_keys(), 3000, "memtable entries count");
         e.flush().await.unwrap();
+        assert_eq!(e.estimated_keys(), 3000, "table entries count");
+        let k = b"never-written";
+        e.delete(common::token(k), k, b"").await.unwrap();
+        assert_eq!(e.estimated_keys(), 3001, "an estimate: a deletion in a memtable counts");
+        // Ten small flushes into L0 are a backlog; compacting clears it.
+        assert!(e.compaction_debt() > 0);
+        e.compact().await.unwrap();
+        assert_eq!(e.compaction_debt(), 0);
         for i in 0..3000u32 {
             let k = format!("k{i:05}").into_bytes();
             assert!(e.get(common::token(&k), &k).await.unwrap().is_some());

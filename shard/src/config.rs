@@ -46,12 +46,14 @@
 //! | `cluster.hint_window_ms` | integer | 3 hours | hints older than this are dropped (anti-entropy repair restores those replicas) |
 //! | `cluster.tombstone_grace_ms` | integer | 10 days | a deleted (or fully expired) key's record is purged this long after its last deletion or expiry; run `corekv repair` on every node more often than this, or a replica that missed a delete can bring the value back (README, "Deletes and the grace period") |
 //! | `cluster.request_timeout_ms` | integer 1..=600000 | 2000 | a coordinated request's deadline when the client sets none |
+//! | `cluster.auto_bootstrap` | `true` or `false` | `true` | a node that is not a seed and has never joined bootstraps into the cluster as soon as it starts; `false`: it waits, gossiping with no one and refusing client requests, until an operator adds it (`POST /api/v1/admin/cluster/nodes` on a member, docs/http.md) |
 //! | `cluster.stream_bytes_per_sec` | integer >= 1024 | 64 MiB | throttle of range streaming (join, decommission, repair), per node |
 //! | `cluster.resp_consistency` | `one`, `quorum`, `all` or `local_quorum` | `quorum` | consistency of requests on the RESP port, which has no way to say |
 //! | `cluster.resp_sloppy_quorum` | `true` or `false` | `false` | RESP writes allow a sloppy quorum: a down replica's copy goes to a fallback node as a hint, and its ack counts (README, "Consistency in a cluster") |
 //! | `ports.client` | port | 7380 | client protocol, any core |
 //! | `ports.shard_base` | port | 7400 | shard-aware client port of core 0; core `c` listens on base + c |
 //! | `ports.resp` | port | 6380 | RESP (Redis protocol) |
+//! | `ports.http` | port, or 0 | 8380 | HTTP (JSON API, admin routes, `/metrics`; docs/http.md); 0 = no HTTP listener |
 //! | `storage.memtable_bytes` | integer >= 1 MiB | 256 MiB | memtable budget per node, split across cores (also bounds the WAL replayed at start) |
 //! | `storage.memtable_jitter_pct` | integer 0..=90 | 40 | each memtable freezes at a size drawn from [budget x (1 - pct/100), budget], anew per memtable and different per node: replicas of the same writes then flush at different moments, so a quorum write rarely waits on a flushing node. 0 = exactly the budget |
 //! | `storage.block_cache_bytes` | integer | a quarter of RAM (256 MiB if unknown) | block cache budget per node, split across cores; 0 disables. Table reads bypass the page cache (O_DIRECT), so this is the node's read cache |
@@ -66,13 +68,19 @@
 //! | `limits.max_frame_bytes` | integer >= 1 KiB | 16 MiB | largest wire frame; must hold a largest key and value |
 //! | `limits.max_inflight_per_connection` | integer >= 1 | 128 | requests a connection may have outstanding |
 //! | `limits.max_connections_per_core` | integer >= 1 | 1024 | open connections per core |
+//! | `limits.http_max_header_bytes` | integer 1 KiB..=1 MiB | 16 KiB | largest HTTP request head (request line and headers); must hold a largest key percent-encoded (3 x `max_key_bytes` + 1 KiB). Larger: 431 |
+//! | `limits.http_max_body_bytes` | integer >= 1 KiB | 32 MiB | largest HTTP request body; at least `max_value_bytes`. Larger: 413 |
+//! | `limits.http_max_inflight_per_core` | integer >= 1 | 256 | HTTP requests a core serves at once; past that a request is answered 503 at once |
+//! | `log.level` | string | `""`: `COREKV_LOG`, else `info` | what is logged: a level (`error`, `warn`, `info`, `debug`, `trace`, `off`) or comma-separated `target=level` directives (`warn,corekv_shard=debug`) |
+//! | `log.format` | `text` or `json` | `text` | log lines as text, or one JSON object per line |
+//! | `log.slow_request_ms` | integer | 1000 | a client request (native, RESP, HTTP) that takes longer is logged at WARN with its operation, key length, consistency and duration; 0 = off |
 //! | `security.cluster_secret` | string, empty or >= 16 bytes | `""` (none) | the secret every node-to-node connection proves it knows (HMAC challenge-response, docs/protocol.md "Authentication"); a node without it cannot join. Prefer `cluster_secret_file`: the environment and the command line are visible to other local users. Never printed |
 //! | `security.cluster_secret_file` | path | `""` (none) | a file holding the cluster secret (trailing whitespace ignored); exclusive with `cluster_secret` |
 //! | `security.users_file` | path | `""` (none) | TOML accounts (`corekv hash-password`, shard/src/security.rs); when set, clients must AUTH and each request is checked against the user's per-prefix permissions. In cluster mode it needs the cluster secret |
 //! | `tls.cert_file` | path | `""` (TLS off) | the node's certificate chain (PEM, leaf first); with `key_file`, turns TLS on for the listeners in `tls.listeners`. In cluster mode the node also presents it to the nodes it connects to, so it must allow both server and client authentication |
 //! | `tls.key_file` | path | `""` | the private key of `cert_file` (PEM: PKCS#8, PKCS#1 or SEC1). Never printed beyond its path |
 //! | `tls.ca_file` | path | `""` (none) | certificate authorities (PEM); when set, every TLS client must present a certificate they signed (mutual TLS). Required in cluster mode, where nodes check each other's certificates against it |
-//! | `tls.listeners` | comma list of `client`, `shard`, `resp` | `client,shard,resp` | which listeners speak TLS when it is on: the shared client port, the shard-aware ports, the RESP port. In cluster mode it must include `client` (nodes talk to each other there) |
+//! | `tls.listeners` | comma list of `client`, `shard`, `resp`, `http` | `client,shard,resp,http` | which listeners speak TLS when it is on: the shared client port, the shard-aware ports, the RESP port, the HTTP port (HTTPS). In cluster mode it must include `client` (nodes talk to each other there) |
 //! | `tls.server_name` | string | `""` (the peer's IP address) | in cluster mode, the name this node checks other nodes' certificates against; empty: the IP address it connects to, which their certificates must then list |
 
 use std::fmt;
@@ -106,9 +114,11 @@ pub const KEYS: &[&str] = &[
     "cluster.resp_consistency",
     "cluster.resp_sloppy_quorum",
     "cluster.stream_bytes_per_sec",
+    "cluster.auto_bootstrap",
     "ports.client",
     "ports.shard_base",
     "ports.resp",
+    "ports.http",
     "storage.memtable_bytes",
     "storage.memtable_jitter_pct",
     "storage.block_cache_bytes",
@@ -123,6 +133,12 @@ pub const KEYS: &[&str] = &[
     "limits.max_frame_bytes",
     "limits.max_inflight_per_connection",
     "limits.max_connections_per_core",
+    "limits.http_max_header_bytes",
+    "limits.http_max_body_bytes",
+    "limits.http_max_inflight_per_core",
+    "log.level",
+    "log.format",
+    "log.slow_request_ms",
     "security.cluster_secret",
     "security.cluster_secret_file",
     "security.users_file",
@@ -145,8 +161,11 @@ const STRING_KEYS: &[&str] = &[
     "cluster.hinted_handoff",
     "cluster.resp_consistency",
     "cluster.resp_sloppy_quorum",
+    "cluster.auto_bootstrap",
     "storage.durability",
     "storage.io_properties",
+    "log.level",
+    "log.format",
     "security.cluster_secret",
     "security.cluster_secret_file",
     "security.users_file",
@@ -206,6 +225,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `[limits]`: sizes and counts bounded on every path.
     pub limits: LimitsConfig,
+    /// `[log]`: what the node logs and how.
+    pub log: LogConfig,
     /// `[security]`: cluster secret and client accounts (off by default).
     pub security: SecurityConfig,
     /// `[tls]`: TLS on the listeners and between nodes (off by default).
@@ -250,6 +271,8 @@ pub struct TlsListeners {
     pub shard: bool,
     /// The RESP port (`ports.resp`).
     pub resp: bool,
+    /// The HTTP port (`ports.http`): HTTPS when on.
+    pub http: bool,
 }
 
 impl Default for TlsListeners {
@@ -258,16 +281,22 @@ impl Default for TlsListeners {
             client: true,
             shard: true,
             resp: true,
+            http: true,
         }
     }
 }
 
 impl fmt::Display for TlsListeners {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = [(self.client, "client"), (self.shard, "shard"), (self.resp, "resp")]
-            .into_iter()
-            .filter_map(|(on, name)| on.then_some(name))
-            .collect();
+        let names: Vec<&str> = [
+            (self.client, "client"),
+            (self.shard, "shard"),
+            (self.resp, "resp"),
+            (self.http, "http"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
         f.write_str(&names.join(","))
     }
 }
@@ -286,21 +315,23 @@ impl std::str::FromStr for TlsListeners {
             client: false,
             shard: false,
             resp: false,
+            http: false,
         };
         for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             match name {
                 "client" => l.client = true,
                 "shard" => l.shard = true,
                 "resp" => l.resp = true,
+                "http" => l.http = true,
                 _ => {
                     return Err(format!(
-                        "unknown listener `{name}`: expected `client`, `shard` or `resp`"
+                        "unknown listener `{name}`: expected `client`, `shard`, `resp` or `http`"
                     ))
                 }
             }
         }
-        if !(l.client || l.shard || l.resp) {
-            return Err("name at least one of `client`, `shard`, `resp`".to_owned());
+        if !(l.client || l.shard || l.resp || l.http) {
+            return Err("name at least one of `client`, `shard`, `resp`, `http`".to_owned());
         }
         Ok(l)
     }
@@ -342,6 +373,56 @@ impl fmt::Debug for SecurityConfig {
 // starting a node with the wrong secret.
 fn redacted<S: Serializer>(v: &str, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.collect_str(if v.is_empty() { "" } else { "(redacted)" })
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogConfig {
+    /// A level or `target=level` directives; empty: `COREKV_LOG`, else `info`.
+    pub level: String,
+    /// Text or JSON lines.
+    pub format: LogFormat,
+    /// Requests slower than this are logged at WARN; 0 = off.
+    pub slow_request_ms: u64,
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The levels a `log.level` directive may name.
+const LOG_LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks `log.level`: empty, or comma-separated `level` / `target=level`
+/// directives (the subset of tracing's filter syntax the node documents),
+/// so a typo stops the start instead of silently logging nothing.
+fn parse_log_level(value: &str) -> std::result::Result<String, String> {
+    let value = value.trim();
+    for d in value.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let (target, level) = match d.split_once('=') {
+            Some((t, l)) => (Some(t.trim()), l.trim()),
+            None => (None, d),
+        };
+        if target.is_some_and(|t| t.is_empty() || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        {
+            return Err(format!(
+                "directive `{d}`: a target is a Rust module path (corekv_shard::server)"
+            ));
+        }
+        if !LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level)) {
+            return Err(format!(
+                "directive `{d}`: the level must be one of {}",
+                LOG_LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(value.to_owned())
 }
 
 /// `[node]`.
@@ -400,6 +481,10 @@ pub struct ClusterConfig {
     pub resp_sloppy_quorum: bool,
     /// Range streaming throttle, bytes per second.
     pub stream_bytes_per_sec: u64,
+    /// Whether a node that must bootstrap does so at start (else it waits
+    /// to be added).
+    #[serde(serialize_with = "bool_string")]
+    pub auto_bootstrap: bool,
 }
 
 /// `cluster.conflict_mode`.
@@ -473,6 +558,8 @@ pub struct PortsConfig {
     pub shard_base: u16,
     /// RESP port.
     pub resp: u16,
+    /// HTTP port; 0 = none.
+    pub http: u16,
 }
 
 /// `[storage]`.
@@ -513,6 +600,12 @@ pub struct LimitsConfig {
     pub max_inflight_per_connection: u64,
     /// Open connections per core.
     pub max_connections_per_core: u64,
+    /// Largest HTTP request head in bytes.
+    pub http_max_header_bytes: u64,
+    /// Largest HTTP request body in bytes.
+    pub http_max_body_bytes: u64,
+    /// HTTP requests served at once per core.
+    pub http_max_inflight_per_core: u64,
 }
 
 /// When a write is acknowledged (mirrors the engine's WAL durability).
@@ -590,11 +683,13 @@ impl Default for Config {
                 resp_consistency: RespConsistency::Quorum,
                 resp_sloppy_quorum: false,
                 stream_bytes_per_sec: 64 << 20,
+                auto_bootstrap: true,
             },
             ports: PortsConfig {
                 client: 7380,
                 shard_base: 7400,
                 resp: 6380,
+                http: 8380,
             },
             storage: StorageConfig {
                 memtable_bytes: 256 << 20,
@@ -614,6 +709,14 @@ impl Default for Config {
                 max_frame_bytes: 16 << 20,
                 max_inflight_per_connection: 128,
                 max_connections_per_core: 1024,
+                http_max_header_bytes: 16 << 10,
+                http_max_body_bytes: 32 << 20,
+                http_max_inflight_per_core: 256,
+            },
+            log: LogConfig {
+                level: String::new(),
+                format: LogFormat::Text,
+                slow_request_ms: 1000,
             },
             security: SecurityConfig::default(),
             tls: TlsConfig::default(),
@@ -909,9 +1012,12 @@ impl Config {
                 }
             }
             "cluster.resp_sloppy_quorum" => self.cluster.resp_sloppy_quorum = parse_bool(value).map_err(bad)?,
+            "cluster.auto_bootstrap" => self.cluster.auto_bootstrap = parse_bool(value).map_err(bad)?,
             "ports.client" => self.ports.client = parse_port(value).map_err(bad)?,
             "ports.shard_base" => self.ports.shard_base = parse_port(value).map_err(bad)?,
             "ports.resp" => self.ports.resp = parse_port(value).map_err(bad)?,
+            // 0 is meaningful here: no HTTP listener.
+            "ports.http" => self.ports.http = parse_int(value, 0, u64::from(u16::MAX)).map_err(bad)? as u16,
             "storage.memtable_bytes" => {
                 self.storage.memtable_bytes = parse_int(value, 1 << 20, u64::MAX).map_err(bad)?
             }
@@ -946,6 +1052,24 @@ impl Config {
             "limits.max_connections_per_core" => {
                 self.limits.max_connections_per_core = parse_int(value, 1, 1 << 20).map_err(bad)?
             }
+            "limits.http_max_header_bytes" => {
+                self.limits.http_max_header_bytes = parse_int(value, 1 << 10, 1 << 20).map_err(bad)?
+            }
+            "limits.http_max_body_bytes" => {
+                self.limits.http_max_body_bytes = parse_int(value, 1 << 10, u64::from(u32::MAX)).map_err(bad)?
+            }
+            "limits.http_max_inflight_per_core" => {
+                self.limits.http_max_inflight_per_core = parse_int(value, 1, 1 << 20).map_err(bad)?
+            }
+            "log.level" => self.log.level = parse_log_level(value).map_err(bad)?,
+            "log.format" => {
+                self.log.format = match value {
+                    "text" => LogFormat::Text,
+                    "json" => LogFormat::Json,
+                    _ => return Err(bad("expected `text` or `json`".to_owned())),
+                }
+            }
+            "log.slow_request_ms" => self.log.slow_request_ms = parse_int(value, 0, u64::MAX).map_err(bad)?,
             "security.cluster_secret" => {
                 if !value.is_empty() && value.len() < crate::security::MIN_SECRET_LEN {
                     // Built by hand: `bad` would echo the secret into the error.
@@ -1135,6 +1259,42 @@ impl Config {
         if self.ports.client == self.ports.resp {
             return conflict("ports.client", "ports.resp", format!("both are {}", self.ports.client));
         }
+        if self.ports.http != 0 {
+            if in_shard_range(self.ports.http) {
+                return conflict(
+                    "ports.http",
+                    "ports.shard_base",
+                    format!("port {} is a shard port", self.ports.http),
+                );
+            }
+            for (other, p) in [("ports.client", self.ports.client), ("ports.resp", self.ports.resp)] {
+                if p == self.ports.http {
+                    return conflict("ports.http", other, format!("both are {p}"));
+                }
+            }
+        }
+        // A PUT's path holds the key percent-encoded (3 bytes per byte at worst).
+        let head = self.limits.max_key_bytes.saturating_mul(3).saturating_add(1024);
+        if self.limits.http_max_header_bytes < head {
+            return conflict(
+                "limits.http_max_header_bytes",
+                "limits.max_key_bytes",
+                format!(
+                    "a request head of {} bytes cannot carry a largest key percent-encoded (needs {head})",
+                    self.limits.http_max_header_bytes
+                ),
+            );
+        }
+        if self.limits.http_max_body_bytes < self.limits.max_value_bytes {
+            return conflict(
+                "limits.http_max_body_bytes",
+                "limits.max_value_bytes",
+                format!(
+                    "an HTTP body of {} bytes cannot carry a largest value ({})",
+                    self.limits.http_max_body_bytes, self.limits.max_value_bytes
+                ),
+            );
+        }
         self.validate_tls()?;
         // A put of the largest key and value must fit one frame, with room for headers.
         let need = self
@@ -1252,6 +1412,7 @@ mod tests {
         assert_eq!(c.ports.client, 7380);
         assert_eq!(c.ports.shard_base, 7400);
         assert_eq!(c.ports.resp, 6380);
+        assert_eq!(c.ports.http, 8380);
         assert_eq!(c.node.data_dir, PathBuf::from("./corekv-data"));
         assert!(c.node.cores >= 1);
         assert_eq!(c.shard_port(1), 7401);
@@ -1552,6 +1713,44 @@ mod tests {
     }
 
     #[test]
+    fn http_and_log_keys() {
+        let c = Config::load(None, Vec::new(), &["ports.http=0"]).unwrap();
+        assert_eq!(c.ports.http, 0, "0 turns the HTTP port off");
+        let err = Config::load(None, Vec::new(), &["ports.http=6380"]).unwrap_err();
+        assert!(matches!(&err, Error::Conflict { key, other, .. } if key == "ports.http" && other == "ports.resp"));
+        let err = Config::load(None, Vec::new(), &["ports.http=7401", "node.cores=4"]).unwrap_err();
+        assert!(
+            matches!(&err, Error::Conflict { key, .. } if key == "ports.http"),
+            "{err}"
+        );
+        let err = Config::load(None, Vec::new(), &["limits.http_max_body_bytes=2048"]).unwrap_err();
+        assert!(matches!(&err, Error::Conflict { key, .. } if key == "limits.http_max_body_bytes"));
+        let err = Config::load(None, Vec::new(), &["limits.http_max_header_bytes=1024"]).unwrap_err();
+        assert!(matches!(&err, Error::Conflict { key, .. } if key == "limits.http_max_header_bytes"));
+        for good in [
+            "",
+            "info",
+            "WARN",
+            "warn,corekv_shard=debug",
+            "corekv_shard::server=trace",
+        ] {
+            let c = Config::load(None, Vec::new(), &[format!("log.level={good}")]).unwrap();
+            assert_eq!(c.log.level, good.trim());
+        }
+        for bad in ["loud", "warn,=debug", "x y=info", "corekv=verbose"] {
+            let err = Config::load(None, Vec::new(), &[format!("log.level={bad}")]).unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidValue { key, .. } if key == "log.level"),
+                "{bad}: {err}"
+            );
+        }
+        let c = Config::load(None, env(&[("COREKV_LOG_FORMAT", "json")]), &["log.slow_request_ms=0"]).unwrap();
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.log.slow_request_ms, 0);
+        assert!(Config::load(None, Vec::new(), &["log.format=xml"]).is_err());
+    }
+
+    #[test]
     fn security_keys() {
         let c = Config::default();
         assert_eq!(c.security, SecurityConfig::default(), "off by default");
@@ -1621,7 +1820,8 @@ mod tests {
             TlsListeners {
                 client: true,
                 shard: false,
-                resp: true
+                resp: true,
+                http: false,
             }
         );
         // Printed (paths only) and read back.
@@ -1660,7 +1860,7 @@ mod tests {
 
         for bad in [
             "tls.listeners=",
-            "tls.listeners=client,http",
+            "tls.listeners=client,https",
             "tls.server_name=not a name",
         ] {
             let err = Config::load(None, Vec::new(), &[bad]).unwrap_err();

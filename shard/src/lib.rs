@@ -17,6 +17,7 @@ pub mod coordinator;
 pub mod error;
 pub mod formats;
 pub mod membership;
+pub mod metrics;
 pub mod replication;
 pub mod runtime;
 pub mod security;

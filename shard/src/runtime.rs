@@ -127,6 +127,8 @@ pub struct Shard {
     pub security: Arc<crate::security::Security>,
     /// Begins the node's shutdown (`corekv drain`).
     pub stop_handle: StopHandle,
+    /// This core's request counters and histograms (only this core touches them).
+    pub metrics: crate::metrics::CoreMetrics,
     mesh: Mesh,
 }
 
@@ -150,6 +152,7 @@ impl Shard {
                 Ok(files) => Reply::Files(files),
                 Err(f) => Reply::Failed(f),
             },
+            Cmd::Sample => Reply::Sample(Box::new(self.sample())),
             other => self.store.exec(other).await,
         }
     }
@@ -434,6 +437,9 @@ fn listening_ports() -> std::collections::HashSet<(String, u16)> {
 /// closing (FIN_WAIT2 while a client keeps its end open) must not block a restart.
 fn check_ports_free(config: &Config, cores: usize) -> Result<()> {
     let mut ports = vec![config.ports.client, config.ports.resp];
+    if config.ports.http != 0 {
+        ports.push(config.ports.http);
+    }
     for c in 0..cores {
         ports.push(config.shard_port(u16::try_from(c).unwrap_or(u16::MAX)));
     }
@@ -479,6 +485,7 @@ pub fn start(config: Config, serve: ServeFn) -> Result<RunningNode> {
     let ring = Arc::new(single_node_ring(&config)?);
     let cluster = if config.cluster.enabled() {
         let view = Arc::new(crate::cluster::SharedView::new(crate::cluster::initial_view(&config)?));
+        view.set_waiting(crate::cluster::elastic::must_wait(&config));
         Some((view, crate::cluster::data_epoch(&config.node.data_dir)?))
     } else {
         None
@@ -710,16 +717,20 @@ async fn core_main(a: CoreArgs) -> Result<()> {
         cluster,
         security: a.security,
         stop_handle: a.stop_handle,
+        metrics: crate::metrics::CoreMetrics::default(),
         mesh: Mesh { peers },
     });
     if let Some(c) = &shard.cluster {
         let loops: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> = if a.core == 0 {
-            let mut v: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> = vec![
-                Box::pin(crate::cluster::hints::replay_loop(shard.clone(), c.clone())),
-                Box::pin(crate::cluster::gossip::gossip_loop(shard.clone(), c.clone())),
-            ];
-            if crate::cluster::elastic::must_bootstrap(&shard.config) {
-                v.push(Box::pin(crate::cluster::elastic::bootstrap(shard.clone(), c.clone())));
+            let mut v: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> =
+                vec![Box::pin(crate::cluster::hints::replay_loop(shard.clone(), c.clone()))];
+            // A node waiting to be added starts both when an operator's
+            // `join` arrives (cluster::elastic::start_join).
+            if !c.shared().waiting() {
+                v.push(Box::pin(crate::cluster::gossip::gossip_loop(shard.clone(), c.clone())));
+                if crate::cluster::elastic::must_bootstrap(&shard.config) {
+                    v.push(Box::pin(crate::cluster::elastic::bootstrap(shard.clone(), c.clone())));
+                }
             }
             let (hook, requests) = futures::channel::mpsc::unbounded();
             shard.stop_handle.set_drain_hook(hook);

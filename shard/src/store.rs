@@ -153,6 +153,10 @@ pub enum Cmd {
     },
     /// Counters for INFO. Reply: [`Reply::Info`].
     Info,
+    /// This core's figures for a metrics scrape. Reply: [`Reply::Sample`].
+    /// Executed by the runtime (it reads the core's metrics, engine and
+    /// hints), never by the store.
+    Sample,
     /// Cluster mode, replica side: merge `record` (the node's record format,
     /// docs/versions.md) into the key, durably. Reply: [`Reply::Ok`].
     ReplicaMerge {
@@ -290,6 +294,8 @@ pub enum Reply {
     Page(Page),
     /// Counters.
     Info(CoreInfo),
+    /// A core's metrics sample.
+    Sample(Box<crate::metrics::CoreSample>),
     /// A replica's encoded record of a key, if it has one.
     Record(Option<Vec<u8>>),
     /// A coordinated read's answer.
@@ -831,6 +837,10 @@ impl Store {
                 let (leaves, keys) = self.replica_merkle(tree, depth, start, end).await?;
                 Ok(Reply::Merkle { leaves, keys })
             }
+            Cmd::Sample => Err(Failure::new(
+                FailureKind::Internal,
+                "a metrics sample is taken by the runtime, not the store",
+            )),
             Cmd::Cluster(_) => Err(Failure::new(
                 FailureKind::Internal,
                 "a cluster command reached the store instead of the cluster module",

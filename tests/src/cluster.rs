@@ -547,7 +547,12 @@ impl TestCluster {
     /// Degrades the links between nodes `side_a` and nodes `side_b` (both
     /// directions: dropped and delayed packets, [`crate::netfault`]) until
     /// the guard is healed or dropped. Fails the test if that cannot be set up.
-    pub fn degrade(&self, side_a: &[usize], side_b: &[usize], spec: crate::netfault::LinkSpec) -> crate::netfault::LinkFault {
+    pub fn degrade(
+        &self,
+        side_a: &[usize],
+        side_b: &[usize],
+        spec: crate::netfault::LinkSpec,
+    ) -> crate::netfault::LinkFault {
         let a: Vec<&str> = side_a.iter().map(|&i| self.ip(i)).collect();
         let b: Vec<&str> = side_b.iter().map(|&i| self.ip(i)).collect();
         match crate::netfault::LinkFault::new(&a, &b, spec) {

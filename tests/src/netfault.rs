@@ -74,7 +74,9 @@ impl LinkFault {
             // listener, --queue-bypass would let them through undelayed.
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();
             let delay = spec.delay;
-            fault.delayer = Some(std::thread::spawn(move || delay_packets(queue, delay, &stop, &ready_tx)));
+            fault.delayer = Some(std::thread::spawn(move || {
+                delay_packets(queue, delay, &stop, &ready_tx)
+            }));
             match ready_rx.recv_timeout(Duration::from_secs(10)) {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(e),
@@ -183,7 +185,8 @@ fn delay_packets(
     let mut delayed = 0u64;
     let release = |q: &mut nfq::Queue, mut m: nfq::Message| {
         m.set_verdict(nfq::Verdict::Accept);
-        q.verdict(m).map_err(|e| format!("netfilter queue {queue}: verdict: {e}"))
+        q.verdict(m)
+            .map_err(|e| format!("netfilter queue {queue}: verdict: {e}"))
     };
     loop {
         let stopping = stop.load(Ordering::Acquire);

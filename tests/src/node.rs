@@ -31,6 +31,8 @@ pub struct TestNode {
     pub shard_base: u16,
     /// The RESP port.
     pub resp: u16,
+    /// The HTTP port.
+    pub http: u16,
     extra: Vec<String>,
     /// Extra environment of the process.
     env: Vec<(String, String)>,
@@ -75,12 +77,12 @@ impl TestNode {
     }
 
     /// A node on a fresh data directory `dir` (emptied first), listening on
-    /// `listen` with `cores + 2` free ports, plus `extra` flags; not started
+    /// `listen` with `cores + 3` free ports, plus `extra` flags; not started
     /// ([`TestNode::spawn`] starts it).
     pub fn new(bin: &str, dir: &Path, listen: &str, cores: u16, extra: &[&str]) -> TestNode {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).expect("create the data dir");
-        let base = free_ports(cores + 2);
+        let base = free_ports(cores + 3);
         TestNode {
             bin: PathBuf::from(bin),
             dir: dir.to_path_buf(),
@@ -88,7 +90,8 @@ impl TestNode {
             cores,
             client: base,
             resp: base + 1,
-            shard_base: base + 2,
+            http: base + 2,
+            shard_base: base + 3,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: Vec::new(),
             log_filter: "warn,corekv_shard=debug".to_owned(),
@@ -141,10 +144,19 @@ impl TestNode {
             .args(["--node.cores", &self.cores.to_string()])
             .args(["--ports.client", &self.client.to_string()])
             .args(["--ports.resp", &self.resp.to_string()])
-            .args(["--ports.shard_base", &self.shard_base.to_string()])
-            .args(["--storage.memtable_bytes", "16777216"])
-            .args(["--storage.wal_segment_bytes", "4194304"])
-            .args(&self.extra)
+            .args(["--ports.shard_base", &self.shard_base.to_string()]);
+        // Defaults a test's own flags may replace (a flag may not repeat).
+        let http = self.http.to_string();
+        for (flag, value) in [
+            ("--ports.http", http.as_str()),
+            ("--storage.memtable_bytes", "16777216"),
+            ("--storage.wal_segment_bytes", "4194304"),
+        ] {
+            if !self.extra.iter().any(|e| e == flag) {
+                cmd.args([flag, value]);
+            }
+        }
+        cmd.args(&self.extra)
             .env("COREKV_LOG", &self.log_filter)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
@@ -265,6 +277,11 @@ impl TestNode {
                 Err(e) => panic!("{e}"),
             }
         }
+    }
+
+    /// `http://` URL of the HTTP port (no trailing slash).
+    pub fn http_url(&self) -> String {
+        format!("http://{}:{}", self.listen, self.http)
     }
 
     /// `redis://` URL of the RESP port.

@@ -91,7 +91,10 @@ fn cluster_up_forms_a_cluster_that_ring_describes_and_down_stops() {
     let o = corekv(&["ring", "--node", &node1]);
     assert!(o.status.success(), "ring failed: {}", text(&o));
     let ring = String::from_utf8_lossy(&o.stdout).into_owned();
-    let rows: Vec<&str> = ring.lines().filter(|l| l.starts_with('n') && l.contains("NORMAL")).collect();
+    let rows: Vec<&str> = ring
+        .lines()
+        .filter(|l| l.starts_with('n') && l.contains("NORMAL"))
+        .collect();
     assert_eq!(rows.len(), 3, "{ring}");
     let mut primary = 0.0;
     for r in &rows {
@@ -100,10 +103,16 @@ fn cluster_up_forms_a_cluster_that_ring_describes_and_down_stops() {
         primary += cols[4].trim_end_matches('%').parse::<f64>().unwrap();
         assert_eq!(cols[5], "100.00%", "replicated share of {r}");
     }
-    assert!((primary - 100.0).abs() < 0.05, "primary shares sum to {primary}: {ring}");
+    assert!(
+        (primary - 100.0).abs() < 0.05,
+        "primary shares sum to {primary}: {ring}"
+    );
     let o = corekv(&["ring", "--tokens", "--node", &node1]);
     assert!(o.status.success(), "{}", text(&o));
-    let tokens = String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.starts_with("0x")).count();
+    let tokens = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.starts_with("0x"))
+        .count();
     assert_eq!(tokens, 3 * 256);
 
     // Written through node 2 at QUORUM (the CLI's default), read through node 3.
@@ -123,7 +132,11 @@ fn cluster_up_forms_a_cluster_that_ring_describes_and_down_stops() {
     // A second cluster on the same directory would fight over the data.
     let o = corekv(&up);
     assert!(!o.status.success(), "a second `up` was accepted: {}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("still running"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("still running"),
+        "{}",
+        text(&o)
+    );
 
     let o = corekv(&["cluster", "down", "--dir", dir_s]);
     assert!(o.status.success(), "cluster down: {}", text(&o));
@@ -149,7 +162,10 @@ fn cluster_up_in_the_foreground_stops_every_node_on_sigint() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let t0 = Instant::now();
     loop {
-        let line = lines.next().expect("`cluster up` ended before the cluster was up").unwrap();
+        let line = lines
+            .next()
+            .expect("`cluster up` ended before the cluster was up")
+            .unwrap();
         if line.contains("Ctrl-C stops every node") {
             break;
         }

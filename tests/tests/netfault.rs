@@ -41,7 +41,9 @@ fn min_rtt(a: &str, b: &str) -> Duration {
 /// bind-before-connect, so through libc).
 fn connect_from(src: &str, to: std::net::SocketAddr) -> TcpStream {
     use std::os::fd::FromRawFd;
-    let std::net::SocketAddr::V4(to) = to else { panic!("IPv4 only") };
+    let std::net::SocketAddr::V4(to) = to else {
+        panic!("IPv4 only")
+    };
     let src: std::net::Ipv4Addr = src.parse().unwrap();
     let sin = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
@@ -76,7 +78,10 @@ fn a_delayed_link_holds_packets_back_until_healed() {
     let delayed = f.heal().unwrap();
     assert!(delayed >= 10, "only {delayed} packets went through the delay queue");
     let after = min_rtt(&a, &b);
-    assert!(after < delay, "round trip {after:?} after healing (before the fault: {before:?})");
+    assert!(
+        after < delay,
+        "round trip {after:?} after healing (before the fault: {before:?})"
+    );
 }
 
 #[test]
@@ -112,7 +117,10 @@ fn a_lossy_link_drops_about_its_share_until_healed() {
     .unwrap();
     let got = count(1000);
     // 1000 draws at 1/2: outside [400, 600] has odds below 1e-9.
-    assert!((400..=600).contains(&got), "{got} of 1000 datagrams passed a 50% lossy link");
+    assert!(
+        (400..=600).contains(&got),
+        "{got} of 1000 datagrams passed a 50% lossy link"
+    );
     drop(f);
     assert_eq!(count(200), 200, "datagrams lost after healing");
 }

@@ -165,7 +165,7 @@ fn tls_on_every_port_serves_redis_cli_the_sdk_and_the_cli() {
     );
     let log = n.log_text();
     assert!(
-        log.contains("[tls]") && log.contains("listeners = \"client,shard,resp\""),
+        log.contains("[tls]") && log.contains("listeners = \"client,shard,resp,http\""),
         "{log}"
     );
 
@@ -184,6 +184,15 @@ fn tls_on_every_port_serves_redis_cli_the_sdk_and_the_cli() {
     // Plain redis-cli on the TLS port: told why, in RESP.
     let (_, out) = redis_cli(n.resp, &[], &["GET", "rk"]);
     assert!(out.contains("requires TLS"), "{out}");
+
+    // HTTPS on the HTTP port (curl checks the certificate against the CA and
+    // the address); plain HTTP there is told why in an HTTP answer.
+    let url = format!("https://127.0.0.1:{}/api/v1/keys/rk", n.http);
+    let (ok, out) = run(Command::new("curl").args(["-sS", "--fail", "--cacert", ca, &url]));
+    assert!(ok && out.trim() == "rv", "{out}");
+    let url = format!("http://127.0.0.1:{}/api/v1/keys/rk", n.http);
+    let (_, out) = run(Command::new("curl").args(["-sS", "-i", &url]));
+    assert!(out.contains("400") && out.contains("requires TLS"), "{out}");
 
     // The blocking SDK: RING on the shared port, data on the shard-aware ports.
     let c = blocking::Client::connect_tls(&[format!("127.0.0.1:{}", n.client)], options(), tls(&pki.ca.file, None))

@@ -276,7 +276,9 @@ pub struct AdminConn {
 
 impl std::fmt::Debug for AdminConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminConn").field("node", &self.node).finish_non_exhaustive()
+        f.debug_struct("AdminConn")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
     }
 }
 

@@ -68,7 +68,9 @@ pub fn command() -> Command {
                         .value_name("PORT")
                         .default_value("7380")
                         .value_parser(clap::value_parser!(u16).range(1..=60000))
-                        .help("Client port of every node; shard-aware ports follow it (PORT+20+core), RESP is PORT-1000"),
+                        .help(
+                            "Client port of every node; shard-aware ports follow it (PORT+20+core), RESP is PORT-1000",
+                        ),
                 )
                 .arg(
                     Arg::new("cores")
@@ -165,7 +167,9 @@ pub fn plan(
         .checked_sub(1000)
         .filter(|p| *p > 0)
         .ok_or_else(|| format!("port {port} leaves no room for the RESP port (PORT - 1000)"))?;
-    let seeds: Vec<String> = (0..k.min(3)).map(|i| format!("{}:{port}", Ipv4Addr::from(base + i))).collect();
+    let seeds: Vec<String> = (0..k.min(3))
+        .map(|i| format!("{}:{port}", Ipv4Addr::from(base + i)))
+        .collect();
     let seeds = seeds.join(",");
     Ok((1..=k)
         .map(|i| {
@@ -202,13 +206,19 @@ pub fn plan(
 
 fn up(m: &ArgMatches) -> Result<bool, String> {
     let k = m.get_one::<u32>("nodes").copied().unwrap_or(3);
-    let dir = m.get_one::<PathBuf>("dir").cloned().unwrap_or_else(|| PathBuf::from("./corekv-cluster"));
+    let dir = m
+        .get_one::<PathBuf>("dir")
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("./corekv-cluster"));
     let first_ip = m.get_one::<Ipv4Addr>("ip").copied().unwrap_or(Ipv4Addr::LOCALHOST);
     let port = m.get_one::<u16>("port").copied().unwrap_or(7380);
     let cores = m.get_one::<u16>("cores").copied().unwrap_or(1);
     let rf = m.get_one::<u32>("rf").copied().unwrap_or(3);
     let detach = m.get_flag("detach");
-    let extra: Vec<String> = m.get_many::<String>("set").map(|v| v.cloned().collect()).unwrap_or_default();
+    let extra: Vec<String> = m
+        .get_many::<String>("set")
+        .map(|v| v.cloned().collect())
+        .unwrap_or_default();
     let plans = plan(k, first_ip, port, cores, rf, &dir, &extra)?;
 
     fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
@@ -244,7 +254,10 @@ fn up(m: &ArgMatches) -> Result<bool, String> {
     let pids_path = dir.join(PIDS_FILE);
     fs::write(&pids_path, pids.join("\n") + "\n").map_err(|e| format!("writing {}: {e}", pids_path.display()))?;
 
-    println!("corekv: a {k}-node cluster is up (replication factor {rf}), data and logs in {}", dir.display());
+    println!(
+        "corekv: a {k}-node cluster is up (replication factor {rf}), data and logs in {}",
+        dir.display()
+    );
     for m in &members {
         println!(
             "  {:<4} client {}:{port}  RESP {}:{}  pid {}",
@@ -340,7 +353,11 @@ fn start_all(exe: &Path, dir: &Path, plans: &[NodePlan], members: &mut Vec<Membe
             if log.lines().any(|l| l.starts_with("corekv: ready")) {
                 ready[i] = true;
             } else if let Ok(Some(status)) = m.child.try_wait() {
-                return Err(format!("{} exited ({status}) before it was ready; see {}", m.id, logs[i].display()));
+                return Err(format!(
+                    "{} exited ({status}) before it was ready; see {}",
+                    m.id,
+                    logs[i].display()
+                ));
             }
         }
         if Instant::now() > deadline {
@@ -368,7 +385,10 @@ fn wait_converged(members: &[Member], port: u16, k: u32) -> Result<(), String> {
     loop {
         let last = match super::admin::call_with(&node, "status", Duration::from_secs(5), &creds) {
             Ok(report) => {
-                let normal = report.lines().filter(|l| l.split_whitespace().nth(1) == Some("NORMAL")).count();
+                let normal = report
+                    .lines()
+                    .filter(|l| l.split_whitespace().nth(1) == Some("NORMAL"))
+                    .count();
                 if normal == k as usize {
                     return Ok(());
                 }
@@ -406,7 +426,11 @@ fn stop_all(members: &mut [Member]) -> bool {
                 }
                 Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
                 _ => {
-                    eprintln!("corekv: {} did not drain within {} s: killing it", m.id, STOP_TIMEOUT.as_secs());
+                    eprintln!(
+                        "corekv: {} did not drain within {} s: killing it",
+                        m.id,
+                        STOP_TIMEOUT.as_secs()
+                    );
                     let _ = m.child.kill();
                     let _ = m.child.wait();
                     clean = false;
@@ -432,7 +456,10 @@ fn down(dir: &Path) -> Result<bool, String> {
     let mut clean = true;
     for (id, pid) in &pids {
         if alive(*pid) {
-            eprintln!("corekv: {id} (pid {pid}) did not drain within {} s: killing it", STOP_TIMEOUT.as_secs());
+            eprintln!(
+                "corekv: {id} (pid {pid}) did not drain within {} s: killing it",
+                STOP_TIMEOUT.as_secs()
+            );
             signal(*pid, libc::SIGKILL);
             clean = false;
         } else {
@@ -456,7 +483,13 @@ fn read_pids(dir: &Path) -> Result<Option<Vec<(String, i32)>>, String> {
         let mut w = line.split_whitespace();
         match (w.next(), w.next().and_then(|p| p.parse::<i32>().ok()), w.next()) {
             (Some(id), Some(pid), None) if pid > 0 => out.push((id.to_owned(), pid)),
-            _ => return Err(format!("{} line {}: expected `ID PID`, got `{line}`", path.display(), n + 1)),
+            _ => {
+                return Err(format!(
+                    "{} line {}: expected `ID PID`, got `{line}`",
+                    path.display(),
+                    n + 1
+                ))
+            }
         }
     }
     Ok(Some(out))
@@ -495,7 +528,10 @@ mod tests {
         assert_eq!(p[4].id, "n5");
         let seeds_at = p[4].args.iter().position(|a| a == "--cluster.seeds").unwrap();
         assert_eq!(p[4].args[seeds_at + 1], "127.0.0.1:7380,127.0.0.2:7380,127.0.0.3:7380");
-        assert!(p[1].args.windows(2).any(|w| w[0] == "--node.data_dir" && w[1] == "/d/n2"));
+        assert!(p[1]
+            .args
+            .windows(2)
+            .any(|w| w[0] == "--node.data_dir" && w[1] == "/d/n2"));
     }
 
     #[test]

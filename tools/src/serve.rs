@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Arg, ArgMatches, Command};
-use corekv_shard::config::{DerivedValue, KEYS};
+use corekv_shard::config::{DerivedValue, LogFormat, KEYS};
 use corekv_shard::{runtime, server, Config};
 use corekv_tuning::IoProperties;
 
@@ -80,19 +80,41 @@ pub fn overrides(m: &ArgMatches) -> Vec<String> {
     overrides
 }
 
+/// The log filter: `log.level` when set, else `COREKV_LOG`, else `info`.
+fn log_filter(config: &Config) -> Result<tracing_subscriber::EnvFilter, String> {
+    use tracing_subscriber::EnvFilter;
+    if !config.log.level.is_empty() {
+        return EnvFilter::try_new(&config.log.level).map_err(|e| format!("log.level `{}`: {e}", config.log.level));
+    }
+    match std::env::var("COREKV_LOG") {
+        Ok(v) if !v.trim().is_empty() => EnvFilter::try_new(&v).map_err(|e| format!("COREKV_LOG `{v}`: {e}")),
+        _ => Ok(EnvFilter::new("info")),
+    }
+}
+
+/// Logs to stderr as `log.format` says, filtered by [`log_filter`].
+fn init_logging(config: &Config) -> Result<(), String> {
+    let filter = log_filter(config)?;
+    // Colours only on a terminal: a log file or a collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    let r = match config.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    r.map_err(|e| format!("cannot start logging: {e}"))
+}
+
 /// Loads the configuration, starts the node, waits for SIGTERM/SIGINT, drains.
 pub fn run(m: &ArgMatches) -> Result<(), String> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("COREKV_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let overrides = overrides(m);
     let file = m.get_one::<PathBuf>("config");
     let (config, tuned) = Config::load_tuned(file.map(PathBuf::as_path), std::env::vars(), &overrides, derive)
         .map_err(|e| e.to_string())?;
+    init_logging(&config)?;
     eprintln!(
         "# corekv {} effective configuration\n{}",
         env!("CARGO_PKG_VERSION"),
@@ -114,8 +136,13 @@ pub fn run(m: &ArgMatches) -> Result<(), String> {
     } else {
         String::new()
     };
+    let http = if config.ports.http == 0 {
+        "off".to_owned()
+    } else {
+        format!("{}:{}", config.node.listen, config.ports.http)
+    };
     eprintln!(
-        "corekv: ready in {} ms: client {}:{}, shard-aware {}:{}..{}, RESP {}:{}, data in {}{tls}",
+        "corekv: ready in {} ms: client {}:{}, shard-aware {}:{}..{}, RESP {}:{}, HTTP {http}, data in {}{tls}",
         started.elapsed().as_millis(),
         config.node.listen,
         config.ports.client,

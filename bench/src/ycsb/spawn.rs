@@ -239,6 +239,8 @@ pub fn spawn_node(bin: &Path, dir: &Path, ip: &str, cores: u16, extra: &[String]
         .args(["--ports.client", &client.to_string()])
         .args(["--ports.resp", &resp.to_string()])
         .args(["--ports.shard_base", &shard.to_string()])
+        // Benchmarks drive the client and RESP ports only.
+        .args(["--ports.http", "0"])
         .args(extra)
         .env("COREKV_LOG", "warn");
     let name = format!("corekv at {ip}:{client}");
@@ -291,6 +293,7 @@ pub async fn spawn_cluster(
             .args(["--ports.client", &client.to_string()])
             .args(["--ports.resp", &resp.to_string()])
             .args(["--ports.shard_base", &shard.to_string()])
+            .args(["--ports.http", "0"])
             .args(["--cluster.seeds", &seeds.join(",")])
             .args(["--cluster.replication_factor", &rf])
             .args(extra)

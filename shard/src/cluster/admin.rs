@@ -3,7 +3,10 @@
 //! `decommission` and `removenode <id>` ([`super::elastic`]), the snapshot
 //! commands (`crate::backup`, docs/backup.md), `drain`
 //! ([`super::drain`]) and `hints`. Each answers a report for a human once
-//! the work is done.
+//! the work is done. Two more serve the HTTP operator routes of other
+//! nodes: `stats` (this node's load, keys and memory, one line of
+//! `name=value` words) and `join` (a node waiting to be added starts its
+//! bootstrap, [`super::elastic::join`]).
 //!
 //! | command | where | what |
 //! |---|---|---|
@@ -34,7 +37,7 @@ use crate::topology::NodeId;
 /// (a snapshot checksums every file it links).
 const MEMBER_TIMEOUT: Duration = Duration::from_secs(3600);
 
-const KNOWN: &str = "status, ring, ring tokens, repair, decommission, removenode ID, snapshot NAME, snapshots, snapshot-delete NAME, \
+const KNOWN: &str = "status, ring, ring tokens, repair, decommission, removenode ID, stats, join, snapshot NAME, snapshots, snapshot-delete NAME, \
                      local-snapshot NAME, local-snapshots, local-snapshot-delete NAME, drain, hints";
 
 /// Runs `command` (cluster mode) and returns its report.
@@ -82,7 +85,12 @@ async fn run_with(shard: &Rc<Shard>, cluster: Option<&Rc<Cluster>>, command: &st
         (["decommission"], Some(c)) => super::elastic::decommission(shard, c).await,
         (["removenode", id], Some(c)) => super::elastic::removenode(shard, c, id).await,
         (["hints"], Some(_)) => hints(shard).await,
-        (["status" | "ring" | "repair" | "decommission" | "hints"] | ["ring", "tokens"] | ["removenode", _], None) => Err(Failure::new(
+        (["stats"], _) => Ok(crate::metrics::node_stats(shard).await.to_line()),
+        (["join"], Some(c)) => super::elastic::join(shard, c).await,
+        (
+            ["status" | "ring" | "repair" | "decommission" | "hints" | "join"] | ["ring", "tokens"] | ["removenode", _],
+            None,
+        ) => Err(Failure::new(
             FailureKind::Invalid,
             format!("this node is not in cluster mode (cluster.seeds is empty): `{command}` needs a cluster"),
         )),

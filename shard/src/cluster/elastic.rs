@@ -30,13 +30,68 @@ pub fn must_bootstrap(config: &Config) -> bool {
     !config.cluster.seeds.contains(&me) && !config.node.data_dir.join(JOINED).exists()
 }
 
+/// Name of the file that records that an operator added this node (it no
+/// longer waits at start, see [`must_wait`]).
+const JOIN_REQUESTED: &str = "join-requested";
+
+/// Whether this node waits for an operator to add it before it
+/// bootstraps: it must bootstrap, `cluster.auto_bootstrap` is off, and it
+/// was never added (an added node that restarts mid-bootstrap resumes).
+pub fn must_wait(config: &Config) -> bool {
+    !config.cluster.auto_bootstrap && must_bootstrap(config) && !config.node.data_dir.join(JOIN_REQUESTED).exists()
+}
+
+/// Core 0 of a waiting node: starts gossip and the bootstrap. False if the
+/// node was not waiting (a member, or added already).
+pub fn start_join(shard: &Rc<Shard>, cluster: &Rc<Cluster>) -> bool {
+    if !cluster.shared().take_waiting() {
+        return false;
+    }
+    if let Err(e) = mark_file(&cluster.data_dir, JOIN_REQUESTED) {
+        // Only a restart before the bootstrap ends is affected: it waits again.
+        tracing::warn!(error = %e, "cannot record that the node was added");
+    }
+    tracing::info!("added by an operator: gossip starts, bootstrapping");
+    super::spawn_detached(shard, gossip::gossip_loop(shard.clone(), cluster.clone()));
+    super::spawn_detached(shard, bootstrap(shard.clone(), cluster.clone()));
+    true
+}
+
+/// The `join` operator command, on a waiting node: see [`start_join`].
+pub async fn join(shard: &Rc<Shard>, cluster: &Rc<Cluster>) -> Result<String, Failure> {
+    match shard.exec(0, Cmd::Cluster(ClusterCmd::Join)).await {
+        Reply::Bool(true) => Ok(format!(
+            "{} added: it gossips and bootstraps (JOINING, then NORMAL once its ranges are streamed in)\n",
+            cluster.me
+        )),
+        Reply::Bool(false) => Err(Failure::new(
+            FailureKind::Invalid,
+            format!(
+                "{} is not waiting to be added: it is a member or joins already (only a node started with \
+                 cluster.auto_bootstrap = false waits)",
+                cluster.me
+            ),
+        )),
+        Reply::Failed(f) => Err(f),
+        other => Err(Failure::new(
+            FailureKind::Internal,
+            format!("unexpected reply {other:?}"),
+        )),
+    }
+}
+
+/// Writes marker `name` in `dir`, synced.
+fn mark_file(dir: &std::path::Path, name: &str) -> std::io::Result<()> {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{name}\n"))?;
+    std::fs::File::open(&path)?.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// Records that this node finished joining (synced, so a crash right after
 /// does not make it bootstrap again over data it already serves).
 fn mark_joined(dir: &std::path::Path) -> std::io::Result<()> {
-    let path = dir.join(JOINED);
-    std::fs::write(&path, b"joined\n")?;
-    std::fs::File::open(&path)?.sync_all()?;
-    std::fs::File::open(dir)?.sync_all()
+    mark_file(dir, JOINED)
 }
 
 /// The ranges an interrupted bootstrap or decommission already streamed, so

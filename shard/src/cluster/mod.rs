@@ -44,7 +44,7 @@ pub mod restore;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -115,6 +115,10 @@ pub enum ClusterCmd {
     Shutdown,
     /// This core's hints pending, per target node. Reply: [`Reply::Counts`].
     PendingHints,
+    /// Core 0: an operator added this waiting node
+    /// (`cluster.auto_bootstrap = false`): start gossip and the bootstrap.
+    /// Reply: [`Reply::Bool`] (false: the node was not waiting).
+    Join,
     /// The acceptor's side of one Paxos message, on the key's owning core.
     /// Reply: [`Reply::Paxos`].
     Paxos {
@@ -192,6 +196,9 @@ pub struct View {
 pub struct SharedView {
     view: RwLock<Arc<View>>,
     epoch: AtomicU64,
+    /// The node waits to be added ([`elastic::must_wait`]): it refuses
+    /// client requests until an operator's `join` clears this.
+    waiting: AtomicBool,
 }
 
 impl SharedView {
@@ -200,7 +207,23 @@ impl SharedView {
         SharedView {
             epoch: AtomicU64::new(view.epoch),
             view: RwLock::new(Arc::new(view)),
+            waiting: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the node as waiting to be added (at start).
+    pub fn set_waiting(&self, waiting: bool) {
+        self.waiting.store(waiting, Ordering::Release);
+    }
+
+    /// Whether the node waits to be added.
+    pub fn waiting(&self) -> bool {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    /// Ends the wait; true if the node was waiting (once).
+    pub(crate) fn take_waiting(&self) -> bool {
+        self.waiting.swap(false, Ordering::AcqRel)
     }
 
     /// Publishes a new view.
@@ -603,7 +626,8 @@ fn check_key_size(shard: &Shard, cmd: &ClusterCmd) -> std::result::Result<(), Fa
         | ClusterCmd::Announce(_)
         | ClusterCmd::Remove(_)
         | ClusterCmd::Shutdown
-        | ClusterCmd::PendingHints => return Ok(()),
+        | ClusterCmd::PendingHints
+        | ClusterCmd::Join => return Ok(()),
     };
     let max = shard.config.limits.max_key_bytes;
     if u64::try_from(key.bytes.len()).map_or(true, |n| n > max) {
@@ -622,6 +646,22 @@ pub async fn execute(shard: &Rc<Shard>, cmd: ClusterCmd) -> Reply {
     };
     if let Err(f) = check_key_size(shard, &cmd) {
         return Reply::Failed(f);
+    }
+    let client = matches!(
+        cmd,
+        ClusterCmd::Get { .. } | ClusterCmd::Write { .. } | ClusterCmd::Expire { .. } | ClusterCmd::Cas { .. }
+    );
+    if client && cluster.shared.waiting() {
+        // Its view is itself alone: coordinating now would take writes no
+        // replica of the cluster sees.
+        return Reply::Failed(Failure::new(
+            FailureKind::Unavailable,
+            format!(
+                "node {} waits to be added to the cluster (cluster.auto_bootstrap = false): add it with \
+                 POST /api/v1/admin/cluster/nodes on a member, then send requests to it once it is NORMAL",
+                cluster.me
+            ),
+        ));
     }
     let r = match cmd {
         ClusterCmd::Get {
@@ -668,7 +708,8 @@ pub async fn execute(shard: &Rc<Shard>, cmd: ClusterCmd) -> Reply {
             ]))
         }
         ClusterCmd::PendingHints => Ok(Reply::Counts(cluster.hints.pending_by_target())),
-        ClusterCmd::Announce(_) | ClusterCmd::Remove(_) | ClusterCmd::Shutdown => {
+        ClusterCmd::Join if cluster.gossip.is_some() => Ok(Reply::Bool(elastic::start_join(shard, &cluster))),
+        ClusterCmd::Announce(_) | ClusterCmd::Remove(_) | ClusterCmd::Shutdown | ClusterCmd::Join => {
             Err(Failure::new(FailureKind::Internal, "membership commands run on core 0"))
         }
         ClusterCmd::Paxos { key, msg } => paxos::accept(shard, &cluster, &key, msg).await.map(Reply::Paxos),
@@ -706,7 +747,9 @@ async fn expire(
     consistency: Consistency,
     timeout_ms: u64,
 ) -> std::result::Result<bool, Failure> {
-    let deadline = now_ms().saturating_add(timeout_ms);
+    // 0 means the node's default deadline, for both steps together (a
+    // deadline of now would give the write 1 ms).
+    let (deadline, _) = cluster.deadline(timeout_ms);
     let Some(v) = coordinate_read(shard, cluster, key.clone(), consistency, timeout_ms).await? else {
         return Ok(false);
     };

@@ -528,6 +528,7 @@ pub async fn pull_range(
             }
         }
         stats += RangeStats { records: n, bytes };
+        shard.metrics.streamed_in(n, bytes);
         if next.is_empty() {
             return Ok(stats);
         }
@@ -616,6 +617,7 @@ pub async fn push_range(
             records: page.entries.len() as u64,
             bytes,
         };
+        shard.metrics.streamed_out(page.entries.len() as u64, bytes);
         match page.cursor {
             Some(c) => after = Some(c),
             None => return Ok(stats),
@@ -667,12 +669,16 @@ pub async fn repair_node(shard: &Rc<Shard>, cluster: &Rc<Cluster>) -> Result<Str
     let t0 = Instant::now();
     let view = cluster.view();
     let mut t = Tally::default();
-    for pos in 0..view.ring.vnodes().len() {
+    let mine: Vec<usize> = (0..view.ring.vnodes().len())
+        .filter(|&pos| {
+            let range = TokenRange::of_vnode(&view.ring, pos);
+            cluster.replicas(&view, range.end).contains(&cluster.me)
+        })
+        .collect();
+    shard.metrics.repair_started(mine.len() as u64);
+    for pos in mine {
         let range = TokenRange::of_vnode(&view.ring, pos);
         let replicas = cluster.replicas(&view, range.end);
-        if !replicas.contains(&cluster.me) {
-            continue;
-        }
         t.ranges += 1;
         let mut peers = Vec::new();
         for id in replicas.into_iter().filter(|id| *id != cluster.me) {
@@ -683,14 +689,15 @@ pub async fn repair_node(shard: &Rc<Shard>, cluster: &Rc<Cluster>) -> Result<Str
                 peers.push(id);
             }
         }
-        if peers.is_empty() {
-            continue;
+        if !peers.is_empty() {
+            if let Err((peer, f)) = repair_range(shard, cluster, range, &peers, &mut t).await {
+                t.failed_peers.insert(peer.0, f.message);
+            }
         }
-        if let Err((peer, f)) = repair_range(shard, cluster, range, &peers, &mut t).await {
-            t.failed_peers.insert(peer.0, f.message);
-        }
+        shard.metrics.repair_progress();
         glommio::yield_if_needed().await;
     }
+    shard.metrics.repair_finished(t.failed_peers.is_empty());
     let report = report(cluster, &t, t0.elapsed());
     if t.failed_peers.is_empty() {
         Ok(report)

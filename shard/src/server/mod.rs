@@ -1,9 +1,10 @@
 //! The node's listeners and connection tasks (ARCHITECTURE.md sections 1, 8, 9).
 //!
-//! Every core binds three listeners: the shared client port and the RESP port
-//! with SO_REUSEPORT (the kernel spreads connections over the cores), and its
-//! own shard-aware client port (`ports.shard_base + core`), where a
-//! token-aware client reaches the owning core without a hop. A connection
+//! Every core binds four listeners: the shared client port, the RESP port
+//! and the HTTP port (`http`, unless `ports.http` is 0) with SO_REUSEPORT
+//! (the kernel spreads connections over the cores), and its own shard-aware
+//! client port (`ports.shard_base + core`), where a token-aware client
+//! reaches the owning core without a hop. A connection
 //! stays on the core that accepted it; a request for another core's keys is
 //! forwarded over the mesh and answered on the same connection.
 //!
@@ -13,6 +14,7 @@
 //! itself: no wrapper, copy or dynamic dispatch on its path.
 
 mod auth;
+mod http;
 mod native;
 mod outbox;
 pub mod peer;
@@ -53,6 +55,8 @@ pub enum Protocol {
     Native,
     /// RESP2/RESP3 (docs/resp.md).
     Resp,
+    /// HTTP/1.1 (docs/http.md).
+    Http,
 }
 
 /// Open connections on this core, and an event when the count drops.
@@ -60,6 +64,8 @@ pub enum Protocol {
 struct Connections {
     open: Cell<usize>,
     changed: Notify,
+    /// The core's HTTP state (in-flight count, verified credentials).
+    http: Rc<http::HttpCore>,
 }
 
 /// The per-core server, as the runtime's [`crate::runtime::ServeFn`].
@@ -86,7 +92,7 @@ async fn serve_core(shard: Rc<Shard>) -> Result<()> {
             .filter(|t| on(&t.listeners))
             .map(|t| t.server.clone())
     };
-    let listeners = vec![
+    let mut listeners = vec![
         (
             bind(&shard, shard.config.ports.client)?,
             Protocol::Native,
@@ -99,6 +105,9 @@ async fn serve_core(shard: Rc<Shard>) -> Result<()> {
         ),
         (bind(&shard, shard.config.ports.resp)?, Protocol::Resp, tls(|l| l.resp)),
     ];
+    if shard.config.ports.http != 0 {
+        listeners.push((bind(&shard, shard.config.ports.http)?, Protocol::Http, tls(|l| l.http)));
+    }
     let conns = Rc::new(Connections::default());
     let mut loops = Vec::new();
     for (l, proto, tls) in listeners {
@@ -158,7 +167,21 @@ async fn accept_loop(
         let (s, c, tls) = (shard.clone(), conns.clone(), tls.clone());
         let task = glommio::spawn_local_into(
             async move {
-                connection(s, stream, proto, tls, full).await;
+                if proto == Protocol::Http {
+                    let _counted = s.metrics.connection();
+                    let _ = stream.set_nodelay(true);
+                    let remote = stream.peer_addr().ok();
+                    match tls {
+                        None => http::serve_connection(&s, &c.http, stream, remote, full).await,
+                        Some(config) => {
+                            if let Some(t) = tls::accept(&s, stream, config, proto, remote).await {
+                                http::serve_connection(&s, &c.http, t, remote, full).await;
+                            }
+                        }
+                    }
+                } else {
+                    connection(s, stream, proto, tls, full).await;
+                }
                 c.open.set(c.open.get() - 1);
                 c.changed.notify();
             },
@@ -181,6 +204,9 @@ async fn connection(
     tls: Option<Arc<ServerConfig>>,
     over_limit: bool,
 ) {
+    // The guard borrows its own handle: `shard` moves into the stream's server.
+    let counted_on = shard.clone();
+    let _counted = counted_on.metrics.connection();
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().ok();
     let remote = stream.peer_addr().ok();
@@ -218,11 +244,14 @@ async fn serve_stream<S>(
         match proto {
             Protocol::Native => native::refuse(&out, &f),
             Protocol::Resp => resp::refuse(&out, &f),
+            // Served by `http::serve_connection` before a connection is split.
+            Protocol::Http => {}
         }
     } else {
         match proto {
             Protocol::Native => native::read_loop(&shard, reader, &out, local, remote).await,
             Protocol::Resp => resp::read_loop(&shard, reader, &out, remote).await,
+            Protocol::Http => {}
         }
     }
     out.close();

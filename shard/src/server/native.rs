@@ -17,8 +17,8 @@ use corekv_net::frame::FrameDecoder;
 use corekv_net::msg::auth;
 use corekv_net::msg::peer::{PeerOpcode, PeerRequest};
 use corekv_net::msg::{
-    Consistency as WireConsistency, ErrorCode, KeyValue, Limits, List, Node, Op, Request, Response, SiblingRef,
-    ValueRef,
+    Consistency as WireConsistency, ErrorCode, KeyValue, Limits, List, Node, Op, Request, Response, ResponseOpcode,
+    SiblingRef, ValueRef,
 };
 use futures::AsyncRead;
 
@@ -360,8 +360,9 @@ async fn authenticate(
     }
 }
 
-/// What a request becomes once its borrowed bytes are copied out.
-enum Job {
+/// What a request becomes once its borrowed bytes are copied out (the
+/// HTTP port builds the same jobs, `server::http`).
+pub(crate) enum Job {
     /// One command on one core; the opcode picks how its reply is encoded.
     One {
         core: usize,
@@ -393,7 +394,7 @@ enum Job {
 
 /// How a single-command reply is encoded.
 #[derive(Clone, Copy)]
-enum Kind {
+pub(crate) enum Kind {
     Get,
     Write,
     Delete,
@@ -427,7 +428,7 @@ fn key(k: &[u8]) -> Result<Key, Failure> {
     Ok(Key::new(k))
 }
 
-fn job(shard: &Shard, op: &Op<'_>) -> Result<Job, Failure> {
+pub(crate) fn job(shard: &Shard, op: &Op<'_>) -> Result<Job, Failure> {
     let one = |k: &[u8], cmd: fn(Key) -> Cmd, op: Kind| -> Result<Job, Failure> {
         let k = key(k)?;
         Ok(Job::One {
@@ -592,7 +593,7 @@ pub fn consistency(c: WireConsistency) -> Result<crate::coordinator::Consistency
 }
 
 /// A request in cluster mode: coordinated on the key's owning core.
-fn cluster_job(shard: &Shard, req: &Request<'_>) -> Result<Job, Failure> {
+pub(crate) fn cluster_job(shard: &Shard, req: &Request<'_>) -> Result<Job, Failure> {
     use crate::cluster::ClusterCmd;
     let level = consistency(req.consistency)?;
     let sloppy = req.sloppy_quorum;
@@ -811,6 +812,13 @@ fn start(
     local: Option<SocketAddr>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
     out.begin();
+    let opcode = req.op.opcode();
+    let info = crate::metrics::RequestInfo::new(
+        crate::metrics::Proto::Native,
+        crate::metrics::OpKind::of_opcode(opcode),
+        crate::metrics::Level::of_request(shard.cluster.is_some(), opcode, req.consistency),
+        first_key_len(&req.op),
+    );
     let job = if shard.cluster.is_some() {
         cluster_job(shard, &req)
     } else {
@@ -852,12 +860,39 @@ fn start(
                 }
             }
         }
+        // Byte 3 of a frame is its opcode.
+        let ok = b.get(3) != Some(&(ResponseOpcode::Error as u8));
+        crate::metrics::finish(&s, &info, ok);
         o.finish_unordered(&b);
     })
 }
 
+/// Length of a request's key (its first, for several), for the
+/// slow-request log.
+pub(crate) fn first_key_len(op: &Op<'_>) -> usize {
+    match *op {
+        Op::Get { key }
+        | Op::Put { key, .. }
+        | Op::Delete { key }
+        | Op::Exists { key }
+        | Op::Expire { key, .. }
+        | Op::Ttl { key }
+        | Op::Incr { key, .. }
+        | Op::Cas { key, .. }
+        | Op::GetVersions { key }
+        | Op::PutVersioned { key, .. }
+        | Op::DeleteVersioned { key, .. }
+        | Op::CasValue { key, .. }
+        | Op::SerialGet { key } => key.len(),
+        Op::MGet { keys } => keys.iter().next().map_or(0, <[u8]>::len),
+        Op::MPut { entries, .. } => entries.iter().next().map_or(0, |kv| kv.key.len()),
+        Op::List { prefix, .. } => prefix.len(),
+        Op::Scan { .. } | Op::Ping | Op::Ring => 0,
+    }
+}
+
 /// The sibling a single-value read returns (the newest) with the context.
-fn newest(v: Option<&crate::cluster::Versions>) -> Option<(&crate::cluster::Sibling, &[u8])> {
+pub(crate) fn newest(v: Option<&crate::cluster::Versions>) -> Option<(&crate::cluster::Sibling, &[u8])> {
     let v = v?;
     v.siblings.first().map(|s| (s, v.context.as_slice()))
 }
@@ -1175,7 +1210,7 @@ fn encode_cursor(seg: u8, c: &Cursor) -> Vec<u8> {
 }
 
 /// A page of tokens `[start, end)`, wrapping when `end <= start`.
-async fn scan_tokens(
+pub(crate) async fn scan_tokens(
     shard: &Rc<Shard>,
     start: u64,
     end: u64,
@@ -1202,7 +1237,7 @@ async fn scan_tokens(
 
 /// A page of keys starting with `prefix`. A prefix that holds a whole hash
 /// tag (`{user1}...`) pins every match to one token, so one core answers.
-async fn list(
+pub(crate) async fn list(
     shard: &Rc<Shard>,
     prefix: &[u8],
     cursor: &[u8],

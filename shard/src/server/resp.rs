@@ -509,10 +509,14 @@ async fn dispatch(
         out.finish_ordered(seq, b);
         return;
     };
+    let info = job.info(shard);
     let (s, o) = (shard.clone(), out.clone());
     let fut = async move {
         let mut b = Vec::new();
         run(&s, &w, job, &mut b).await;
+        // RESP errors start with '-' (and '!' for RESP3 blob errors).
+        let ok = !matches!(b.first(), Some(b'-' | b'!'));
+        crate::metrics::finish(&s, &info, ok);
         o.finish_ordered(seq, b);
     };
     if super::run_inline_or_spawn(shard, Box::pin(fut)).await.is_err() {
@@ -563,6 +567,33 @@ enum Job {
         string_type: bool,
     },
     Info,
+}
+
+impl Job {
+    /// The job's labels for the metrics and the slow-request log.
+    fn info(&self, shard: &Shard) -> crate::metrics::RequestInfo {
+        use crate::metrics::{Level, OpKind, Proto, RequestInfo};
+        let first = |ks: &[Key]| ks.first().map_or(0, |k| k.bytes.len());
+        let (op, key_len) = match self {
+            Job::Get(k) => (OpKind::Get, k.bytes.len()),
+            Job::Set { key, .. } => (OpKind::Put, key.bytes.len()),
+            Job::Del { keys, .. } => (OpKind::Delete, first(keys)),
+            Job::Exists(ks) => (OpKind::Exists, first(ks)),
+            Job::MGet(ks) => (OpKind::MGet, first(ks)),
+            Job::MSet { entries, .. } => (OpKind::MPut, entries.first().map_or(0, |(k, _)| k.bytes.len())),
+            Job::Incr { key, .. } => (OpKind::Incr, key.bytes.len()),
+            Job::Expire { key, .. } => (OpKind::Expire, key.bytes.len()),
+            Job::Ttl { key, .. } => (OpKind::Ttl, key.bytes.len()),
+            Job::Scan { pattern, .. } => (OpKind::Scan, pattern.as_ref().map_or(0, Vec::len)),
+            Job::Info => (OpKind::Info, 0),
+        };
+        let level = match (shard.cluster.is_some(), op) {
+            (false, _) | (true, OpKind::Scan | OpKind::Info) => Level::None,
+            (true, OpKind::Incr) => Level::Serial,
+            (true, _) => Level::of(resp_consistency(shard)),
+        };
+        RequestInfo::new(Proto::Resp, op, level, key_len)
+    }
 }
 
 fn check_key(k: &Key) -> Result<(), Failure> {

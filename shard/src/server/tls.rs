@@ -133,6 +133,17 @@ async fn refuse_plain(mut stream: TcpStream, proto: Protocol) {
             b.extend_from_slice(PLAIN_REFUSAL.as_bytes());
             b.extend_from_slice(b"\r\n");
         }
+        Protocol::Http => {
+            let body = PLAIN_REFUSAL.as_bytes();
+            b.extend_from_slice(
+                format!(
+                    "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            b.extend_from_slice(body);
+        }
     }
     if stream.write_all(&b).await.is_err() {
         return;

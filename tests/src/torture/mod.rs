@@ -120,7 +120,7 @@ impl Fault {
             Fault::Lossy,
         ]
         .into_iter()
-            .find(|f| f.as_str() == s)
+        .find(|f| f.as_str() == s)
     }
 }
 
