@@ -401,9 +401,9 @@ fn bad_tls_files_stop_the_start() {
                 "--tls.key_file",
                 key,
                 "--tls.listeners",
-                "client,http",
+                "client,gopher",
             ],
-            vec!["tls.listeners".into(), "http".into()],
+            vec!["tls.listeners".into(), "gopher".into()],
         ),
         (
             // Cluster mode needs mutual TLS between nodes.
