@@ -33,7 +33,7 @@ use crate::notify::{BusyGuard, Notify};
 use crate::options::Options;
 use crate::sstable::{Found, Table, TableBuilder, TableIter, TableMeta};
 use crate::version::{TableHandle, Version};
-use crate::wal::{Durability, Wal, WalStats};
+use crate::wal::{Durability, Wal, WalStats, DISK_FULL_RETRY};
 
 /// Where a point read found its version.
 enum Hit {
@@ -354,10 +354,6 @@ async fn open_table_file(opts: &Options, path: &Path) -> Result<crate::io::File>
         crate::options::TableReads::Buffered => opts.fs.open_buffered(path).await,
     }
 }
-
-/// How often writers refused for a full disk may ask for a flush or
-/// compaction retry (beyond the background's own, each second).
-const DISK_FULL_RETRY: Duration = Duration::from_millis(100);
 
 fn table_name(no: u64) -> String {
     format!("{no:06}.sst")
@@ -758,7 +754,7 @@ impl Engine {
                     self.signals.work.notify();
                     futures::future::select(
                         Box::pin(self.signals.progress.notified()),
-                        Box::pin(crate::io::sleep(DISK_FULL_RETRY * 20)),
+                        Box::pin(crate::io::sleep(DISK_FULL_RETRY * 10)),
                     )
                     .await;
                     continue;

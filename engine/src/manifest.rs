@@ -25,7 +25,10 @@
 //! tail: that edit was never acknowledged to anyone, and the files it named are
 //! orphans the engine deletes), then writes a fresh manifest starting with a
 //! snapshot and deletes the older ones. There is no CURRENT file to rename: the
-//! numbering is the pointer.
+//! numbering is the pointer. A fresh manifest is written as
+//! `MANIFEST-NNNNNN.tmp` and renamed once whole and synced, so one that fails
+//! halfway (a full disk) never becomes the newest; leftover `.tmp` files are
+//! deleted.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -129,6 +129,10 @@ pub struct Wal {
     urgent: Cell<bool>,
     /// Set when the engine closes: no more pacing.
     hurry: Cell<bool>,
+    /// When the last spare segment could not be made for lack of space, and
+    /// the file: a rotation within [`DISK_FULL_RETRY`] of it fails at once
+    /// instead of trying again.
+    out_of_space: RefCell<Option<(std::time::Instant, PathBuf)>>,
     /// Fired when `urgent` or `hurry` is set.
     wanted: Notify,
     synced: Notify,
@@ -156,6 +160,13 @@ pub struct Recovered<'a> {
     /// Offset of the record in the file.
     pub offset: u64,
 }
+
+/// How often a write may retry what failed for lack of space (making a
+/// WAL segment; in the engine, a flush or compaction): often enough that
+/// writes resume within a fraction of a second once space is freed, seldom
+/// enough that a full node refuses writes at once instead of queueing them
+/// behind retries.
+pub const DISK_FULL_RETRY: Duration = Duration::from_millis(100);
 
 /// Zero-fill rate of a new segment when no rotation is waiting for it: a
 /// 64 MiB segment in one second, far faster than writes fill one at the
@@ -287,6 +298,7 @@ impl Wal {
             provisioning: Cell::new(false),
             urgent: Cell::new(false),
             hurry: Cell::new(false),
+            out_of_space: RefCell::new(None),
             wanted: Notify::new(),
             synced: Notify::new(),
             provisioned: Notify::new(),
@@ -436,6 +448,21 @@ impl Wal {
                 self.spare_taken.notify();
                 return Ok(log_no);
             }
+            // Each try creates, reserves and removes a file (milliseconds):
+            // on a full disk, one per write would let a node refuse only a
+            // few hundred writes a second, and the rest queue up and time
+            // out. Within DISK_FULL_RETRY of a failure, fail at once (unless
+            // a flush freed a segment meanwhile); the background keeps
+            // trying each second.
+            let recent = self
+                .out_of_space
+                .borrow()
+                .as_ref()
+                .filter(|(at, _)| at.elapsed() < DISK_FULL_RETRY && self.st.borrow().free.is_empty())
+                .map(|(_, p)| p.clone());
+            if let Some(path) = recent {
+                return Err(Error::DiskFull { path });
+            }
             // A writer waits on this: a background provisioning in progress
             // must finish at full speed, and one we run ourselves is unpaced.
             let t = std::time::Instant::now();
@@ -501,8 +528,11 @@ impl Wal {
         let t = std::time::Instant::now();
         let f = self.fs.create(&path).await?;
         match self.fill_new_segment(&f).await {
-            Ok(()) => {}
+            Ok(()) => *self.out_of_space.borrow_mut() = None,
             Err(e) => {
+                if let Error::DiskFull { path } = &e {
+                    *self.out_of_space.borrow_mut() = Some((std::time::Instant::now(), path.clone()));
+                }
                 // Most often ENOSPC. The half-made segment goes, or every retry
                 // (each second while the disk is full) would strand one more
                 // file and the space it took: the disk could never recover.
@@ -863,6 +893,12 @@ mod tests {
             }
             assert_eq!(fs.list(dir).await.unwrap(), names, "no segment left behind");
             assert_eq!(sim.used_bytes(), used, "no space taken");
+            // A rotation right after a failure fails at once, trying nothing:
+            // a full node refuses writes without making a file for each.
+            let ids = wal.st.borrow().next_file_id;
+            let e = wal.rotate().await.unwrap_err();
+            assert!(matches!(e, Error::DiskFull { .. }), "{e}");
+            assert_eq!(wal.st.borrow().next_file_id, ids, "no file tried");
             // Space returns: the next attempt makes the spare.
             sim.set_faults(crate::io::sim::Faults::default());
             wal.prepare_spare().await.unwrap();
