@@ -8,13 +8,13 @@ use std::rc::Rc;
 
 use super::Cluster;
 use crate::runtime::Shard;
-use crate::store::{Failure, FailureKind};
+use crate::store::{Cmd, Failure, FailureKind, Reply};
 
 /// Runs `command` and returns its report.
 pub async fn run(shard: &Rc<Shard>, cluster: &Rc<Cluster>, command: &str) -> Result<String, Failure> {
     let words: Vec<&str> = command.split_whitespace().collect();
     match words.as_slice() {
-        ["status"] => Ok(status(cluster)),
+        ["status"] => Ok(status(cluster) + &storage_status(shard).await),
         ["repair"] => super::repair::repair_node(shard, cluster).await,
         ["decommission"] => super::elastic::decommission(shard, cluster).await,
         ["removenode", id] => super::elastic::removenode(shard, cluster, id).await,
@@ -23,6 +23,22 @@ pub async fn run(shard: &Rc<Shard>, cluster: &Rc<Cluster>, command: &str) -> Res
             format!("unknown admin command `{command}` (known: status, repair, decommission, removenode ID)"),
         )),
     }
+}
+
+/// This node's storage, per core: `ok`, or why writes fail there (disk
+/// full, fenced after a failed sync, compaction failing).
+pub async fn storage_status(shard: &Rc<Shard>) -> String {
+    let calls = (0..shard.cores).map(|c| shard.exec(c, Cmd::Info));
+    let mut out = String::new();
+    for (c, r) in futures::future::join_all(calls).await.into_iter().enumerate() {
+        let state = match r {
+            Reply::Info(i) => i.health.to_string(),
+            Reply::Failed(f) => format!("unknown ({})", f.message),
+            other => format!("unknown ({other:?})"),
+        };
+        let _ = writeln!(out, "storage core {c}: {state}");
+    }
+    out
 }
 
 /// The node's view of the cluster: members, status, tokens, addresses.
