@@ -21,6 +21,7 @@ pub fn token(key: &[u8]) -> u64 {
 }
 
 pub mod cluster;
+pub mod loopfs;
 pub mod node;
 pub mod torture;
 pub mod wire;

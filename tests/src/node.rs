@@ -141,10 +141,18 @@ impl TestNode {
             .args(["--node.cores", &self.cores.to_string()])
             .args(["--ports.client", &self.client.to_string()])
             .args(["--ports.resp", &self.resp.to_string()])
-            .args(["--ports.shard_base", &self.shard_base.to_string()])
-            .args(["--storage.memtable_bytes", "16777216"])
-            .args(["--storage.wal_segment_bytes", "4194304"])
-            .args(&self.extra)
+            .args(["--ports.shard_base", &self.shard_base.to_string()]);
+        // Test-sized storage unless the test sets its own (a flag may be
+        // given once only).
+        for (flag, value) in [
+            ("--storage.memtable_bytes", "16777216"),
+            ("--storage.wal_segment_bytes", "4194304"),
+        ] {
+            if !self.extra.iter().any(|e| e == flag) {
+                cmd.args([flag, value]);
+            }
+        }
+        cmd.args(&self.extra)
             .env("COREKV_LOG", &self.log_filter)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
