@@ -208,9 +208,10 @@ pub struct Stats {
 pub enum Health {
     /// Writes are taken.
     Ok,
-    /// The last flush or compaction ran out of space: writes still go to
-    /// the WAL and the memtables, and fail with [`Error::DiskFull`] once
-    /// those are full. Clears by itself when a retry finds space.
+    /// The last flush or compaction, or the last WAL segment made ahead,
+    /// ran out of space: writes still go to the WAL and the memtables, and
+    /// fail with [`Error::DiskFull`] once those are full. Clears by itself
+    /// when a retry finds space.
     DiskFull {
         /// The file being written when space ran out.
         path: PathBuf,
@@ -711,7 +712,8 @@ impl Engine {
         if let Some(reason) = self.inner.bg_error.borrow().clone() {
             return Health::Fenced { reason };
         }
-        if let Some((path, _)) = self.inner.disk_full.borrow().clone() {
+        let full = self.inner.disk_full.borrow().clone().map(|(p, _)| p);
+        if let Some(path) = full.or_else(|| self.inner.wal.as_ref().and_then(|w| w.out_of_space())) {
             return Health::DiskFull { path };
         }
         if let Some(reason) = self.inner.compaction_error.borrow().clone() {

@@ -341,6 +341,13 @@ impl Wal {
         }
     }
 
+    /// The file being made when the last spare segment could not be made
+    /// for lack of space, until one is made again: writes fail with
+    /// [`Error::DiskFull`] once the active segment is full.
+    pub fn out_of_space(&self) -> Option<PathBuf> {
+        self.out_of_space.borrow().as_ref().map(|(_, p)| p.clone())
+    }
+
     /// Fails if the log is fenced.
     pub fn check_fenced(&self) -> Result<()> {
         if let Some((path, reason)) = &self.st.borrow().fenced {
@@ -513,6 +520,7 @@ impl Wal {
             };
             if size >= self.opts.segment_bytes {
                 self.st.borrow_mut().spare = Some((Rc::new(f), name));
+                *self.out_of_space.borrow_mut() = None;
                 return Ok(());
             }
             f.close().await?;
@@ -899,10 +907,12 @@ mod tests {
             let e = wal.rotate().await.unwrap_err();
             assert!(matches!(e, Error::DiskFull { .. }), "{e}");
             assert_eq!(wal.st.borrow().next_file_id, ids, "no file tried");
+            assert!(wal.out_of_space().is_some(), "the engine's health says so");
             // Space returns: the next attempt makes the spare.
             sim.set_faults(crate::io::sim::Faults::default());
             wal.prepare_spare().await.unwrap();
             assert!(wal.st.borrow().spare.is_some());
+            assert_eq!(wal.out_of_space(), None);
         });
     }
 

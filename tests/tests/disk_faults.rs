@@ -644,6 +644,17 @@ fn a_full_replica_refuses_at_once_while_quorum_writes_go_on_and_it_catches_up() 
     }
     let per_write = started.elapsed() / 600;
     assert!(slowest < Duration::from_millis(1500), "a QUORUM write took {slowest:?}");
+    // An operator sees it: `corekv status` on node 3.
+    let out = std::process::Command::new(BIN)
+        .args(["status", "--node", &c.addr(3), "--timeout", "10"])
+        .output()
+        .expect("run corekv status");
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && status.contains("storage core 0: disk full"),
+        "corekv status:\n{status}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Node 3 answers its own writes with the clear error, at once.
     let t = Instant::now();
     let r = w3.call(put_op(b"on-node-3", b"x"));
