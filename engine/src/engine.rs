@@ -33,7 +33,7 @@ use crate::notify::{BusyGuard, Notify};
 use crate::options::Options;
 use crate::sstable::{Found, Table, TableBuilder, TableIter, TableMeta};
 use crate::version::{TableHandle, Version};
-use crate::wal::{Durability, Wal, WalStats};
+use crate::wal::{Durability, Wal, WalStats, DISK_FULL_RETRY};
 
 /// Where a point read found its version.
 enum Hit {
@@ -202,6 +202,46 @@ pub struct Stats {
     pub wal: WalStats,
 }
 
+/// Whether an engine can take writes ([`Engine::health`]).
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Writes are taken.
+    Ok,
+    /// The last flush or compaction, or the last WAL segment made ahead,
+    /// ran out of space: writes still go to the WAL and the memtables, and
+    /// fail with [`Error::DiskFull`] once those are full. Clears by itself
+    /// when a retry finds space.
+    DiskFull {
+        /// The file being written when space ran out.
+        path: PathBuf,
+    },
+    /// Compactions keep failing (not for space): writes fail with
+    /// [`Error::CompactionFailing`] once level 0 is full. Clears when a retry
+    /// succeeds.
+    CompactionFailing {
+        /// The last compaction's error.
+        reason: String,
+    },
+    /// A write or sync failed in a way that may have lost data: every write
+    /// fails with [`Error::Fenced`] until the engine is reopened.
+    Fenced {
+        /// What failed.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Health::Ok => f.write_str("ok"),
+            Health::DiskFull { path } => write!(f, "disk full (while writing {})", path.display()),
+            Health::CompactionFailing { reason } => write!(f, "compaction failing: {reason}"),
+            Health::Fenced { reason } => write!(f, "fenced: {reason}"),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     user_bytes: u64,
@@ -232,8 +272,10 @@ struct Inner {
     compacting: Cell<bool>,
     closed: Cell<bool>,
     bg_error: RefCell<Option<String>>,
-    /// Set while flushes fail for lack of space; cleared by the next good flush.
-    disk_full: RefCell<Option<PathBuf>>,
+    /// Set while flushes or compactions fail for lack of space (the file
+    /// being written, and when the last attempt failed); cleared by the next
+    /// good flush or compaction.
+    disk_full: RefCell<Option<(PathBuf, Instant)>>,
     /// The last compaction's error; cleared by the next good compaction. A
     /// writer stalled on a full level 0 gets it rather than waiting (and
     /// waking the compactor) in a loop for a compaction that keeps failing.
@@ -637,15 +679,70 @@ impl Engine {
         if let Some(e) = self.inner.bg_error.borrow().as_ref() {
             return Err(Error::Fenced {
                 path: self.inner.dir.clone(),
-                reason: format!("background flush failed: {e}"),
+                reason: e.clone(),
             });
         }
         Ok(())
     }
 
+    /// Refuses every later write until the engine is reopened, saying why
+    /// (once, at ERROR: an operator must see it).
+    fn fence(&self, reason: String) {
+        let mut bg = self.inner.bg_error.borrow_mut();
+        if bg.is_none() {
+            tracing::error!(
+                dir = %self.inner.dir.display(),
+                reason = %reason,
+                "fencing writes: nothing more is acknowledged until the engine is reopened"
+            );
+            *bg = Some(reason);
+        }
+    }
+
+    /// Records that a flush or compaction ran out of space (`Some`) or that
+    /// one succeeded (`None`), logging the transitions only: while the disk
+    /// stays full the background tasks retry every second.
+    fn set_disk_full(&self, path: Option<PathBuf>) {
+        let mut d = self.inner.disk_full.borrow_mut();
+        match (&*d, &path) {
+            (None, Some(p)) => tracing::warn!(
+                dir = %self.inner.dir.display(),
+                file = %p.display(),
+                "disk full: flushes and compactions wait for space (retried every second); writes fail once the memtables are full"
+            ),
+            (Some(_), None) => {
+                tracing::info!(dir = %self.inner.dir.display(), "disk space available again: flushes resume")
+            }
+            _ => {}
+        }
+        *d = path.map(|p| (p, Instant::now()));
+    }
+
+    /// Whether the engine can take writes, and if not, why: what an operator
+    /// needs to see (the node reports it in INFO and `corekv status`).
+    pub fn health(&self) -> Health {
+        if let Some(Err(Error::Fenced { path, reason })) = self.inner.wal.as_ref().map(|w| w.check_fenced()) {
+            return Health::Fenced {
+                reason: format!("failed write or sync of {}: {reason}", path.display()),
+            };
+        }
+        if let Some(reason) = self.inner.bg_error.borrow().clone() {
+            return Health::Fenced { reason };
+        }
+        let full = self.inner.disk_full.borrow().clone().map(|(p, _)| p);
+        if let Some(path) = full.or_else(|| self.inner.wal.as_ref().and_then(|w| w.out_of_space())) {
+            return Health::DiskFull { path };
+        }
+        if let Some(reason) = self.inner.compaction_error.borrow().clone() {
+            return Health::CompactionFailing { reason };
+        }
+        Health::Ok
+    }
+
     /// Switches a full memtable and stalls while flush or compaction is too far behind.
     async fn make_room(&self) -> Result<()> {
         let mut stalled: Option<Instant> = None;
+        let mut retried = false;
         loop {
             self.check_bg_error()?;
             self.wal()?.check_fenced()?;
@@ -662,8 +759,24 @@ impl Engine {
                 break;
             }
             if (mem_full && imm_full) || l0_stop {
-                if let Some(path) = self.inner.disk_full.borrow().clone() {
-                    return Err(Error::DiskFull { path });
+                let full = self.inner.disk_full.borrow().clone();
+                if let Some((path, failed_at)) = full {
+                    if retried || failed_at.elapsed() < DISK_FULL_RETRY {
+                        return Err(Error::DiskFull { path });
+                    }
+                    // Space may have come back since the last attempt: ask
+                    // for one now and wait for its outcome (bounded), rather
+                    // than refuse writes until the background's next retry,
+                    // up to a second after space is freed. At most one
+                    // attempt per DISK_FULL_RETRY while the disk stays full.
+                    retried = true;
+                    self.signals.work.notify();
+                    futures::future::select(
+                        Box::pin(self.signals.progress.notified()),
+                        Box::pin(crate::io::sleep(DISK_FULL_RETRY * 10)),
+                    )
+                    .await;
+                    continue;
                 }
                 if l0_stop {
                     if let Some(reason) = self.inner.compaction_error.borrow().clone() {
@@ -904,12 +1017,13 @@ impl Engine {
         let r = self.flush_mem(mem).await;
         drop(busy);
         match &r {
-            Ok(()) => *self.inner.disk_full.borrow_mut() = None,
+            Ok(()) => self.set_disk_full(None),
             // Out of space: nothing is lost (the memtable and its WAL stay);
             // retry later, and meanwhile writers that would stall get the error.
-            Err(Error::DiskFull { path }) => *self.inner.disk_full.borrow_mut() = Some(path.clone()),
-            Err(Error::Closed) => {}
-            Err(e) => *self.inner.bg_error.borrow_mut() = Some(e.to_string()),
+            Err(Error::DiskFull { path }) => self.set_disk_full(Some(path.clone())),
+            // Already fenced (the WAL or the manifest), with its own reason.
+            Err(Error::Closed | Error::Fenced { .. }) => {}
+            Err(e) => self.fence(format!("memtable flush failed: {e}")),
         }
         r.map(|_| true)
     }
@@ -1053,9 +1167,13 @@ impl Engine {
         let busy = BusyGuard::try_take(&self.inner.compacting, &self.signals.progress);
         let r = self.run_compaction(pick).await;
         match &r {
-            Ok(()) => *self.inner.compaction_error.borrow_mut() = None,
+            Ok(()) => {
+                *self.inner.compaction_error.borrow_mut() = None;
+                // Its outputs were written: there is space again.
+                self.set_disk_full(None);
+            }
             Err(Error::Closed) => {}
-            Err(Error::DiskFull { path }) => *self.inner.disk_full.borrow_mut() = Some(path.clone()),
+            Err(Error::DiskFull { path }) => self.set_disk_full(Some(path.clone())),
             Err(e) => *self.inner.compaction_error.borrow_mut() = Some(e.to_string()),
         }
         drop(busy);
@@ -1334,15 +1452,21 @@ impl Engine {
         *self.inner.version.borrow_mut() = Rc::new(v);
     }
 
-    /// Appends a manifest edit. A failure fences the engine: the edit may or may
-    /// not be on disk, so neither the old nor the new file set can be trusted
-    /// until a reopen reads the manifest back.
+    /// Appends a manifest edit. Out of space ([`Error::DiskFull`]) the edit
+    /// is not in the log and nothing changed: the flush or compaction fails
+    /// and is retried, and nothing acknowledged is at risk. Any other failure
+    /// fences the engine: the edit may or may not be on disk, so neither the
+    /// old nor the new file set can be trusted until a reopen reads the
+    /// manifest back.
     async fn manifest_append(&self, m: &mut Manifest, edit: &VersionEdit) -> Result<()> {
-        if let Err(e) = m.append(edit).await {
-            *self.inner.bg_error.borrow_mut() = Some(format!("manifest write failed: {e}"));
-            return Err(e);
+        match m.append(edit).await {
+            Ok(()) => Ok(()),
+            Err(e @ Error::DiskFull { .. }) => Err(e),
+            Err(e) => {
+                self.fence(format!("manifest write failed: {e}"));
+                Err(e)
+            }
         }
-        Ok(())
     }
 
     /// Deletes the files of tables no reader holds any more.
@@ -1518,23 +1642,30 @@ async fn background_loop(weak: Weak<Inner>, sig: Rc<Signals>, job: Job) {
             }
             let e = Engine::engine_of(inner, sig.clone());
             match job {
+                // Out of space, the retry each second would log the same line
+                // each second: the engine logs when the disk fills and frees.
                 Job::Flush => match e.flush_one().await {
                     Ok(d) => d,
+                    Err(err @ Error::DiskFull { .. }) => {
+                        tracing::debug!(error = %err, "flush postponed: disk full");
+                        false
+                    }
                     Err(err) => {
                         tracing::error!(error = %err, "flush failed");
                         false
                     }
                 },
-                Job::Compact => {
-                    let r = e.compact_one().await;
-                    match r {
-                        Ok(d) => d,
-                        Err(err) => {
-                            tracing::error!(error = %err, "compaction failed");
-                            false
-                        }
+                Job::Compact => match e.compact_one().await {
+                    Ok(d) => d,
+                    Err(err @ Error::DiskFull { .. }) => {
+                        tracing::debug!(error = %err, "compaction postponed: disk full");
+                        false
                     }
-                }
+                    Err(err) => {
+                        tracing::error!(error = %err, "compaction failed");
+                        false
+                    }
+                },
             }
         };
         if did {
@@ -1556,6 +1687,8 @@ async fn background_loop(weak: Weak<Inner>, sig: Rc<Signals>, job: Job) {
 /// rotation takes the current one, long before the new segment fills. It used
 /// to be made only after a compaction round, which a rotation could outrun.
 async fn provision_loop(weak: Weak<Inner>, taken: Rc<Notify>) {
+    // Whether the last attempt failed: a failure is logged once, not each second.
+    let mut failing = false;
     loop {
         let waiter = taken.notified();
         {
@@ -1564,8 +1697,17 @@ async fn provision_loop(weak: Weak<Inner>, taken: Rc<Notify>) {
                 return;
             }
             if let Some(w) = &inner.wal {
-                if let Err(e) = w.prepare_spare().await {
-                    tracing::warn!(error = %e, "cannot prepare a spare WAL segment");
+                match w.prepare_spare().await {
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "cannot prepare a spare WAL segment (retried every second)");
+                    }
+                    Err(e) => tracing::debug!(error = %e, "cannot prepare a spare WAL segment"),
+                    Ok(()) if failing => {
+                        failing = false;
+                        tracing::info!(dir = %inner.dir.display(), "spare WAL segment ready again");
+                    }
+                    Ok(()) => {}
                 }
             }
         }

@@ -94,10 +94,11 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
-    /// A sync of the write-ahead log failed earlier. The engine can no longer
-    /// promise that buffered writes reached the disk, so it refuses every write
-    /// until it is reopened (and recovery decides what is really there).
-    #[error("writes are fenced after a failed sync of {path}: {reason}; reopen the engine")]
+    /// A write or sync of the write-ahead log (or of the manifest, or a
+    /// flush) failed earlier. The engine can no longer promise that buffered
+    /// writes reached the disk, so it refuses every write until it is
+    /// reopened (and recovery decides what is really there).
+    #[error("writes are fenced after a failed write or sync of {path}: {reason}; reopen the engine")]
     Fenced {
         /// The file whose sync failed.
         path: PathBuf,
@@ -156,10 +157,16 @@ pub enum Error {
 }
 
 impl Error {
-    /// Wraps an I/O error for `path`, turning ENOSPC into [`Error::DiskFull`].
+    /// Wraps an I/O error for `path`, turning ENOSPC (and EDQUOT, a full
+    /// quota: the same to the engine) into [`Error::DiskFull`].
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         let path = path.into();
-        if source.raw_os_error() == Some(libc::ENOSPC) || source.kind() == std::io::ErrorKind::StorageFull {
+        let full = matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+            || matches!(
+                source.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            );
+        if full {
             Error::DiskFull { path }
         } else {
             Error::Io { path, source }

@@ -22,7 +22,7 @@ pub mod sstable;
 pub mod version;
 pub mod wal;
 
-pub use engine::{Cursor, Engine, Record, ScanOptions, ScanPage, Stats};
+pub use engine::{Cursor, Engine, Health, Record, ScanOptions, ScanPage, Stats};
 pub use error::{Error, Result};
 pub use format::{Entry, Kind, SeqNo, Token, WriteBatch};
 pub use io::Fs;

@@ -211,6 +211,15 @@ impl LogBuffer {
         }
     }
 
+    /// Takes back everything appended after the log ended at `end` (a value
+    /// [`LogBuffer::end`] returned before): records whose write failed and
+    /// that must not reach the disk with the next write.
+    pub fn truncate(&mut self, end: u64) {
+        debug_assert!(end >= self.base, "cannot take back bytes already written");
+        let keep = usize::try_from(end.saturating_sub(self.base)).unwrap_or(usize::MAX);
+        self.buf.truncate(keep);
+    }
+
     /// Ends the log: zeros up to [`HEADER`] bytes past the last record, but
     /// not past `limit` (the file's size: a header that would run past the
     /// end of the file already reads as the clean end). The next write of

@@ -25,7 +25,10 @@
 //! tail: that edit was never acknowledged to anyone, and the files it named are
 //! orphans the engine deletes), then writes a fresh manifest starting with a
 //! snapshot and deletes the older ones. There is no CURRENT file to rename: the
-//! numbering is the pointer.
+//! numbering is the pointer. A fresh manifest is written as
+//! `MANIFEST-NNNNNN.tmp` and renamed once whole and synced, so one that fails
+//! halfway (a full disk) never becomes the newest; leftover `.tmp` files are
+//! deleted.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -268,6 +271,9 @@ pub struct Manifest {
     state: ManifestState,
     /// Rewrite into a new file once the log grows past this.
     max_bytes: u64,
+    /// Set once a write or sync failed in a way that leaves the log's bytes
+    /// on disk unknown: no edit is appended after it (the reason).
+    fenced: Option<String>,
 }
 
 fn manifest_name(n: u64) -> String {
@@ -276,6 +282,13 @@ fn manifest_name(n: u64) -> String {
 
 fn parse_manifest_name(n: &str) -> Option<u64> {
     n.strip_prefix("MANIFEST-")?.parse().ok()
+}
+
+/// A manifest being written, not yet renamed to its number.
+fn is_manifest_tmp(n: &str) -> bool {
+    n.strip_prefix("MANIFEST-")
+        .and_then(|r| r.strip_suffix(".tmp"))
+        .is_some_and(|d| d.parse::<u64>().is_ok())
 }
 
 /// Reads the newest valid manifest in `dir`. Returns its number and state, or
@@ -361,9 +374,16 @@ pub async fn read_latest(fs: &Fs, dir: &Path) -> Result<Option<(u64, ManifestSta
 impl Manifest {
     /// Starts manifest number `number` in `dir` holding `state`, durably, and
     /// deletes every older manifest.
+    ///
+    /// The file is written under a temporary name and renamed once whole and
+    /// durable: a manifest that failed halfway (a full disk) never shadows the
+    /// live one. A failure before the rename changes nothing on disk; one
+    /// after it (the directory sync) is [`Error::Fenced`], since a restart may
+    /// then read either file.
     pub async fn create(fs: Fs, dir: &Path, number: u64, state: ManifestState, max_bytes: u64) -> Result<Manifest> {
         let path = dir.join(manifest_name(number));
-        let file = fs.create(&path).await?;
+        let tmp = dir.join(format!("{}.tmp", manifest_name(number)));
+        let file = fs.create(&tmp).await?;
         let mut m = Manifest {
             fs: fs.clone(),
             dir: dir.to_path_buf(),
@@ -372,14 +392,36 @@ impl Manifest {
             buf: LogBuffer::new(number, 0, &[]),
             state: ManifestState::default(),
             max_bytes,
+            fenced: None,
         };
         let snap = state.snapshot_edit();
-        m.write_edit(&snap).await?;
-        fs.sync_dir(dir).await?;
+        let written = match m.write_edit(&snap).await {
+            Ok(_) => fs.rename(&tmp, &path).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            let _ = m.file.close().await;
+            if let Err(rm) = fs.remove(&tmp).await {
+                tracing::warn!(path = %tmp.display(), error = %rm, "cannot remove a half-written manifest");
+            }
+            return Err(e);
+        }
+        let fenced = |e: Error| Error::Fenced {
+            path: path.clone(),
+            reason: format!("a new manifest was renamed into place but is not known to be durable: {e}"),
+        };
+        fs.sync_dir(dir).await.map_err(fenced)?;
+        // Errors from now on name the file by its real name.
+        let old = std::mem::replace(&mut m.file, fs.open(&path, true).await.map_err(fenced)?);
+        if let Err(e) = old.close().await {
+            tracing::warn!(path = %path.display(), error = %e, "closing a manifest failed");
+        }
         for name in fs.list(dir).await? {
-            if let Some(n) = parse_manifest_name(&name) {
-                if n < number {
-                    fs.remove(&dir.join(&name)).await?;
+            let stale = parse_manifest_name(&name).is_some_and(|n| n < number) || is_manifest_tmp(&name);
+            if stale {
+                // Harmless if it stays (the highest number wins), so only say so.
+                if let Err(e) = fs.remove(&dir.join(&name)).await {
+                    tracing::warn!(file = %name, error = %e, "cannot remove an old manifest");
                 }
             }
         }
@@ -399,6 +441,11 @@ impl Manifest {
     }
 
     /// Appends an edit durably, then applies it. The caller serialises calls.
+    ///
+    /// [`Error::DiskFull`] means the edit is not in the log, and the next
+    /// append may succeed once space returns. Any other error may leave the
+    /// edit on disk or not: the manifest then refuses every later edit
+    /// ([`Error::Fenced`]) until it is reopened.
     pub async fn append(&mut self, e: &VersionEdit) -> Result<()> {
         let end = self.write_edit(e).await?;
         if end > self.max_bytes {
@@ -409,26 +456,68 @@ impl Manifest {
                 self.state.clone(),
                 self.max_bytes,
             ))
-            .await?;
-            let old = std::mem::replace(self, fresh);
-            old.file.close().await?;
+            .await;
+            match fresh {
+                Ok(fresh) => {
+                    let old = std::mem::replace(self, fresh);
+                    if let Err(e) = old.file.close().await {
+                        tracing::warn!(error = %e, "closing the previous manifest failed");
+                    }
+                }
+                Err(err @ Error::Fenced { .. }) => {
+                    self.fenced = Some(err.to_string());
+                    return Err(err);
+                }
+                // The edit is durable here; the rewrite is tried again at the next one.
+                Err(err) => tracing::warn!(error = %err, "cannot start a new manifest; the current one keeps growing"),
+            }
         }
         Ok(())
     }
 
+    /// Refuses every later edit: returns the error that says why.
+    fn fence(&mut self, e: Error) -> Error {
+        if self.fenced.is_none() {
+            tracing::error!(path = %self.file.path().display(), error = %e, "manifest write failed; fencing writes");
+            self.fenced = Some(e.to_string());
+        }
+        Error::Fenced {
+            path: self.file.path().to_path_buf(),
+            reason: self.fenced.clone().unwrap_or_else(|| e.to_string()),
+        }
+    }
+
     async fn write_edit(&mut self, e: &VersionEdit) -> Result<u64> {
+        if let Some(reason) = &self.fenced {
+            return Err(Error::Fenced {
+                path: self.file.path().to_path_buf(),
+                reason: reason.clone(),
+            });
+        }
         let mut next = self.state.clone();
         next.apply(e)
             .map_err(|why| Error::InvalidArgument(format!("manifest edit does not apply: {why}")))?;
         let mut e = e.clone();
         e.next_file_no = Some(next.next_file_no.max(self.state.next_file_no));
+        let mark = self.buf.end();
         self.buf.append(&e.encode());
         let (pos, bytes) = self.buf.pending();
         let mut io = self.file.alloc(self.buf.padded_len());
         io.as_mut_slice()[..bytes.len()].copy_from_slice(bytes);
         let end = self.buf.end();
-        self.file.write_at(io, pos).await?;
-        self.file.sync().await?;
+        if let Err(err) = self.file.write_at(io, pos).await {
+            if matches!(err, Error::DiskFull { .. }) {
+                // The block holding the edit could not be written: the edit is
+                // not in the log. Out of the buffer with it, or the next
+                // edit's write would carry it to disk after all.
+                self.buf.truncate(mark);
+                return Err(err);
+            }
+            return Err(self.fence(err));
+        }
+        if let Err(err) = self.file.sync().await {
+            return Err(self.fence(err));
+        }
         self.buf.written(end);
         next.next_file_no = next.next_file_no.max(self.state.next_file_no);
         self.state = next;
@@ -557,6 +646,139 @@ mod tests {
                     e.to_string(),
                     "/m/MANIFEST-000001 has format version 2; this build reads version 1"
                 );
+            });
+    }
+
+    /// Regression: an edit that found the disk full fenced the engine for
+    /// good, and stayed in the write buffer, so the next edit's write would
+    /// have put it on disk after all. Now it is taken back and the next
+    /// edit, once space returns, goes through.
+    #[test]
+    fn an_edit_that_finds_the_disk_full_is_not_written_and_the_next_one_is() {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap()
+            .run(async {
+                let fs = Fs::sim(2);
+                let Fs::Sim(sim) = &fs else { unreachable!() };
+                let dir = Path::new("/m");
+                fs.prepare_dir(dir).await.unwrap();
+                let mut m = Manifest::create(fs.clone(), dir, 1, ManifestState::default(), 1 << 20)
+                    .await
+                    .unwrap();
+                sim.set_faults(crate::io::sim::Faults {
+                    space_limit: Some(sim.used_bytes()),
+                    ..Default::default()
+                });
+                // Large enough to need a new block.
+                let big: Vec<(usize, FileRecord)> = (0..200).map(|i| (0, rec(100 + i))).collect();
+                let e = m
+                    .append(&VersionEdit {
+                        added: big.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap_err();
+                assert!(matches!(e, Error::DiskFull { .. }), "{e}");
+                assert!(
+                    m.state().levels.iter().all(|l| l.is_empty()),
+                    "a failed edit is not applied"
+                );
+                sim.set_faults(crate::io::sim::Faults::default());
+                m.append(&VersionEdit {
+                    added: vec![(1, rec(7))],
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+                let (_, st) = read_latest(&fs, dir).await.unwrap().unwrap();
+                assert_eq!(&st, m.state());
+                assert_eq!(
+                    st.levels.iter().map(|l| l.len()).sum::<usize>(),
+                    1,
+                    "only the second edit is on disk"
+                );
+            });
+    }
+
+    /// A rewrite into a new manifest (past `max_bytes`) that finds the disk
+    /// full leaves the edit durable in the current one, no half-written
+    /// manifest behind, and is tried again at the next edit.
+    #[test]
+    fn a_rewrite_that_finds_the_disk_full_keeps_the_current_manifest() {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap()
+            .run(async {
+                let fs = Fs::sim(3);
+                let Fs::Sim(sim) = &fs else { unreachable!() };
+                let dir = Path::new("/m");
+                fs.prepare_dir(dir).await.unwrap();
+                // Every append rewrites.
+                let mut m = Manifest::create(fs.clone(), dir, 1, ManifestState::default(), 1)
+                    .await
+                    .unwrap();
+                m.append(&VersionEdit {
+                    added: vec![(0, rec(3))],
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+                assert_eq!(m.number(), 2);
+                let n = m.number();
+                // Room for the edit in the current file's block, none for a new file.
+                sim.set_faults(crate::io::sim::Faults {
+                    space_limit: Some(sim.used_bytes()),
+                    ..Default::default()
+                });
+                m.append(&VersionEdit {
+                    added: vec![(0, rec(4))],
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+                assert_eq!(m.number(), n, "the rewrite failed; the current manifest stays");
+                let names = fs.list(dir).await.unwrap();
+                assert_eq!(names, vec![manifest_name(n)], "no half-written manifest left");
+                let (got, st) = read_latest(&fs, dir).await.unwrap().unwrap();
+                assert_eq!((got, &st), (n, m.state()), "the edit is durable");
+                sim.set_faults(crate::io::sim::Faults::default());
+                m.append(&VersionEdit {
+                    removed: vec![(0, 3)],
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+                assert_eq!(m.number(), n + 1, "the rewrite is retried");
+                let (got, st) = read_latest(&fs, dir).await.unwrap().unwrap();
+                assert_eq!((got, &st), (n + 1, m.state()));
+            });
+    }
+
+    /// A failed sync leaves the edit's fate unknown: the manifest refuses
+    /// every later edit.
+    #[test]
+    fn a_failed_sync_fences_the_manifest() {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap()
+            .run(async {
+                let fs = Fs::sim(4);
+                let Fs::Sim(sim) = &fs else { unreachable!() };
+                let dir = Path::new("/m");
+                fs.prepare_dir(dir).await.unwrap();
+                let mut m = Manifest::create(fs.clone(), dir, 1, ManifestState::default(), 1 << 20)
+                    .await
+                    .unwrap();
+                sim.fail_next_sync();
+                let edit = VersionEdit {
+                    added: vec![(0, rec(3))],
+                    ..Default::default()
+                };
+                let e = m.append(&edit).await.unwrap_err();
+                assert!(matches!(e, Error::Fenced { .. }), "{e}");
+                let e = m.append(&edit).await.unwrap_err();
+                assert!(matches!(e, Error::Fenced { .. }), "{e}");
             });
     }
 }

@@ -13,9 +13,14 @@
 //! reused under a new log number (records carry it; see [`crate::log`]), so the
 //! steady state creates no files and syncs no directory.
 //!
-//! A failed fdatasync fences the log: the kernel may have dropped the dirty
-//! pages, so nothing appended since the last good sync can be promised, and
-//! every later write fails with [`Error::Fenced`] until the engine is reopened.
+//! A failed write or fdatasync fences the log: the kernel may have dropped
+//! the dirty pages, so nothing appended since the last good sync can be
+//! promised, and every writer waiting on it (the one whose sync failed
+//! first) and every later one fails with [`Error::Fenced`] until the engine
+//! is reopened. A full disk is not a fence where it can be helped: a spare
+//! segment that cannot be made for lack of space is removed again and the
+//! rotation (or the write that needed it) fails with [`Error::DiskFull`],
+//! before anything was appended.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -124,6 +129,10 @@ pub struct Wal {
     urgent: Cell<bool>,
     /// Set when the engine closes: no more pacing.
     hurry: Cell<bool>,
+    /// When the last spare segment could not be made for lack of space, and
+    /// the file: a rotation within [`DISK_FULL_RETRY`] of it fails at once
+    /// instead of trying again.
+    out_of_space: RefCell<Option<(std::time::Instant, PathBuf)>>,
     /// Fired when `urgent` or `hurry` is set.
     wanted: Notify,
     synced: Notify,
@@ -151,6 +160,13 @@ pub struct Recovered<'a> {
     /// Offset of the record in the file.
     pub offset: u64,
 }
+
+/// How often a write may retry what failed for lack of space (making a
+/// WAL segment; in the engine, a flush or compaction): often enough that
+/// writes resume within a fraction of a second once space is freed, seldom
+/// enough that a full node refuses writes at once instead of queueing them
+/// behind retries.
+pub const DISK_FULL_RETRY: Duration = Duration::from_millis(100);
 
 /// Zero-fill rate of a new segment when no rotation is waiting for it: a
 /// 64 MiB segment in one second, far faster than writes fill one at the
@@ -282,6 +298,7 @@ impl Wal {
             provisioning: Cell::new(false),
             urgent: Cell::new(false),
             hurry: Cell::new(false),
+            out_of_space: RefCell::new(None),
             wanted: Notify::new(),
             synced: Notify::new(),
             provisioned: Notify::new(),
@@ -322,6 +339,13 @@ impl Wal {
             bytes_written: st.bytes_written,
             bytes_appended: st.appended_lsn,
         }
+    }
+
+    /// The file being made when the last spare segment could not be made
+    /// for lack of space, until one is made again: writes fail with
+    /// [`Error::DiskFull`] once the active segment is full.
+    pub fn out_of_space(&self) -> Option<PathBuf> {
+        self.out_of_space.borrow().as_ref().map(|(_, p)| p.clone())
     }
 
     /// Fails if the log is fenced.
@@ -431,6 +455,21 @@ impl Wal {
                 self.spare_taken.notify();
                 return Ok(log_no);
             }
+            // Each try creates, reserves and removes a file (milliseconds):
+            // on a full disk, one per write would let a node refuse only a
+            // few hundred writes a second, and the rest queue up and time
+            // out. Within DISK_FULL_RETRY of a failure, fail at once (unless
+            // a flush freed a segment meanwhile); the background keeps
+            // trying each second.
+            let recent = self
+                .out_of_space
+                .borrow()
+                .as_ref()
+                .filter(|(at, _)| at.elapsed() < DISK_FULL_RETRY && self.st.borrow().free.is_empty())
+                .map(|(_, p)| p.clone());
+            if let Some(path) = recent {
+                return Err(Error::DiskFull { path });
+            }
             // A writer waits on this: a background provisioning in progress
             // must finish at full speed, and one we run ourselves is unpaced.
             let t = std::time::Instant::now();
@@ -461,13 +500,31 @@ impl Wal {
     async fn provision_inner(&self) -> Result<()> {
         let reuse = self.st.borrow_mut().free.pop();
         if let Some(name) = reuse {
-            let f = self.fs.open(&self.dir.join(&name), true).await?;
-            if f.size().await? >= self.opts.segment_bytes {
+            let path = self.dir.join(&name);
+            let f = match self.fs.open(&path, true).await {
+                Ok(f) => f,
+                Err(e) => {
+                    // Keep the name: the file is still there, and an untracked
+                    // segment would hold its space until the next restart.
+                    self.st.borrow_mut().free.push(name);
+                    return Err(e);
+                }
+            };
+            let size = match f.size().await {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = f.close().await;
+                    self.st.borrow_mut().free.push(name);
+                    return Err(e);
+                }
+            };
+            if size >= self.opts.segment_bytes {
                 self.st.borrow_mut().spare = Some((Rc::new(f), name));
+                *self.out_of_space.borrow_mut() = None;
                 return Ok(());
             }
             f.close().await?;
-            self.fs.remove(&self.dir.join(&name)).await?;
+            self.fs.remove(&path).await?;
         }
         let id = {
             let mut st = self.st.borrow_mut();
@@ -478,10 +535,22 @@ impl Wal {
         let path = self.dir.join(&name);
         let t = std::time::Instant::now();
         let f = self.fs.create(&path).await?;
-        // Zero-fill: real blocks now, so fdatasync later journals no extent changes.
-        self.zero_fill(&f).await?;
-        f.sync().await?;
-        self.fs.sync_dir(&self.dir).await?;
+        match self.fill_new_segment(&f).await {
+            Ok(()) => *self.out_of_space.borrow_mut() = None,
+            Err(e) => {
+                if let Error::DiskFull { path } = &e {
+                    *self.out_of_space.borrow_mut() = Some((std::time::Instant::now(), path.clone()));
+                }
+                // Most often ENOSPC. The half-made segment goes, or every retry
+                // (each second while the disk is full) would strand one more
+                // file and the space it took: the disk could never recover.
+                let _ = f.close().await;
+                if let Err(rm) = self.fs.remove(&path).await {
+                    tracing::warn!(path = %path.display(), error = %rm, "cannot remove a half-made WAL segment");
+                }
+                return Err(e);
+            }
+        }
         tracing::debug!(
             ms = t.elapsed().as_millis() as u64,
             bytes = self.opts.segment_bytes,
@@ -489,6 +558,17 @@ impl Wal {
         );
         self.st.borrow_mut().spare = Some((Rc::new(f), name));
         Ok(())
+    }
+
+    /// Makes a freshly created segment whole and durable.
+    async fn fill_new_segment(&self, f: &File) -> Result<()> {
+        // Reserve the space first: on a full disk this fails at once, without
+        // writing megabytes of zeros that are then thrown away.
+        f.allocate(self.opts.segment_bytes).await?;
+        // Zero-fill: real blocks now, so fdatasync later journals no extent changes.
+        self.zero_fill(f).await?;
+        f.sync().await?;
+        self.fs.sync_dir(&self.dir).await
     }
 
     /// Zero-fills a new segment. Unless a rotation is waiting for it, the fill
@@ -610,15 +690,20 @@ impl Wal {
             let buf = std::mem::replace(&mut j.buf, crate::io::IoBuf::Vec(Vec::new()));
             let len = buf.len() as u64;
             if let Err(e) = j.file.write_at(buf, j.pos).await {
-                if !matches!(e, Error::DiskFull { .. }) {
-                    self.fence(j.file.path(), &e);
-                }
-                return Err(e);
+                // Even ENOSPC: segments are preallocated, so only a file
+                // system that allocates on overwrite (copy-on-write) gets
+                // here, and the records are already sequenced and buffered.
+                // Answering "disk full, not applied" while a later round
+                // could still write them would be a lie; the fence says
+                // what is true (not acknowledged, fate known after a reopen).
+                return Err(self.fence(j.file.path(), &e));
             }
             written += len;
             if let Err(e) = j.file.sync().await {
-                self.fence(j.file.path(), &e);
-                return Err(e);
+                // The leader itself gets the fence, not the raw I/O error: it
+                // is the first writer the failure denies, and must be told the
+                // same as every writer after it.
+                return Err(self.fence(j.file.path(), &e));
             }
         }
         if started.elapsed() > Duration::from_millis(20) {
@@ -660,12 +745,22 @@ impl Wal {
         Ok(())
     }
 
-    fn fence(&self, path: &Path, e: &Error) {
-        let mut st = self.st.borrow_mut();
-        if st.fenced.is_none() {
-            tracing::error!(path = %path.display(), error = %e, "WAL sync failed; fencing writes");
-            st.fenced = Some((path.to_path_buf(), e.to_string()));
-        }
+    /// Fences the log after a failed write or sync of `path`; returns the
+    /// error every writer gets from now on.
+    fn fence(&self, path: &Path, e: &Error) -> Error {
+        let (path, reason) = {
+            let mut st = self.st.borrow_mut();
+            if st.fenced.is_none() {
+                tracing::error!(
+                    path = %path.display(),
+                    error = %e,
+                    "WAL write or sync failed; fencing writes: nothing more is acknowledged until the engine is reopened"
+                );
+                st.fenced = Some((path.to_path_buf(), e.to_string()));
+            }
+            st.fenced.clone().unwrap_or_else(|| (path.to_path_buf(), e.to_string()))
+        };
+        Error::Fenced { path, reason }
     }
 
     /// Segments with a log number below `min_log_no` hold only flushed data:
@@ -772,9 +867,52 @@ mod tests {
                 s.fail_next_sync();
             }
             let (t, _) = wal.append(3, 1, |_| b"abc".to_vec()).await.unwrap();
-            assert!(wal.wait(t).await.is_err());
+            // The writer whose sync failed is told the same as every later
+            // one: fenced, naming the cause (it used to get the raw EIO).
+            let first = wal.wait(t).await.unwrap_err();
+            assert!(matches!(first, Error::Fenced { .. }), "{first}");
+            assert!(first.to_string().contains("fdatasync"), "{first}");
             let e = wal.append(3, 1, |_| b"abc".to_vec()).await.unwrap_err();
             assert!(matches!(e, Error::Fenced { .. }), "{e}");
+        });
+    }
+
+    /// Regression: a spare segment that could not be made for lack of space
+    /// stayed on disk, half-filled, and each retry (every second) made
+    /// another: a full disk could never recover.
+    #[test]
+    fn a_full_disk_leaves_no_half_made_segment() {
+        run(async {
+            let fs = Fs::sim(5);
+            let dir = Path::new("/db");
+            fs.prepare_dir(dir).await.unwrap();
+            let (wal, _) = Wal::recover(fs.clone(), dir, opts(), 0, |_| Ok(())).await.unwrap();
+            let Fs::Sim(sim) = &fs else { unreachable!() };
+            let used = sim.used_bytes();
+            let names = fs.list(dir).await.unwrap();
+            // Room for half a segment.
+            sim.set_faults(crate::io::sim::Faults {
+                space_limit: Some(used + opts().segment_bytes / 2),
+                ..Default::default()
+            });
+            for _ in 0..5 {
+                let e = wal.prepare_spare().await.unwrap_err();
+                assert!(matches!(e, Error::DiskFull { .. }), "{e}");
+            }
+            assert_eq!(fs.list(dir).await.unwrap(), names, "no segment left behind");
+            assert_eq!(sim.used_bytes(), used, "no space taken");
+            // A rotation right after a failure fails at once, trying nothing:
+            // a full node refuses writes without making a file for each.
+            let ids = wal.st.borrow().next_file_id;
+            let e = wal.rotate().await.unwrap_err();
+            assert!(matches!(e, Error::DiskFull { .. }), "{e}");
+            assert_eq!(wal.st.borrow().next_file_id, ids, "no file tried");
+            assert!(wal.out_of_space().is_some(), "the engine's health says so");
+            // Space returns: the next attempt makes the spare.
+            sim.set_faults(crate::io::sim::Faults::default());
+            wal.prepare_spare().await.unwrap();
+            assert!(wal.st.borrow().spare.is_some());
+            assert_eq!(wal.out_of_space(), None);
         });
     }
 

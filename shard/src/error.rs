@@ -259,6 +259,24 @@ pub enum Error {
         /// The version(s) this build reads (`1`, `1 or 2`).
         known: String,
     },
+    /// Too many replicas refused the write (a full disk, a fenced node) or
+    /// could not be reached for the level to be met, so the client is told
+    /// before the deadline. The write may still have applied on the
+    /// replicas that acknowledged (and reaches the others through hints):
+    /// the outcome is unknown, as after a timeout.
+    #[error("{op} at {consistency} failed: {refused} replica(s) refused it or could not be reached, {acked} acknowledged, {required} required (it may still apply)")]
+    Refused {
+        /// The operation (`write`).
+        op: &'static str,
+        /// The consistency level asked for.
+        consistency: crate::coordinator::Consistency,
+        /// Replicas that acknowledged.
+        acked: usize,
+        /// Replicas that refused or could not be reached.
+        refused: usize,
+        /// Acknowledgements the level needs.
+        required: usize,
+    },
     /// Replication bytes (a stored hint or Paxos state) that do not decode.
     #[error("cannot decode {what} at offset {offset}: {reason}")]
     ReplicationDecode {

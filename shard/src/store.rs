@@ -256,8 +256,10 @@ pub struct Page {
 }
 
 /// Per-core counters for INFO.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CoreInfo {
+    /// Whether the core's engine takes writes (disk full, fenced...).
+    pub health: corekv_engine::Health,
     /// Commands executed on this core.
     pub commands: u64,
     /// Bytes written by users.
@@ -346,8 +348,14 @@ pub enum FailureKind {
     NotInteger,
     /// INCR would overflow.
     Overflow,
-    /// The node cannot take writes now (disk full, fenced after a failed fsync, closing).
+    /// The node cannot take writes now (compaction failing, closing).
     Unavailable,
+    /// The disk is full: the write was not applied; it resumes by itself
+    /// once space is freed.
+    DiskFull,
+    /// Writes are fenced after a failed write or sync of the log, until the
+    /// node restarts on a healthy disk.
+    Fenced,
     /// Too few replicas answered in time: the outcome of a write is unknown
     /// (it may have applied on some).
     Timeout,
@@ -376,11 +384,21 @@ impl From<EngineError> for Failure {
             | EngineError::MetaTooLarge { .. }
             | EngineError::BatchTooLarge { .. } => FailureKind::TooLarge,
             EngineError::InvalidArgument(_) => FailureKind::Invalid,
-            EngineError::DiskFull { .. }
-            | EngineError::Fenced { .. }
-            | EngineError::CompactionFailing { .. }
-            | EngineError::ReadOnly
-            | EngineError::Closed => FailureKind::Unavailable,
+            EngineError::DiskFull { .. } => {
+                return Failure::new(
+                    FailureKind::DiskFull,
+                    format!("{e}: the write was not applied; writes resume once space is freed"),
+                )
+            }
+            EngineError::Fenced { .. } => {
+                return Failure::new(
+                    FailureKind::Fenced,
+                    format!("{e} (restart the node once its disk is healthy)"),
+                )
+            }
+            EngineError::CompactionFailing { .. } | EngineError::ReadOnly | EngineError::Closed => {
+                FailureKind::Unavailable
+            }
             _ => FailureKind::Internal,
         };
         Failure::new(kind, e.to_string())
@@ -798,6 +816,7 @@ impl Store {
             Cmd::Info => {
                 let s = self.engine.stats();
                 Ok(Reply::Info(CoreInfo {
+                    health: self.engine.health(),
                     commands: self.commands.get(),
                     user_bytes_written: s.user_bytes_written,
                     write_amplification: s.write_amplification,

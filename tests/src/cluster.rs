@@ -147,6 +147,20 @@ impl TestCluster {
     /// and `tmp` the directory for data (`env!("CARGO_TARGET_TMPDIR")`, on the
     /// real disk under target/).
     pub fn start(bin: &str, tmp: &str, name: &str, n: usize, extra: &[&str]) -> TestCluster {
+        TestCluster::start_with_dirs(bin, tmp, name, n, extra, &[])
+    }
+
+    /// [`TestCluster::start`], with node `i`'s data directory at `dir` for
+    /// each `(i, dir)` of `dirs` (a file system of its own, for a disk
+    /// fault) instead of under `tmp`.
+    pub fn start_with_dirs(
+        bin: &str,
+        tmp: &str,
+        name: &str,
+        n: usize,
+        extra: &[&str],
+        dirs: &[(usize, PathBuf)],
+    ) -> TestCluster {
         let mut flags: Vec<String> = Vec::new();
         for (key, value) in DEFAULT_FLAGS {
             if !extra.contains(key) {
@@ -154,7 +168,7 @@ impl TestCluster {
             }
         }
         flags.extend(extra.iter().map(|s| s.to_string()));
-        let c = TestCluster::launch(bin, tmp, name, n, flags, true);
+        let c = TestCluster::launch(bin, tmp, name, n, flags, true, dirs);
         c.await_formed();
         c
     }
@@ -162,10 +176,18 @@ impl TestCluster {
     /// Starts `n` independent single nodes (no cluster flags) on the addresses
     /// a cluster would use: for checking the harness itself.
     pub fn start_standalone(bin: &str, tmp: &str, name: &str, n: usize) -> TestCluster {
-        TestCluster::launch(bin, tmp, name, n, Vec::new(), false)
+        TestCluster::launch(bin, tmp, name, n, Vec::new(), false, &[])
     }
 
-    fn launch(bin: &str, tmp: &str, name: &str, n: usize, flags: Vec<String>, clustered: bool) -> TestCluster {
+    fn launch(
+        bin: &str,
+        tmp: &str,
+        name: &str,
+        n: usize,
+        flags: Vec<String>,
+        clustered: bool,
+        dirs: &[(usize, PathBuf)],
+    ) -> TestCluster {
         assert!((1..=250).contains(&n), "a cluster of {n} nodes");
         let root = PathBuf::from(tmp).join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
@@ -179,8 +201,9 @@ impl TestCluster {
         };
         // Every node is created (its ports chosen) before any starts, because
         // each node's flags name the seeds' ports.
-        for _ in 0..n {
-            c.create_node();
+        for i in 1..=n {
+            let dir = dirs.iter().find(|(j, _)| *j == i).map(|(_, d)| d.clone());
+            c.create_node(dir);
         }
         let seeds = c.seeds();
         for i in 1..=n {
@@ -199,10 +222,11 @@ impl TestCluster {
             .join(",")
     }
 
-    /// Creates node `len + 1` (not started); returns its number.
-    fn create_node(&mut self) -> usize {
+    /// Creates node `len + 1` (not started), its data in `dir` or under
+    /// the cluster's root; returns its number.
+    fn create_node(&mut self, dir: Option<PathBuf>) -> usize {
         let i = self.nodes.len() + 1;
-        let dir = self.root.join(format!("n{i}"));
+        let dir = dir.unwrap_or_else(|| self.root.join(format!("n{i}")));
         let ip = format!("127.0.{}.{i}", self.subnet);
         let mut node = TestNode::new(&self.bin, &dir, &ip, 1, &[]);
         node.set_log_filter(CLUSTER_LOG);
@@ -230,7 +254,7 @@ impl TestCluster {
     /// Starts one more node with the same flags and seeds and waits until
     /// every running node's RING lists it; returns its number.
     pub fn add_node(&mut self) -> usize {
-        let i = self.create_node();
+        let i = self.create_node(None);
         let seeds = self.seeds();
         self.configure(i, &seeds);
         self.spawn(i);
@@ -244,7 +268,7 @@ impl TestCluster {
     /// not wait for it to join (a non-seed bootstraps: JOINING, streaming,
     /// then NORMAL); returns its number.
     pub fn add_node_unformed(&mut self, extra: &[&str]) -> usize {
-        let i = self.create_node();
+        let i = self.create_node(None);
         let seeds = self.seeds();
         self.configure(i, &seeds);
         let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();

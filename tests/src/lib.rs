@@ -22,6 +22,7 @@ pub fn token(key: &[u8]) -> u64 {
 
 pub mod cluster;
 pub mod http;
+pub mod loopfs;
 pub mod netfault;
 pub mod node;
 pub mod torture;

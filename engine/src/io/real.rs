@@ -181,15 +181,25 @@ impl RealFs {
 impl RealFile {
     pub(super) async fn write_at(&self, buf: DmaBuffer, pos: u64) -> Result<()> {
         let len = buf.len();
-        let n = gio(&self.path, self.file.write_at(buf, pos).await)?;
-        if n != len {
-            return Err(Error::io(
-                &self.path,
-                std::io::Error::new(
-                    std::io::ErrorKind::WriteZero,
-                    format!("short write: {n} of {len} bytes"),
-                ),
-            ));
+        let buf = std::rc::Rc::new(buf);
+        let mut done = gio(&self.path, self.file.write_rc_at(buf.clone(), pos).await)?;
+        // A short O_DIRECT write is how ext4 answers when the disk fills in
+        // the middle of the buffer: write the rest, so that a full disk is
+        // reported as ENOSPC (DiskFull: retried once space returns) and not
+        // as an I/O error (which fences the engine).
+        while done < len {
+            if done == 0 || done % super::ALIGN != 0 {
+                return Err(Error::io(
+                    &self.path,
+                    std::io::Error::new(
+                        std::io::ErrorKind::WriteZero,
+                        format!("short write: {done} of {len} bytes"),
+                    ),
+                ));
+            }
+            let mut rest = self.file.alloc_dma_buffer(len - done);
+            rest.as_bytes_mut().copy_from_slice(&buf.as_bytes()[done..]);
+            done += gio(&self.path, self.file.write_at(rest, pos + done as u64).await)?;
         }
         Ok(())
     }

@@ -11,8 +11,9 @@
 //!   directory state.
 //! - A power cut at a chosen I/O operation ([`SimFs::power_off_after`]): from then
 //!   on every operation fails with EIO, as if the machine stopped, until `crash`.
-//! - Faults: ENOSPC past a byte quota, EIO on writes, syncs or reads with a
-//!   probability, a failed next sync, and bit flips (on read, or stored).
+//! - Faults: ENOSPC past a byte quota (or for the files of one kind), EIO on
+//!   writes, syncs or reads with a probability, a failed next sync, and bit
+//!   flips (on read, or stored).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -69,6 +70,10 @@ pub struct Faults {
     pub read_eio: f64,
     /// Probability that a read returns one flipped bit (the stored bytes stay intact).
     pub read_bitflip: f64,
+    /// Writes to files whose name starts with this fail with ENOSPC, growing
+    /// the file or not (as on a copy-on-write file system, which allocates
+    /// for every write): a full disk met by one kind of file only.
+    pub enospc_for: Option<String>,
 }
 
 /// How a crash treats the writes that were not yet synced.
@@ -398,6 +403,12 @@ impl SimFile {
             let cur = self.inode.borrow().data.len() as u64;
             let grow = (pos + buf.len() as u64).saturating_sub(cur);
             if self.fs.used_bytes() + grow > limit {
+                return Err(Error::io(&self.path, std::io::Error::from_raw_os_error(libc::ENOSPC)));
+            }
+        }
+        if let Some(prefix) = &faults.enospc_for {
+            let name = self.path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+            if name.starts_with(prefix.as_str()) {
                 return Err(Error::io(&self.path, std::io::Error::from_raw_os_error(libc::ENOSPC)));
             }
         }

@@ -24,6 +24,8 @@ pub fn error_code_name(code: ErrorCode) -> std::borrow::Cow<'static, str> {
         ErrorCode::AUTH_REQUIRED => "AUTH_REQUIRED",
         ErrorCode::AUTH_FAILED => "AUTH_FAILED",
         ErrorCode::FORBIDDEN => "FORBIDDEN",
+        ErrorCode::DISK_FULL => "DISK_FULL",
+        ErrorCode::FENCED => "FENCED",
         ErrorCode(n) => return format!("CODE_{n}").into(),
     };
     name.into()

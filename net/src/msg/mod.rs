@@ -291,6 +291,13 @@ impl ErrorCode {
     pub const AUTH_FAILED: ErrorCode = ErrorCode(13);
     /// The authenticated user lacks the permission on the key or prefix.
     pub const FORBIDDEN: ErrorCode = ErrorCode(14);
+    /// The node's disk is full: the write was not applied. Reads still work;
+    /// writes resume by themselves once space is freed.
+    pub const DISK_FULL: ErrorCode = ErrorCode(15);
+    /// The node stopped taking writes after a failed write or sync of its
+    /// log (it may have lost what it buffered), and stays so until it is
+    /// restarted on a healthy disk. The write was not acknowledged.
+    pub const FENCED: ErrorCode = ErrorCode(16);
 }
 
 /// A key and a value (MPUT pairs, scan entries).

@@ -78,7 +78,7 @@ async fn run_with(shard: &Rc<Shard>, cluster: Option<&Rc<Cluster>>, command: &st
             ))
         }
         (["drain"], _) => drain(shard, cluster).await,
-        (["status"], Some(c)) => Ok(status(c)),
+        (["status"], Some(c)) => Ok(status(c) + &storage_status(shard).await),
         (["ring"], Some(c)) => Ok(ring(c, false)),
         (["ring", "tokens"], Some(c)) => Ok(ring(c, true)),
         (["repair"], Some(c)) => super::repair::repair_node(shard, c).await,
@@ -280,6 +280,22 @@ async fn hints(shard: &Rc<Shard>) -> Result<String, Failure> {
         let _ = writeln!(out, "for {target}: {n}");
     }
     Ok(out)
+}
+
+/// This node's storage, per core: `ok`, or why writes fail there (disk
+/// full, fenced after a failed sync, compaction failing).
+pub async fn storage_status(shard: &Rc<Shard>) -> String {
+    let calls = (0..shard.cores).map(|c| shard.exec(c, Cmd::Info));
+    let mut out = String::new();
+    for (c, r) in futures::future::join_all(calls).await.into_iter().enumerate() {
+        let state = match r {
+            Reply::Info(i) => i.health.to_string(),
+            Reply::Failed(f) => format!("unknown ({})", f.message),
+            other => format!("unknown ({other:?})"),
+        };
+        let _ = writeln!(out, "storage core {c}: {state}");
+    }
+    out
 }
 
 /// The node's view of the cluster: members, status, tokens, addresses.

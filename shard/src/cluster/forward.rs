@@ -164,6 +164,8 @@ fn kind_byte(k: FailureKind) -> u8 {
         FailureKind::Unavailable => 5,
         FailureKind::Overloaded => 6,
         FailureKind::Timeout => 8,
+        FailureKind::DiskFull => 9,
+        FailureKind::Fenced => 10,
         _ => 7,
     }
 }
@@ -194,6 +196,8 @@ pub fn decode_outcome(buf: &[u8]) -> Result<std::result::Result<(), Failure>> {
                 5 => FailureKind::Unavailable,
                 6 => FailureKind::Overloaded,
                 8 => FailureKind::Timeout,
+                9 => FailureKind::DiskFull,
+                10 => FailureKind::Fenced,
                 _ => FailureKind::Internal,
             };
             let msg = String::from_utf8_lossy(r.bytes_u32(MAX_MESSAGE)?).into_owned();

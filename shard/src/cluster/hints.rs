@@ -228,6 +228,7 @@ pub async fn replay_loop(shard: Rc<Shard>, cluster: Rc<Cluster>) {
                 // write, whether this node coordinated the write or held
                 // the hint as a sloppy-quorum fallback.
                 if super::send_mutation(&s, &c, &hint.target, &hint.mutation, None, deadline).await
+                    == super::Delivery::Acked
                     && c.hints.store.borrow_mut().on_ack(hint.id).is_some()
                 {
                     c.hints.forget(hint.id).await;

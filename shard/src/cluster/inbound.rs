@@ -200,6 +200,8 @@ fn encode_error(out: &mut Vec<u8>, op: PeerOpcode, id: u64, f: &Failure) {
         FailureKind::Unavailable => ErrorCode::UNAVAILABLE,
         FailureKind::Timeout => ErrorCode::TIMEOUT,
         FailureKind::Overloaded => ErrorCode::OVERLOADED,
+        FailureKind::DiskFull => ErrorCode::DISK_FULL,
+        FailureKind::Fenced => ErrorCode::FENCED,
         _ => ErrorCode::INTERNAL,
     };
     let r = Response::Error {

@@ -49,6 +49,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use corekv_net::msg::peer::{PeerOp, PeerRequest};
+use corekv_net::msg::ErrorCode;
 use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
 
@@ -599,7 +600,9 @@ impl View {
 fn failure(e: &Error) -> Failure {
     let kind = match e {
         Error::Unavailable { .. } => FailureKind::Unavailable,
-        Error::Timeout { .. } => FailureKind::Timeout,
+        // Refused: too many replicas refused for the level, but the others
+        // may have applied it: an unknown outcome, as after a timeout.
+        Error::Timeout { .. } | Error::Refused { .. } => FailureKind::Timeout,
         Error::TooLarge { .. } => FailureKind::TooLarge,
         _ => FailureKind::Internal,
     };
@@ -831,8 +834,13 @@ async fn forward_write(
                 return forward::decode_outcome(&payload)
                     .map_err(|e| Failure::new(FailureKind::Internal, format!("{to} answered: {e}")))?
             }
-            Ok(PeerAnswer::Failed { message, .. }) => {
-                return Err(Failure::new(FailureKind::Unavailable, format!("{to}: {message}")))
+            Ok(PeerAnswer::Failed { code, message }) => {
+                let kind = match code {
+                    ErrorCode::DISK_FULL => FailureKind::DiskFull,
+                    ErrorCode::FENCED => FailureKind::Fenced,
+                    _ => FailureKind::Unavailable,
+                };
+                return Err(Failure::new(kind, format!("{to}: {message}")));
             }
             Ok(other) => return Err(Failure::new(FailureKind::Internal, format!("{to} answered {other:?}"))),
             Err(e @ Error::PeerTimeout { .. }) => {
@@ -1001,9 +1009,21 @@ fn believed_down(view: &View) -> impl Fn(&NodeId) -> bool + '_ {
     }
 }
 
-/// Sends one mutation to `to` and reports whether it acked durably. To
-/// this node itself, it is merged on the owning core. With `hint_for`, `to`
-/// is a sloppy-quorum fallback: it keeps the mutation as a durable hint for
+/// How a node answered a mutation ([`send_mutation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// It acknowledged a durable copy.
+    Acked,
+    /// It refused (a full disk, a fenced node) or could not be reached: no
+    /// ack will come.
+    Failed,
+    /// No answer by the deadline (it may still apply it).
+    NoAnswer,
+}
+
+/// Sends one mutation to `to` and reports how it answered. To this node
+/// itself, it is merged on the owning core. With `hint_for`, `to` is a
+/// sloppy-quorum fallback: it keeps the mutation as a durable hint for
 /// that node instead of merging it, and acks once the hint is synced.
 async fn send_mutation(
     shard: &Rc<Shard>,
@@ -1012,12 +1032,15 @@ async fn send_mutation(
     m: &Mutation<Record>,
     hint_for: Option<&NodeId>,
     deadline: u64,
-) -> bool {
+) -> Delivery {
     if *to == cluster.me {
         if let Some(target) = hint_for {
             // The plan never picks the coordinator as a fallback (it is a
             // replica); should it, the hint is kept here just the same.
-            return cluster.hints.store(shard, target.clone(), m.clone()).await.is_ok();
+            return match cluster.hints.store(shard, target.clone(), m.clone()).await {
+                Ok(_) => Delivery::Acked,
+                Err(_) => Delivery::Failed,
+            };
         }
         let core = cluster.local_core(m.token);
         let cmd = Cmd::ReplicaMerge {
@@ -1027,11 +1050,14 @@ async fn send_mutation(
             },
             record: m.record.to_bytes(),
         };
-        return matches!(shard.exec(core, cmd).await, Reply::Ok);
+        return match shard.exec(core, cmd).await {
+            Reply::Ok => Delivery::Acked,
+            _ => Delivery::Failed,
+        };
     }
     let view = cluster.view();
     let Some(addr) = cluster.address_for(&view, to, m.token) else {
-        return false;
+        return Delivery::Failed;
     };
     let record = m.record.to_bytes();
     let req = PeerRequest {
@@ -1044,7 +1070,15 @@ async fn send_mutation(
         },
     };
     let left = Duration::from_millis(deadline.saturating_sub(now_ms()).max(1));
-    matches!(cluster.pool.call(&addr, &req, left).await, Ok(PeerAnswer::Ack))
+    match cluster.pool.call(&addr, &req, left).await {
+        Ok(PeerAnswer::Ack) => Delivery::Acked,
+        Err(Error::PeerTimeout { .. }) => Delivery::NoAnswer,
+        Ok(PeerAnswer::Failed { code, message }) => {
+            tracing::debug!(node = %to, code = code.0, message = %message, "a replica refused a mutation");
+            Delivery::Failed
+        }
+        Ok(_) | Err(_) => Delivery::Failed,
+    }
 }
 
 async fn drive_write(
@@ -1055,7 +1089,8 @@ async fn drive_write(
     reply: oneshot::Sender<std::result::Result<(), Failure>>,
 ) {
     let me = cluster.me.clone();
-    let (tx, mut acks) = mpsc::unbounded::<NodeId>();
+    // (node, whether it acked): a refusal ends the wait for it at once.
+    let (tx, mut acks) = mpsc::unbounded::<(NodeId, bool)>();
     let mut reply = Some(reply);
     let mut pending = outputs;
     loop {
@@ -1064,13 +1099,15 @@ async fn drive_write(
                 WriteOutput::Send { to, mutation, hint_for } => {
                     if to == me && hint_for.is_none() {
                         // Already durable here: written before the op started.
-                        let _ = tx.unbounded_send(to);
+                        let _ = tx.unbounded_send((to, true));
                         continue;
                     }
                     let (s, c, tx, deadline) = (shard.clone(), cluster.clone(), tx.clone(), op.deadline());
                     spawn_detached(&shard, async move {
-                        if send_mutation(&s, &c, &to, &mutation, hint_for.as_ref(), deadline).await {
-                            let _ = tx.unbounded_send(to);
+                        match send_mutation(&s, &c, &to, &mutation, hint_for.as_ref(), deadline).await {
+                            Delivery::Acked => drop(tx.unbounded_send((to, true))),
+                            Delivery::Failed => drop(tx.unbounded_send((to, false))),
+                            Delivery::NoAnswer => {}
                         }
                     });
                 }
@@ -1090,7 +1127,8 @@ async fn drive_write(
             return;
         }
         pending = match next_before(&mut acks, op.deadline()).await {
-            Some(from) => op.on_ack(&from),
+            Some((from, true)) => op.on_ack(&from),
+            Some((from, false)) => op.on_failure(&from),
             None => op.on_tick(now_ms().max(op.deadline())),
         };
     }

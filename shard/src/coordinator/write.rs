@@ -3,9 +3,13 @@
 //! A [`WriteOp`] sends the mutation to every replica believed alive (and, in
 //! a sloppy quorum, a down replica's copy to a fallback node with a hint for
 //! it), answers the client after the level's acknowledgements, and keeps
-//! listening until every replica acknowledged or the deadline passed. Then it
-//! asks for a hint for each replica that has no copy: down, timed out, or
-//! whose fallback did not acknowledge either.
+//! listening until every replica acknowledged (or refused) or the deadline
+//! passed. Then it asks for a hint for each replica that has no copy: down,
+//! timed out, refused (a full disk, a fenced node), or whose fallback did
+//! not acknowledge either. A refusal counts at once: it ends the wait for
+//! that replica (its hint comes as soon as the others answered), and when
+//! the level can no longer be met the client is told then, not at the
+//! deadline.
 //!
 //! A replica acknowledges only once the write is durable on it (the driver's
 //! job), so `W` acknowledgements mean `W` durable copies. A sloppy-quorum
@@ -88,6 +92,8 @@ struct Sent {
     /// Whether its ack counts toward the level.
     counts: bool,
     acked: bool,
+    /// It refused the mutation or could not be reached: no ack will come.
+    failed: bool,
 }
 
 /// One write in flight on its coordinator.
@@ -134,6 +140,7 @@ impl<R: Clone> WriteOp<R> {
                     replica: i,
                     counts: in_scope(r),
                     acked: false,
+                    failed: false,
                 });
                 continue;
             }
@@ -149,6 +156,7 @@ impl<R: Clone> WriteOp<R> {
                     replica: i,
                     counts: in_scope(r),
                     acked: false,
+                    failed: false,
                 });
             }
         }
@@ -234,7 +242,38 @@ impl<R: Clone> WriteOp<R> {
                 required: self.required,
             })));
         }
-        if self.sent.iter().all(|s| s.acked) {
+        if self.sent.iter().all(|s| s.acked || s.failed) {
+            self.finish(&mut out);
+        }
+        out
+    }
+
+    /// `from` refused the mutation (a full disk, a fenced node) or could not
+    /// be reached: it has no copy and no ack will come. Its hint is asked
+    /// for as soon as every other node answered, and a client that can no
+    /// longer get the level's acknowledgements is told now. Duplicates,
+    /// unknown senders and nodes that already acked are ignored.
+    pub fn on_failure(&mut self, from: &NodeId) -> Vec<WriteOutput<R>> {
+        let mut out = Vec::new();
+        if self.done {
+            return out;
+        }
+        let Some(s) = self.sent.iter_mut().find(|s| &s.node == from && !s.acked && !s.failed) else {
+            return out;
+        };
+        s.failed = true;
+        let possible = self.sent.iter().filter(|s| s.counts && !s.failed).count();
+        if !self.replied && possible < self.required {
+            self.replied = true;
+            out.push(WriteOutput::Reply(Err(Error::Refused {
+                op: "write",
+                consistency: self.consistency,
+                acked: self.acked(),
+                refused: self.sent.iter().filter(|s| s.counts && s.failed).count(),
+                required: self.required,
+            })));
+        }
+        if self.sent.iter().all(|s| s.acked || s.failed) {
             self.finish(&mut out);
         }
         out
@@ -397,6 +436,46 @@ mod tests {
             op.on_ack(&NodeId::from("a")).is_empty(),
             "a late ack after the end is ignored"
         );
+    }
+
+    #[test]
+    fn a_refusing_replica_is_hinted_at_once_and_quorum_still_answers() {
+        let (mut op, _) = WriteOp::start(request(Consistency::Quorum, three(&[]), vec![], false));
+        assert!(op.on_failure(&NodeId::from("c")).is_empty(), "two can still ack");
+        assert!(op.on_ack(&NodeId::from("a")).is_empty());
+        let out = op.on_ack(&NodeId::from("b"));
+        assert_eq!(
+            reply(&out).unwrap().as_ref().unwrap(),
+            &WriteAck { acked: 2, required: 2 }
+        );
+        assert_eq!(
+            hints(&out),
+            ["c"],
+            "every node answered: c's hint now, not at the deadline"
+        );
+        assert!(op.is_done());
+    }
+
+    #[test]
+    fn refusals_that_make_the_level_impossible_answer_before_the_deadline() {
+        let (mut op, _) = WriteOp::start(request(Consistency::All, three(&[]), vec![], false));
+        op.on_ack(&NodeId::from("a"));
+        let out = op.on_failure(&NodeId::from("b"));
+        let err = reply(&out).unwrap().as_ref().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "write at ALL failed: 1 replica(s) refused it or could not be reached, 1 acknowledged, 3 required (it may still apply)"
+        );
+        assert!(!op.is_done(), "c may still ack");
+        assert!(
+            op.on_failure(&NodeId::from("b")).is_empty(),
+            "a duplicate refusal counts once"
+        );
+        let out = op.on_ack(&NodeId::from("c"));
+        assert!(reply(&out).is_none(), "one answer per op");
+        assert_eq!(hints(&out), ["b"]);
+        assert!(op.is_done());
+        assert!(op.on_failure(&NodeId::from("a")).is_empty(), "after the end: ignored");
     }
 
     #[test]

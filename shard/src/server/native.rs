@@ -54,6 +54,8 @@ fn error_code(kind: FailureKind) -> ErrorCode {
         FailureKind::Invalid => ErrorCode::MALFORMED,
         FailureKind::NotInteger | FailureKind::Overflow => ErrorCode::NOT_AN_INTEGER,
         FailureKind::Unavailable => ErrorCode::UNAVAILABLE,
+        FailureKind::DiskFull => ErrorCode::DISK_FULL,
+        FailureKind::Fenced => ErrorCode::FENCED,
         FailureKind::Timeout => ErrorCode::TIMEOUT,
         FailureKind::Overloaded => ErrorCode::OVERLOADED,
         _ => ErrorCode::INTERNAL,

@@ -48,6 +48,9 @@ fn failure_text(f: &Failure) -> String {
         FailureKind::Overflow => "ERR increment or decrement would overflow".into(),
         FailureKind::Overloaded => format!("ERR {}", f.message),
         FailureKind::Unavailable | FailureKind::Timeout => format!("TRYAGAIN {}", f.message),
+        // Redis' own answer when it cannot persist (a failed AOF write, a full
+        // disk): not TRYAGAIN, which cluster clients retry at once.
+        FailureKind::DiskFull | FailureKind::Fenced => format!("MISCONF {}", f.message),
         _ => format!("ERR {}", f.message),
     }
 }
@@ -996,10 +999,21 @@ async fn info(shard: &Rc<Shard>) -> Result<String, Failure> {
         shard.config.storage.durability,
     );
     let mut total = 0u64;
+    let mut storage = String::new();
+    let mut worst = StorageState::Ok;
     for (c, r) in futures::future::join_all(calls).await.into_iter().enumerate() {
         match r {
             Reply::Info(i) => {
                 total += i.commands;
+                let state = StorageState::of(&i.health);
+                worst = worst.max(state);
+                let _ = write!(storage, "core{c}_storage:{}", state.name());
+                if state != StorageState::Ok {
+                    // One line per field: the reason must not break it.
+                    let why = i.health.to_string().replace(['\r', '\n'], " ");
+                    let _ = write!(storage, " ({why})");
+                }
+                storage.push_str("\r\n");
                 let _ = write!(
                     t,
                     "core{c}:commands={},writes={},wal_syncs={},user_bytes_written={},write_amplification={:.2},gets={},flushes={},compactions={}\r\n",
@@ -1011,7 +1025,38 @@ async fn info(shard: &Rc<Shard>) -> Result<String, Failure> {
         }
     }
     let _ = write!(t, "total_commands_processed:{total}\r\n");
+    let _ = write!(t, "\r\n# Storage\r\nstorage_state:{}\r\n{storage}", worst.name());
     Ok(t)
+}
+
+/// A core's storage state in INFO, ordered from healthy to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum StorageState {
+    Ok,
+    CompactionFailing,
+    DiskFull,
+    Fenced,
+}
+
+impl StorageState {
+    fn of(h: &corekv_engine::Health) -> StorageState {
+        match h {
+            corekv_engine::Health::Ok => StorageState::Ok,
+            corekv_engine::Health::DiskFull { .. } => StorageState::DiskFull,
+            corekv_engine::Health::CompactionFailing { .. } => StorageState::CompactionFailing,
+            // Health is non-exhaustive: an unknown state is not healthy.
+            _ => StorageState::Fenced,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            StorageState::Ok => "ok",
+            StorageState::CompactionFailing => "compaction_failing",
+            StorageState::DiskFull => "disk_full",
+            StorageState::Fenced => "fenced",
+        }
+    }
 }
 
 /// A COMMAND entry: name, arity (Redis convention: negative = at least),

@@ -146,6 +146,11 @@ impl Response {
             FailureKind::NotInteger | FailureKind::Overflow => 409,
             FailureKind::Unavailable | FailureKind::Overloaded => 503,
             FailureKind::Timeout => 504,
+            // The write was not applied; it may succeed once space is freed.
+            FailureKind::DiskFull => 507,
+            // Writes stay refused until an operator restarts the node on a
+            // healthy disk (README, "Durability"): the node cannot serve them.
+            FailureKind::Fenced => 503,
             _ => 500,
         };
         let mut r = Response::error(status, f.message.clone());
