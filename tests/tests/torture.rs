@@ -33,7 +33,14 @@ fn causal_cluster_under_faults_keeps_every_acknowledged_write() {
     assert!(r.guarantees_held(), "a guarantee failed:\n{r}");
     // The run did what it claims: faults of every kind, and work in each
     // workload (a run that stalled would pass the checks vacuously).
-    for f in [Fault::Kill, Fault::Pause, Fault::Partition, Fault::Delay, Fault::Lossy] {
+    for f in [
+        Fault::Kill,
+        Fault::Pause,
+        Fault::Partition,
+        Fault::Delay,
+        Fault::Lossy,
+        Fault::DiskFull,
+    ] {
         assert!(
             r.faults.get(f.as_str()).copied().unwrap_or(0) >= 1,
             "no {} fault:\n{r}",

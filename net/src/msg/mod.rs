@@ -260,6 +260,33 @@ pub enum Condition {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ErrorCode(pub u16);
 
+impl std::fmt::Display for ErrorCode {
+    /// The code's name in docs/protocol.md (`DISK_FULL`), or `code N` for
+    /// one this build does not know.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match *self {
+            ErrorCode::BAD_FRAME => "BAD_FRAME",
+            ErrorCode::UNSUPPORTED_VERSION => "UNSUPPORTED_VERSION",
+            ErrorCode::UNKNOWN_OPCODE => "UNKNOWN_OPCODE",
+            ErrorCode::MALFORMED => "MALFORMED",
+            ErrorCode::TOO_LARGE => "TOO_LARGE",
+            ErrorCode::TIMEOUT => "TIMEOUT",
+            ErrorCode::UNAVAILABLE => "UNAVAILABLE",
+            ErrorCode::CONDITION_FAILED => "CONDITION_FAILED",
+            ErrorCode::NOT_AN_INTEGER => "NOT_AN_INTEGER",
+            ErrorCode::OVERLOADED => "OVERLOADED",
+            ErrorCode::INTERNAL => "INTERNAL",
+            ErrorCode::AUTH_REQUIRED => "AUTH_REQUIRED",
+            ErrorCode::AUTH_FAILED => "AUTH_FAILED",
+            ErrorCode::FORBIDDEN => "FORBIDDEN",
+            ErrorCode::DISK_FULL => "DISK_FULL",
+            ErrorCode::FENCED => "FENCED",
+            ErrorCode(other) => return write!(f, "code {other}"),
+        };
+        f.write_str(name)
+    }
+}
+
 impl ErrorCode {
     /// The frame header was bad (magic, checksum, reserved flags); the
     /// connection closes after this response.

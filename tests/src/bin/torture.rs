@@ -55,8 +55,8 @@ enum Cmd {
         /// How long the workloads run.
         #[arg(long, default_value_t = 60)]
         duration_s: u64,
-        /// Faults, comma-separated: kill, pause, partition, delay, lossy, skew (lww).
-        #[arg(long, default_value = "kill,pause,partition,delay,lossy")]
+        /// Faults, comma-separated: kill, pause, partition, delay, lossy, disk-full, skew (lww).
+        #[arg(long, default_value = "kill,pause,partition,delay,lossy,disk-full")]
         faults: String,
         /// Calm between two faults, ms.
         #[arg(long, default_value_t = 1000)]

@@ -54,7 +54,21 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::cluster::TestCluster;
+use crate::loopfs::LoopFs;
 use crate::netfault::LinkSpec;
+
+/// Size of each node's file system when disk-full faults are on: room for
+/// the test-sized WAL segments, memtable flushes and compactions of a run.
+const DISK_MIB: u64 = 256;
+
+/// Set values' size when disk-full faults are on: with the smallest WAL
+/// segments (1 MiB), the set clients alone then fill a node's active and
+/// spare segments within a few seconds of its disk filling up.
+const DISK_FULL_VALUE_BYTES: usize = 4096;
+
+/// Free bytes a disk-full fault leaves: less than a WAL segment, so writes
+/// fail at once.
+const DISK_LEFT: u64 = 64 << 10;
 use crate::wire::{Reply, Wire};
 use history::{Event, Outcome};
 
@@ -94,6 +108,9 @@ pub enum Fault {
     /// Drop 10-50% of the packets between one node and the others (TCP
     /// turns the losses into retransmission stalls).
     Lossy,
+    /// Fill one node's file system (each node's data then lives on its own
+    /// small loop-mounted ext4), then free the space again.
+    DiskFull,
 }
 
 impl Fault {
@@ -106,6 +123,7 @@ impl Fault {
             Fault::Skew => "skew",
             Fault::Delay => "delay",
             Fault::Lossy => "lossy",
+            Fault::DiskFull => "disk-full",
         }
     }
 
@@ -118,6 +136,7 @@ impl Fault {
             Fault::Skew,
             Fault::Delay,
             Fault::Lossy,
+            Fault::DiskFull,
         ]
         .into_iter()
         .find(|f| f.as_str() == s)
@@ -167,7 +186,14 @@ impl Options {
             duration: Duration::from_secs(60),
             seed: 1,
             mode: Mode::Causal,
-            faults: vec![Fault::Kill, Fault::Pause, Fault::Partition, Fault::Delay, Fault::Lossy],
+            faults: vec![
+                Fault::Kill,
+                Fault::Pause,
+                Fault::Partition,
+                Fault::Delay,
+                Fault::Lossy,
+                Fault::DiskFull,
+            ],
             hold: (Duration::from_millis(500), Duration::from_secs(3)),
             calm: Duration::from_secs(1),
             skew_ms: 2_000,
@@ -188,6 +214,9 @@ pub struct Report {
     pub unknown: BTreeMap<&'static str, u64>,
     /// Faults injected, by kind.
     pub faults: BTreeMap<&'static str, u64>,
+    /// Error answers the clients got, by code (`DISK_FULL` shows that a
+    /// disk-full fault reached them).
+    pub errors: BTreeMap<String, u64>,
     /// Acknowledged adds of the set workload.
     pub set_acked: u64,
     /// Acknowledged adds that did not read back (must be 0).
@@ -250,6 +279,16 @@ impl fmt::Display for Report {
                 faults.join(", ")
             }
         )?;
+        let errors: Vec<String> = self.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        writeln!(
+            f,
+            "error answers: {}",
+            if errors.is_empty() {
+                "none".to_owned()
+            } else {
+                errors.join(", ")
+            }
+        )?;
         writeln!(
             f,
             "set: {} acknowledged adds, {} lost",
@@ -305,6 +344,8 @@ enum Call {
 /// A client connection that moves to the next node when its node fails.
 struct Conn {
     addrs: Arc<Vec<(String, u16)>>,
+    /// Error answers by code, for the report.
+    errors: Arc<Mutex<BTreeMap<String, u64>>>,
     at: usize,
     wire: Option<Wire>,
     /// Move to the next node after every request (lww rotating writers).
@@ -318,9 +359,11 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
 impl Conn {
-    fn new(addrs: Arc<Vec<(String, u16)>>, at: usize) -> Conn {
+    fn new(s: &Shared, at: usize) -> Conn {
+        let addrs = s.addrs.clone();
         let at = at % addrs.len();
         Conn {
+            errors: s.errors.clone(),
             addrs,
             at,
             wire: None,
@@ -359,7 +402,10 @@ impl Conn {
                 return Call::Lost;
             }
         };
-        if let Reply::Error(..) = out {
+        if let Reply::Error(code, _) = &out {
+            if let Ok(mut e) = self.errors.lock() {
+                *e.entry(code.to_string()).or_insert(0) += 1;
+            }
             // As a client would: back off, then try another coordinator
             // (this one may be cut off from the replicas).
             std::thread::sleep(ERROR_BACKOFF);
@@ -374,7 +420,17 @@ impl Conn {
 /// Whether an error answer leaves the write's effect open (it may have
 /// reached some replicas) rather than saying it did nothing.
 fn effect_unknown(code: ErrorCode) -> bool {
-    code == ErrorCode::TIMEOUT || code == ErrorCode::UNAVAILABLE || code == ErrorCode::INTERNAL
+    // A full disk or a fenced node refuses a write it did not apply itself,
+    // but as a coordinator it may already have sent the write to replicas
+    // that stored it: counted as unknown, which never makes a checker wrong.
+    [
+        ErrorCode::TIMEOUT,
+        ErrorCode::UNAVAILABLE,
+        ErrorCode::INTERNAL,
+        ErrorCode::DISK_FULL,
+        ErrorCode::FENCED,
+    ]
+    .contains(&code)
 }
 
 fn dec(b: &[u8]) -> Option<u64> {
@@ -401,10 +457,14 @@ struct Shared {
     /// Session results: ryw, monotonic, lww lost, and per key the last
     /// acknowledged value and whether an unknown write followed it.
     session: Mutex<SessionTally>,
+    /// Error answers by code.
+    errors: Arc<Mutex<BTreeMap<String, u64>>>,
     /// Least time between two adds of one set client (none: as fast as the
     /// cluster answers). The kill loop caps it so that re-reading every
     /// acknowledged add after each of hundreds of restarts stays bounded.
     pace: Option<Duration>,
+    /// Set values are padded to this many bytes (0: as they are).
+    set_value_bytes: usize,
 }
 
 impl Shared {
@@ -420,7 +480,9 @@ impl Shared {
             registers: Mutex::new(HashMap::new()),
             counter: Mutex::new((Vec::new(), 0)),
             session: Mutex::new((0, 0, 0, Vec::new())),
+            errors: Arc::new(Mutex::new(BTreeMap::new())),
             pace: None,
+            set_value_bytes: 0,
         }
     }
 
@@ -447,7 +509,7 @@ const COUNTER_KEY: &str = "ctr:0";
 
 fn register_client(s: &Shared, client: usize) {
     let name = format!("reg-{client}");
-    let mut conn = Conn::new(s.addrs.clone(), client);
+    let mut conn = Conn::new(s, client);
     let mut round = 0u64;
     let mut history: Vec<linearizable::Op> = Vec::new();
     let mut last: Option<u64> = None;
@@ -524,9 +586,28 @@ fn register_client(s: &Shared, client: usize) {
     flush(round, &mut history);
 }
 
+/// `value`, then `.`, then letters that depend on `value`, up to `len`
+/// bytes (unchanged if already longer). Not compressible, so the tables a
+/// node writes take the space the values do.
+fn padded(value: &str, len: usize) -> String {
+    let mut v = value.to_owned();
+    if v.len() < len {
+        v.push('.');
+        let mut x = xxhash_rust::xxh3::xxh3_64(value.as_bytes()) | 1;
+        while v.len() < len {
+            // xorshift64: cheap, deterministic, and no compressor finds a pattern.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            v.push(char::from(b'a' + (x % 26) as u8));
+        }
+    }
+    v
+}
+
 fn set_client(s: &Shared, client: usize) {
     let name = format!("set-{client}");
-    let mut conn = Conn::new(s.addrs.clone(), client);
+    let mut conn = Conn::new(s, client);
     let mut i = 0u64;
     let mut next = Instant::now();
     while !s.stopped() {
@@ -539,16 +620,18 @@ fn set_client(s: &Shared, client: usize) {
         }
         let key = format!("set:{client}:{i}");
         let value = format!("v{i}-{client}");
+        // The stored value: the history keeps the short form.
+        let stored = padded(&value, s.set_value_bytes);
         let start = micros(s.t0);
         let op = Op::Put {
             key: key.as_bytes(),
-            value: value.as_bytes(),
+            value: stored.as_bytes(),
             ttl_ms: 0,
             condition: Condition::Always,
         };
         let outcome = match conn.call(op) {
             Call::Reply(Reply::Ok) => {
-                s.set_acked.lock().unwrap().push((key.clone(), value.clone()));
+                s.set_acked.lock().unwrap().push((key.clone(), stored));
                 Outcome::Ok
             }
             Call::Reply(Reply::Error(code, _)) if !effect_unknown(code) => Outcome::Fail,
@@ -562,7 +645,7 @@ fn set_client(s: &Shared, client: usize) {
 
 fn counter_client(s: &Shared, client: usize) {
     let name = format!("ctr-{client}");
-    let mut conn = Conn::new(s.addrs.clone(), client);
+    let mut conn = Conn::new(s, client);
     while !s.stopped() {
         let start = micros(s.t0);
         let outcome = match conn.call(Op::Incr {
@@ -590,7 +673,7 @@ fn session_client(s: &Shared, client: usize, rotate: bool) {
     let prefix = if rotate { "lww" } else { "sess" };
     let name = format!("{prefix}-{client}");
     let key = format!("{prefix}:{client}");
-    let mut conn = Conn::new(s.addrs.clone(), client);
+    let mut conn = Conn::new(s, client);
     conn.rotate = rotate;
     let (mut seq, mut acked, mut last_read) = (0u64, 0u64, 0u64);
     let mut unknown_after_ack = false;
@@ -659,7 +742,7 @@ fn session_client(s: &Shared, client: usize, rotate: bool) {
 /// Injects faults until `until`, one at a time, kinds in a shuffled round;
 /// leaves every node running
 /// and the network whole. Returns the count per kind.
-fn inject_faults(c: &mut TestCluster, o: &Options, until: Instant) -> BTreeMap<&'static str, u64> {
+fn inject_faults(c: &mut TestCluster, disks: &[LoopFs], o: &Options, until: Instant) -> BTreeMap<&'static str, u64> {
     let mut rng = StdRng::seed_from_u64(o.seed);
     let mut counts = BTreeMap::new();
     let kinds: Vec<Fault> = o.faults.iter().copied().filter(|f| *f != Fault::Skew).collect();
@@ -735,6 +818,18 @@ fn inject_faults(c: &mut TestCluster, o: &Options, until: Instant) -> BTreeMap<&
                     panic!("restoring the links of node {victim}: {e}");
                 }
             }
+            Fault::DiskFull => {
+                let Some(disk) = disks.get(victim - 1) else {
+                    panic!("a disk-full fault without a file system for node {victim}");
+                };
+                let ballast = disk.fill("ballast", DISK_LEFT);
+                // Held three times longer: a node feels it only once it
+                // needs fresh space (see `run`).
+                wait(hold * 3);
+                if let Err(e) = std::fs::remove_file(&ballast) {
+                    panic!("removing the ballast of node {victim}: {e}");
+                }
+            }
             Fault::Skew => {}
         }
         *counts.entry(kind.as_str()).or_insert(0) += 1;
@@ -780,8 +875,34 @@ pub fn verify_acked(c: &TestCluster, via: usize, pairs: &[(String, String)]) -> 
 /// waits for the cluster, and checks. Panics only on harness failures; what
 /// the checkers find is in the report.
 pub fn run(o: &Options) -> Report {
-    let extra = ["--cluster.conflict_mode", o.mode.as_str()];
-    let mut c = TestCluster::start(&o.bin, &o.tmp, &o.name, o.nodes, &extra);
+    let mut extra = vec!["--cluster.conflict_mode", o.mode.as_str()];
+    if o.faults.contains(&Fault::DiskFull) {
+        // The workloads' records are small: with the smallest memtable and
+        // WAL segments, a node needs fresh space (a flush, a new segment)
+        // every few seconds, so a full disk is felt while it lasts.
+        extra.extend([
+            "--storage.memtable_bytes",
+            "1048576",
+            "--storage.wal_segment_bytes",
+            "1048576",
+        ]);
+    }
+    // With disk-full faults, each node's data lives on a file system of its
+    // own that the fault can fill without starving the others (or the host).
+    let disks: Vec<LoopFs> = if o.faults.contains(&Fault::DiskFull) {
+        let root = crate::node::test_dir(&o.tmp, &format!("{}-disks", o.name));
+        (1..=o.nodes)
+            .map(|i| LoopFs::create(&root.join(format!("n{i}-{}", std::process::id())), DISK_MIB))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let dirs: Vec<(usize, PathBuf)> = disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (i + 1, d.mnt.join("node")))
+        .collect();
+    let mut c = TestCluster::start_with_dirs(&o.bin, &o.tmp, &o.name, o.nodes, &extra, &dirs);
     let mut report = Report::default();
     if o.mode == Mode::Lww && o.faults.contains(&Fault::Skew) {
         // The last node's clock runs ahead for the whole run.
@@ -791,7 +912,12 @@ pub fn run(o: &Options) -> Report {
         c.await_formed();
         report.faults.insert(Fault::Skew.as_str(), 1);
     }
-    let shared = Arc::new(Shared::new(&c));
+    let mut shared = Shared::new(&c);
+    if o.faults.contains(&Fault::DiskFull) {
+        // Volume: the nodes must need fresh space while a disk is full.
+        shared.set_value_bytes = DISK_FULL_VALUE_BYTES;
+    }
+    let shared = Arc::new(shared);
     let [reg, set, ctr, sess] = o.clients;
     let mut threads = Vec::new();
     let spawn = |f: Box<dyn FnOnce() + Send>| std::thread::spawn(f);
@@ -816,7 +942,7 @@ pub fn run(o: &Options) -> Report {
         }
     }
     let until = Instant::now() + o.duration;
-    let faults = inject_faults(&mut c, o, until);
+    let faults = inject_faults(&mut c, &disks, o, until);
     while Instant::now() < until {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -826,6 +952,7 @@ pub fn run(o: &Options) -> Report {
     }
     report.ran_for = shared.t0.elapsed();
     report.faults.extend(faults);
+    report.errors = shared.errors.lock().map(|e| e.clone()).unwrap_or_default();
     c.await_formed();
 
     // Tally the operations.
