@@ -403,6 +403,43 @@ fn dechunk(buf: &[u8], max_body: usize) -> Result<Option<(Vec<u8>, usize)>, Fata
     }
 }
 
+/// Runs the request parsers on arbitrary bytes as a connection would, one
+/// request after another while the bytes last: the head, the body framing
+/// (length or chunked), the target, the route and the query string. For
+/// the `http` fuzz target (`tools/fuzz`, docs/fuzzing.md): it must never
+/// panic, and what it accepts must lie within the bytes it was given.
+pub fn fuzz_requests(buf: &[u8]) {
+    const MAX_HEAD: usize = 16 << 10;
+    const MAX_BODY: usize = 1 << 20;
+    const QUERY_KEYS: &[&str] = &["prefix", "limit", "cursor", "count", "consistency", "name", "json"];
+    let mut at = 0;
+    while at < buf.len() {
+        let head = match parse_head(&buf[at..], MAX_HEAD) {
+            Ok(Some(h)) => h,
+            Ok(None) | Err(_) => return,
+        };
+        assert!(head.len > 0 && head.len <= buf.len() - at, "a head past the bytes");
+        at += head.len;
+        let used = match framing(&head, MAX_BODY) {
+            Ok(Framing::Length(n)) if n <= buf.len() - at => n,
+            Ok(Framing::Length(_)) | Err(_) => return,
+            Ok(Framing::Chunked) => match dechunk(&buf[at..], MAX_BODY) {
+                Ok(Some((body, used))) => {
+                    assert!(used <= buf.len() - at, "a chunked body past the bytes");
+                    assert!(body.len() <= MAX_BODY && body.len() <= used, "a body larger than its chunks");
+                    used
+                }
+                Ok(None) | Err(_) => return,
+            },
+        };
+        let _ = connection_option(&head);
+        let (path, q) = split_target(&head.target);
+        let _ = route(&head.method, &path);
+        let _ = query(&q, QUERY_KEYS);
+        at += used;
+    }
+}
+
 /// Splits a request target into path and query; an absolute-form target
 /// (`http://host/path`) keeps its path.
 fn split_target(target: &str) -> (String, String) {
