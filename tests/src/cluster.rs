@@ -11,10 +11,12 @@
 //! rule on source and destination ([`Partition`]) cuts exactly one pair of
 //! nodes while the test process (which connects from 127.0.0.1) still reaches
 //! every node. `K` comes from a process-wide counter started at a pid-derived
-//! value ([`next_subnet`]), so the tests of one binary run in parallel and
-//! two test binaries rarely share a subnet. Each node also gets its own free
-//! ports: the nodes could share port numbers (each binds its own IP), but
-//! distinct ports keep a node's start-up check for busy ports meaningful.
+//! value ([`next_subnet`]), so the tests of one binary run in parallel, and
+//! each process locks the subnets it uses, so two test processes running at
+//! once (several checkouts on one machine) never share one. Each node also
+//! gets its own free ports: the nodes could share port numbers (each binds
+//! its own IP), but distinct ports keep a node's start-up check for busy
+//! ports meaningful.
 //!
 //! ## Why replicas are inspected with a node-to-node READ
 //!
@@ -42,6 +44,7 @@ use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use corekv_net::client::{blocking, ClientOptions};
@@ -75,13 +78,72 @@ const DEFAULT_FLAGS: &[(&str, &str)] = &[
 
 /// A fresh `K` for a cluster's addresses `127.0.K.i`, in 50..=249: a
 /// process-wide counter, started at `50 + pid % 100` so that test binaries
-/// running side by side begin at different places.
+/// running side by side begin at different places, skipping the `K`s that
+/// another running process holds.
+///
+/// Several test processes share one machine (one binary's tests run in
+/// parallel, CI runs one binary at a time, but engineers run several
+/// checkouts' tests at once), and two clusters on one subnet meet in the
+/// iptables rules: a partition or a degraded link of one cuts or slows the
+/// other's nodes. So each process claims its subnets with an exclusive
+/// `flock` on a file per subnet under the temporary directory, held until
+/// it exits (the kernel drops the lock of a process that died). When every
+/// subnet is held elsewhere, subnets are shared as before.
 pub fn next_subnet() -> u8 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let k = NEXT.fetch_add(1, Ordering::Relaxed);
+    static HELD: Mutex<Vec<(u8, std::fs::File)>> = Mutex::new(Vec::new());
     let start = std::process::id() % 100;
     // (start + k) % 200 < 200, so the sum is at most 249.
-    (50 + (start + k) % 200) as u8
+    let subnet = |k: u32| (50 + (start + k) % 200) as u8;
+    let mut held = HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for _ in 0..200 {
+        let k = subnet(NEXT.fetch_add(1, Ordering::Relaxed));
+        // After a wrap, this process's own subnets come round again.
+        if held.iter().any(|(h, _)| *h == k) {
+            return k;
+        }
+        match claim_subnet(k) {
+            Claim::Held(lock) => {
+                held.push((k, lock));
+                return k;
+            }
+            Claim::Unlockable => return k,
+            Claim::Taken => {}
+        }
+    }
+    subnet(NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// What [`claim_subnet`] found.
+enum Claim {
+    /// Locked for this process while the file stays open.
+    Held(std::fs::File),
+    /// Another process holds it.
+    Taken,
+    /// No lock file could be made: nothing to coordinate with, use it.
+    Unlockable,
+}
+
+/// Tries to lock subnet `k` for this process.
+fn claim_subnet(k: u8) -> Claim {
+    use std::os::fd::AsRawFd;
+    let dir = std::env::temp_dir().join("corekv-test-subnets");
+    let _ = std::fs::create_dir_all(&dir);
+    let file = match std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(k.to_string()))
+    {
+        Ok(f) => f,
+        Err(_) => return Claim::Unlockable,
+    };
+    // SAFETY: flock on a descriptor this function owns, open for the call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        Claim::Held(file)
+    } else {
+        Claim::Taken
+    }
 }
 
 /// Polls `check` every 100 ms until it returns `Ok`, for at most `deadline`;

@@ -462,7 +462,10 @@ fn ttl_and_expire_work_across_the_cluster() {
     use std::io::{BufRead, BufReader, Write};
     let c = start("ttl", 3, &[]);
     // Every operation here is idempotent: one that timed out on a loaded
-    // machine (CI starts several clusters at once) is sent again.
+    // machine (CI starts several clusters at once) is sent again. (The
+    // EXPIRE timeouts CI saw were a product bug, not load: EXPIRE gave its
+    // write 1 ms; expire_without_a_client_deadline_has_the_node_default
+    // guards that without retries.)
     let call = |w: &mut Wire, op: Op<'_>| {
         let retry = |r: &Reply| matches!(r, Reply::Error(code, _) if [ErrorCode::TIMEOUT, ErrorCode::UNAVAILABLE].contains(code));
         let mut r = w.call(op);
@@ -604,6 +607,68 @@ fn ttl_and_expire_work_across_the_cluster() {
     // A time in the past deletes, as in Redis.
     assert_eq!(resp(&["EXPIRE", "r:k", "-1"]), ":1");
     assert_eq!(resp(&["GET", "r:k"]), "$-1");
+}
+
+/// EXPIRE is a read, then a write, within one request deadline. A request
+/// without a client deadline (timeout 0: the node's
+/// `cluster.request_timeout_ms`, as every RESP command and this harness's
+/// `Wire` send) once gave the write the time left until "now + 0 ms", that
+/// is 1 ms: the write timed out ("1 replica(s) answered, 2 required")
+/// unless a remote replica synced and acked within a millisecond, which a
+/// loaded CI machine rarely does. Links from the coordinator that hold each
+/// packet 20 ms make every remote ack take at least 40 ms, so that failed
+/// every time; the node's default deadline (2 s) covers them easily.
+#[test]
+fn expire_without_a_client_deadline_has_the_node_default() {
+    use std::io::{BufRead, BufReader, Write};
+    let c = start("expire-deadline", 3, &[]);
+    let mut w = c.coordinator(1, Consistency::Quorum);
+    for k in ["d:native", "d:resp"] {
+        let r = w.call(Op::Put {
+            key: k.as_bytes(),
+            value: b"v",
+            ttl_ms: 0,
+            condition: Condition::Always,
+        });
+        assert_eq!(r, Reply::Ok, "PUT {k}");
+    }
+    let delay = Duration::from_millis(20);
+    let _slow = c.degrade(&[1], &[2, 3], corekv_tests::netfault::LinkSpec { drop: 0.0, delay });
+    let t0 = Instant::now();
+    let r = w.call(Op::Expire {
+        key: b"d:native",
+        ttl_ms: 60_000,
+    });
+    assert_eq!(
+        r,
+        Reply::Int(1),
+        "EXPIRE through node 1, its links delayed {delay:?}\n{}",
+        c.log_tails()
+    );
+    // A QUORUM read and a QUORUM write, each waiting for a remote replica.
+    assert!(
+        t0.elapsed() >= 4 * delay,
+        "EXPIRE took {:?}: the links were not delayed",
+        t0.elapsed()
+    );
+    let n = c.node(1);
+    let s = std::net::TcpStream::connect((n.listen.as_str(), n.resp)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut lines = BufReader::new(s.try_clone().unwrap());
+    (&s).write_all(b"*3\r\n$6\r\nEXPIRE\r\n$6\r\nd:resp\r\n$2\r\n60\r\n")
+        .unwrap();
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap();
+    assert_eq!(line.trim_end(), ":1", "RESP EXPIRE through node 1\n{}", c.log_tails());
+    // Both expiries reached a quorum: a QUORUM read through another
+    // coordinator sees them.
+    let mut w2 = c.coordinator(2, Consistency::Quorum);
+    for k in ["d:native", "d:resp"] {
+        match w2.call(Op::Ttl { key: k.as_bytes() }) {
+            Reply::Int(t) => assert!((1..=60_000).contains(&t), "TTL of {k} after EXPIRE 60 s: {t}"),
+            other => panic!("TTL of {k}: {other:?}"),
+        }
+    }
 }
 
 #[test]

@@ -81,6 +81,29 @@ fn await_until_returns_once_the_condition_holds() {
     assert!(took < Duration::from_secs(5));
 }
 
+/// A subnet this process uses is locked against other processes (here the
+/// `flock` tool), so two test processes never put clusters on one subnet.
+#[test]
+fn a_subnet_in_use_is_locked_against_other_processes() {
+    let k = next_subnet();
+    let file = std::env::temp_dir().join("corekv-test-subnets").join(k.to_string());
+    let other = |path: &std::path::Path| {
+        Command::new("flock")
+            .args(["--nonblock", "--conflict-exit-code", "7"])
+            .arg(path)
+            .arg("true")
+            .status()
+            .expect("run flock (util-linux)")
+            .code()
+    };
+    assert_eq!(other(&file), Some(7), "another process could lock subnet {k}");
+    // A file no process holds: the tool gets its lock.
+    let free = std::env::temp_dir().join(format!("corekv-test-subnets/unused-{}", std::process::id()));
+    std::fs::write(&free, b"").unwrap();
+    assert_eq!(other(&free), Some(0));
+    let _ = std::fs::remove_file(&free);
+}
+
 fn chains() -> String {
     let out = Command::new("iptables")
         .args(["-w", "10", "-S"])

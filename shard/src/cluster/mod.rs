@@ -750,10 +750,13 @@ async fn expire(
     consistency: Consistency,
     timeout_ms: u64,
 ) -> std::result::Result<bool, Failure> {
-    // 0 means the node's default deadline, for both steps together (a
-    // deadline of now would give the write 1 ms).
+    // The read and the write share one deadline. `timeout_ms` 0 means the
+    // node's default (every RESP command and any client that sets none), so
+    // it is resolved first: "now + 0" left the write 1 ms, and it timed out
+    // unless a remote replica synced and acked within that millisecond.
     let (deadline, _) = cluster.deadline(timeout_ms);
-    let Some(v) = coordinate_read(shard, cluster, key.clone(), consistency, timeout_ms).await? else {
+    let read_ms = deadline.saturating_sub(now_ms()).max(1);
+    let Some(v) = coordinate_read(shard, cluster, key.clone(), consistency, read_ms).await? else {
         return Ok(false);
     };
     let value = match v.siblings.as_slice() {

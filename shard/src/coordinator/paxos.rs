@@ -28,6 +28,16 @@
 //! proposing: it answers with a timeout (outcome unknown), as Cassandra does.
 //! Rejected prepares are retried with a higher ballot after a backoff.
 //!
+//! A refused proposal is answered only after a backoff too (per proposer,
+//! like the prepare's). The usual refusal is a duel: another proposer
+//! prepared between this one's prepare and its propose. Answered at once,
+//! the client's next operation prepared again at once, with a ballot above
+//! the rival's (ballots follow the clock), and refused the rival's proposal
+//! in turn: three clients on one key could stay in that cycle, every
+//! operation refused, for as long as they kept sending (seen on a loaded
+//! machine, where the window between prepare and propose is a few fsyncs
+//! wide). Stepping back lets the rival finish its round.
+//!
 //! Changing a key's replica set while a CAS is in flight is not handled
 //! (Cassandra has the same limit before its Paxos v2): moves should drain CAS.
 
@@ -383,6 +393,13 @@ enum Phase {
     Backoff {
         until: Millis,
     },
+    /// A majority refused the proposal: the op answers TIMEOUT (outcome
+    /// unknown) at `until`, not before, so that the rival that refused it
+    /// can finish (see the module docs).
+    Refused {
+        until: Millis,
+        acked: usize,
+    },
     Done,
 }
 
@@ -502,14 +519,19 @@ impl CasOp {
     /// Waits before the next round, longer after each rejected one, with a
     /// per-proposer offset so that duelling proposers stop colliding.
     fn back_off(&mut self, now: Millis) {
+        self.phase = Phase::Backoff {
+            until: self.backoff_end(now),
+        };
+    }
+
+    /// The end of a backoff starting at `now`.
+    fn backoff_end(&self, now: Millis) -> Millis {
         let base = self.round_timeout / 4 + 1;
         let exp = base.saturating_mul(1 << self.attempts.min(4));
         let jitter = xxhash_rust::xxh3::xxh3_64(
             &[self.ballot.node.to_le_bytes(), u64::from(self.attempts).to_le_bytes()].concat(),
         ) % base;
-        self.phase = Phase::Backoff {
-            until: now + exp / 2 + jitter,
-        };
+        now + exp / 2 + jitter
     }
 
     /// `from` answered. Replies to other rounds and duplicates are ignored.
@@ -623,8 +645,10 @@ impl CasOp {
                 self.seen = self.seen.max(promised);
                 if nacks.len() > max_nacks {
                     let acked = accepted.len();
-                    out.push(CasOutput::Reply(Err(self.timeout("cas (propose)", acked))));
-                    self.phase = Phase::Done;
+                    self.phase = Phase::Refused {
+                        until: self.backoff_end(now).min(self.deadline),
+                        acked,
+                    };
                 }
             }
             // A promise during proposing (a late duplicate), or anything while
@@ -652,6 +676,7 @@ impl CasOp {
         if now >= self.deadline {
             let (op, acked) = match &self.phase {
                 Phase::Proposing { accepted, .. } => ("cas (propose)", accepted.len()),
+                Phase::Refused { acked, .. } => ("cas (propose)", *acked),
                 Phase::Preparing { promises, .. } => ("cas", promises.len()),
                 _ => ("cas", 0),
             };
@@ -661,6 +686,10 @@ impl CasOp {
         }
         match self.phase {
             Phase::Backoff { until } if now >= until => self.prepare(now, clock),
+            Phase::Refused { until, acked } if now >= until => {
+                self.phase = Phase::Done;
+                vec![CasOutput::Reply(Err(self.timeout("cas (propose)", acked)))]
+            }
             Phase::Preparing { since, .. } if now >= since + self.round_timeout => {
                 self.back_off(now);
                 Vec::new()
@@ -819,6 +848,103 @@ mod tests {
         };
         assert!(op.ballot() > high);
         assert_eq!(reply.unwrap().unwrap().value, None);
+    }
+
+    /// Runs `op`'s prepare round on every acceptor, then lets a rival
+    /// proposer promise `rival` on every acceptor (it prepared between this
+    /// op's prepare and its propose); returns the proposals.
+    fn prepare_then_preempt(
+        op: &mut CasOp,
+        out: Vec<CasOutput>,
+        accs: &mut [(NodeId, Acceptor)],
+        rival: Ballot,
+    ) -> Vec<(NodeId, PaxosMsg)> {
+        let mut proposals = Vec::new();
+        for o in out {
+            let CasOutput::Send { to, msg } = o else {
+                unreachable!("a reply before any answer: {o:?}")
+            };
+            let (_, acc) = accs.iter_mut().find(|(n, _)| *n == to).unwrap();
+            for p in op.on_reply(&to, acc.handle(msg).unwrap(), 10) {
+                match p {
+                    CasOutput::Send { to, msg } => proposals.push((to, msg)),
+                    CasOutput::Reply(r) => unreachable!("answered before proposing: {r:?}"),
+                }
+            }
+        }
+        assert_eq!(proposals.len(), 3, "one proposal per replica");
+        for (_, acc) in accs.iter_mut() {
+            assert!(matches!(acc.on_prepare(rival), PaxosReply::Promise { .. }));
+        }
+        proposals
+    }
+
+    /// Two proposers duel: a rival prepared between this op's prepare and
+    /// its propose, so a majority refuses the proposal. The outcome is
+    /// unknown (TIMEOUT), but the op says so only after a backoff, sending
+    /// nothing meanwhile: the client's next operation would otherwise
+    /// prepare at once above the rival and refuse its proposal in turn.
+    #[test]
+    fn a_refused_proposal_answers_unknown_after_a_backoff() {
+        let mut accs = acceptors();
+        let mut clock = BallotClock::new(1);
+        let cmd = CasCommand::Cas {
+            expected: None,
+            new: Some(b"mine".to_vec()),
+        };
+        let (mut op, out) = CasOp::start(req(cmd), 10, &mut clock);
+        let rival = Ballot {
+            counter: op.ballot().counter + 1,
+            node: 9,
+        };
+        for (to, msg) in prepare_then_preempt(&mut op, out, &mut accs, rival) {
+            let (_, acc) = accs.iter_mut().find(|(n, _)| *n == to).unwrap();
+            let reply = acc.handle(msg).unwrap();
+            assert!(matches!(reply, PaxosReply::Nack { .. }));
+            assert!(op.on_reply(&to, reply, 10).is_empty(), "no answer at the refusal");
+        }
+        assert!(!op.is_done());
+        let mut now = 10;
+        let answer = loop {
+            now += 1;
+            let out = op.on_tick(now, &mut clock);
+            if !out.is_empty() {
+                break out;
+            }
+        };
+        // req() has a 20 ms round timeout: backoffs of 5 ms and more.
+        assert!(now >= 10 + 5, "answered {} ms after the refusal", now - 10);
+        match &answer[..] {
+            [CasOutput::Reply(Err(e))] => assert_eq!(
+                e.to_string(),
+                "cas (propose) at QUORUM timed out: 0 replica(s) answered, 2 required"
+            ),
+            other => unreachable!("a new round instead of the answer: {other:?}"),
+        }
+        assert!(op.is_done());
+        assert!(accs.iter().all(|(_, a)| a.accepted().is_none()), "nothing accepted");
+    }
+
+    /// The backoff after a refusal ends at the deadline at the latest.
+    #[test]
+    fn a_refused_proposal_answers_by_the_deadline() {
+        let mut accs = acceptors();
+        let mut clock = BallotClock::new(1);
+        let mut r = req(CasCommand::Read);
+        r.round_timeout = 10_000;
+        r.deadline = 40;
+        let (mut op, out) = CasOp::start(r, 10, &mut clock);
+        let rival = Ballot {
+            counter: op.ballot().counter + 1,
+            node: 9,
+        };
+        for (to, msg) in prepare_then_preempt(&mut op, out, &mut accs, rival) {
+            let (_, acc) = accs.iter_mut().find(|(n, _)| *n == to).unwrap();
+            assert!(op.on_reply(&to, acc.handle(msg).unwrap(), 10).is_empty());
+        }
+        assert!(op.on_tick(39, &mut clock).is_empty());
+        assert!(matches!(&op.on_tick(40, &mut clock)[..], [CasOutput::Reply(Err(_))]));
+        assert!(op.is_done());
     }
 
     #[test]
