@@ -302,6 +302,92 @@ fn single_node_protocol_and_admin() {
     assert_eq!(j["mode"], "single");
     assert_eq!(j["nodes"][0]["status"], "normal");
     assert!(j["nodes"][0]["memory_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(j["nodes"][0]["storage"], "ok");
+    assert_eq!(
+        j["latency_bounds_us"].as_array().unwrap().len() + 1,
+        j["nodes"][0]["latency_buckets"].as_array().unwrap().len()
+    );
+
+    // The request counters count client requests, not the operator routes,
+    // scrapes and dashboard that read them.
+    let counters = |j: &Value| {
+        let n = &j["nodes"][0];
+        let lat: u64 = n["latency_buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        (
+            n["uptime_us"].as_u64().unwrap(),
+            n["requests"].as_u64().unwrap(),
+            n["errors"].as_u64().unwrap(),
+            lat,
+        )
+    };
+    let (up0, req0, err0, lat0) = counters(&j);
+    for i in 0..5 {
+        expect(
+            &h.request("PUT", &format!("/api/v1/keys/count{i}"), &[], b"v").unwrap(),
+            204,
+        );
+    }
+    expect(&h.json("POST", "/api/v1/batch/put", "{"), 400);
+    expect(&h.get("/dashboard"), 200);
+    expect(&h.get("/api/v1/admin/cluster/ring"), 200);
+    expect(&h.get("/metrics"), 200);
+    expect(&h.get("/nope"), 404);
+    let (up1, req1, err1, lat1) = counters(&body(&h.get("/api/v1/admin/cluster/status")));
+    assert!(up1 > up0, "{up0} then {up1}");
+    assert_eq!((req1 - req0, err1 - err0, lat1 - lat0), (6, 1, 6));
+
+    // The ring of a single node: its vnodes' tokens, ascending.
+    let r = h.get("/api/v1/admin/cluster/ring");
+    expect(&r, 200);
+    let ring = body(&r);
+    assert_eq!(
+        (ring["mode"].as_str(), ring["pending"].is_null()),
+        (Some("single"), true)
+    );
+    let me = &ring["ring"]["nodes"][0];
+    assert_eq!(me["id"], j["node_id"]);
+    let tokens: Vec<u64> = me["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let t = t.as_str().unwrap();
+            assert!(t.len() == 18 && t.starts_with("0x"), "{t}");
+            u64::from_str_radix(&t[2..], 16).unwrap()
+        })
+        .collect();
+    assert_eq!(tokens.len(), j["nodes"][0]["tokens"].as_u64().unwrap() as usize);
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "ascending");
+    assert_eq!(ring["ring"]["vnodes"].as_u64().unwrap() as usize, tokens.len());
+
+    // The dashboard: `/` leads there; the page is whole, its parameters checked.
+    let r = h.get("/");
+    expect(&r, 302);
+    assert_eq!(r.header("location"), Some("/dashboard"));
+    let r = h.get("/dashboard?interval_ms=500&window_s=60");
+    expect(&r, 200);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(r.text().starts_with("<!doctype html>") && r.text().contains("/api/v1/admin/cluster/status"));
+    let csp = r.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("script-src 'sha256-") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
+    for bad in [
+        "interval_ms=5",
+        "interval_ms=x",
+        "window_s=99999",
+        "colour=red",
+        "interval_ms=200&interval_ms=300",
+    ] {
+        expect(&h.get(&format!("/dashboard?{bad}")), 400);
+    }
+    expect(&h.request("POST", "/dashboard", &[], b"").unwrap(), 405);
     for (m, p, b) in [
         ("POST", "/api/v1/admin/cluster/nodes", r#"{"address": "127.0.0.1:1"}"#),
         ("DELETE", "/api/v1/admin/cluster/nodes/n1", ""),
@@ -723,6 +809,14 @@ permissions = [{{ prefix = "app1:", read = true, write = true }}]
     expect(&app.get("/metrics"), 200);
     let mut root = http(&n).with_basic("root", "pw");
     expect(&root.get("/api/v1/admin/cluster/status"), 200);
+    // The dashboard: the redirect is open, the page needs an account, its
+    // data an admin.
+    expect(&anon.get("/"), 302);
+    expect(&anon.get("/dashboard"), 401);
+    expect(&anon.get("/api/v1/admin/cluster/ring"), 401);
+    expect(&app.get("/dashboard"), 200);
+    expect(&app.get("/api/v1/admin/cluster/ring"), 403);
+    expect(&root.get("/api/v1/admin/cluster/ring"), 200);
     expect(&root.get("/api/v1/scan"), 200);
     // Verified credentials are remembered: many requests, one password hash each new connection at most.
     let t0 = Instant::now();
@@ -982,7 +1076,33 @@ fn cluster_routes() {
         assert_eq!(n["reachable"], true, "{id}");
         assert!(n["memory_bytes"].as_u64().unwrap() > 0, "{id}");
         assert!(n["keys"].is_u64() && n["load_bytes"].is_u64(), "{id}");
+        assert!(
+            n["requests"].is_u64() && n["uptime_us"].is_u64() && n["sstables"].is_u64(),
+            "{id}"
+        );
+        assert_eq!(n["storage"], "ok", "{id}");
     }
+    // The ring: every member's tokens, as many as the status says, ascending,
+    // no token twice.
+    let ring = body(&h2.get("/api/v1/admin/cluster/ring"));
+    assert_eq!(ring["mode"], "cluster");
+    assert!(ring["pending"].is_null());
+    let mut all = std::collections::BTreeSet::new();
+    let members = ring["ring"]["nodes"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    for m in members {
+        let id = m["id"].as_str().unwrap();
+        let tokens: Vec<u64> = m["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| u64::from_str_radix(t.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+            .collect();
+        assert_eq!(tokens.len() as u64, st[id]["tokens"].as_u64().unwrap(), "{id}");
+        assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{id}");
+        all.extend(tokens);
+    }
+    assert_eq!(all.len() as u64, ring["ring"]["vnodes"].as_u64().unwrap());
     let j = body(&h2.get("/api/v1/admin/cluster/status"));
     assert_eq!(
         (j["mode"].as_str(), j["replication_factor"].as_u64()),

@@ -105,7 +105,8 @@ pub fn status_name(s: crate::topology::NodeStatus) -> &'static str {
     }
 }
 
-/// What the cluster status reports of one node.
+/// What the cluster status reports of one node, the `stats` operator
+/// command's line (docs/protocol.md, "ADMIN").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NodeStats {
     /// Bytes of live SSTables on disk (every core).
@@ -114,44 +115,196 @@ pub struct NodeStats {
     pub keys: u64,
     /// Resident memory of the process.
     pub memory_bytes: u64,
+    /// The figures the dashboard plots; `None` from a node of a version
+    /// that did not send them.
+    pub detail: Option<NodeDetail>,
+}
+
+/// The cumulative request figures and the engine state of one node (every
+/// core summed), which the dashboard differences between two polls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeDetail {
+    /// Microseconds since the process started: the clock the counters are
+    /// read against (a smaller value than last time means a restart).
+    pub uptime_us: u64,
+    /// Client requests answered (every protocol; operator routes, scrapes
+    /// and unrouted HTTP requests excepted).
+    pub requests: u64,
+    /// Of those, the ones answered with an error.
+    pub errors: u64,
+    /// Their durations: requests per bucket of [`BUCKETS_US`] (not
+    /// cumulative), the last counting the slower ones.
+    pub latency_buckets: [u64; SLOTS],
+    /// Sum of their durations, microseconds.
+    pub latency_sum_us: u64,
+    /// Bytes the compactions have yet to rewrite (every core).
+    pub compaction_debt_bytes: u64,
+    /// Bytes in memtables (every core).
+    pub memtable_bytes: u64,
+    /// Live SSTables (every core).
+    pub sstables: u64,
+    /// The worst storage state of the node's cores.
+    pub storage: StorageState,
+}
+
+/// Whether a node's engines take writes, worst first when cores differ.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StorageState {
+    /// Writes are taken.
+    #[default]
+    Ok = 0,
+    /// Compactions keep failing; writes stop once level 0 is full.
+    CompactionFailing = 1,
+    /// The disk is full; writes fail once the memtables are.
+    DiskFull = 2,
+    /// A write or sync failed: writes are refused until a restart.
+    Fenced = 3,
+}
+
+impl StorageState {
+    const ALL: [StorageState; 4] = [
+        StorageState::Ok,
+        StorageState::CompactionFailing,
+        StorageState::DiskFull,
+        StorageState::Fenced,
+    ];
+
+    /// The state of one engine.
+    pub fn of(h: &corekv_engine::Health) -> StorageState {
+        use corekv_engine::Health;
+        match h {
+            Health::Ok => StorageState::Ok,
+            Health::CompactionFailing { .. } => StorageState::CompactionFailing,
+            Health::DiskFull { .. } => StorageState::DiskFull,
+            // Fenced, and whatever a later engine adds: refuse to call it ok.
+            _ => StorageState::Fenced,
+        }
+    }
+
+    /// The name the status route answers.
+    pub fn name(self) -> &'static str {
+        match self {
+            StorageState::Ok => "ok",
+            StorageState::CompactionFailing => "compaction_failing",
+            StorageState::DiskFull => "disk_full",
+            StorageState::Fenced => "fenced",
+        }
+    }
+}
+
+/// The `stats` line's name of latency bucket `i` ([`BUCKETS_US`], then the
+/// overflow bucket).
+fn bucket_word(i: usize) -> String {
+    match BUCKETS_US.get(i) {
+        Some(b) => format!("latency_le_{b}us"),
+        None => "latency_over".to_owned(),
+    }
 }
 
 impl NodeStats {
     /// As one line of `name=value` words (the `stats` operator command).
+    /// Every value is an unsigned integer, as the first version's reader
+    /// requires, and that reader skips the names it does not know: a node
+    /// of that version still reads this line during a rolling upgrade.
     pub fn to_line(self) -> String {
-        format!(
-            "load_bytes={} keys={} memory_bytes={}\n",
+        use std::fmt::Write as _;
+        let mut out = format!(
+            "load_bytes={} keys={} memory_bytes={}",
             self.load_bytes, self.keys, self.memory_bytes
-        )
+        );
+        if let Some(d) = self.detail {
+            let _ = write!(
+                out,
+                " uptime_us={} requests={} errors={} latency_sum_us={} compaction_debt_bytes={} \
+                 memtable_bytes={} sstables={} storage={}",
+                d.uptime_us,
+                d.requests,
+                d.errors,
+                d.latency_sum_us,
+                d.compaction_debt_bytes,
+                d.memtable_bytes,
+                d.sstables,
+                d.storage as u64
+            );
+            for (i, n) in d.latency_buckets.iter().enumerate() {
+                let _ = write!(out, " {}={n}", bucket_word(i));
+            }
+        }
+        out.push('\n');
+        out
     }
 
     /// Reads a line [`NodeStats::to_line`] wrote; `None` if it is not one.
+    /// The detail is `None` unless every one of its words is there (a node
+    /// of the first version sends only the first three).
     pub fn parse(line: &str) -> Option<NodeStats> {
-        let mut s = NodeStats::default();
-        let mut seen = 0;
+        let mut words: Vec<(&str, u64)> = Vec::new();
         for w in line.split_whitespace() {
             let (k, v) = w.split_once('=')?;
-            let v: u64 = v.parse().ok()?;
-            match k {
-                "load_bytes" => s.load_bytes = v,
-                "keys" => s.keys = v,
-                "memory_bytes" => s.memory_bytes = v,
-                _ => continue,
-            }
-            seen += 1;
+            words.push((k, v.parse().ok()?));
         }
-        (seen == 3).then_some(s)
+        let get = |k: &str| words.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+        let detail = (|| {
+            let mut latency_buckets = [0u64; SLOTS];
+            for (i, b) in latency_buckets.iter_mut().enumerate() {
+                *b = get(&bucket_word(i))?;
+            }
+            let storage = get("storage")?;
+            Some(NodeDetail {
+                uptime_us: get("uptime_us")?,
+                requests: get("requests")?,
+                errors: get("errors")?,
+                latency_buckets,
+                latency_sum_us: get("latency_sum_us")?,
+                compaction_debt_bytes: get("compaction_debt_bytes")?,
+                memtable_bytes: get("memtable_bytes")?,
+                sstables: get("sstables")?,
+                storage: *StorageState::ALL.iter().find(|s| **s as u64 == storage)?,
+            })
+        })();
+        Some(NodeStats {
+            load_bytes: get("load_bytes")?,
+            keys: get("keys")?,
+            memory_bytes: get("memory_bytes")?,
+            detail,
+        })
     }
 }
 
-/// This node's load, keys and memory.
+/// Whether requests of `op` count in a node's figures ([`NodeDetail`]):
+/// what clients ask, not what operators and scrapers do (the dashboard's
+/// own polls would otherwise show as traffic).
+fn counts_as_client(op: OpKind) -> bool {
+    !matches!(op, OpKind::Admin | OpKind::Metrics | OpKind::Other)
+}
+
+/// This node's load, keys, memory, request counters and engine state.
 pub async fn node_stats(shard: &Rc<Shard>) -> NodeStats {
     let cores = core_samples(shard).await;
     let process = process_sample().await;
+    let mut d = NodeDetail {
+        uptime_us: u64::try_from(shard.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        ..NodeDetail::default()
+    };
+    for c in &cores {
+        for s in c.series.iter().filter(|s| counts_as_client(s.op)) {
+            d.requests = d.requests.wrapping_add(s.count());
+            d.errors = d.errors.wrapping_add(s.errors);
+            d.latency_sum_us = d.latency_sum_us.wrapping_add(s.sum_us);
+            for (sum, n) in d.latency_buckets.iter_mut().zip(s.buckets) {
+                *sum = sum.wrapping_add(n);
+            }
+        }
+        d.compaction_debt_bytes += c.compaction_debt;
+        d.memtable_bytes += c.engine.memtable_bytes;
+        d.sstables += c.engine.levels.iter().map(|l| l.0 as u64).sum::<u64>();
+        d.storage = d.storage.max(StorageState::of(&c.health));
+    }
     NodeStats {
         load_bytes: cores.iter().flat_map(|c| c.engine.levels.iter().map(|l| l.1)).sum(),
         keys: cores.iter().map(|c| c.keys_estimate).sum(),
         memory_bytes: process.map_or(0, |p| p.resident_bytes),
+        detail: Some(d),
     }
 }
 
@@ -609,6 +762,8 @@ pub struct CoreSample {
     pub keys_estimate: u64,
     /// The core's hints (cluster mode).
     pub hints: Option<crate::replication::hints::HintMetrics>,
+    /// Whether the core's engine takes writes.
+    pub health: corekv_engine::Health,
 }
 
 impl Shard {
@@ -638,6 +793,7 @@ impl Shard {
             compaction_debt: engine.compaction_debt(),
             keys_estimate: engine.estimated_keys(),
             hints: self.cluster.as_ref().map(|c| c.hints.metrics()),
+            health: engine.health(),
         }
     }
 }
@@ -735,6 +891,57 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), m.series.len());
+    }
+
+    #[test]
+    fn stats_lines_round_trip_and_stay_readable() {
+        let mut latency_buckets = [0u64; SLOTS];
+        latency_buckets[0] = 5;
+        latency_buckets[SLOTS - 1] = 1;
+        let s = NodeStats {
+            load_bytes: 10,
+            keys: 2,
+            memory_bytes: 3 << 20,
+            detail: Some(NodeDetail {
+                uptime_us: 1_000_000,
+                requests: 6,
+                errors: 1,
+                latency_buckets,
+                latency_sum_us: 20_000_500,
+                compaction_debt_bytes: 7,
+                memtable_bytes: 8,
+                sstables: 9,
+                storage: StorageState::DiskFull,
+            }),
+        };
+        let line = s.to_line();
+        assert!(line.ends_with('\n') && line.lines().count() == 1, "{line:?}");
+        assert!(
+            line.contains(" latency_le_100us=5 ") && line.contains(" latency_over=1\n"),
+            "{line}"
+        );
+        assert_eq!(NodeStats::parse(&line), Some(s));
+        // The first version's line: no detail.
+        let old = NodeStats::parse("load_bytes=1 keys=2 memory_bytes=3\n").unwrap();
+        assert_eq!(
+            (old.load_bytes, old.keys, old.memory_bytes, old.detail),
+            (1, 2, 3, None)
+        );
+        // A partial detail is no detail; an unknown storage code neither.
+        let cut = line.replace(" sstables=9", "");
+        assert_eq!(NodeStats::parse(&cut).unwrap().detail, None);
+        let odd = line.replace(" storage=2", " storage=9");
+        assert_eq!(NodeStats::parse(&odd).unwrap().detail, None);
+        assert_eq!(NodeStats::parse("load_bytes=x keys=2 memory_bytes=3"), None);
+        assert_eq!(NodeStats::parse("keys=2 memory_bytes=3"), None);
+        // What the first version's reader did with a line: every value a
+        // number, the three words it knows present.
+        let first_reader_ok = line
+            .split_whitespace()
+            .all(|w| w.split_once('=').is_some_and(|(_, v)| v.parse::<u64>().is_ok()));
+        assert!(first_reader_ok, "{line}");
+        assert!(StorageState::Fenced > StorageState::DiskFull && StorageState::DiskFull > StorageState::Ok);
+        assert!(counts_as_client(OpKind::Get) && !counts_as_client(OpKind::Admin));
     }
 
     #[test]

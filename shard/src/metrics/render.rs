@@ -741,6 +741,7 @@ mod tests {
                 compaction_debt: 7,
                 keys_estimate: 3,
                 hints: None,
+                health: corekv_engine::Health::Ok,
             }],
         }
     }

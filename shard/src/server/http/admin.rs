@@ -17,7 +17,7 @@ use serde_json::{json, Value as Json};
 
 use super::{permit, query, HttpRequest, Need, Response};
 use crate::cluster::{admin as commands, Cluster};
-use crate::metrics::{status_name, NodeStats};
+use crate::metrics::{status_name, NodeStats, BUCKETS_US};
 use crate::runtime::Shard;
 use crate::security::User;
 use crate::server::peer::PeerAnswer;
@@ -37,6 +37,7 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub(crate) enum Route {
     Status,
+    Ring,
     AddNode,
     RemoveNode(String),
     Rebalance,
@@ -50,6 +51,8 @@ pub(crate) fn route(method: &str, rest: &[&str]) -> Result<Option<Route>, &'stat
     Ok(Some(match (rest, method) {
         (["cluster", "status"], _) if get => Route::Status,
         (["cluster", "status"], _) => return Err("GET, HEAD"),
+        (["cluster", "ring"], _) if get => Route::Ring,
+        (["cluster", "ring"], _) => return Err("GET, HEAD"),
         (["cluster", "nodes"], "POST") => Route::AddNode,
         (["cluster", "nodes"], _) => return Err("POST"),
         (["cluster", "nodes", id], "DELETE") => {
@@ -66,15 +69,17 @@ pub(crate) fn route(method: &str, rest: &[&str]) -> Result<Option<Route>, &'stat
 
 /// Serves an operator route.
 pub(crate) async fn serve(shard: &Rc<Shard>, req: &HttpRequest, route: Route, user: Option<&User>) -> Response {
-    let mutating = !matches!(route, Route::Status);
+    let mutating = !matches!(route, Route::Status | Route::Ring);
     if let Err(r) = permit(shard, user, Need::Admin { mutating }) {
         return r;
     }
     if let Err(r) = query(&req.query, &[]) {
         return r;
     }
-    if matches!(route, Route::Status) {
-        return status(shard).await;
+    match route {
+        Route::Status => return status(shard).await,
+        Route::Ring => return ring(shard),
+        _ => {}
     }
     let Some(cluster) = shard.cluster.clone() else {
         return Response::error(
@@ -84,6 +89,7 @@ pub(crate) async fn serve(shard: &Rc<Shard>, req: &HttpRequest, route: Route, us
     };
     let r = match route {
         Route::Status => Ok(status(shard).await),
+        Route::Ring => Ok(ring(shard)),
         Route::AddNode => add_node(&cluster, req).await,
         Route::RemoveNode(id) => remove_node(shard, &cluster, &id).await,
         Route::Rebalance => Ok(rebalance(shard, &cluster).await),
@@ -139,11 +145,37 @@ async fn remote(cluster: &Cluster, addr: &str, command: &str, timeout: Duration)
     }
 }
 
-fn stats_json(s: Option<NodeStats>) -> (Json, Json, Json) {
-    match s {
-        Some(s) => (json!(s.load_bytes), json!(s.keys), json!(s.memory_bytes)),
-        None => (Json::Null, Json::Null, Json::Null),
-    }
+/// A node's figures as fields of its status entry, `null` where unknown
+/// (the node did not answer, or is of a version that does not send them).
+fn figures(s: Option<NodeStats>) -> serde_json::Map<String, Json> {
+    let d = s.and_then(|s| s.detail);
+    let mut m = serde_json::Map::new();
+    let mut put = |k: &str, v: Json| {
+        m.insert(k.to_owned(), v);
+    };
+    put("load_bytes", json!(s.map(|s| s.load_bytes)));
+    put("keys", json!(s.map(|s| s.keys)));
+    put("memory_bytes", json!(s.map(|s| s.memory_bytes)));
+    put("uptime_us", json!(d.map(|d| d.uptime_us)));
+    put("requests", json!(d.map(|d| d.requests)));
+    put("errors", json!(d.map(|d| d.errors)));
+    put("latency_buckets", json!(d.map(|d| d.latency_buckets.to_vec())));
+    put("latency_sum_us", json!(d.map(|d| d.latency_sum_us)));
+    put("compaction_debt_bytes", json!(d.map(|d| d.compaction_debt_bytes)));
+    put("memtable_bytes", json!(d.map(|d| d.memtable_bytes)));
+    put("sstables", json!(d.map(|d| d.sstables)));
+    put("storage", json!(d.map(|d| d.storage.name())));
+    m
+}
+
+/// A status entry: `head` (who the node is) and its figures.
+fn entry(head: Json, s: Option<NodeStats>) -> Json {
+    let mut m = match head {
+        Json::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    m.extend(figures(s));
+    Json::Object(m)
 }
 
 /// GET /admin/cluster/status: every member with its status, ownership and
@@ -153,19 +185,21 @@ async fn status(shard: &Rc<Shard>) -> Response {
     let mine = crate::metrics::node_stats(shard).await;
     let Some(cluster) = shard.cluster.clone() else {
         let ring = &shard.ring;
-        let (load, keys, memory) = stats_json(Some(mine));
-        let node = json!({
-            "id": shard.config.node.id, "address": crate::cluster::client_address(&shard.config),
-            "status": "normal", "dc": shard.config.cluster.dc,
-            "rack": (!shard.config.cluster.rack.is_empty()).then(|| shard.config.cluster.rack.clone()),
-            "tokens": ring.tokens_of(0).len(), "ownership": 1.0, "reachable": true,
-            "load_bytes": load, "keys": keys, "memory_bytes": memory,
-        });
+        let node = entry(
+            json!({
+                "id": shard.config.node.id, "address": crate::cluster::client_address(&shard.config),
+                "status": "normal", "dc": shard.config.cluster.dc,
+                "rack": (!shard.config.cluster.rack.is_empty()).then(|| shard.config.cluster.rack.clone()),
+                "tokens": ring.tokens_of(0).len(), "ownership": 1.0, "reachable": true,
+            }),
+            Some(mine),
+        );
         return Response::json(
             200,
             &json!({
                 "node_id": shard.config.node.id, "mode": "single", "replication_factor": 1,
-                "epoch": 1, "ring_changing": false, "waiting_to_join": false, "nodes": [node],
+                "epoch": 1, "ring_changing": false, "waiting_to_join": false,
+                "latency_bounds_us": BUCKETS_US, "nodes": [node],
             }),
         );
     };
@@ -213,13 +247,13 @@ async fn status(shard: &Rc<Shard>) -> Response {
         .iter()
         .zip(figures)
         .map(|((n, status, tokens, owns), f)| {
-            let reachable = f.is_some();
-            let (load, keys, memory) = stats_json(f);
-            json!({
-                "id": n.id.0, "address": n.address, "status": status, "dc": n.dc, "rack": n.rack,
-                "tokens": tokens, "ownership": owns, "reachable": reachable,
-                "load_bytes": load, "keys": keys, "memory_bytes": memory,
-            })
+            entry(
+                json!({
+                    "id": n.id.0, "address": n.address, "status": status, "dc": n.dc, "rack": n.rack,
+                    "tokens": tokens, "ownership": owns, "reachable": f.is_some(),
+                }),
+                f,
+            )
         })
         .collect();
     Response::json(
@@ -228,7 +262,64 @@ async fn status(shard: &Rc<Shard>) -> Response {
             "node_id": cluster.me.0, "mode": "cluster",
             "replication_factor": cluster.rf_config, "epoch": view.epoch,
             "ring_changing": view.next.is_some(), "waiting_to_join": cluster.shared().waiting(),
-            "nodes": list,
+            "latency_bounds_us": BUCKETS_US, "nodes": list,
+        }),
+    )
+}
+
+/// A token as the ring route answers it: 16 hex digits after `0x` (a u64
+/// does not fit a JavaScript number).
+fn token_text(t: u64) -> String {
+    format!("{t:#018x}")
+}
+
+/// The members of `ring` with their vnode tokens (ascending).
+fn ring_json(ring: &crate::Ring) -> Json {
+    let nodes: Vec<Json> = ring
+        .nodes()
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let mut tokens = ring.tokens_of(i);
+            tokens.sort_unstable();
+            json!({
+                "id": n.id.0, "address": n.address, "status": status_name(n.status),
+                "dc": n.dc, "rack": n.rack,
+                "tokens": tokens.into_iter().map(token_text).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({ "vnodes": ring.vnodes().len(), "nodes": nodes })
+}
+
+/// GET /admin/cluster/ring: every member's vnode tokens, in the ring this
+/// node routes by and, while nodes join or leave, the pending one. Its
+/// size is the ring's: vnodes per node times members.
+fn ring(shard: &Shard) -> Response {
+    let Some(cluster) = shard.cluster.as_ref() else {
+        let mut r = ring_json(&shard.ring);
+        // A single node is not in a ring of members: it is the ring.
+        if let Some(n) = r["nodes"].get_mut(0) {
+            n["id"] = json!(shard.config.node.id);
+            n["address"] = json!(crate::cluster::client_address(&shard.config));
+            n["dc"] = json!(shard.config.cluster.dc);
+            n["rack"] = json!((!shard.config.cluster.rack.is_empty()).then(|| shard.config.cluster.rack.clone()));
+        }
+        return Response::json(
+            200,
+            &json!({
+                "node_id": shard.config.node.id, "mode": "single", "epoch": 1,
+                "replication_factor": 1, "ring": r, "pending": null,
+            }),
+        );
+    };
+    let view = cluster.view();
+    Response::json(
+        200,
+        &json!({
+            "node_id": cluster.me.0, "mode": "cluster", "epoch": view.epoch,
+            "replication_factor": cluster.rf_config, "ring": ring_json(&view.ring),
+            "pending": view.next.as_deref().map(ring_json),
         }),
     )
 }

@@ -21,6 +21,7 @@
 
 mod admin;
 mod api;
+mod dashboard;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -199,6 +200,7 @@ fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",
+        302 => "Found",
         202 => "Accepted",
         204 => "No Content",
         300 => "Multiple Choices",
@@ -763,6 +765,8 @@ async fn handle(
         Route::BadMethod(allow) => Response::error(405, format!("{} is not allowed on {}", req.method, req.path))
             .with("Allow", allow.to_owned()),
         Route::Openapi => Response::bytes(200, "application/yaml", OPENAPI.as_bytes().to_vec()),
+        // The way in for a browser; nothing to protect in a redirect.
+        Route::Root => Response::empty(302).with("Location", "/dashboard"),
         r => match authenticate(shard, core, session, req, remote).await {
             Err(resp) => resp,
             Ok(user) => match r {
@@ -771,6 +775,13 @@ async fn handle(
                 Route::Metrics => match permit(shard, user.as_deref(), Need::Any) {
                     Err(resp) => resp,
                     Ok(()) => admin::metrics(shard, req).await,
+                },
+                // The page holds no data, but asking for credentials here
+                // has the browser send them with the page's own requests
+                // (which need admin: operator routes).
+                Route::Dashboard => match permit(shard, user.as_deref(), Need::Any) {
+                    Err(resp) => resp,
+                    Ok(()) => dashboard::serve(req),
                 },
                 _ => Response::error(404, "no route"),
             },
@@ -790,6 +801,9 @@ enum Route {
     Admin(admin::Route),
     Metrics,
     Openapi,
+    Dashboard,
+    /// `/`: a redirect to the dashboard.
+    Root,
     NotFound,
     /// A known path with another method; the methods it takes.
     BadMethod(&'static str),
@@ -822,6 +836,8 @@ fn route(method: &str, path: &str) -> Route {
     let segs: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
     match segs.as_slice() {
         ["metrics"] => only(method, "GET", Route::Metrics),
+        [""] => only(method, "GET", Route::Root),
+        ["dashboard"] => only(method, "GET", Route::Dashboard),
         ["api", "v1", "openapi.yaml"] => only(method, "GET", Route::Openapi),
         ["api", "v1", "admin", rest @ ..] => match admin::route(method, rest) {
             Ok(Some(a)) => Route::Admin(a),
@@ -934,6 +950,10 @@ mod tests {
         assert!(matches!(route("GET", "/metrics"), Route::Metrics));
         assert!(matches!(route("POST", "/metrics"), Route::BadMethod(_)));
         assert!(matches!(route("GET", "/nope"), Route::NotFound));
+        assert!(matches!(route("GET", "/"), Route::Root));
+        assert!(matches!(route("HEAD", "/dashboard"), Route::Dashboard));
+        assert!(matches!(route("POST", "/dashboard"), Route::BadMethod(_)));
+        assert!(matches!(route("GET", "/dashboard/x"), Route::NotFound));
         assert!(matches!(route("GET", "/api/v1/nope"), Route::NotFound));
         assert!(matches!(route("PATCH", "/api/v1/keys/k"), Route::BadMethod(_)));
         assert_eq!(split_target("/a/b?c=d"), ("/a/b".to_owned(), "c=d".to_owned()));
