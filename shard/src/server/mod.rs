@@ -39,9 +39,9 @@ use crate::error::{Error, Result};
 use crate::runtime::{report_ready, Shard};
 use crate::store::{Failure, FailureKind};
 
-pub use outbox::Outbox;
 /// The HTTP request parsers on arbitrary bytes, for the `http` fuzz target.
 pub use http::fuzz_requests as fuzz_http_requests;
+pub use outbox::Outbox;
 
 /// How long a drain waits for in-flight requests before closing anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

@@ -428,7 +428,10 @@ pub fn fuzz_requests(buf: &[u8]) {
             Ok(Framing::Chunked) => match dechunk(&buf[at..], MAX_BODY) {
                 Ok(Some((body, used))) => {
                     assert!(used <= buf.len() - at, "a chunked body past the bytes");
-                    assert!(body.len() <= MAX_BODY && body.len() <= used, "a body larger than its chunks");
+                    assert!(
+                        body.len() <= MAX_BODY && body.len() <= used,
+                        "a body larger than its chunks"
+                    );
                     used
                 }
                 Ok(None) | Err(_) => return,
