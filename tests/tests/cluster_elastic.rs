@@ -266,3 +266,50 @@ fn an_interrupted_bootstrap_resumes() {
         "{short} keys have fewer than {RF} copies after the resumed join"
     );
 }
+
+#[test]
+fn join_command_adds_a_waiting_node() {
+    let mut c = TestCluster::start(BIN, TMP, "join-cmd", 3, &[]);
+    let keys: Vec<String> = (0..600).map(|i| format!("j:{i:05}")).collect();
+    write_all(&c, 1, &keys);
+    let n4 = c.add_node_unformed(&["--cluster.auto_bootstrap", "false"]);
+    let four = c.addr(n4);
+    // A waiting node is no member: nobody's ring lists it until it is told.
+    for i in 1..=3 {
+        let view = c.ring_view(i).unwrap();
+        assert!(!view.contains(&four), "node {i} lists node 4 before `join`: {view:?}");
+    }
+    // `join` against a member is refused, with the reason.
+    let out = Command::new(BIN)
+        .args(["join", "--node", &c.addr(1), "--timeout", "60"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not waiting to be added"),
+        "join on a member: {err}"
+    );
+
+    let report = admin(&c, n4, &["join"]);
+    assert!(report.contains("added"), "report: {report}");
+    c.await_until(CONVERGE, "node 4 in every ring", || {
+        for i in 1..=n4 {
+            let view = c.ring_view(i)?;
+            if !view.contains(&four) || view.len() != 4 {
+                return Err(format!("node {i}: {view:?}"));
+            }
+        }
+        Ok(())
+    });
+    // Its ranges were streamed in: every key keeps RF copies on the new
+    // replica sets, and node 4 serves a share of them.
+    c.await_until(CONVERGE, "every key has RF copies with node 4 in", || {
+        let n = copies(&c, &[1, 2, 3, n4], &keys);
+        let short = n.iter().filter(|&&x| x < RF).count();
+        (short == 0)
+            .then_some(())
+            .ok_or(format!("{short} keys short of {RF} copies"))
+    });
+    let held = copies(&c, &[n4], &keys).iter().filter(|&&n| n == 1).count();
+    assert!(held > 0, "node 4 holds none of the keys");
+}

@@ -1,4 +1,4 @@
-//! Operator commands against one node: `status`, `ring`, `repair`, `decommission`,
+//! Operator commands against one node: `status`, `ring`, `repair`, `join`, `decommission`,
 //! `removenode ID`, `drain`, `hints` (and, in `backup.rs`, `snapshot`,
 //! `backup`, `restore`). Each is a node-to-node ADMIN frame (docs/protocol.md)
 //! sent straight to the node, which answers a report when the work is done.
@@ -125,6 +125,13 @@ pub fn commands() -> Vec<Command> {
             .about("Anti-entropy: compare this node's ranges with the other replicas (Merkle trees) and exchange what differs")
             .arg(node_arg())
             .arg(timeout_arg()),
+        Command::new("join")
+            .about(
+                "Add a node that waits to be added (started with cluster.auto_bootstrap = false): it announces \
+                 JOINING, streams its ranges from their owners, then turns NORMAL. --node is the new node",
+            )
+            .arg(node_arg())
+            .arg(timeout_arg()),
         Command::new("decommission")
             .about("Stream this node's ranges to their next owners, then leave the cluster")
             .arg(node_arg())
@@ -155,7 +162,7 @@ pub fn commands() -> Vec<Command> {
 pub fn is_admin(name: &str) -> bool {
     matches!(
         name,
-        "status" | "ring" | "repair" | "decommission" | "removenode" | "drain" | "hints"
+        "status" | "ring" | "repair" | "join" | "decommission" | "removenode" | "drain" | "hints"
     )
 }
 
