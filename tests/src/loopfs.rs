@@ -293,15 +293,41 @@ impl LoopFs {
 
     /// Fills the file system with a ballast file until `leave` bytes stay
     /// free (blocks really allocated: fallocate), and returns its path.
+    ///
+    /// A node may be writing meanwhile, so the free space can shrink between
+    /// the measure and the allocation (and the allocation needs extent
+    /// blocks of its own): on ENOSPC the ballast grows by what is free now,
+    /// less `leave`, until it leaves at most `leave` (or nothing is left to
+    /// take). A file system the node filled by itself gets an empty ballast.
     pub fn fill(&self, name: &str, leave: u64) -> PathBuf {
         use std::os::fd::AsRawFd;
         let path = self.mnt.join(name);
         let f = std::fs::File::create(&path).expect("create the ballast");
-        let len = self.free_bytes().saturating_sub(leave) & !4095;
-        if len > 0 {
-            // SAFETY: fallocate on a file descriptor we own.
-            let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len as libc::off_t) };
-            assert_eq!(rc, 0, "fallocate the ballast: {}", std::io::Error::last_os_error());
+        let mut size: u64 = 0;
+        for _ in 0..64 {
+            let free = self.free_bytes();
+            if free <= leave {
+                break;
+            }
+            // Below `leave` plus a margin for the extent tree, halve the
+            // step after each ENOSPC so the loop converges.
+            let mut step = (free - leave) & !4095;
+            let mut placed = false;
+            while step >= 4096 {
+                // SAFETY: fallocate on a file descriptor we own.
+                let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, size as libc::off_t, step as libc::off_t) };
+                if rc == 0 {
+                    size += step;
+                    placed = true;
+                    break;
+                }
+                let e = std::io::Error::last_os_error();
+                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "fallocate the ballast: {e}");
+                step = (step / 2) & !4095;
+            }
+            if !placed {
+                break;
+            }
         }
         f.sync_all().expect("sync the ballast");
         path

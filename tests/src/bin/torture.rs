@@ -70,6 +70,13 @@ enum Cmd {
         /// Write the history here (JSON lines).
         #[arg(long)]
         history: Option<PathBuf>,
+        /// With disk-full: each node's file system, MiB (an hour of the
+        /// default workload needs gigabytes: every acknowledged add is kept).
+        #[arg(long, default_value_t = torture::DISK_MIB)]
+        disk_mib: u64,
+        /// With disk-full: the set values' size, bytes.
+        #[arg(long, default_value_t = torture::DISK_FULL_VALUE_BYTES)]
+        disk_value_bytes: usize,
     },
     /// SIGKILL random nodes under a QUORUM write load, verifying every
     /// acknowledged write after each restart.
@@ -124,17 +131,21 @@ fn main() {
             skew_ms,
             clients,
             history,
+            disk_mib,
+            disk_value_bytes,
         } => {
             o.duration = Duration::from_secs(duration_s);
             o.calm = Duration::from_millis(calm_ms);
             o.skew_ms = skew_ms;
             o.history = history;
+            o.disk_mib = disk_mib;
+            o.disk_value_bytes = disk_value_bytes;
             o.faults = Vec::new();
             for f in faults.split(',').filter(|f| !f.is_empty()) {
                 match Fault::parse(f.trim()) {
                     Some(f) => o.faults.push(f),
                     None => {
-                        eprintln!("corekv-torture: unknown fault {f:?} (kill, pause, partition, skew)");
+                        eprintln!("corekv-torture: unknown fault {f:?} (kill, pause, partition, delay, lossy, disk-full, skew)");
                         std::process::exit(2);
                     }
                 }

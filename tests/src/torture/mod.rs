@@ -57,14 +57,16 @@ use crate::cluster::TestCluster;
 use crate::loopfs::LoopFs;
 use crate::netfault::LinkSpec;
 
-/// Size of each node's file system when disk-full faults are on: room for
-/// the test-sized WAL segments, memtable flushes and compactions of a run.
-const DISK_MIB: u64 = 256;
+/// Default size of each node's file system when disk-full faults are on:
+/// room for the test-sized WAL segments, memtable flushes and compactions
+/// of a CI-sized run ([`Options::disk_mib`]).
+pub const DISK_MIB: u64 = 256;
 
-/// Set values' size when disk-full faults are on: with the smallest WAL
-/// segments (1 MiB), the set clients alone then fill a node's active and
-/// spare segments within a few seconds of its disk filling up.
-const DISK_FULL_VALUE_BYTES: usize = 4096;
+/// Default size of set values when disk-full faults are on: with the
+/// smallest WAL segments (1 MiB), the set clients alone then fill a node's
+/// active and spare segments within a few seconds of its disk filling up
+/// ([`Options::disk_value_bytes`]).
+pub const DISK_FULL_VALUE_BYTES: usize = 4096;
 
 /// Free bytes a disk-full fault leaves: less than a WAL segment, so writes
 /// fail at once.
@@ -173,6 +175,13 @@ pub struct Options {
     pub clients: [usize; 4],
     /// Where to write the history (JSON lines), if anywhere.
     pub history: Option<PathBuf>,
+    /// With disk-full faults: each node's file system, MiB. The add-only
+    /// set keeps every value, so a run needs about `set adds x value bytes`
+    /// per node (every node replicates every key at RF 3 on 3 nodes) plus
+    /// compaction room: an hour needs gigabytes, not the CI default.
+    pub disk_mib: u64,
+    /// With disk-full faults: the set values' size (bytes, incompressible).
+    pub disk_value_bytes: usize,
 }
 
 impl Options {
@@ -198,6 +207,8 @@ impl Options {
             calm: Duration::from_secs(1),
             skew_ms: 2_000,
             clients: [3, 2, 2, 2],
+            disk_mib: DISK_MIB,
+            disk_value_bytes: DISK_FULL_VALUE_BYTES,
             history: None,
         }
     }
@@ -892,7 +903,7 @@ pub fn run(o: &Options) -> Report {
     let disks: Vec<LoopFs> = if o.faults.contains(&Fault::DiskFull) {
         let root = crate::node::test_dir(&o.tmp, &format!("{}-disks", o.name));
         (1..=o.nodes)
-            .map(|i| LoopFs::create(&root.join(format!("n{i}-{}", std::process::id())), DISK_MIB))
+            .map(|i| LoopFs::create(&root.join(format!("n{i}-{}", std::process::id())), o.disk_mib))
             .collect()
     } else {
         Vec::new()
@@ -915,7 +926,7 @@ pub fn run(o: &Options) -> Report {
     let mut shared = Shared::new(&c);
     if o.faults.contains(&Fault::DiskFull) {
         // Volume: the nodes must need fresh space while a disk is full.
-        shared.set_value_bytes = DISK_FULL_VALUE_BYTES;
+        shared.set_value_bytes = o.disk_value_bytes;
     }
     let shared = Arc::new(shared);
     let [reg, set, ctr, sess] = o.clients;
