@@ -1044,6 +1044,18 @@ fn cluster_routes() {
     expect(&h1.get("/api/v1/scan"), 501);
 
     // A request that cannot meet its level in time: 504, logged as slow.
+    // Node 3 is no seed: it bootstraps (JOINING, then NORMAL), and while it
+    // joins it is a pending replica, which ALL does not wait for (a read at
+    // ALL then needs the two natural replicas: a CI run answered 200 here).
+    await_until(Duration::from_secs(60), "every node NORMAL in n1's status", || {
+        let st = status_of(&mut h1);
+        let odd: Vec<String> = st
+            .iter()
+            .filter(|(_, n)| n["status"] != "normal")
+            .map(|(id, n)| format!("{id}: {}", n["status"]))
+            .collect();
+        (st.len() == 3 && odd.is_empty()).then_some(()).ok_or(format!("{odd:?}"))
+    });
     c.pause(3);
     let r = h1
         .request(
