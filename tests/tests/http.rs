@@ -1054,7 +1054,9 @@ fn cluster_routes() {
             .filter(|(_, n)| n["status"] != "normal")
             .map(|(id, n)| format!("{id}: {}", n["status"]))
             .collect();
-        (st.len() == 3 && odd.is_empty()).then_some(()).ok_or(format!("{odd:?}"))
+        (st.len() == 3 && odd.is_empty())
+            .then_some(())
+            .ok_or(format!("{odd:?}"))
     });
     c.pause(3);
     let r = h1
