@@ -180,6 +180,18 @@ impl Fs {
         }
     }
 
+    /// Opens an existing file for writes that are durable when they complete
+    /// (O_DIRECT | O_DSYNC): one I/O where a write and an fdatasync take two,
+    /// and no fdatasync punted to a kernel worker thread. The simulated disk
+    /// opens it as [`Fs::open`] does, and [`File::writes_durable`] tells the
+    /// caller it must still sync.
+    pub async fn open_dsync(&self, path: &Path) -> Result<File> {
+        match self {
+            Fs::Real(r) => Ok(File::Real(r.open_dsync(path).await?)),
+            Fs::Sim(s) => Ok(File::Sim(s.open(path)?)),
+        }
+    }
+
     /// Opens an existing file read-only for reads through the OS page cache
     /// (the simulated disk has no page cache: the same as [`Fs::open`]).
     pub async fn open_buffered(&self, path: &Path) -> Result<File> {
@@ -257,6 +269,12 @@ impl File {
             File::Sim(f) => f.path(),
             File::Buffered(f) => &f.path,
         }
+    }
+
+    /// True if a completed [`File::write_at`] is already durable (the file was
+    /// opened by [`Fs::open_dsync`] on the real disk): no [`File::sync`] needed.
+    pub fn writes_durable(&self) -> bool {
+        matches!(self, File::Real(f) if f.dsync)
     }
 
     /// Allocates a write buffer of `len` bytes (a multiple of [`ALIGN`]), zeroed.

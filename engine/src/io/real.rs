@@ -90,6 +90,8 @@ pub struct RealFs {}
 pub struct RealFile {
     pub(super) file: DmaFile,
     pub(super) path: PathBuf,
+    /// Opened with O_DSYNC: a write completes only once its data is durable.
+    pub(super) dsync: bool,
 }
 
 fn gio<T>(path: &Path, r: glommio::Result<T, ()>) -> Result<T> {
@@ -129,6 +131,7 @@ impl RealFs {
         Ok(RealFile {
             file,
             path: path.to_path_buf(),
+            dsync: false,
         })
     }
 
@@ -137,6 +140,24 @@ impl RealFs {
         Ok(RealFile {
             file,
             path: path.to_path_buf(),
+            dsync: false,
+        })
+    }
+
+    pub(super) async fn open_dsync(&self, path: &Path) -> Result<RealFile> {
+        let file = gio(
+            path,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_DSYNC)
+                .dma_open(path)
+                .await,
+        )?;
+        Ok(RealFile {
+            file,
+            path: path.to_path_buf(),
+            dsync: true,
         })
     }
 
