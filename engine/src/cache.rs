@@ -8,13 +8,22 @@
 //! never reused, so blocks of a deleted table are never hit again and age out
 //! on their own. [`BlockCache::remove_file`] frees them at once instead, at the
 //! cost of one pass over the cache.
+//!
+//! A block may also be cached in its on-disk (sealed, compressed) form: a
+//! memtable flush fills the cache that way when compression shrank the
+//! block, and the first hit decodes it once and keeps the decoded form. A
+//! flush of a 256 MiB memtable of compressible values then copies the few
+//! MiB it writes rather than the 256 MiB it decodes to: fresh memory is not
+//! free (the kernel zeroes every new page; on the 2-vCPU VM of
+//! bench/RESULTS.md zeroing ran at 0.1-0.6 GB/s and made a flush hold its
+//! core for seconds).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
-use crate::sstable::block::Block;
+use crate::sstable::block::{decode_payload, Block};
 
 /// Bytes charged per cached block on top of its data: the slab node, the hash
 /// slot, the `Rc` header and the `Block` itself.
@@ -70,10 +79,19 @@ impl Hasher for KeyHasher {
 
 type Key = (u64, u64);
 
+/// What a cache slot holds.
+#[derive(Debug)]
+enum Entry {
+    /// Ready to search.
+    Decoded(Rc<Block>),
+    /// The block as written to disk (checksummed, maybe compressed).
+    Sealed(Box<[u8]>),
+}
+
 #[derive(Debug)]
 struct Node {
     key: Key,
-    block: Option<Rc<Block>>,
+    block: Option<Entry>,
     charge: usize,
     prev: u32,
     next: u32,
@@ -167,26 +185,71 @@ impl BlockCache {
     pub fn get(&self, file_no: u64, offset: u64) -> Option<Rc<Block>> {
         let mut g = self.inner.borrow_mut();
         let inner = &mut *g;
-        match inner.map.get(&(file_no, offset)).copied() {
-            Some(i) => {
-                inner.stats.hits += 1;
-                if inner.head != i {
-                    inner.unlink(i);
-                    inner.push_front(i);
-                }
-                inner.nodes[i as usize].block.clone()
-            }
-            None => {
-                inner.stats.misses += 1;
-                None
-            }
+        let Some(i) = inner.map.get(&(file_no, offset)).copied() else {
+            inner.stats.misses += 1;
+            return None;
+        };
+        if inner.head != i {
+            inner.unlink(i);
+            inner.push_front(i);
         }
+        let raw = match inner.nodes[i as usize].block.as_ref() {
+            Some(Entry::Decoded(b)) => {
+                inner.stats.hits += 1;
+                return Some(b.clone());
+            }
+            Some(Entry::Sealed(raw)) => raw,
+            None => return None,
+        };
+        // Decoded once, on its first read: the decoded form replaces it.
+        let Some(block) = decode_payload(raw).ok().and_then(|p| Block::from_payload(p).ok()) else {
+            // Only our own sealer's bytes get here, so this is memory
+            // corruption or a bug: forget the slot and let the reader go to
+            // the disk, which checks the block again.
+            inner.drop_node(i);
+            inner.stats.misses += 1;
+            return None;
+        };
+        inner.stats.hits += 1;
+        let block = Rc::new(block);
+        let charge = block.charge() + ENTRY_OVERHEAD;
+        let node = &mut inner.nodes[i as usize];
+        let old = std::mem::replace(&mut node.charge, charge);
+        node.block = Some(Entry::Decoded(block.clone()));
+        inner.stats.bytes_used = inner.stats.bytes_used - old as u64 + charge as u64;
+        // The decoded form is larger: make room behind it (it is the head).
+        while inner.stats.bytes_used > inner.stats.capacity && inner.tail != NIL && inner.tail != i {
+            let t = inner.tail;
+            inner.drop_node(t);
+            inner.stats.evictions += 1;
+        }
+        if inner.stats.bytes_used > inner.stats.capacity {
+            // Alone, and larger than the whole cache: not kept.
+            inner.drop_node(i);
+        }
+        Some(block)
     }
 
     /// Caches a block, evicting the least recently used ones to make room.
     /// A block larger than the whole cache is not kept.
     pub fn insert(&self, file_no: u64, offset: u64, block: Rc<Block>) {
         let charge = block.charge() + ENTRY_OVERHEAD;
+        self.insert_entry(file_no, offset, Entry::Decoded(block), charge);
+    }
+
+    /// Caches a block in its on-disk form (`raw`: payload, compression type
+    /// and checksum, as [`crate::sstable::block::BlockSealer::seal`] wrote
+    /// it), decoded on its first [`BlockCache::get`]. Charged its sealed size
+    /// until then.
+    pub fn insert_sealed(&self, file_no: u64, offset: u64, raw: &[u8]) {
+        let charge = raw.len() + ENTRY_OVERHEAD;
+        if charge as u64 > self.inner.borrow().stats.capacity {
+            return;
+        }
+        self.insert_entry(file_no, offset, Entry::Sealed(raw.into()), charge);
+    }
+
+    fn insert_entry(&self, file_no: u64, offset: u64, block: Entry, charge: usize) {
         let mut g = self.inner.borrow_mut();
         let inner = &mut *g;
         if charge as u64 > inner.stats.capacity {
@@ -311,17 +374,83 @@ mod tests {
         assert!(zero.get(1, 0).is_none());
     }
 
+    /// A real block of `n` entries with compressible bodies: (payload, sealed).
+    fn sealed_block(n: u32) -> (Vec<u8>, Vec<u8>) {
+        use crate::sstable::block::{BlockBuilder, BlockSealer};
+        let mut b = BlockBuilder::new(16);
+        for i in 0..n {
+            let mut ikey = vec![0u8; 8];
+            ikey.extend_from_slice(format!("key{i:06}").as_bytes());
+            b.add(&ikey, 1, &[b'x'; 200]);
+        }
+        let payload = b.finish().to_vec();
+        let mut sealed = Vec::new();
+        BlockSealer::new(crate::sstable::Compression::Lz4).seal(
+            &payload,
+            crate::sstable::Compression::Lz4,
+            &mut sealed,
+        );
+        (payload, sealed)
+    }
+
+    #[test]
+    fn a_sealed_block_is_decoded_on_its_first_hit_and_recharged() {
+        let (payload, sealed) = sealed_block(40);
+        assert!(
+            sealed.len() * 4 < payload.len(),
+            "the test needs a block that compresses"
+        );
+        let want = Block::from_payload(payload).unwrap();
+        let c = BlockCache::new(1 << 20);
+        c.insert_sealed(7, 4096, &sealed);
+        assert_eq!(c.stats().bytes_used, (sealed.len() + ENTRY_OVERHEAD) as u64);
+        let got = c.get(7, 4096).unwrap();
+        assert_eq!(got.num_restarts(), want.num_restarts());
+        assert_eq!(got.charge(), want.charge());
+        // Charged its decoded size from now on, and served decoded.
+        assert_eq!(c.stats().bytes_used, (want.charge() + ENTRY_OVERHEAD) as u64);
+        assert!(Rc::ptr_eq(&got, &c.get(7, 4096).unwrap()));
+        assert_eq!(c.stats().hits, 2);
+    }
+
+    #[test]
+    fn decoding_makes_room_and_a_bad_sealed_block_is_a_miss() {
+        let (payload, sealed) = sealed_block(40);
+        let decoded = Block::from_payload(payload).unwrap().charge() + ENTRY_OVERHEAD;
+        let small = sealed.len() + ENTRY_OVERHEAD;
+        // Room for two sealed blocks, or one decoded one, not one of each.
+        let c = BlockCache::new(decoded + small - 1);
+        c.insert_sealed(1, 0, &sealed);
+        c.insert_sealed(1, 1, &sealed);
+        assert!(c.get(1, 1).is_some());
+        // (1, 0) was least recently used: evicted for the decoded (1, 1).
+        assert_eq!(c.stats().entries, 1);
+        assert_eq!(c.stats().evictions, 1);
+        assert!(c.stats().bytes_used <= c.stats().capacity);
+        // A corrupt slot is dropped and counted as a miss.
+        let c = BlockCache::new(1 << 20);
+        let mut bad = sealed.clone();
+        bad[3] ^= 0xff;
+        c.insert_sealed(2, 0, &bad);
+        assert!(c.get(2, 0).is_none());
+        assert!(c.get(2, 0).is_none());
+        let s = c.stats();
+        assert_eq!((s.entries, s.bytes_used, s.hits, s.misses), (0, 0, 0, 2));
+    }
+
     #[test]
     fn random_ops_keep_the_invariants() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::SmallRng::seed_from_u64(5);
         let c = BlockCache::new(50_000);
+        let (_, sealed) = sealed_block(30);
         for _ in 0..20_000 {
             let f = rng.gen_range(0..4u64);
             let o = rng.gen_range(0..64u64);
             match rng.gen_range(0..10) {
                 0 => c.remove_file(f),
-                1..=4 => c.insert(f, o, blk(rng.gen_range(1..3000))),
+                1..=3 => c.insert(f, o, blk(rng.gen_range(1..3000))),
+                4 => c.insert_sealed(f, o, &sealed),
                 _ => {
                     let _ = c.get(f, o);
                 }

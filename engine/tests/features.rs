@@ -576,29 +576,49 @@ fn stats_report_amplification_bloom_and_cache() {
 
 #[test]
 fn flushed_blocks_are_cached_so_reads_after_a_flush_miss_nothing() {
-    for cache_on_flush in [true, false] {
+    // Compressible values are cached in their on-disk (compressed) form and
+    // decoded on first read; incompressible ones decoded at once.
+    for (cache_on_flush, compressible) in [(true, true), (true, false), (false, true)] {
         common::run(move || async move {
             let (_fs, mut o) = sim_opts(8);
             o.block_cache_bytes = 8 << 20;
             o.cache_on_flush = cache_on_flush;
             let e = Engine::open(o).await.unwrap();
+            let value = |i: u32| -> Vec<u8> {
+                if compressible {
+                    vec![7u8; 200]
+                } else {
+                    (0..25u64)
+                        .flat_map(|j| {
+                            xxhash_rust::xxh3::xxh3_64(&[i.to_le_bytes(), (j as u32).to_le_bytes()].concat())
+                                .to_le_bytes()
+                        })
+                        .collect()
+                }
+            };
             for i in 0..2000u32 {
                 let k = format!("k{i:05}").into_bytes();
-                e.put(common::token(&k), &k, &[7u8; 200], b"", 0).await.unwrap();
+                e.put(common::token(&k), &k, &value(i), b"", 0).await.unwrap();
             }
             e.flush().await.unwrap();
             let before = e.stats().cache;
             for i in 0..2000u32 {
                 let k = format!("k{i:05}").into_bytes();
-                assert_eq!(
-                    e.get(common::token(&k), &k).await.unwrap().unwrap().value,
-                    vec![7u8; 200]
-                );
+                assert_eq!(e.get(common::token(&k), &k).await.unwrap().unwrap().value, value(i));
             }
             let after = e.stats().cache;
             if cache_on_flush {
                 assert!(before.entries > 0, "{before:?}");
                 assert_eq!(after.misses, before.misses, "{after:?}");
+                // 2000 values of 200 bytes: the sealed form of compressible
+                // ones is a fraction of that until read.
+                let raw = 2000 * 200;
+                if compressible {
+                    assert!(before.bytes_used < raw / 4, "{before:?}");
+                    assert!(after.bytes_used > raw, "decoded on first read: {after:?}");
+                } else {
+                    assert!(before.bytes_used > raw, "{before:?}");
+                }
             } else {
                 assert!(after.misses > before.misses, "{after:?}");
             }

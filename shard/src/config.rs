@@ -57,6 +57,7 @@
 //! | `storage.memtable_bytes` | integer >= 1 MiB | 256 MiB | memtable budget per node, split across cores (also bounds the WAL replayed at start) |
 //! | `storage.memtable_jitter_pct` | integer 0..=90 | 40 | each memtable freezes at a size drawn from [budget x (1 - pct/100), budget], anew per memtable and different per node: replicas of the same writes then flush at different moments, so a quorum write rarely waits on a flushing node. 0 = exactly the budget |
 //! | `storage.block_cache_bytes` | integer | a quarter of RAM (256 MiB if unknown) | block cache budget per node, split across cores; 0 disables. Table reads bypass the page cache (O_DIRECT), so this is the node's read cache |
+//! | `storage.cache_on_flush` | `true` or `false` | `true` | put each flushed table's data blocks into the block cache as they are written (recent writes are the likeliest reads; table reads bypass the page cache): in their compressed on-disk form where compression saved a fifth or more (decoded on first read), else decoded. Costs a copy of every flushed block in fresh memory: on a write-heavy node whose reads are not of recent writes, `false` saves that CPU |
 //! | `storage.wal_segment_bytes` | integer 1 MiB..=1 GiB | 64 MiB | size of each preallocated WAL segment file |
 //! | `storage.wal_max_unsynced_bytes` | integer 64 KiB..=1 GiB | 8 MiB (derived from io-properties when present) | in `periodic` durability, WAL bytes buffered before a writer forces a sync: the group-commit batch bound |
 //! | `storage.flush_bytes_per_sec` | integer | 0 (derived from io-properties when present) | most bytes per second a memtable flush writes, per node (split across cores); 0 = unlimited. A flat-out flush queues ahead of the WAL's fdatasyncs, and writes wait behind it |
@@ -122,6 +123,7 @@ pub const KEYS: &[&str] = &[
     "storage.memtable_bytes",
     "storage.memtable_jitter_pct",
     "storage.block_cache_bytes",
+    "storage.cache_on_flush",
     "storage.wal_segment_bytes",
     "storage.wal_max_unsynced_bytes",
     "storage.flush_bytes_per_sec",
@@ -162,6 +164,7 @@ const STRING_KEYS: &[&str] = &[
     "cluster.resp_consistency",
     "cluster.resp_sloppy_quorum",
     "cluster.auto_bootstrap",
+    "storage.cache_on_flush",
     "storage.durability",
     "storage.io_properties",
     "log.level",
@@ -572,6 +575,9 @@ pub struct StorageConfig {
     pub memtable_jitter_pct: u64,
     /// Block cache budget for the node, split across cores.
     pub block_cache_bytes: u64,
+    /// Fill the block cache with each flushed table's blocks.
+    #[serde(serialize_with = "bool_string")]
+    pub cache_on_flush: bool,
     /// Size of each WAL segment file.
     pub wal_segment_bytes: u64,
     /// In periodic durability, WAL bytes buffered before a sync is forced.
@@ -695,6 +701,7 @@ impl Default for Config {
                 memtable_bytes: 256 << 20,
                 memtable_jitter_pct: 40,
                 block_cache_bytes: default_block_cache(),
+                cache_on_flush: true,
                 wal_segment_bytes: 64 << 20,
                 // The engine's own default.
                 wal_max_unsynced_bytes: 8 << 20,
@@ -1032,6 +1039,7 @@ impl Config {
             "storage.flush_bytes_per_sec" => {
                 self.storage.flush_bytes_per_sec = parse_int(value, 0, u64::MAX).map_err(bad)?
             }
+            "storage.cache_on_flush" => self.storage.cache_on_flush = parse_bool(value).map_err(bad)?,
             "storage.compaction_bytes_per_sec" => {
                 self.storage.compaction_bytes_per_sec = parse_int(value, 0, u64::MAX).map_err(bad)?
             }

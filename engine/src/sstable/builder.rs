@@ -228,13 +228,25 @@ impl TableBuilder {
         let compression = self.opts.compression;
         let payload = self.data.finish();
         self.sealer.seal(payload, compression, &mut self.sealed);
-        let cached = self.cache.as_ref().map(|_| payload.to_vec());
+        // Where compression saved a fifth or more, the cache takes the block
+        // as written and decodes it on its first read: a flush then copies
+        // (into fresh memory) only what it writes. Otherwise the decoded
+        // form, ready to search.
+        let sealed_small = self.sealed.len() < payload.len() - payload.len() / 5;
+        let cached = match self.cache {
+            Some(_) if !sealed_small => Some(payload.to_vec()),
+            _ => None,
+        };
         self.w.append(&self.sealed).await?;
-        if let (Some(cache), Some(payload)) = (self.cache.as_ref(), cached) {
-            // The payload came from our own block builder, so it decodes; a
-            // failure would only mean one block is read from disk later.
-            if let Ok(block) = Block::from_payload(payload) {
-                cache.insert(self.file_no, offset, Rc::new(block));
+        if let Some(cache) = self.cache.as_ref() {
+            if sealed_small {
+                cache.insert_sealed(self.file_no, offset, &self.sealed);
+            } else if let Some(payload) = cached {
+                // The payload came from our own block builder, so it decodes; a
+                // failure would only mean one block is read from disk later.
+                if let Ok(block) = Block::from_payload(payload) {
+                    cache.insert(self.file_no, offset, Rc::new(block));
+                }
             }
         }
         let handle = BlockHandle {
