@@ -249,6 +249,12 @@ impl BlockCache {
         self.insert_entry(file_no, offset, Entry::Sealed(raw.into()), charge);
     }
 
+    /// True if a sealed block of `len` bytes fits without evicting anything.
+    pub fn has_room_for_sealed(&self, len: usize) -> bool {
+        let s = self.inner.borrow().stats;
+        s.bytes_used + (len + ENTRY_OVERHEAD) as u64 <= s.capacity
+    }
+
     fn insert_entry(&self, file_no: u64, offset: u64, block: Entry, charge: usize) {
         let mut g = self.inner.borrow_mut();
         let inner = &mut *g;

@@ -1257,8 +1257,14 @@ impl Engine {
         }
         let mut made = Vec::new();
         let r = self.compact_inputs(&pick, &inputs, &mut made).await;
+        if r.is_err() {
+            for (no, _) in &made {
+                // Blocks the builders cached for tables never installed.
+                self.inner.cache.remove_file(*no);
+            }
+        }
         if r.is_err() && self.inner.bg_error.borrow().is_none() {
-            for p in &made {
+            for (_, p) in &made {
                 let _ = self.inner.opts.fs.remove(p).await;
             }
         }
@@ -1272,7 +1278,7 @@ impl Engine {
         &self,
         pick: &CompactionPick,
         inputs: &[(usize, Rc<TableHandle>)],
-        made: &mut Vec<PathBuf>,
+        made: &mut Vec<(u64, PathBuf)>,
     ) -> Result<()> {
         let now = self.now();
         let out_level = pick.output_level;
@@ -1360,11 +1366,15 @@ impl Engine {
                         m.as_mut().ok_or(Error::ReadOnly)?.next_file_no()
                     };
                     let path = self.inner.dir.join(table_name(file_no));
-                    made.push(path.clone());
+                    made.push((file_no, path.clone()));
                     let file = self.inner.opts.fs.create(&path).await?;
                     let mut topts = self.inner.opts.table.clone();
                     topts.created_ms = created;
-                    builder = Some((TableBuilder::new(file, topts, file_no), path));
+                    let mut b = TableBuilder::new(file, topts, file_no);
+                    if self.inner.opts.cache_on_flush {
+                        b = b.fill_free_cache(self.inner.cache.clone());
+                    }
+                    builder = Some((b, path));
                 }
                 if let Some((b, _)) = builder.as_mut() {
                     let before = b.estimated_size();

@@ -107,7 +107,9 @@ pub struct Options {
     /// cache, so otherwise the first read of each flushed block is a disk
     /// read. Costs a copy of each block at flush time: of the compressed
     /// on-disk form where compression saved a fifth or more (decoded on its
-    /// first read), else of the decoded block. Default true.
+    /// first read), else of the decoded block. Also compaction output, but
+    /// only compressed blocks and only into free room (see
+    /// [`crate::sstable::builder::TableBuilder::fill_free_cache`]). Default true.
     pub cache_on_flush: bool,
     /// Most bytes per second a flush writes; 0 = as fast as the disk takes
     /// them. A flush that writes flat out fills the device queue ahead of the

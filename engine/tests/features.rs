@@ -627,6 +627,57 @@ fn flushed_blocks_are_cached_so_reads_after_a_flush_miss_nothing() {
 }
 
 #[test]
+fn compaction_output_is_cached_compressed_into_free_room_and_evicts_nothing() {
+    // (cache size, expect every read after the compaction to hit)
+    for (cache_bytes, roomy) in [(8usize << 20, true), (64 << 10, false)] {
+        common::run(move || async move {
+            let (_fs, mut o) = sim_opts(9);
+            o.block_cache_bytes = cache_bytes;
+            o.memtable_bytes = 1 << 20;
+            let e = Engine::open(o).await.unwrap();
+            let key = |i: u32| format!("k{i:05}").into_bytes();
+            // Three overlapping tables, then one compaction over all of them.
+            for round in 0..3u8 {
+                for i in 0..2000u32 {
+                    let k = key(i);
+                    e.put(common::token(&k), &k, &[round; 200], b"", 0).await.unwrap();
+                }
+                e.flush().await.unwrap();
+            }
+            // Fill the small cache with reads, so it has no free room left.
+            for i in 0..2000u32 {
+                let k = key(i);
+                e.get(common::token(&k), &k).await.unwrap();
+            }
+            let before = e.stats().cache;
+            e.compact_range_all().await.unwrap();
+            let compacted = e.stats().cache;
+            assert_eq!(
+                compacted.evictions, before.evictions,
+                "compaction evicted: {compacted:?}"
+            );
+            for i in 0..2000u32 {
+                let k = key(i);
+                assert_eq!(
+                    e.get(common::token(&k), &k).await.unwrap().unwrap().value,
+                    vec![2u8; 200]
+                );
+            }
+            let after = e.stats().cache;
+            if roomy {
+                assert!(compacted.entries > 0, "{compacted:?}");
+                assert_eq!(
+                    after.misses, compacted.misses,
+                    "reads after the compaction went to disk: {after:?}"
+                );
+            } else {
+                assert!(after.misses > compacted.misses, "{after:?}");
+            }
+        });
+    }
+}
+
+#[test]
 fn periodic_mode_acknowledges_before_sync_and_loses_at_most_the_window() {
     common::run(|| async {
         let fs = Fs::sim(7);

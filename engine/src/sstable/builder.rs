@@ -90,9 +90,11 @@ pub struct TableBuilder {
     /// Previous entry, for ordering checks and distinct-key counting.
     prev_seq: SeqNo,
     has_prev: bool,
-    /// Where data blocks go as they are written (flushes only; see
-    /// [`TableBuilder::fill_cache`]).
+    /// Where data blocks go as they are written (see
+    /// [`TableBuilder::fill_cache`] and [`TableBuilder::fill_free_cache`]).
     cache: Option<Rc<BlockCache>>,
+    /// Only compressed blocks, and only into room the cache has free.
+    cache_spare_only: bool,
 }
 
 impl TableBuilder {
@@ -128,6 +130,7 @@ impl TableBuilder {
             prev_seq: 0,
             has_prev: false,
             cache: None,
+            cache_spare_only: false,
             opts,
             file_no,
         }
@@ -141,6 +144,20 @@ impl TableBuilder {
     /// cache if the table is abandoned.
     pub fn fill_cache(mut self, cache: Rc<BlockCache>) -> TableBuilder {
         self.cache = Some(cache);
+        self.cache_spare_only = false;
+        self
+    }
+
+    /// Like [`TableBuilder::fill_cache`], for compaction output: only blocks
+    /// that compression shrank by a fifth or more (cached in their on-disk
+    /// form, cheap to copy), and only while the cache has free room, so
+    /// speculative copies never evict blocks readers are using. Without it a
+    /// compaction turns a warm cache cold: its inputs' blocks leave the cache
+    /// with the inputs, and the first read of every output block is a disk
+    /// read.
+    pub fn fill_free_cache(mut self, cache: Rc<BlockCache>) -> TableBuilder {
+        self.cache = Some(cache);
+        self.cache_spare_only = true;
         self
     }
 
@@ -234,13 +251,15 @@ impl TableBuilder {
         // form, ready to search.
         let sealed_small = self.sealed.len() < payload.len() - payload.len() / 5;
         let cached = match self.cache {
-            Some(_) if !sealed_small => Some(payload.to_vec()),
+            Some(_) if !sealed_small && !self.cache_spare_only => Some(payload.to_vec()),
             _ => None,
         };
         self.w.append(&self.sealed).await?;
         if let Some(cache) = self.cache.as_ref() {
             if sealed_small {
-                cache.insert_sealed(self.file_no, offset, &self.sealed);
+                if !self.cache_spare_only || cache.has_room_for_sealed(self.sealed.len()) {
+                    cache.insert_sealed(self.file_no, offset, &self.sealed);
+                }
             } else if let Some(payload) = cached {
                 // The payload came from our own block builder, so it decodes; a
                 // failure would only mean one block is read from disk later.
