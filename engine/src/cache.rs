@@ -243,9 +243,6 @@ impl BlockCache {
     /// until then.
     pub fn insert_sealed(&self, file_no: u64, offset: u64, raw: &[u8]) {
         let charge = raw.len() + ENTRY_OVERHEAD;
-        if charge as u64 > self.inner.borrow().stats.capacity {
-            return;
-        }
         self.insert_entry(file_no, offset, Entry::Sealed(raw.into()), charge);
     }
 

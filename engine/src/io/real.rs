@@ -118,46 +118,30 @@ impl RealFs {
     }
 
     pub(super) async fn create(&self, path: &Path) -> Result<RealFile> {
-        let file = gio(
-            path,
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .dma_open(path)
-                .await,
-        )?;
-        Ok(RealFile {
-            file,
-            path: path.to_path_buf(),
-            dsync: false,
-        })
+        let mut o = OpenOptions::new();
+        o.read(true).write(true).create(true).truncate(true);
+        Self::dma_open(path, &o, false).await
     }
 
     pub(super) async fn open(&self, path: &Path, write: bool) -> Result<RealFile> {
-        let file = gio(path, OpenOptions::new().read(true).write(write).dma_open(path).await)?;
-        Ok(RealFile {
-            file,
-            path: path.to_path_buf(),
-            dsync: false,
-        })
+        let mut o = OpenOptions::new();
+        o.read(true).write(write);
+        Self::dma_open(path, &o, false).await
     }
 
     pub(super) async fn open_dsync(&self, path: &Path) -> Result<RealFile> {
-        let file = gio(
-            path,
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_DSYNC)
-                .dma_open(path)
-                .await,
-        )?;
+        let mut o = OpenOptions::new();
+        o.read(true).write(true).custom_flags(libc::O_DSYNC);
+        Self::dma_open(path, &o, true).await
+    }
+
+    /// `dsync` records that `o` carries O_DSYNC (see [`RealFile::dsync`]).
+    async fn dma_open(path: &Path, o: &OpenOptions, dsync: bool) -> Result<RealFile> {
+        let file = gio(path, o.dma_open(path).await)?;
         Ok(RealFile {
             file,
             path: path.to_path_buf(),
-            dsync: true,
+            dsync,
         })
     }
 
