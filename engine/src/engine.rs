@@ -31,6 +31,7 @@ use crate::manifest::{self, Manifest, ManifestState, VersionEdit};
 use crate::memtable::MemTable;
 use crate::notify::{BusyGuard, Notify};
 use crate::options::Options;
+use crate::rowcache::{RowCache, RowCacheStats, Stamp};
 use crate::sstable::{Found, Table, TableBuilder, TableIter, TableMeta};
 use crate::version::{TableHandle, Version};
 use crate::wal::{Durability, Wal, WalStats, DISK_FULL_RETRY};
@@ -38,20 +39,21 @@ use crate::wal::{Durability, Wal, WalStats, DISK_FULL_RETRY};
 /// Where a point read found its version.
 enum Hit {
     Mem(SeqNo, Rc<[u8]>),
+    Row(SeqNo, Rc<[u8]>),
     Table(Found, Rc<TableHandle>),
 }
 
 impl Hit {
     fn seq(&self) -> SeqNo {
         match self {
-            Hit::Mem(s, _) => *s,
+            Hit::Mem(s, _) | Hit::Row(s, _) => *s,
             Hit::Table(f, _) => f.seq,
         }
     }
 
     fn body(&self) -> &[u8] {
         match self {
-            Hit::Mem(_, b) => b,
+            Hit::Mem(_, b) | Hit::Row(_, b) => b,
             Hit::Table(f, _) => f.body(),
         }
     }
@@ -59,6 +61,7 @@ impl Hit {
     fn corruption(&self, e: crate::error::DecodeError) -> Error {
         match self {
             Hit::Mem(..) => Error::corruption("memtable", 0, e.to_string()),
+            Hit::Row(..) => Error::corruption("row cache", 0, e.to_string()),
             Hit::Table(_, t) => Error::corruption(&t.path, 0, format!("undecodable entry body: {e}")),
         }
     }
@@ -184,6 +187,8 @@ pub struct Stats {
     pub bloom_false_positives: u64,
     /// Block cache counters.
     pub cache: CacheStats,
+    /// Row cache counters.
+    pub row_cache: RowCacheStats,
     /// Memtable flushes.
     pub flushes: u64,
     /// Compactions run (trivial moves included).
@@ -265,6 +270,7 @@ struct Inner {
     version: RefCell<Rc<Version>>,
     manifest: Mutex<Option<Manifest>>,
     cache: Rc<BlockCache>,
+    rows: RowCache,
     policy: RefCell<PolicyState>,
     obsolete: RefCell<Vec<Rc<TableHandle>>>,
     switching: Cell<bool>,
@@ -503,6 +509,13 @@ impl Engine {
             version: RefCell::new(Rc::new(version)),
             manifest: Mutex::new(manifest),
             cache,
+            // A compaction filter may drop a live put from the tables, which
+            // no write would ever invalidate here: no row cache then.
+            rows: RowCache::new(if opts.compaction_filter.is_some() {
+                0
+            } else {
+                opts.row_cache_bytes
+            }),
             policy: RefCell::new(PolicyState::default()),
             obsolete: RefCell::new(Vec::new()),
             switching: Cell::new(false),
@@ -665,6 +678,10 @@ impl Engine {
                 body.clear();
                 crate::format::encode_body(op.kind, op.time, op.meta, op.value, &mut body);
                 mem.insert(op.token, op.key, op.seq, &body);
+                if self.inner.rows.enabled() {
+                    let h = crate::filter::hash_key(op.token, op.key);
+                    self.inner.rows.invalidate(h, op.token, op.key);
+                }
             }
         }
         self.inner.counters.borrow_mut().user_bytes += user_bytes;
@@ -850,8 +867,22 @@ impl Engine {
                 return Ok(Some(Hit::Mem(seq, body)));
             }
         }
-        let version = self.inner.version.borrow().clone();
         let hash = crate::filter::hash_key(token, key);
+        let rows = &self.inner.rows;
+        let stamp = if rows.enabled() {
+            if let Some((seq, body)) = rows.get(hash, token, key) {
+                match decode_body(&body) {
+                    Ok(b) if b.is_live(|| self.now()) => return Ok(Some(Hit::Row(seq, body))),
+                    // Expired since it was cached: the tables decide (a
+                    // compaction may have dropped it).
+                    _ => rows.remove(hash, token, key),
+                }
+            }
+            Some(rows.stamp(hash))
+        } else {
+            None
+        };
+        let version = self.inner.version.borrow().clone();
         let mut probed = 0u64;
         let mut best: Option<(Found, Rc<TableHandle>)> = None;
         if let Some(l0) = version.levels.first() {
@@ -882,7 +913,46 @@ impl Engine {
             }
         }
         self.inner.counters.borrow_mut().tables_probed += probed;
+        if let (Some(stamp), Some((f, _))) = (stamp, &best) {
+            self.fill_row_cache(stamp, hash, token, key, &version, f.seq, f.body());
+        }
         Ok(best.map(|(f, t)| Hit::Table(f, t)))
+    }
+
+    /// Caches what a point read found in the tables, unless something may
+    /// have changed (token, key) while it read (rules in [`crate::rowcache`]).
+    #[allow(clippy::too_many_arguments)]
+    fn fill_row_cache(
+        &self,
+        stamp: Stamp,
+        hash: u64,
+        token: Token,
+        key: &[u8],
+        read_from: &Rc<Version>,
+        seq: SeqNo,
+        body: &[u8],
+    ) {
+        let rows = &self.inner.rows;
+        if !matches!(decode_body(body), Ok(b) if b.kind == Kind::Put && b.is_live(|| self.now())) {
+            return;
+        }
+        // A flush or compaction installed other tables while this read
+        // awaited blocks: what it found may already be shadowed there.
+        let same_tables = Rc::ptr_eq(read_from, &self.inner.version.borrow());
+        // Any version in a memtable, visible yet or not, will reach a table
+        // later; the cached row would then be stale.
+        let in_mem = self.inner.mem.borrow().get(token, key, SeqNo::MAX).is_some()
+            || self
+                .inner
+                .imm
+                .borrow()
+                .iter()
+                .any(|m| m.get(token, key, SeqNo::MAX).is_some());
+        if !same_tables || in_mem {
+            rows.note_raced();
+            return;
+        }
+        rows.insert(hash, stamp, token, key, seq, body);
     }
 
     /// Reads the newest version of (token, key), tombstones included and
@@ -1568,6 +1638,7 @@ impl Engine {
             bloom_negatives: neg,
             bloom_false_positives: fp,
             cache: self.inner.cache.stats(),
+            row_cache: self.inner.rows.stats(),
             flushes: c.flushes,
             compactions: c.compactions,
             stalls: c.stalls,

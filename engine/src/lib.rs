@@ -1,7 +1,7 @@
 //! corekv's per-core LSM storage engine.
 //!
-//! One [`Engine`] per CPU core: its own WAL, memtables, SSTables, block cache
-//! and compaction. It is `!Send` by construction (it lives on one glommio
+//! One [`Engine`] per CPU core: its own WAL, memtables, SSTables, block cache,
+//! row cache and compaction. It is `!Send` by construction (it lives on one glommio
 //! executor), so nothing in it needs a lock. See docs/format-wal.md and
 //! docs/format-sstable.md for the bytes on disk.
 
@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod memtable;
 pub mod notify;
 pub mod options;
+pub mod rowcache;
 pub mod sstable;
 pub mod version;
 pub mod wal;
@@ -27,4 +28,5 @@ pub use error::{Error, Result};
 pub use format::{Entry, Kind, SeqNo, Token, WriteBatch};
 pub use io::Fs;
 pub use options::{CompactionFilter, Limits, Options, TableReads};
+pub use rowcache::RowCacheStats;
 pub use wal::Durability;

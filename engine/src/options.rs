@@ -111,6 +111,11 @@ pub struct Options {
     /// only compressed blocks and only into free room (see
     /// [`crate::sstable::builder::TableBuilder::fill_free_cache`]). Default true.
     pub cache_on_flush: bool,
+    /// Row cache size in bytes (0 disables it): the newest version of
+    /// recently read keys, so a repeated point read skips the tables
+    /// (see [`crate::rowcache`]). Off while a `compaction_filter` is set:
+    /// the filter can drop a live value without a write to invalidate it.
+    pub row_cache_bytes: usize,
     /// Most bytes per second a flush writes; 0 = as fast as the disk takes
     /// them. A flush that writes flat out fills the device queue ahead of the
     /// WAL's fdatasyncs, and every write waits behind it.
@@ -147,6 +152,7 @@ impl std::fmt::Debug for Options {
             .field("wal", &self.wal)
             .field("table", &self.table)
             .field("block_cache_bytes", &self.block_cache_bytes)
+            .field("row_cache_bytes", &self.row_cache_bytes)
             .field("compaction", &self.compaction)
             .field("limits", &self.limits)
             .field("read_only", &self.read_only)
@@ -169,6 +175,7 @@ impl Options {
             table: TableOptions::default(),
             block_cache_bytes: 64 << 20,
             cache_on_flush: true,
+            row_cache_bytes: 16 << 20,
             flush_bytes_per_sec: 0,
             table_reads: TableReads::Direct,
             compaction: CompactionStyle::default(),

@@ -57,8 +57,10 @@
 //! | `storage.memtable_bytes` | integer >= 1 MiB | 256 MiB | memtable budget per node, split across cores (also bounds the WAL replayed at start) |
 //! | `storage.memtable_jitter_pct` | integer 0..=90 | 40 | each memtable freezes at a size drawn from [budget x (1 - pct/100), budget], anew per memtable and different per node: replicas of the same writes then flush at different moments, so a quorum write rarely waits on a flushing node. 0 = exactly the budget |
 //! | `storage.block_cache_bytes` | integer | a quarter of RAM (256 MiB if unknown) | block cache budget per node, split across cores; 0 disables. Table reads bypass the page cache (O_DIRECT), so this is the node's read cache |
+//! | `storage.row_cache_bytes` | integer | a sixteenth of RAM (64 MiB if unknown) | row cache budget per node, split across cores; 0 disables. The newest version of recently read keys, in front of the tables: a repeated point read skips the bloom filters, the index and the block search. Filled only by reads that reached the tables; a write drops its key from it |
 //! | `storage.cache_on_flush` | `true` or `false` | `true` | put each flushed table's data blocks into the block cache as they are written (recent writes are the likeliest reads; table reads bypass the page cache): in their compressed on-disk form where compression saved a fifth or more (decoded on first read), else decoded; compaction output too, but only compressed blocks and only into free cache room. Costs a copy of every flushed block in fresh memory: on a write-heavy node whose reads are not of recent writes, `false` saves that CPU |
 //! | `storage.wal_segment_bytes` | integer 1 MiB..=1 GiB | 64 MiB | size of each preallocated WAL segment file |
+//! | `storage.wal_group_commit_us` | integer 0..=100000 | 0 | in `sync` durability, the least time in microseconds from the start of one WAL group commit to the next; writes arriving meanwhile share the next sync. Fewer, larger syncs for up to this much more write latency: worth it on disks where each sync is dear (virtual disks) |
 //! | `storage.wal_max_unsynced_bytes` | integer 64 KiB..=1 GiB | 8 MiB (derived from io-properties when present) | in `periodic` durability, WAL bytes buffered before a writer forces a sync: the group-commit batch bound |
 //! | `storage.flush_bytes_per_sec` | integer | 0 (derived from io-properties when present) | most bytes per second a memtable flush writes, per node (split across cores); 0 = unlimited. A flat-out flush queues ahead of the WAL's fdatasyncs, and writes wait behind it |
 //! | `storage.compaction_bytes_per_sec` | integer | 0 (derived from io-properties when present) | most bytes per second compaction writes, per node (split across cores); 0 = unlimited |
@@ -123,9 +125,11 @@ pub const KEYS: &[&str] = &[
     "storage.memtable_bytes",
     "storage.memtable_jitter_pct",
     "storage.block_cache_bytes",
+    "storage.row_cache_bytes",
     "storage.cache_on_flush",
     "storage.wal_segment_bytes",
     "storage.wal_max_unsynced_bytes",
+    "storage.wal_group_commit_us",
     "storage.flush_bytes_per_sec",
     "storage.compaction_bytes_per_sec",
     "storage.durability",
@@ -575,6 +579,8 @@ pub struct StorageConfig {
     pub memtable_jitter_pct: u64,
     /// Block cache budget for the node, split across cores.
     pub block_cache_bytes: u64,
+    /// Row cache budget for the node, split across cores.
+    pub row_cache_bytes: u64,
     /// Fill the block cache with each flushed table's blocks.
     #[serde(serialize_with = "bool_string")]
     pub cache_on_flush: bool,
@@ -582,6 +588,8 @@ pub struct StorageConfig {
     pub wal_segment_bytes: u64,
     /// In periodic durability, WAL bytes buffered before a sync is forced.
     pub wal_max_unsynced_bytes: u64,
+    /// Least microseconds between the starts of two WAL group commits.
+    pub wal_group_commit_us: u64,
     /// When writes are acknowledged.
     pub durability: Durability,
     /// Flush write rate per node, bytes/s; 0 = unlimited.
@@ -701,10 +709,12 @@ impl Default for Config {
                 memtable_bytes: 256 << 20,
                 memtable_jitter_pct: 40,
                 block_cache_bytes: default_block_cache(),
+                row_cache_bytes: default_row_cache(),
                 cache_on_flush: true,
                 wal_segment_bytes: 64 << 20,
                 // The engine's own default.
                 wal_max_unsynced_bytes: 8 << 20,
+                wal_group_commit_us: 0,
                 flush_bytes_per_sec: 0,
                 compaction_bytes_per_sec: 0,
                 durability: Durability::Sync,
@@ -737,15 +747,24 @@ impl Default for Config {
 /// on this machine is expected to (ScyllaDB takes most of it; a quarter leaves
 /// room for memtables, connections and other processes).
 fn default_block_cache() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(256 << 20, |kb| (kb * 1024 / 4).max(64 << 20))
+    mem_total().map_or(256 << 20, |b| (b / 4).max(64 << 20))
+}
+
+/// A sixteenth of the machine's memory: enough for the hot keys of a
+/// point-read workload, small next to the block cache it sits in front of.
+fn default_row_cache() -> u64 {
+    mem_total().map_or(64 << 20, |b| (b / 16).max(16 << 20))
+}
+
+/// MemTotal from /proc/meminfo, in bytes.
+fn mem_total() -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    })
 }
 
 fn parse_int(value: &str, min: u64, max: u64) -> std::result::Result<u64, String> {
@@ -1035,6 +1054,7 @@ impl Config {
             "storage.block_cache_bytes" => {
                 self.storage.block_cache_bytes = parse_int(value, 0, u64::MAX).map_err(bad)?
             }
+            "storage.row_cache_bytes" => self.storage.row_cache_bytes = parse_int(value, 0, u64::MAX).map_err(bad)?,
             "storage.durability" => self.storage.durability = value.parse().map_err(bad)?,
             "storage.flush_bytes_per_sec" => {
                 self.storage.flush_bytes_per_sec = parse_int(value, 0, u64::MAX).map_err(bad)?
@@ -1042,6 +1062,9 @@ impl Config {
             "storage.cache_on_flush" => self.storage.cache_on_flush = parse_bool(value).map_err(bad)?,
             "storage.compaction_bytes_per_sec" => {
                 self.storage.compaction_bytes_per_sec = parse_int(value, 0, u64::MAX).map_err(bad)?
+            }
+            "storage.wal_group_commit_us" => {
+                self.storage.wal_group_commit_us = parse_int(value, 0, 100_000).map_err(bad)?
             }
             "storage.wal_max_unsynced_bytes" => {
                 self.storage.wal_max_unsynced_bytes = parse_int(value, 64 << 10, 1 << 30).map_err(bad)?

@@ -395,11 +395,13 @@ fn engine_options(config: &Config, core: usize, cores: usize) -> EngineOptions {
     // Distinct per node and core, so replicas' freeze points differ.
     o.memtable_jitter_seed = xxhash_rust::xxh3::xxh3_64(config.node.id.as_bytes()) ^ core as u64;
     o.block_cache_bytes = per_core(config.storage.block_cache_bytes);
+    o.row_cache_bytes = per_core(config.storage.row_cache_bytes);
     o.cache_on_flush = config.storage.cache_on_flush;
     o.wal.segment_bytes = config.storage.wal_segment_bytes;
     o.flush_bytes_per_sec = config.storage.flush_bytes_per_sec / cores as u64;
     o.compaction_bytes_per_sec = config.storage.compaction_bytes_per_sec / cores as u64;
     o.wal.max_unsynced_bytes = usize::try_from(config.storage.wal_max_unsynced_bytes).unwrap_or(usize::MAX);
+    o.wal.group_commit_interval = Duration::from_micros(config.storage.wal_group_commit_us);
     o.wal.durability = match config.storage.durability {
         Durability::Sync => corekv_engine::Durability::Sync,
         Durability::Periodic { interval_ms } => corekv_engine::Durability::Periodic(Duration::from_millis(interval_ms)),

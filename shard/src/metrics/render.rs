@@ -591,6 +591,30 @@ impl Collector for Snapshot {
         )?;
         family(
             &mut enc,
+            "corekv_row_cache_hits",
+            "Point reads answered by the row cache",
+            None,
+            Counter,
+            eng(|c| c.engine.row_cache.hits),
+        )?;
+        family(
+            &mut enc,
+            "corekv_row_cache_misses",
+            "Point reads that missed the memtables and the row cache",
+            None,
+            Counter,
+            eng(|c| c.engine.row_cache.misses),
+        )?;
+        family(
+            &mut enc,
+            "corekv_row_cache",
+            "Bytes held by the row cache",
+            bytes,
+            Gauge,
+            eng(|c| c.engine.row_cache.bytes_used),
+        )?;
+        family(
+            &mut enc,
             "corekv_bloom_checks",
             "Bloom filter checks of the live tables",
             None,
