@@ -301,11 +301,14 @@ impl BlockCache {
     pub fn remove_file(&self, file_no: u64) {
         let mut g = self.inner.borrow_mut();
         let inner = &mut *g;
+        // The slab, not the map: a dense array is several times faster to
+        // walk, and this runs with the core held (a cache of 150k blocks).
         let doomed: Vec<u32> = inner
-            .map
+            .nodes
             .iter()
-            .filter(|((f, _), _)| *f == file_no)
-            .map(|(_, &i)| i)
+            .enumerate()
+            .filter(|(_, n)| n.block.is_some() && n.key.0 == file_no)
+            .map(|(i, _)| i as u32)
             .collect();
         for i in doomed {
             inner.drop_node(i);

@@ -1061,15 +1061,23 @@ fn cluster_routes() {
     // Gossip says NORMAL before the ring requests are planned by drops the
     // joiner's pending ranges: wait for the ring too, or ALL still waits for
     // the two natural replicas only (a run answered 200 here).
-    await_until(Duration::from_secs(30), "n1 routing by a ring of 3 with nothing pending", || {
-        let r = h1.get("/api/v1/admin/cluster/ring");
-        expect(&r, 200);
-        let b = body(&r);
-        let nodes = b["ring"]["nodes"].as_array().map_or(0, |a| a.len());
-        (nodes == 3 && b["pending"].is_null())
-            .then_some(())
-            .ok_or(format!("{} nodes, pending {}", nodes, b["pending"]))
-    });
+    await_until(
+        Duration::from_secs(30),
+        "n1 routing by a ring of 3 with nothing pending",
+        || {
+            let r = h1.get("/api/v1/admin/cluster/ring");
+            expect(&r, 200);
+            let b = body(&r);
+            let nodes = b["ring"]["nodes"].as_array().cloned().unwrap_or_default();
+            let settled = nodes
+                .iter()
+                .all(|n| n["status"] == "normal" && n["tokens"].as_array().is_some_and(|t| !t.is_empty()));
+            (nodes.len() == 3 && settled && b["pending"].is_null())
+                .then_some(())
+                .ok_or(format!("ring {}, pending {}", b["ring"]["nodes"], b["pending"]))
+        },
+    );
+    let ring_before = body(&h1.get("/api/v1/admin/cluster/ring"));
     c.pause(3);
     let r = h1
         .request(
@@ -1080,7 +1088,14 @@ fn cluster_routes() {
         )
         .unwrap();
     c.resume(3);
-    assert!(matches!(r.status, 503 | 504), "{} {}", r.status, r.text());
+    assert!(
+        matches!(r.status, 503 | 504),
+        "{} {}; n1's ring before the pause: {}; n1's log tail:\n{}",
+        r.status,
+        r.text(),
+        ring_before,
+        c.node(1).log_tail(30)
+    );
     if r.status == 504 {
         await_until(Duration::from_secs(10), "the slow-request log line", || {
             let log = c.node(1).log_text();

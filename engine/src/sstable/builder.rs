@@ -314,7 +314,7 @@ impl TableBuilder {
         let last_seq = self.prev_seq;
         self.flush_data_block().await?;
 
-        let filter = self.filter.finish();
+        let filter = self.filter.finish_yielding().await;
         let filter_h = self.write_meta_block(&filter).await?;
 
         let index_payload = self.index.finish().to_vec();
