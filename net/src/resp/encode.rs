@@ -92,6 +92,9 @@ impl ReplyWriter {
 
     /// `$len` + bytes.
     pub fn bulk(&self, out: &mut Vec<u8>, data: &[u8]) {
+        // Header (at most 1 + 20 digits + CRLF), data, CRLF in one allocation:
+        // a 1 KiB value into an empty reply otherwise reallocates it 4 times.
+        out.reserve(data.len() + 27);
         header(out, b'$', len_i64(data.len()));
         out.extend_from_slice(data);
         out.extend_from_slice(b"\r\n");
