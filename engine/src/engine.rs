@@ -189,6 +189,10 @@ pub struct Stats {
     pub cache: CacheStats,
     /// Row cache counters.
     pub row_cache: RowCacheStats,
+    /// Flushed memtables kept for point reads.
+    pub retained_memtables: usize,
+    /// Their bytes.
+    pub retained_bytes: u64,
     /// Memtable flushes.
     pub flushes: u64,
     /// Compactions run (trivial moves included).
@@ -271,6 +275,10 @@ struct Inner {
     manifest: Mutex<Option<Manifest>>,
     cache: Rc<BlockCache>,
     rows: RowCache,
+    /// Flushed memtables kept for point reads, oldest first, and their bytes
+    /// (see [`Options::retain_flushed_bytes`]).
+    retained: RefCell<VecDeque<Rc<MemTable>>>,
+    retained_bytes: Cell<usize>,
     policy: RefCell<PolicyState>,
     obsolete: RefCell<Vec<Rc<TableHandle>>>,
     switching: Cell<bool>,
@@ -516,6 +524,8 @@ impl Engine {
             } else {
                 opts.row_cache_bytes
             }),
+            retained: RefCell::new(VecDeque::new()),
+            retained_bytes: Cell::new(0),
             policy: RefCell::new(PolicyState::default()),
             obsolete: RefCell::new(Vec::new()),
             switching: Cell::new(false),
@@ -861,9 +871,14 @@ impl Engine {
         if let Some((seq, body)) = self.inner.mem.borrow().get(token, key, read_seq) {
             return Ok(Some(Hit::Mem(seq, body)));
         }
-        let imm: Vec<Rc<MemTable>> = self.inner.imm.borrow().iter().rev().cloned().collect();
-        for m in &imm {
+        for m in self.inner.imm.borrow().iter().rev() {
             if let Some((seq, body)) = m.get(token, key, read_seq) {
+                return Ok(Some(Hit::Mem(seq, body)));
+            }
+        }
+        // Newest first; everything in them is flushed, so durable and visible.
+        for m in self.inner.retained.borrow().iter().rev() {
+            if let Some((seq, body)) = m.get(token, key, SeqNo::MAX) {
                 return Ok(Some(Hit::Mem(seq, body)));
             }
         }
@@ -1189,7 +1204,12 @@ impl Engine {
             v.normalize();
             self.install(v);
             let popped = self.inner.imm.borrow_mut().pop_front();
-            debug_assert!(popped.is_some_and(|p| Rc::ptr_eq(&p, mem)));
+            debug_assert!(popped.as_ref().is_some_and(|p| Rc::ptr_eq(p, mem)));
+            // In the same poll as the install: a read sees the memtable among
+            // the kept ones from the moment it left `imm`.
+            if let Some(p) = popped {
+                self.retain_flushed(p);
+            }
         }
         wal.release_below(min_log_no).await?;
         tracing::debug!(
@@ -1207,6 +1227,37 @@ impl Engine {
             .flush_bytes_probe
             .set(self.inner.flush_bytes_probe.get() + meta.size);
         Ok(())
+    }
+
+    /// Keeps a just-flushed memtable for point reads, dropping the oldest
+    /// kept ones past the budget (see [`Options::retain_flushed_bytes`]).
+    fn retain_flushed(&self, m: Rc<MemTable>) {
+        let budget = if self.inner.opts.compaction_filter.is_some() {
+            0
+        } else {
+            self.inner.opts.retain_flushed_bytes
+        };
+        let mut kept = self.inner.retained.borrow_mut();
+        if m.size() > budget {
+            // Not kept: then none older may be (its keys' newer versions
+            // would be in a table read after them).
+            kept.clear();
+            self.inner.retained_bytes.set(0);
+            return;
+        }
+        self.inner
+            .retained_bytes
+            .set(self.inner.retained_bytes.get() + m.size());
+        kept.push_back(m);
+        // Oldest first only: a kept memtable must never be older than one
+        // that was dropped (a newer version of its keys would then be in a
+        // table the lookup reads after it).
+        while self.inner.retained_bytes.get() > budget {
+            let Some(old) = kept.pop_front() else { break };
+            self.inner
+                .retained_bytes
+                .set(self.inner.retained_bytes.get() - old.size());
+        }
     }
 
     /// Runs compactions until the policy has nothing to do.
@@ -1639,6 +1690,8 @@ impl Engine {
             bloom_false_positives: fp,
             cache: self.inner.cache.stats(),
             row_cache: self.inner.rows.stats(),
+            retained_memtables: self.inner.retained.borrow().len(),
+            retained_bytes: self.inner.retained_bytes.get() as u64,
             flushes: c.flushes,
             compactions: c.compactions,
             stalls: c.stalls,

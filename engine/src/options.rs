@@ -116,6 +116,15 @@ pub struct Options {
     /// (see [`crate::rowcache`]). Off while a `compaction_filter` is set:
     /// the filter can drop a live value without a write to invalidate it.
     pub row_cache_bytes: usize,
+    /// Flushed memtables kept for point reads, newest first, up to this many
+    /// bytes (0: none). A memtable's hash index answers a read of a recent
+    /// write in one probe, where its table costs a bloom check, an index
+    /// search, a block lookup and, on the first read of a block, its
+    /// decompression. They are kept from the newest flush back, so a key
+    /// found in one has no newer version in any table (those came from a
+    /// newer memtable, which is kept too). Off while a `compaction_filter`
+    /// is set, as for the row cache.
+    pub retain_flushed_bytes: usize,
     /// Most bytes per second a flush writes; 0 = as fast as the disk takes
     /// them. A flush that writes flat out fills the device queue ahead of the
     /// WAL's fdatasyncs, and every write waits behind it.
@@ -153,6 +162,7 @@ impl std::fmt::Debug for Options {
             .field("table", &self.table)
             .field("block_cache_bytes", &self.block_cache_bytes)
             .field("row_cache_bytes", &self.row_cache_bytes)
+            .field("retain_flushed_bytes", &self.retain_flushed_bytes)
             .field("compaction", &self.compaction)
             .field("limits", &self.limits)
             .field("read_only", &self.read_only)
@@ -176,6 +186,7 @@ impl Options {
             block_cache_bytes: 64 << 20,
             cache_on_flush: true,
             row_cache_bytes: 16 << 20,
+            retain_flushed_bytes: 16 << 20,
             flush_bytes_per_sec: 0,
             table_reads: TableReads::Direct,
             compaction: CompactionStyle::default(),

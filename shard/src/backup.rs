@@ -685,6 +685,7 @@ async fn read_dir(
     o.table_reads = corekv_engine::TableReads::Buffered;
     o.block_cache_bytes = 8 << 20;
     o.row_cache_bytes = 0;
+    o.retain_flushed_bytes = 0;
     o.background = false;
     // The checkpoint's own keys passed these bounds when written; a read
     // checks nothing against them.

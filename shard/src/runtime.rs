@@ -396,6 +396,7 @@ fn engine_options(config: &Config, core: usize, cores: usize) -> EngineOptions {
     o.memtable_jitter_seed = xxhash_rust::xxh3::xxh3_64(config.node.id.as_bytes()) ^ core as u64;
     o.block_cache_bytes = per_core(config.storage.block_cache_bytes);
     o.row_cache_bytes = per_core(config.storage.row_cache_bytes);
+    o.retain_flushed_bytes = per_core(config.storage.retained_memtable_bytes);
     o.cache_on_flush = config.storage.cache_on_flush;
     o.wal.segment_bytes = config.storage.wal_segment_bytes;
     o.flush_bytes_per_sec = config.storage.flush_bytes_per_sec / cores as u64;

@@ -543,6 +543,7 @@ impl SideEngine<'_> {
         o.block_cache_bytes = self.cache;
         // Small bookkeeping engines: their reads are not worth a row cache.
         o.row_cache_bytes = 0;
+        o.retain_flushed_bytes = 0;
         o.wal.segment_bytes = self.budget as u64;
         o.limits.max_key = self.max_key;
         o.limits.max_value = self.max_value;
