@@ -583,6 +583,8 @@ fn flushed_blocks_are_cached_so_reads_after_a_flush_miss_nothing() {
             let (_fs, mut o) = sim_opts(8);
             o.block_cache_bytes = 8 << 20;
             o.cache_on_flush = cache_on_flush;
+            // The reads below must reach the tables.
+            o.retain_flushed_bytes = 0;
             let e = Engine::open(o).await.unwrap();
             let value = |i: u32| -> Vec<u8> {
                 if compressible {
@@ -633,8 +635,10 @@ fn compaction_output_is_cached_compressed_into_free_room_and_evicts_nothing() {
         common::run(move || async move {
             let (_fs, mut o) = sim_opts(9);
             o.block_cache_bytes = cache_bytes;
-            // Reads here must reach the tables: no row cache in front of them.
+            // Reads here must reach the tables: no row cache or kept
+            // memtables in front of them.
             o.row_cache_bytes = 0;
+            o.retain_flushed_bytes = 0;
             o.memtable_bytes = 1 << 20;
             let e = Engine::open(o).await.unwrap();
             let key = |i: u32| format!("k{i:05}").into_bytes();
@@ -821,6 +825,8 @@ fn row_cache_serves_repeated_reads_and_never_outlives_a_write() {
     common::run(|| async {
         let (_fs, mut o) = sim_opts(11);
         o.memtable_bytes = 1 << 20;
+        // Flushed data must be read from the tables, through the row cache.
+        o.retain_flushed_bytes = 0;
         let e = Engine::open(o).await.unwrap();
         let key = |i: u32| format!("r{i:04}").into_bytes();
         for i in 0..500u32 {
@@ -882,6 +888,7 @@ fn row_cache_is_not_filled_by_a_read_that_raced_a_write() {
         o.memtable_bytes = 1 << 20;
         o.block_cache_bytes = 0;
         o.cache_on_flush = false;
+        o.retain_flushed_bytes = 0;
         let e = Rc::new(Engine::open(o).await.unwrap());
         for round in 0..20u32 {
             let k = format!("raced{round}").into_bytes();

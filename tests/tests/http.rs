@@ -596,12 +596,14 @@ fn scrape(h: &mut Http) -> Vec<prometheus_parse::Sample> {
 #[test]
 fn metrics_move_with_traffic() {
     // 1 MiB of memtable for 2 cores: writes below flush to tables, so reads
-    // go through blooms and the block cache.
+    // go through blooms and the block cache (no flushed memtables kept).
     let n = node(
         "http-metrics",
         &[
             "--storage.memtable_bytes",
             "1048576",
+            "--storage.retained_memtable_bytes",
+            "0",
             "--log.slow_request_ms",
             "1",
             "--log.format",
