@@ -389,7 +389,7 @@ impl TestCluster {
 
     /// SIGSTOPs node `i` (it holds its connections but answers nothing).
     pub fn pause(&self, i: usize) {
-        self.node(i).signal(libc::SIGSTOP);
+        self.node(i).pause();
     }
 
     /// SIGCONTs node `i` after [`TestCluster::pause`].

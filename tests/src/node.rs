@@ -122,6 +122,28 @@ impl TestNode {
         }
     }
 
+    /// SIGSTOPs the running process and waits (at most 5 s) until every one
+    /// of its threads shows as stopped in /proc: kill(2) only queues the
+    /// stop, and a thread still running for a moment after it returns could
+    /// answer one more request, which a test that pauses a node to make it
+    /// silent would then count as an answer.
+    pub fn pause(&self) {
+        let Some(c) = &self.child else { return };
+        self.signal(libc::SIGSTOP);
+        let tasks = PathBuf::from(format!("/proc/{}/task", c.id()));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let states = thread_states(&tasks);
+            if states.iter().all(|s| matches!(s, 'T' | 't' | 'Z' | 'X')) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!("the process did not stop within 5 s of SIGSTOP (thread states {states:?})");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Appends flags to the command line (from the next start on).
     pub fn add_flags(&mut self, flags: &[String]) {
         self.extra.extend(flags.iter().cloned());
@@ -313,4 +335,15 @@ impl Drop for TestNode {
 /// A test data directory on the real disk (target/tmp), unique per name and process.
 pub fn test_dir(tmp: &str, name: &str) -> PathBuf {
     PathBuf::from(tmp).join(format!("{name}-{}", std::process::id()))
+}
+
+/// The state letter of every thread under `/proc/PID/task` (the field after
+/// the parenthesised command name, which may itself hold spaces or ')').
+fn thread_states(tasks: &Path) -> Vec<char> {
+    let Ok(dir) = std::fs::read_dir(tasks) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
+        .filter_map(|stat| stat.rsplit_once(')')?.1.trim_start().chars().next())
+        .collect()
 }

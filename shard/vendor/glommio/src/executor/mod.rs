@@ -1486,7 +1486,13 @@ impl LocalExecutor {
                 let cur_time = Instant::now();
                 this.queues.borrow_mut().stats.total_runtime += cur_time - pre_time;
                 pre_time = cur_time;
-                if !run {
+                // corekv: `run_task_queues` also returns false when the
+                // preemption timer fired before it ran anything (the thread
+                // was descheduled for longer than the timer), with tasks
+                // still waiting. Parking then would sleep until some unrelated
+                // completion arrives; loop instead: the next `poll_io`
+                // consumes the timer's completion and re-arms it.
+                if !run && this.queues.borrow().active_executors.is_empty() {
                     if let Poll::Ready(t) = future.as_mut().poll(cx) {
                         // It may be that we just became ready now that the task queue
                         // is exhausted. But if we sleep (park) we'll never know so we
