@@ -23,13 +23,12 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
+use crate::lru::SlabLru;
 use crate::sstable::block::{decode_payload, Block};
 
 /// Bytes charged per cached block on top of its data: the slab node, the hash
 /// slot, the `Rc` header and the `Block` itself.
 const ENTRY_OVERHEAD: usize = 96;
-
-const NIL: u32 = u32::MAX;
 
 /// Counters of a cache, copied out by [`BlockCache::stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -89,70 +88,33 @@ enum Entry {
 }
 
 #[derive(Debug)]
-struct Node {
-    key: Key,
-    block: Option<Entry>,
-    charge: usize,
-    prev: u32,
-    next: u32,
-}
-
-#[derive(Debug)]
 struct Inner {
     map: HashMap<Key, u32, BuildHasherDefault<KeyHasher>>,
-    nodes: Vec<Node>,
-    free: Vec<u32>,
-    /// Most recently used.
-    head: u32,
-    /// Least recently used: the next to go.
-    tail: u32,
+    lru: SlabLru<(Key, Entry)>,
+    /// Hits, misses, inserts, evictions (the byte and entry counts are the list's).
     stats: CacheStats,
 }
 
 impl Inner {
-    fn unlink(&mut self, i: u32) {
-        let (prev, next) = {
-            let n = &self.nodes[i as usize];
-            (n.prev, n.next)
-        };
-        if prev == NIL {
-            self.head = next;
-        } else {
-            self.nodes[prev as usize].next = next;
-        }
-        if next == NIL {
-            self.tail = prev;
-        } else {
-            self.nodes[next as usize].prev = prev;
+    /// Drops slot `i` from the list and the map.
+    fn drop_slot(&mut self, i: u32) {
+        if let Some((key, _)) = self.lru.remove(i) {
+            self.map.remove(&key);
         }
     }
 
-    fn push_front(&mut self, i: u32) {
-        let old = self.head;
-        {
-            let n = &mut self.nodes[i as usize];
-            n.prev = NIL;
-            n.next = old;
+    /// Evicts least recently used blocks, other than `keep`, until `charge`
+    /// more bytes fit.
+    fn make_room(&mut self, charge: u64, keep: Option<u32>) {
+        while !self.lru.fits(charge) {
+            match self.lru.lru() {
+                Some(t) if Some(t) != keep => {
+                    self.drop_slot(t);
+                    self.stats.evictions += 1;
+                }
+                _ => break,
+            }
         }
-        if old == NIL {
-            self.tail = i;
-        } else {
-            self.nodes[old as usize].prev = i;
-        }
-        self.head = i;
-    }
-
-    /// Drops node `i` from the list, the map and the byte count.
-    fn drop_node(&mut self, i: u32) {
-        self.unlink(i);
-        let n = &mut self.nodes[i as usize];
-        let key = n.key;
-        n.block = None;
-        let charge = std::mem::take(&mut n.charge);
-        self.map.remove(&key);
-        self.free.push(i);
-        self.stats.bytes_used -= charge as u64;
-        self.stats.entries -= 1;
     }
 }
 
@@ -168,14 +130,8 @@ impl BlockCache {
         BlockCache {
             inner: RefCell::new(Inner {
                 map: HashMap::default(),
-                nodes: Vec::new(),
-                free: Vec::new(),
-                head: NIL,
-                tail: NIL,
-                stats: CacheStats {
-                    capacity: capacity_bytes as u64,
-                    ..CacheStats::default()
-                },
+                lru: SlabLru::new(capacity_bytes as u64),
+                stats: CacheStats::default(),
             }),
         }
     }
@@ -189,16 +145,13 @@ impl BlockCache {
             inner.stats.misses += 1;
             return None;
         };
-        if inner.head != i {
-            inner.unlink(i);
-            inner.push_front(i);
-        }
-        let raw = match inner.nodes[i as usize].block.as_ref() {
-            Some(Entry::Decoded(b)) => {
+        inner.lru.touch(i);
+        let raw = match inner.lru.get(i) {
+            Some((_, Entry::Decoded(b))) => {
                 inner.stats.hits += 1;
                 return Some(b.clone());
             }
-            Some(Entry::Sealed(raw)) => raw,
+            Some((_, Entry::Sealed(raw))) => raw,
             None => return None,
         };
         // Decoded once, on its first read: the decoded form replaces it.
@@ -206,26 +159,21 @@ impl BlockCache {
             // Only our own sealer's bytes get here, so this is memory
             // corruption or a bug: forget the slot and let the reader go to
             // the disk, which checks the block again.
-            inner.drop_node(i);
+            inner.drop_slot(i);
             inner.stats.misses += 1;
             return None;
         };
         inner.stats.hits += 1;
         let block = Rc::new(block);
-        let charge = block.charge() + ENTRY_OVERHEAD;
-        let node = &mut inner.nodes[i as usize];
-        let old = std::mem::replace(&mut node.charge, charge);
-        node.block = Some(Entry::Decoded(block.clone()));
-        inner.stats.bytes_used = inner.stats.bytes_used - old as u64 + charge as u64;
-        // The decoded form is larger: make room behind it (it is the head).
-        while inner.stats.bytes_used > inner.stats.capacity && inner.tail != NIL && inner.tail != i {
-            let t = inner.tail;
-            inner.drop_node(t);
-            inner.stats.evictions += 1;
+        if let Some((_, e)) = inner.lru.get_mut(i) {
+            *e = Entry::Decoded(block.clone());
         }
-        if inner.stats.bytes_used > inner.stats.capacity {
+        inner.lru.recharge(i, (block.charge() + ENTRY_OVERHEAD) as u64);
+        // The decoded form is larger: make room behind it (it is the head).
+        inner.make_room(0, Some(i));
+        if !inner.lru.fits(0) {
             // Alone, and larger than the whole cache: not kept.
-            inner.drop_node(i);
+            inner.drop_slot(i);
         }
         Some(block)
     }
@@ -248,52 +196,26 @@ impl BlockCache {
 
     /// True if a sealed block of `len` bytes fits without evicting anything.
     pub fn has_room_for_sealed(&self, len: usize) -> bool {
-        let s = self.inner.borrow().stats;
-        s.bytes_used + (len + ENTRY_OVERHEAD) as u64 <= s.capacity
+        self.inner.borrow().lru.fits((len + ENTRY_OVERHEAD) as u64)
     }
 
     fn insert_entry(&self, file_no: u64, offset: u64, block: Entry, charge: usize) {
         let mut g = self.inner.borrow_mut();
         let inner = &mut *g;
-        if charge as u64 > inner.stats.capacity {
+        let charge = charge as u64;
+        if charge > inner.lru.capacity() {
             return;
         }
         let key = (file_no, offset);
         if let Some(i) = inner.map.get(&key).copied() {
             // Two readers missed on the same block at once; keep the first copy.
-            if inner.head != i {
-                inner.unlink(i);
-                inner.push_front(i);
-            }
+            inner.lru.touch(i);
             return;
         }
-        while inner.stats.bytes_used + charge as u64 > inner.stats.capacity && inner.tail != NIL {
-            let t = inner.tail;
-            inner.drop_node(t);
-            inner.stats.evictions += 1;
-        }
-        let node = Node {
-            key,
-            block: Some(block),
-            charge,
-            prev: NIL,
-            next: NIL,
-        };
-        let i = match inner.free.pop() {
-            Some(i) => {
-                inner.nodes[i as usize] = node;
-                i
-            }
-            None => {
-                inner.nodes.push(node);
-                (inner.nodes.len() - 1) as u32
-            }
-        };
-        inner.push_front(i);
+        inner.make_room(charge, None);
+        let i = inner.lru.insert((key, block), charge);
         inner.map.insert(key, i);
         inner.stats.inserts += 1;
-        inner.stats.bytes_used += charge as u64;
-        inner.stats.entries += 1;
     }
 
     /// Drops every block of table `file_no` (after the table is deleted).
@@ -304,25 +226,30 @@ impl BlockCache {
         // The slab, not the map: a dense array is several times faster to
         // walk, and this runs with the core held (a cache of 150k blocks).
         let doomed: Vec<u32> = inner
-            .nodes
+            .lru
             .iter()
-            .enumerate()
-            .filter(|(_, n)| n.block.is_some() && n.key.0 == file_no)
-            .map(|(i, _)| i as u32)
+            .filter(|(_, ((f, _), _))| *f == file_no)
+            .map(|(i, _)| i)
             .collect();
         for i in doomed {
-            inner.drop_node(i);
+            inner.drop_slot(i);
         }
     }
 
     /// A copy of the counters.
     pub fn stats(&self) -> CacheStats {
-        self.inner.borrow().stats
+        let inner = self.inner.borrow();
+        CacheStats {
+            bytes_used: inner.lru.bytes(),
+            entries: inner.lru.len(),
+            capacity: inner.lru.capacity(),
+            ..inner.stats
+        }
     }
 
     /// The capacity in bytes.
     pub fn capacity(&self) -> usize {
-        self.inner.borrow().stats.capacity as usize
+        self.inner.borrow().lru.capacity() as usize
     }
 }
 
@@ -465,16 +392,10 @@ mod tests {
             assert!(s.bytes_used <= s.capacity);
             let inner = c.inner.borrow();
             assert_eq!(inner.map.len() as u64, s.entries);
-            let mut n = 0;
-            let mut i = inner.head;
-            let mut bytes = 0u64;
-            while i != NIL {
-                n += 1;
-                bytes += inner.nodes[i as usize].charge as u64;
-                i = inner.nodes[i as usize].next;
+            assert_eq!(inner.lru.check(), (s.entries, s.bytes_used));
+            for (&key, &i) in &inner.map {
+                assert_eq!(inner.lru.get(i).map(|(k, _)| *k), Some(key));
             }
-            assert_eq!(n, s.entries);
-            assert_eq!(bytes, s.bytes_used);
         }
     }
 }

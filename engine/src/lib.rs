@@ -13,6 +13,7 @@ pub mod filter;
 pub mod format;
 pub mod io;
 pub mod iter;
+mod lru;
 pub mod log;
 pub mod manifest;
 pub mod memtable;

@@ -30,6 +30,7 @@ use std::cell::{Cell, RefCell};
 use hashbrown::HashTable;
 
 use crate::format::{SeqNo, Token};
+use crate::lru::SlabLru;
 
 /// Bytes charged per cached row on top of its key and body: the slab node,
 /// the hash slot and the two allocation headers.
@@ -39,8 +40,6 @@ const ENTRY_OVERHEAD: usize = 80;
 /// write bumps one counter, and a read that raced any write of its stripe
 /// just does not fill the cache (it still answers correctly).
 const STRIPES: usize = 4096;
-
-const NIL: u32 = u32::MAX;
 
 /// Counters of a row cache, copied out by [`RowCache::stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -66,97 +65,39 @@ pub struct RowCacheStats {
 }
 
 #[derive(Debug)]
-struct Node {
+struct Row {
     hash: u64,
     token: Token,
     key: Box<[u8]>,
     seq: SeqNo,
     /// The entry body (kind, time, meta, value) as stored.
     body: std::rc::Rc<[u8]>,
-    charge: usize,
-    prev: u32,
-    next: u32,
 }
 
 #[derive(Debug)]
 struct Inner {
+    /// Slot numbers in `lru`, hashed by each row's `hash`.
     table: HashTable<u32>,
-    /// Slots; a free one (listed in `free`) holds an empty key and body and
-    /// is in neither the table nor the list.
-    nodes: Vec<Node>,
-    free: Vec<u32>,
-    /// Most recently used.
-    head: u32,
-    /// Least recently used: the next to go.
-    tail: u32,
+    lru: SlabLru<Row>,
+    /// The event counters (the byte and entry counts are the list's).
     stats: RowCacheStats,
 }
 
 impl Inner {
-    fn node(&self, i: u32) -> &Node {
-        &self.nodes[i as usize]
-    }
-
-    fn node_mut(&mut self, i: u32) -> &mut Node {
-        &mut self.nodes[i as usize]
-    }
-
-    fn unlink(&mut self, i: u32) {
-        let (prev, next) = {
-            let n = self.node(i);
-            (n.prev, n.next)
-        };
-        if prev == NIL {
-            self.head = next;
-        } else {
-            self.node_mut(prev).next = next;
-        }
-        if next == NIL {
-            self.tail = prev;
-        } else {
-            self.node_mut(next).prev = prev;
-        }
-    }
-
-    fn push_front(&mut self, i: u32) {
-        let old = self.head;
-        {
-            let n = self.node_mut(i);
-            n.prev = NIL;
-            n.next = old;
-        }
-        if old == NIL {
-            self.tail = i;
-        } else {
-            self.node_mut(old).prev = i;
-        }
-        self.head = i;
-    }
-
     fn find(&self, hash: u64, token: Token, key: &[u8]) -> Option<u32> {
-        let nodes = &self.nodes;
+        let lru = &self.lru;
         self.table
-            .find(hash, |&i| {
-                let n = &nodes[i as usize];
-                n.token == token && &*n.key == key
-            })
+            .find(hash, |&i| lru.get(i).is_some_and(|r| r.token == token && &*r.key == key))
             .copied()
     }
 
-    /// Drops node `i` from the list, the table and the byte count.
-    fn drop_node(&mut self, i: u32) {
-        self.unlink(i);
-        let hash = self.node(i).hash;
-        if let Ok(e) = self.table.find_entry(hash, |&j| j == i) {
-            e.remove();
+    /// Drops slot `i` from the list and the table.
+    fn drop_slot(&mut self, i: u32) {
+        if let Some(row) = self.lru.remove(i) {
+            if let Ok(e) = self.table.find_entry(row.hash, |&j| j == i) {
+                e.remove();
+            }
         }
-        let n = &mut self.nodes[i as usize];
-        n.key = Box::default();
-        n.body = std::rc::Rc::from(&[][..]);
-        let charge = std::mem::take(&mut n.charge);
-        self.stats.bytes_used -= charge as u64;
-        self.stats.entries -= 1;
-        self.free.push(i);
     }
 }
 
@@ -177,14 +118,8 @@ impl RowCache {
         RowCache {
             inner: RefCell::new(Inner {
                 table: HashTable::new(),
-                nodes: Vec::new(),
-                free: Vec::new(),
-                head: NIL,
-                tail: NIL,
-                stats: RowCacheStats {
-                    capacity: capacity_bytes as u64,
-                    ..RowCacheStats::default()
-                },
+                lru: SlabLru::new(capacity_bytes as u64),
+                stats: RowCacheStats::default(),
             }),
             gens: (0..STRIPES).map(|_| Cell::new(0)).collect(),
         }
@@ -204,13 +139,9 @@ impl RowCache {
             inner.stats.misses += 1;
             return None;
         };
-        if inner.head != i {
-            inner.unlink(i);
-            inner.push_front(i);
-        }
+        inner.lru.touch(i);
         inner.stats.hits += 1;
-        let n = inner.node(i);
-        Some((n.seq, n.body.clone()))
+        inner.lru.get(i).map(|r| (r.seq, r.body.clone()))
     }
 
     /// Forgets (token, key) because it was just written, and makes every read
@@ -219,11 +150,11 @@ impl RowCache {
         let s = self.stripe(hash);
         s.set(s.get().wrapping_add(1));
         let mut g = self.inner.borrow_mut();
-        if g.stats.entries == 0 {
+        if g.lru.len() == 0 {
             return;
         }
         if let Some(i) = g.find(hash, token, key) {
-            g.drop_node(i);
+            g.drop_slot(i);
             g.stats.invalidations += 1;
         }
     }
@@ -233,7 +164,7 @@ impl RowCache {
     pub fn remove(&self, hash: u64, token: Token, key: &[u8]) {
         let mut g = self.inner.borrow_mut();
         if let Some(i) = g.find(hash, token, key) {
-            g.drop_node(i);
+            g.drop_slot(i);
         }
     }
 
@@ -259,61 +190,51 @@ impl RowCache {
             inner.stats.raced += 1;
             return false;
         }
-        let charge = key.len() + body.len() + ENTRY_OVERHEAD;
-        if charge as u64 > inner.stats.capacity {
+        let charge = (key.len() + body.len() + ENTRY_OVERHEAD) as u64;
+        if charge > inner.lru.capacity() {
             return false;
         }
         if let Some(i) = inner.find(hash, token, key) {
             // Two reads missed at once and both fill: same version (no write
             // came between, by the stamp), so keep the first.
-            if inner.head != i {
-                inner.unlink(i);
-                inner.push_front(i);
-            }
+            inner.lru.touch(i);
             return true;
         }
-        while inner.stats.bytes_used + charge as u64 > inner.stats.capacity && inner.tail != NIL {
-            let t = inner.tail;
-            inner.drop_node(t);
+        while !inner.lru.fits(charge) {
+            let Some(t) = inner.lru.lru() else { break };
+            inner.drop_slot(t);
             inner.stats.evictions += 1;
         }
-        let node = Node {
+        let row = Row {
             hash,
             token,
             key: key.into(),
             seq,
             body: body.into(),
-            charge,
-            prev: NIL,
-            next: NIL,
         };
-        let i = match inner.free.pop() {
-            Some(i) => {
-                inner.nodes[i as usize] = node;
-                i
-            }
-            None => {
-                inner.nodes.push(node);
-                (inner.nodes.len() - 1) as u32
-            }
-        };
-        inner.push_front(i);
-        let nodes = &inner.nodes;
-        inner.table.insert_unique(hash, i, |&j| nodes[j as usize].hash);
+        let i = inner.lru.insert(row, charge);
+        let lru = &inner.lru;
+        inner
+            .table
+            .insert_unique(hash, i, |&j| lru.get(j).map_or(0, |r| r.hash));
         inner.stats.inserts += 1;
-        inner.stats.bytes_used += charge as u64;
-        inner.stats.entries += 1;
         true
     }
 
     /// True if the cache can hold anything (a capacity of 0 disables it).
     pub fn enabled(&self) -> bool {
-        self.inner.borrow().stats.capacity > 0
+        self.inner.borrow().lru.capacity() > 0
     }
 
     /// A copy of the counters.
     pub fn stats(&self) -> RowCacheStats {
-        self.inner.borrow().stats
+        let inner = self.inner.borrow();
+        RowCacheStats {
+            bytes_used: inner.lru.bytes(),
+            entries: inner.lru.len(),
+            capacity: inner.lru.capacity(),
+            ..inner.stats
+        }
     }
 }
 
@@ -423,9 +344,7 @@ mod tests {
                 let st = c.stats();
                 prop_assert!(st.bytes_used <= cap as u64);
                 let inner = c.inner.borrow();
-                let held: u64 = inner.nodes.iter().map(|n| n.charge as u64).sum();
-                prop_assert_eq!(held, st.bytes_used);
-                prop_assert_eq!(inner.nodes.len() - inner.free.len(), st.entries as usize);
+                prop_assert_eq!(inner.lru.check(), (st.entries, st.bytes_used));
                 prop_assert_eq!(inner.table.len() as u64, st.entries);
                 // Evicted rows leave the model too (the cache may forget).
                 drop(inner);
