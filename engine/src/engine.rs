@@ -29,6 +29,7 @@ use crate::format::{decode_body, BodyRef, Entry, Kind, SeqNo, Token, WriteBatch}
 use crate::iter::{LevelSource, MemSource, MergeIter, Source};
 use crate::manifest::{self, Manifest, ManifestState, VersionEdit};
 use crate::memtable::MemTable;
+use crate::recent::Recent;
 use crate::notify::{BusyGuard, Notify};
 use crate::options::Options;
 use crate::rowcache::{RowCache, RowCacheStats, Stamp};
@@ -275,10 +276,9 @@ struct Inner {
     manifest: Mutex<Option<Manifest>>,
     cache: Rc<BlockCache>,
     rows: RowCache,
-    /// Flushed memtables kept for point reads, oldest first, and their bytes
-    /// (see [`Options::retain_flushed_bytes`]).
-    retained: RefCell<VecDeque<Rc<MemTable>>>,
-    retained_bytes: Cell<usize>,
+    /// Flushed memtables kept for point reads, behind one index (see
+    /// [`Options::retain_flushed_bytes`] and [`crate::recent`]).
+    recent: Recent,
     policy: RefCell<PolicyState>,
     obsolete: RefCell<Vec<Rc<TableHandle>>>,
     switching: Cell<bool>,
@@ -524,8 +524,7 @@ impl Engine {
             } else {
                 opts.row_cache_bytes
             }),
-            retained: RefCell::new(VecDeque::new()),
-            retained_bytes: Cell::new(0),
+            recent: Recent::new(),
             policy: RefCell::new(PolicyState::default()),
             obsolete: RefCell::new(Vec::new()),
             switching: Cell::new(false),
@@ -868,19 +867,18 @@ impl Engine {
         self.check_key(key)?;
         let read_seq = self.inner.wal.as_ref().map_or(SeqNo::MAX, |w| w.visible_seq());
         self.inner.counters.borrow_mut().gets += 1;
-        if let Some((seq, body)) = self.inner.mem.borrow().get(token, key, read_seq) {
+        let mh = crate::memtable::index_hash(key);
+        if let Some((seq, body)) = self.inner.mem.borrow().get_hashed(mh, token, key, read_seq) {
             return Ok(Some(Hit::Mem(seq, body)));
         }
         for m in self.inner.imm.borrow().iter().rev() {
-            if let Some((seq, body)) = m.get(token, key, read_seq) {
+            if let Some((seq, body)) = m.get_hashed(mh, token, key, read_seq) {
                 return Ok(Some(Hit::Mem(seq, body)));
             }
         }
-        // Newest first; everything in them is flushed, so durable and visible.
-        for m in self.inner.retained.borrow().iter().rev() {
-            if let Some((seq, body)) = m.get(token, key, SeqNo::MAX) {
-                return Ok(Some(Hit::Mem(seq, body)));
-            }
+        // Everything kept is flushed, so durable and visible.
+        if let Some((seq, body)) = self.inner.recent.get(mh, token, key) {
+            return Ok(Some(Hit::Mem(seq, body)));
         }
         let hash = crate::filter::hash_key(token, key);
         let rows = &self.inner.rows;
@@ -1212,6 +1210,9 @@ impl Engine {
             }
         }
         wal.release_below(min_log_no).await?;
+        // The memtable just kept goes into the kept ones' index (a slice at a
+        // time; reads probe it directly until then).
+        self.inner.recent.absorb().await;
         tracing::debug!(
             entries = n,
             bytes = meta.size,
@@ -1230,34 +1231,15 @@ impl Engine {
     }
 
     /// Keeps a just-flushed memtable for point reads, dropping the oldest
-    /// kept ones past the budget (see [`Options::retain_flushed_bytes`]).
+    /// kept ones past the budget (see [`Options::retain_flushed_bytes`]);
+    /// [`Recent::absorb`] indexes it later.
     fn retain_flushed(&self, m: Rc<MemTable>) {
         let budget = if self.inner.opts.compaction_filter.is_some() {
             0
         } else {
             self.inner.opts.retain_flushed_bytes
         };
-        let mut kept = self.inner.retained.borrow_mut();
-        if m.size() > budget {
-            // Not kept: then none older may be (its keys' newer versions
-            // would be in a table read after them).
-            kept.clear();
-            self.inner.retained_bytes.set(0);
-            return;
-        }
-        self.inner
-            .retained_bytes
-            .set(self.inner.retained_bytes.get() + m.size());
-        kept.push_back(m);
-        // Oldest first only: a kept memtable must never be older than one
-        // that was dropped (a newer version of its keys would then be in a
-        // table the lookup reads after it).
-        while self.inner.retained_bytes.get() > budget {
-            let Some(old) = kept.pop_front() else { break };
-            self.inner
-                .retained_bytes
-                .set(self.inner.retained_bytes.get() - old.size());
-        }
+        self.inner.recent.keep(m, budget);
     }
 
     /// Runs compactions until the policy has nothing to do.
@@ -1690,8 +1672,8 @@ impl Engine {
             bloom_false_positives: fp,
             cache: self.inner.cache.stats(),
             row_cache: self.inner.rows.stats(),
-            retained_memtables: self.inner.retained.borrow().len(),
-            retained_bytes: self.inner.retained_bytes.get() as u64,
+            retained_memtables: self.inner.recent.usage().0,
+            retained_bytes: self.inner.recent.usage().1 as u64,
             flushes: c.flushes,
             compactions: c.compactions,
             stalls: c.stalls,

@@ -17,6 +17,7 @@ mod lru;
 pub mod log;
 pub mod manifest;
 pub mod memtable;
+mod recent;
 pub mod notify;
 pub mod options;
 pub mod rowcache;

@@ -73,7 +73,7 @@ struct Newest {
 /// table of 2M small entries would hold its core for tens of milliseconds
 /// while it doubles, and every request of the moment with it. Split 256
 /// ways, a doubling moves at most 1/256th of the keys.
-const INDEX_PARTS: usize = 256;
+pub(crate) const INDEX_PARTS: usize = 256;
 
 /// Bytes the hash index adds per key: its slot ([`Newest`]) and control byte,
 /// over the table's load factor.
@@ -81,8 +81,23 @@ const INDEX_BYTES_PER_KEY: usize = (std::mem::size_of::<Newest>() + 1) * 8 / 7;
 
 /// The hash index's hash of a user key.
 #[inline]
-fn index_hash(key: &[u8]) -> u64 {
+pub(crate) fn index_hash(key: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(key)
+}
+
+/// A key's newest version, lent by [`MemTable::for_each_newest_in_part`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewestRef<'a> {
+    /// [`index_hash`] of the key.
+    pub hash: u64,
+    /// The key's token.
+    pub token: Token,
+    /// The key.
+    pub key: &'a Rc<[u8]>,
+    /// The version's sequence number.
+    pub seq: SeqNo,
+    /// The version's body.
+    pub body: &'a Rc<[u8]>,
 }
 
 /// The index table a hash belongs to: bits 48..56 of it. hashbrown takes
@@ -198,8 +213,19 @@ impl MemTable {
 
     /// The newest version of a key with sequence at most `read_seq`.
     pub fn get(&self, token: Token, key: &[u8], read_seq: SeqNo) -> Option<(SeqNo, Rc<[u8]>)> {
+        self.get_hashed(index_hash(key), token, key, read_seq)
+    }
+
+    /// [`MemTable::get`] with the key's [`index_hash`] already computed
+    /// (a read probes several memtables with one hash).
+    pub(crate) fn get_hashed(
+        &self,
+        hash: u64,
+        token: Token,
+        key: &[u8],
+        read_seq: SeqNo,
+    ) -> Option<(SeqNo, Rc<[u8]>)> {
         {
-            let hash = index_hash(key);
             let parts = self.newest.borrow();
             let n = parts
                 .get(part_of(hash))?
@@ -217,6 +243,22 @@ impl MemTable {
             Some((k.seq(), v.clone()))
         } else {
             None
+        }
+    }
+
+    /// Calls `f` with the newest version of each key of index part `part`
+    /// (below [`INDEX_PARTS`]).
+    pub(crate) fn for_each_newest_in_part(&self, part: usize, mut f: impl FnMut(NewestRef<'_>)) {
+        let parts = self.newest.borrow();
+        let Some(table) = parts.get(part) else { return };
+        for n in table.iter() {
+            f(NewestRef {
+                hash: n.hash,
+                token: n.token,
+                key: &n.key,
+                seq: n.seq,
+                body: &n.body,
+            });
         }
     }
 

@@ -37,6 +37,9 @@ fn options(fs: Fs, dir: PathBuf, seed: u64, clock: corekv_engine::options::Clock
     o.wal.segment_bytes = 256 << 10;
     o.block_cache_bytes = 64 << 10;
     o.table.block_size = 4096;
+    // Kept flushed memtables: many (none dropped), a few (dropped as new
+    // ones come, so the index takes keys out), or none.
+    o.retain_flushed_bytes = [16 << 20, 100 << 10, 0][(seed / 3 % 3) as usize];
     o.clock = clock;
     o.background = seed.is_multiple_of(2);
     o.tombstone_grace = Duration::from_millis(500);

@@ -418,6 +418,8 @@ impl TableIter {
     /// inserted (when `fill`) only once the cursor reaches it, like a block
     /// read alone; blocks read ahead but never reached are never inserted, so
     /// a scan stopped early does not push its unread tail into the cache.
+    /// Without `fill`, a block found in the cache is only peeked at
+    /// ([`BlockCache::peek`]): its LRU position and cached form stay.
     pub fn set_fill_cache(&mut self, fill: bool) {
         self.fill_cache = fill;
     }
@@ -495,7 +497,12 @@ impl TableIter {
         self.block_idx = i;
         self.block_off = h.offset;
         let t = &self.table;
-        let b = if let Some(b) = t.cache.get(t.file_no, h.offset) {
+        let cached = if self.fill_cache {
+            t.cache.get(t.file_no, h.offset)
+        } else {
+            t.cache.peek(t.file_no, h.offset)
+        };
+        let b = if let Some(b) = cached {
             b
         } else if let Some(b) = self.block_from_run(i, h)? {
             b
