@@ -29,9 +29,9 @@ use crate::format::{decode_body, BodyRef, Entry, Kind, SeqNo, Token, WriteBatch}
 use crate::iter::{LevelSource, MemSource, MergeIter, Source};
 use crate::manifest::{self, Manifest, ManifestState, VersionEdit};
 use crate::memtable::MemTable;
-use crate::recent::Recent;
 use crate::notify::{BusyGuard, Notify};
 use crate::options::Options;
+use crate::recent::Recent;
 use crate::rowcache::{RowCache, RowCacheStats, Stamp};
 use crate::sstable::{Found, Table, TableBuilder, TableIter, TableMeta};
 use crate::version::{TableHandle, Version};

@@ -218,13 +218,7 @@ impl MemTable {
 
     /// [`MemTable::get`] with the key's [`index_hash`] already computed
     /// (a read probes several memtables with one hash).
-    pub(crate) fn get_hashed(
-        &self,
-        hash: u64,
-        token: Token,
-        key: &[u8],
-        read_seq: SeqNo,
-    ) -> Option<(SeqNo, Rc<[u8]>)> {
+    pub(crate) fn get_hashed(&self, hash: u64, token: Token, key: &[u8], read_seq: SeqNo) -> Option<(SeqNo, Rc<[u8]>)> {
         {
             let parts = self.newest.borrow();
             let n = parts
@@ -244,6 +238,11 @@ impl MemTable {
         } else {
             None
         }
+    }
+
+    /// Keys held (each counted once, however many versions).
+    pub(crate) fn distinct_keys(&self) -> usize {
+        self.newest.borrow().iter().map(HashTable::len).sum()
     }
 
     /// Calls `f` with the newest version of each key of index part `part`

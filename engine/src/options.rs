@@ -117,10 +117,11 @@ pub struct Options {
     /// the filter can drop a live value without a write to invalidate it.
     pub row_cache_bytes: usize,
     /// Flushed memtables kept for point reads, newest first, up to this many
-    /// bytes (0: none). A memtable's hash index answers a read of a recent
-    /// write in one probe, where its table costs a bloom check, an index
-    /// search, a block lookup and, on the first read of a block, its
-    /// decompression. They are kept from the newest flush back, so a key
+    /// bytes counting their shared index (0: none). One hash index over all
+    /// of them answers a read of a recent write in one probe, where its
+    /// table costs a bloom check, an index search, a block lookup and, on
+    /// the first read of a block, its decompression (see
+    /// engine/src/recent.rs). They are kept from the newest flush back, so a key
     /// found in one has no newer version in any table (those came from a
     /// newer memtable, which is kept too). Off while a `compaction_filter`
     /// is set, as for the row cache.

@@ -51,15 +51,23 @@ struct Entry {
     gen: u64,
 }
 
+/// Bytes the index adds per key it holds: the slot and its control byte over
+/// the table's load factor.
+const ENTRY_BYTES: usize = (std::mem::size_of::<Entry>() + 1) * 8 / 7;
+
+/// A kept memtable: its generation, the memtable and the bytes charged for
+/// it (its own size and its keys' index slots).
+type Kept = (u64, Rc<MemTable>, usize);
+
 #[derive(Debug, Default)]
 struct State {
     /// Kept, not (all) in the index yet; newest at the back.
-    pending: VecDeque<(u64, Rc<MemTable>)>,
+    pending: VecDeque<Kept>,
     /// Kept and in the index; newest at the back.
-    merged: VecDeque<(u64, Rc<MemTable>)>,
+    merged: VecDeque<Kept>,
     /// Dropped, with entries still to take out of the index; oldest first.
-    doomed: VecDeque<(u64, Rc<MemTable>)>,
-    /// Bytes of the kept memtables (pending and merged).
+    doomed: VecDeque<Kept>,
+    /// Bytes charged for the kept memtables (pending and merged).
     bytes: usize,
     next_gen: u64,
 }
@@ -96,7 +104,7 @@ impl Recent {
     pub(crate) fn get(&self, hash: u64, token: Token, key: &[u8]) -> Option<(SeqNo, Rc<[u8]>)> {
         {
             let st = self.state.borrow();
-            for (_, m) in st.pending.iter().rev() {
+            for (_, m, _) in st.pending.iter().rev() {
                 if let Some(hit) = m.get_hashed(hash, token, key, SeqNo::MAX) {
                     return Some(hit);
                 }
@@ -113,24 +121,25 @@ impl Recent {
     /// `budget` bytes; a memtable over the whole budget empties the set.
     /// Call [`Recent::absorb`] after it.
     pub(crate) fn keep(&self, m: Rc<MemTable>, budget: usize) {
-        if m.size() > budget {
+        let charge = m.size() + m.distinct_keys() * ENTRY_BYTES;
+        if charge > budget {
             self.clear();
             return;
         }
         let mut st = self.state.borrow_mut();
         let gen = st.next_gen;
         st.next_gen += 1;
-        st.bytes += m.size();
-        st.pending.push_back((gen, m));
+        st.bytes += charge;
+        st.pending.push_back((gen, m, charge));
         while st.bytes > budget {
             // Oldest first: merged ones are older than pending ones.
-            if let Some((g, old)) = st.merged.pop_front() {
-                st.bytes -= old.size();
-                st.doomed.push_back((g, old));
-            } else if let Some((_, old)) = st.pending.pop_front() {
+            if let Some(old) = st.merged.pop_front() {
+                st.bytes -= old.2;
+                st.doomed.push_back(old);
+            } else if let Some(old) = st.pending.pop_front() {
                 // Not in the index (or partly, if being absorbed: the
                 // absorb sees it gone and dooms it).
-                st.bytes -= old.size();
+                st.bytes -= old.2;
             } else {
                 break;
             }
@@ -150,7 +159,8 @@ impl Recent {
         }
     }
 
-    /// (kept memtables, their bytes).
+    /// (kept memtables, the bytes charged for them: their own and their
+    /// keys' slots in the index).
     pub(crate) fn usage(&self) -> (usize, usize) {
         let st = self.state.borrow();
         (st.pending.len() + st.merged.len(), st.bytes)
@@ -168,7 +178,7 @@ impl Recent {
         let _done = Reset(&self.absorbing);
         loop {
             let doomed = self.state.borrow().doomed.front().cloned();
-            if let Some((gen, m)) = doomed {
+            if let Some((gen, m, _)) = doomed {
                 let epoch = self.epoch.get();
                 for part in 0..INDEX_PARTS {
                     self.remove_part(&m, part, gen);
@@ -178,13 +188,13 @@ impl Recent {
                     }
                 }
                 let mut st = self.state.borrow_mut();
-                if st.doomed.front().is_some_and(|(g, _)| *g == gen) {
+                if st.doomed.front().is_some_and(|(g, _, _)| *g == gen) {
                     st.doomed.pop_front();
                 }
                 continue;
             }
             let pending = self.state.borrow().pending.front().cloned();
-            let Some((gen, m)) = pending else { return };
+            let Some((gen, m, charge)) = pending else { return };
             let epoch = self.epoch.get();
             for part in 0..INDEX_PARTS {
                 self.add_part(&m, part, gen);
@@ -202,13 +212,13 @@ impl Recent {
                 continue;
             }
             let mut st = self.state.borrow_mut();
-            if st.pending.front().is_some_and(|(g, _)| *g == gen) {
+            if st.pending.front().is_some_and(|(g, _, _)| *g == gen) {
                 if let Some(kept) = st.pending.pop_front() {
                     st.merged.push_back(kept);
                 }
             } else {
                 // Dropped while it was going in: take its entries out again.
-                st.doomed.push_back((gen, m));
+                st.doomed.push_back((gen, m, charge));
             }
         }
     }
@@ -311,7 +321,7 @@ mod tests {
             let r = Recent::new();
             let a = mem(1, &[("k", 1, "a1"), ("x", 2, "x2")]);
             let b = mem(2, &[("k", 5, "b5"), ("y", 6, "y6")]);
-            let budget = a.size() + b.size();
+            let budget = (a.size() + 2 * ENTRY_BYTES) + (b.size() + 2 * ENTRY_BYTES);
             r.keep(a.clone(), budget);
             r.keep(b.clone(), budget);
             // Pending: probed directly, newest first.
@@ -367,7 +377,7 @@ mod tests {
             let t = glommio::spawn_local(async move { r2.absorb().await });
             crate::io::yield_now().await;
             let small = mem(2, &[("other", 9000, "o")]);
-            r.keep(small.clone(), small.size());
+            r.keep(small.clone(), small.size() + ENTRY_BYTES);
             t.await;
             assert_eq!(r.usage().0, 1);
             assert_eq!(get(&r, "key1"), None);

@@ -87,7 +87,9 @@ impl Inner {
     fn find(&self, hash: u64, token: Token, key: &[u8]) -> Option<u32> {
         let lru = &self.lru;
         self.table
-            .find(hash, |&i| lru.get(i).is_some_and(|r| r.token == token && &*r.key == key))
+            .find(hash, |&i| {
+                lru.get(i).is_some_and(|r| r.token == token && &*r.key == key)
+            })
             .copied()
     }
 
