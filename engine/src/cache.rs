@@ -95,7 +95,23 @@ struct Inner {
     stats: CacheStats,
 }
 
+/// A sealed block decoded (`None`: it does not decode, which only memory
+/// corruption or a bug can cause, since only our own sealer's bytes are
+/// cached this way).
+fn decode_sealed(raw: &[u8]) -> Option<Block> {
+    decode_payload(raw).ok().and_then(|p| Block::from_payload(p).ok())
+}
+
 impl Inner {
+    /// The slot of (file_no, offset), counting a miss if there is none.
+    fn find(&mut self, file_no: u64, offset: u64) -> Option<u32> {
+        let i = self.map.get(&(file_no, offset)).copied();
+        if i.is_none() {
+            self.stats.misses += 1;
+        }
+        i
+    }
+
     /// Drops slot `i` from the list and the map.
     fn drop_slot(&mut self, i: u32) {
         if let Some((key, _)) = self.lru.remove(i) {
@@ -141,10 +157,7 @@ impl BlockCache {
     pub fn get(&self, file_no: u64, offset: u64) -> Option<Rc<Block>> {
         let mut g = self.inner.borrow_mut();
         let inner = &mut *g;
-        let Some(i) = inner.map.get(&(file_no, offset)).copied() else {
-            inner.stats.misses += 1;
-            return None;
-        };
+        let i = inner.find(file_no, offset)?;
         inner.lru.touch(i);
         let raw = match inner.lru.get(i) {
             Some((_, Entry::Decoded(b))) => {
@@ -155,7 +168,7 @@ impl BlockCache {
             None => return None,
         };
         // Decoded once, on its first read: the decoded form replaces it.
-        let Some(block) = decode_payload(raw).ok().and_then(|p| Block::from_payload(p).ok()) else {
+        let Some(block) = decode_sealed(raw) else {
             // Only our own sealer's bytes get here, so this is memory
             // corruption or a bug: forget the slot and let the reader go to
             // the disk, which checks the block again.
@@ -189,16 +202,10 @@ impl BlockCache {
     pub fn peek(&self, file_no: u64, offset: u64) -> Option<Rc<Block>> {
         let mut g = self.inner.borrow_mut();
         let inner = &mut *g;
-        let Some(i) = inner.map.get(&(file_no, offset)).copied() else {
-            inner.stats.misses += 1;
-            return None;
-        };
+        let i = inner.find(file_no, offset)?;
         let found = match inner.lru.get(i) {
             Some((_, Entry::Decoded(b))) => Some(b.clone()),
-            Some((_, Entry::Sealed(raw))) => decode_payload(raw)
-                .ok()
-                .and_then(|p| Block::from_payload(p).ok())
-                .map(Rc::new),
+            Some((_, Entry::Sealed(raw))) => decode_sealed(raw).map(Rc::new),
             None => None,
         };
         match found {

@@ -58,14 +58,20 @@ impl MemKey {
 /// One memtable entry: its key and encoded body.
 pub type MemEntry = (MemKey, Rc<[u8]>);
 
-/// A key's newest version, as the hash index keeps it.
-#[derive(Debug)]
-struct Newest {
-    hash: u64,
-    token: Token,
-    key: Rc<[u8]>,
-    seq: SeqNo,
-    body: Rc<[u8]>,
+/// A key's newest version, as the hash index keeps it (and the kept
+/// memtables' shared index, engine/src/recent.rs).
+#[derive(Debug, Clone)]
+pub(crate) struct Newest {
+    /// [`index_hash`] of the key.
+    pub hash: u64,
+    /// The key's token.
+    pub token: Token,
+    /// The key (shared with the tree).
+    pub key: Rc<[u8]>,
+    /// The version's sequence number.
+    pub seq: SeqNo,
+    /// The version's body.
+    pub body: Rc<[u8]>,
 }
 
 /// The hash index is this many independent tables, chosen by the top bits
@@ -83,21 +89,6 @@ const INDEX_BYTES_PER_KEY: usize = (std::mem::size_of::<Newest>() + 1) * 8 / 7;
 #[inline]
 pub(crate) fn index_hash(key: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(key)
-}
-
-/// A key's newest version, lent by [`MemTable::for_each_newest_in_part`].
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct NewestRef<'a> {
-    /// [`index_hash`] of the key.
-    pub hash: u64,
-    /// The key's token.
-    pub token: Token,
-    /// The key.
-    pub key: &'a Rc<[u8]>,
-    /// The version's sequence number.
-    pub seq: SeqNo,
-    /// The version's body.
-    pub body: &'a Rc<[u8]>,
 }
 
 /// The index table a hash belongs to: bits 48..56 of it. hashbrown takes
@@ -247,17 +238,10 @@ impl MemTable {
 
     /// Calls `f` with the newest version of each key of index part `part`
     /// (below [`INDEX_PARTS`]).
-    pub(crate) fn for_each_newest_in_part(&self, part: usize, mut f: impl FnMut(NewestRef<'_>)) {
+    pub(crate) fn for_each_newest_in_part(&self, part: usize, f: impl FnMut(&Newest)) {
         let parts = self.newest.borrow();
-        let Some(table) = parts.get(part) else { return };
-        for n in table.iter() {
-            f(NewestRef {
-                hash: n.hash,
-                token: n.token,
-                key: &n.key,
-                seq: n.seq,
-                body: &n.body,
-            });
+        if let Some(table) = parts.get(part) {
+            table.iter().for_each(f);
         }
     }
 

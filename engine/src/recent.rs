@@ -38,16 +38,13 @@ use std::rc::Rc;
 use hashbrown::HashTable;
 
 use crate::format::{SeqNo, Token};
-use crate::memtable::{MemTable, NewestRef, INDEX_PARTS};
+use crate::memtable::{MemTable, Newest, INDEX_PARTS};
 
 #[derive(Debug)]
 struct Entry {
-    hash: u64,
-    token: Token,
-    key: Rc<[u8]>,
-    seq: SeqNo,
-    body: Rc<[u8]>,
-    /// The kept memtable this version came from.
+    /// The version, as its memtable's index holds it.
+    n: Newest,
+    /// The kept memtable it came from.
     gen: u64,
 }
 
@@ -113,8 +110,8 @@ impl Recent {
         let index = self.index.borrow();
         let e = index
             .get(part_of(hash))?
-            .find(hash, |e| e.token == token && *e.key == *key)?;
-        Some((e.seq, e.body.clone()))
+            .find(hash, |e| e.n.token == token && *e.n.key == *key)?;
+        Some((e.n.seq, e.n.body.clone()))
     }
 
     /// Keeps `m`, just flushed, then drops the oldest kept memtables past
@@ -226,31 +223,20 @@ impl Recent {
     fn add_part(&self, m: &MemTable, part: usize, gen: u64) {
         let mut index = self.index.borrow_mut();
         let Some(table) = index.get_mut(part) else { return };
-        m.for_each_newest_in_part(part, |n: NewestRef<'_>| {
-            match table.find_mut(n.hash, |e| e.token == n.token && *e.key == **n.key) {
+        m.for_each_newest_in_part(part, |n: &Newest| {
+            match table.find_mut(n.hash, |e| e.n.token == n.token && *e.n.key == *n.key) {
                 Some(e) => {
                     // Newer memtable, newer version; the check only guards
                     // against a sequence number from a replayed or repaired
                     // write that is older than what is here.
-                    if n.seq >= e.seq {
-                        e.seq = n.seq;
-                        e.body = n.body.clone();
+                    if n.seq >= e.n.seq {
+                        e.n.seq = n.seq;
+                        e.n.body = n.body.clone();
                         e.gen = gen;
                     }
                 }
                 None => {
-                    table.insert_unique(
-                        n.hash,
-                        Entry {
-                            hash: n.hash,
-                            token: n.token,
-                            key: n.key.clone(),
-                            seq: n.seq,
-                            body: n.body.clone(),
-                            gen,
-                        },
-                        |e| e.hash,
-                    );
+                    table.insert_unique(n.hash, Entry { n: n.clone(), gen }, |e| e.n.hash);
                 }
             }
         });
@@ -259,8 +245,8 @@ impl Recent {
     fn remove_part(&self, m: &MemTable, part: usize, gen: u64) {
         let mut index = self.index.borrow_mut();
         let Some(table) = index.get_mut(part) else { return };
-        m.for_each_newest_in_part(part, |n: NewestRef<'_>| {
-            if let Ok(e) = table.find_entry(n.hash, |e| e.token == n.token && *e.key == **n.key) {
+        m.for_each_newest_in_part(part, |n: &Newest| {
+            if let Ok(e) = table.find_entry(n.hash, |e| e.n.token == n.token && *e.n.key == *n.key) {
                 if e.get().gen == gen {
                     e.remove();
                 }
@@ -268,7 +254,7 @@ impl Recent {
         });
         // Give back the room of a part that emptied a lot.
         if table.capacity() > 64 && table.len() < table.capacity() / 4 {
-            table.shrink_to(table.len() * 2, |e| e.hash);
+            table.shrink_to(table.len() * 2, |e| e.n.hash);
         }
     }
 
