@@ -275,6 +275,10 @@ impl Wal {
             }
             replayed.push(*log_no);
         }
+        if let Some((path, end)) = saw_torn {
+            // Only the last log can get here (a later one errors above).
+            seal_torn_tail(&fs, &path, end).await?;
+        }
         let retained: Vec<(u64, String)> = found.into_iter().filter(|(n, _)| replayed.contains(n)).collect();
         let next_log_no = max_log.max(min_log_no.saturating_sub(1)) + 1;
         let placeholder = Segment {
@@ -826,6 +830,38 @@ impl Wal {
     }
 }
 
+/// Zeroes the last log's tail from `end`, where its last record was torn,
+/// through at least [`HEADER`] bytes (as [`LogBuffer::seal`] pads a segment
+/// that gets no more records), and makes that durable.
+///
+/// The torn record was never durable in full, so never acknowledged. Left
+/// as it is, the next recovery, which will find the logs written after this
+/// start, would read it as damage in the middle of the WAL and refuse to
+/// open ("WAL ends early"): the engine model test (seed 118 of a 150-seed
+/// run) reopened after a close that had left its active segment's last
+/// record 7 bytes before a block boundary, in a recycled file whose next
+/// block still held old bytes, and the reopen after that failed.
+async fn seal_torn_tail(fs: &Fs, path: &Path, end: u64) -> Result<()> {
+    use crate::io::{align_down, align_up, ALIGN};
+    let f = fs.open_dsync(path).await?;
+    let size = f.size().await?;
+    let end = usize::try_from(end).unwrap_or(usize::MAX);
+    let size = usize::try_from(size).unwrap_or(usize::MAX);
+    let block = align_down(end);
+    let stop = align_up(end.saturating_add(HEADER)).min(align_down(size));
+    if stop > block {
+        let kept = f.read_at(block as u64, end - block).await?;
+        let mut buf = f.alloc(stop - block);
+        buf.as_mut_slice()[..kept.len()].copy_from_slice(&kept);
+        debug_assert_eq!((stop - block) % ALIGN, 0);
+        f.write_at(buf, block as u64).await?;
+        if !f.writes_durable() {
+            f.sync().await?;
+        }
+    }
+    f.close().await
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -881,6 +917,57 @@ mod tests {
             .unwrap();
             seen.sort();
             assert_eq!(seen, (0..200).collect::<Vec<_>>());
+        });
+    }
+
+    /// Regression (engine model test, seed 118): a log whose last record
+    /// ends 7 bytes before a block boundary, in a file whose next block holds
+    /// old bytes (a recycled segment), reads as torn. Recovery took that as
+    /// the tolerated torn tail of the last log, but the next recovery, with
+    /// newer logs after it, refused to open the WAL ("ends early").
+    #[test]
+    fn a_torn_looking_tail_is_sealed_so_the_next_recovery_opens() {
+        run(async {
+            let fs = Fs::sim(7);
+            let dir = Path::new("/db");
+            fs.prepare_dir(dir).await.unwrap();
+            let (wal, _) = Wal::recover(fs.clone(), dir, opts(), 0, |_| Ok(())).await.unwrap();
+            let first = vec![b'a'; 4096 - 7 - HEADER];
+            let (t, _) = wal.append(first.len(), 1, |_| first.clone()).await.unwrap();
+            wal.wait(t).await.unwrap();
+            drop(wal);
+            // The old bytes of a recycled file right after that block.
+            let mut seg = None;
+            for name in fs.list(dir).await.unwrap() {
+                let f = fs.open(&dir.join(&name), false).await.unwrap();
+                let head = f.read_at(0, 4096).await.unwrap();
+                f.close().await.unwrap();
+                if log::first_log_no(&head) == Some(1) {
+                    seg = Some(name);
+                }
+            }
+            let path = dir.join(seg.unwrap());
+            let f = fs.open_dsync(&path).await.unwrap();
+            let mut junk = f.alloc(4096);
+            junk.as_mut_slice().fill(0xAB);
+            f.write_at(junk, 4096).await.unwrap();
+            f.close().await.unwrap();
+            let count = |n: &mut usize| {
+                *n += 1;
+                Ok(())
+            };
+            let mut n = 0;
+            let (wal, _) = Wal::recover(fs.clone(), dir, opts(), 0, |_| count(&mut n))
+                .await
+                .unwrap();
+            assert_eq!(n, 1);
+            let (t, _) = wal.append(3, 1, |_| b"two".to_vec()).await.unwrap();
+            wal.wait(t).await.unwrap();
+            drop(wal);
+            let mut n = 0;
+            let r = Wal::recover(fs.clone(), dir, opts(), 0, |_| count(&mut n)).await;
+            assert!(r.is_ok(), "{:?}", r.err());
+            assert_eq!(n, 2);
         });
     }
 
