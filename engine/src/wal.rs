@@ -882,13 +882,20 @@ mod tests {
         }
     }
 
+    /// A simulated disk seeded `seed` and an empty WAL on it in /db.
+    async fn fresh(seed: u64) -> (Fs, Wal) {
+        let fs = Fs::sim(seed);
+        let dir = Path::new("/db");
+        fs.prepare_dir(dir).await.unwrap();
+        let (wal, _) = Wal::recover(fs.clone(), dir, opts(), 0, |_| Ok(())).await.unwrap();
+        (fs, wal)
+    }
+
     #[test]
     fn group_commit_shares_syncs_and_recovers_everything() {
         run(async {
-            let fs = Fs::sim(1);
+            let (fs, wal) = fresh(1).await;
             let dir = Path::new("/db");
-            fs.prepare_dir(dir).await.unwrap();
-            let (wal, _) = Wal::recover(fs.clone(), dir, opts(), 0, |_| Ok(())).await.unwrap();
             let wal = Rc::new(wal);
             let mut tasks = Vec::new();
             for i in 0..200u32 {
@@ -928,10 +935,8 @@ mod tests {
     #[test]
     fn a_torn_looking_tail_is_sealed_so_the_next_recovery_opens() {
         run(async {
-            let fs = Fs::sim(7);
+            let (fs, wal) = fresh(7).await;
             let dir = Path::new("/db");
-            fs.prepare_dir(dir).await.unwrap();
-            let (wal, _) = Wal::recover(fs.clone(), dir, opts(), 0, |_| Ok(())).await.unwrap();
             let first = vec![b'a'; 4096 - 7 - HEADER];
             let (t, _) = wal.append(first.len(), 1, |_| first.clone()).await.unwrap();
             wal.wait(t).await.unwrap();
@@ -974,10 +979,7 @@ mod tests {
     #[test]
     fn failed_sync_fences() {
         run(async {
-            let fs = Fs::sim(2);
-            let dir = Path::new("/db");
-            fs.prepare_dir(dir).await.unwrap();
-            let (wal, _) = Wal::recover(fs.clone(), dir, opts(), 0, |_| Ok(())).await.unwrap();
+            let (fs, wal) = fresh(2).await;
             if let Fs::Sim(s) = &fs {
                 s.fail_next_sync();
             }
@@ -998,10 +1000,8 @@ mod tests {
     #[test]
     fn a_full_disk_leaves_no_half_made_segment() {
         run(async {
-            let fs = Fs::sim(5);
+            let (fs, wal) = fresh(5).await;
             let dir = Path::new("/db");
-            fs.prepare_dir(dir).await.unwrap();
-            let (wal, _) = Wal::recover(fs.clone(), dir, opts(), 0, |_| Ok(())).await.unwrap();
             let Fs::Sim(sim) = &fs else { unreachable!() };
             let used = sim.used_bytes();
             let names = fs.list(dir).await.unwrap();
@@ -1036,10 +1036,7 @@ mod tests {
     #[test]
     fn rotation_asks_for_the_next_spare() {
         run(async {
-            let fs = Fs::sim(4);
-            let dir = Path::new("/db");
-            fs.prepare_dir(dir).await.unwrap();
-            let (wal, _) = Wal::recover(fs.clone(), dir, opts(), 0, |_| Ok(())).await.unwrap();
+            let (_fs, wal) = fresh(4).await;
             assert!(
                 wal.st.borrow().spare.is_none(),
                 "recovery used the only segment it made"
@@ -1065,10 +1062,8 @@ mod tests {
     #[test]
     fn concurrent_full_segment_rotates_once() {
         run(async {
-            let fs = Fs::sim(3);
+            let (fs, wal) = fresh(3).await;
             let dir = Path::new("/db");
-            fs.prepare_dir(dir).await.unwrap();
-            let (wal, _) = Wal::recover(fs.clone(), dir, opts(), 0, |_| Ok(())).await.unwrap();
             let wal = Rc::new(wal);
             let mut tasks = Vec::new();
             // 400 writers x 1 KiB = 400 KiB over 64 KiB segments: about 7 segments of data.
