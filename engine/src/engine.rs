@@ -314,6 +314,32 @@ struct Signals {
     progress: Notify,
 }
 
+/// A batch applied in memory whose WAL record may not be synced yet
+/// ([`Engine::write_staged`]).
+#[must_use = "a staged write may be acknowledged only once `durable` returns"]
+pub struct StagedWrite {
+    engine: Engine,
+    /// None for an empty batch (nothing to wait for).
+    ticket: Option<crate::wal::Ticket>,
+    seq: SeqNo,
+}
+
+impl StagedWrite {
+    /// Waits until the batch's WAL record is durable (in periodic mode:
+    /// accepted) and returns the batch's last sequence number. An error means
+    /// the write must not be acknowledged: the WAL is fenced, and whether the
+    /// record survives is known only after a reopen.
+    pub async fn durable(self) -> Result<SeqNo> {
+        if let Some(ticket) = self.ticket {
+            self.engine.wal()?.wait(ticket).await?;
+            // In periodic mode nothing in the write suspends: give flush and
+            // compaction their share when this task's time slice is used up.
+            crate::io::yield_if_needed().await;
+        }
+        Ok(self.seq)
+    }
+}
+
 /// One core's storage engine. Cheap to clone (a shared handle); `!Send`.
 #[derive(Clone)]
 pub struct Engine {
@@ -645,9 +671,24 @@ impl Engine {
 
     /// Applies a batch atomically: after a crash, all of it or none of it is
     /// there. Returns the last sequence number of the batch.
-    pub async fn write(&self, mut batch: WriteBatch) -> Result<SeqNo> {
+    pub async fn write(&self, batch: WriteBatch) -> Result<SeqNo> {
+        self.write_staged(batch).await?.durable().await
+    }
+
+    /// [`Engine::write`] in two steps: returns once the batch is in the WAL's
+    /// buffer and the memtable (reads on this core see it), and
+    /// [`StagedWrite::durable`] then waits for its WAL record to be synced.
+    /// A cluster coordinator uses the gap to send the write to the other
+    /// replicas while its own copy syncs; nothing may be acknowledged before
+    /// `durable` returns. Staged writes become durable in the order they were
+    /// staged.
+    pub async fn write_staged(&self, mut batch: WriteBatch) -> Result<StagedWrite> {
         if batch.is_empty() {
-            return Ok(self.wal()?.last_seq());
+            return Ok(StagedWrite {
+                engine: self.clone(),
+                ticket: None,
+                seq: self.wal()?.last_seq(),
+            });
         }
         let max_batch = self.inner.opts.limits.max_batch;
         if batch.encoded_len() > max_batch {
@@ -694,11 +735,11 @@ impl Engine {
             }
         }
         self.inner.counters.borrow_mut().user_bytes += user_bytes;
-        wal.wait(ticket).await?;
-        // In periodic mode nothing above suspends: give flush and compaction
-        // their share when this task's time slice is used up.
-        crate::io::yield_if_needed().await;
-        Ok(base + count - 1)
+        Ok(StagedWrite {
+            engine: self.clone(),
+            ticket: Some(ticket),
+            seq: base + count - 1,
+        })
     }
 
     fn check_bg_error(&self) -> Result<()> {

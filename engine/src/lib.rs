@@ -25,7 +25,7 @@ pub mod sstable;
 pub mod version;
 pub mod wal;
 
-pub use engine::{Cursor, Engine, Health, Record, ScanOptions, ScanPage, Stats};
+pub use engine::{Cursor, Engine, Health, Record, ScanOptions, ScanPage, StagedWrite, Stats};
 pub use error::{Error, Result};
 pub use format::{Entry, Kind, SeqNo, Token, WriteBatch};
 pub use io::Fs;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use corekv_engine::format::BodyRef;
 use corekv_engine::io::sim::Faults;
-use corekv_engine::{CompactionFilter, Durability, Engine, Error, Fs, Health, Options, ScanOptions};
+use corekv_engine::{CompactionFilter, Durability, Engine, Error, Fs, Health, Options, ScanOptions, WriteBatch};
 
 fn sim_opts(seed: u64) -> (Fs, Options) {
     let fs = Fs::sim(seed);
@@ -534,6 +534,34 @@ fn failed_fsync_fences_writes_but_not_reads() {
         let e = Engine::open(o).await.unwrap();
         e.put(1, b"d", b"4", b"", 0).await.unwrap();
         assert_eq!(e.get(1, b"a").await.unwrap().unwrap().value, b"1");
+    });
+}
+
+#[test]
+fn a_staged_write_is_acknowledged_and_read_only_once_durable() {
+    common::run(|| async {
+        let (fs, o) = sim_opts(15);
+        let Fs::Sim(sim) = &fs else { unreachable!() };
+        let e = Engine::open(o).await.unwrap();
+        let mut b = WriteBatch::new();
+        b.put(1, b"a", b"1", b"", 0);
+        let staged = e.write_staged(b).await.unwrap();
+        let seq = staged.durable().await.unwrap();
+        let r = e.get(1, b"a").await.unwrap().unwrap();
+        assert_eq!((r.value.as_slice(), r.seq), (&b"1"[..], seq));
+        // A staged write whose sync fails is never reported durable, and
+        // reads never see it.
+        sim.fail_next_sync();
+        let mut b = WriteBatch::new();
+        b.put(1, b"b", b"2", b"", 0);
+        let staged = e.write_staged(b).await.unwrap();
+        let err = staged.durable().await.unwrap_err();
+        assert!(matches!(err, Error::Fenced { .. }), "{err}");
+        assert!(e.get(1, b"b").await.unwrap().is_none());
+        // Staging after the fence is refused at once.
+        let mut b = WriteBatch::new();
+        b.put(1, b"c", b"3", b"", 0);
+        assert!(matches!(e.write_staged(b).await, Err(Error::Fenced { .. })));
     });
 }
 

@@ -58,7 +58,7 @@
 //! | `storage.memtable_jitter_pct` | integer 0..=90 | 40 | each memtable freezes at a size drawn from [budget x (1 - pct/100), budget], anew per memtable and different per node: replicas of the same writes then flush at different moments, so a quorum write rarely waits on a flushing node. 0 = exactly the budget |
 //! | `storage.block_cache_bytes` | integer | a quarter of RAM (256 MiB if unknown) | block cache budget per node, split across cores; 0 disables. Table reads bypass the page cache (O_DIRECT), so this is the node's read cache |
 //! | `storage.row_cache_bytes` | integer | a sixteenth of RAM (64 MiB if unknown) | row cache budget per node, split across cores; 0 disables. The newest version of recently read keys, in front of the tables: a repeated point read skips the bloom filters, the index and the block search. Filled only by reads that reached the tables; a write drops its key from it |
-//! | `storage.retained_memtable_bytes` | integer | a sixteenth of RAM (64 MiB if unknown) | flushed memtables kept, newest first, to answer point reads of recent writes from one hash index over all of them (one probe instead of a table read and, on a block's first read, its decompression); counts the memtables and that index; per node, split across cores; 0 disables |
+//! | `storage.retained_memtable_bytes` | integer | 256 MiB | flushed memtables kept, newest first, to answer point reads of recent writes from one hash index over all of them (one probe instead of a table read and, on a block's first read, its decompression); counts the memtables and that index; per node, split across cores; 0 disables |
 //! | `storage.cache_on_flush` | `true` or `false` | `true` | put each flushed table's data blocks into the block cache as they are written (recent writes are the likeliest reads; table reads bypass the page cache): in their compressed on-disk form where compression saved a fifth or more (decoded on first read), else decoded; compaction output too, but only compressed blocks and only into free cache room. Costs a copy of every flushed block in fresh memory: on a write-heavy node whose reads are not of recent writes, `false` saves that CPU |
 //! | `storage.wal_segment_bytes` | integer 1 MiB..=1 GiB | 64 MiB | size of each preallocated WAL segment file |
 //! | `storage.wal_group_commit_us` | integer 0..=100000 | 0 | in `sync` durability, the least time in microseconds from the start of one WAL group commit to the next; writes arriving meanwhile share the next sync. Fewer, larger syncs for up to this much more write latency: worth it on disks where each sync is dear (virtual disks) |
@@ -714,7 +714,13 @@ impl Default for Config {
                 memtable_jitter_pct: 40,
                 block_cache_bytes: default_block_cache(),
                 row_cache_bytes: default_row_cache(),
-                retained_memtable_bytes: default_row_cache(),
+                // As much as the memtable budget, not a share of RAM: every
+                // byte kept is memory the node grows into under writes, and
+                // until it stops growing, faulting fresh pages in stalls the
+                // core (bench/RESULTS.md: on this project's VM, a 3-node
+                // cluster's SET p99 was 190 ms while a sixteenth of RAM, 1.5
+                // GiB, filled, and 13 ms with 256 MiB).
+                retained_memtable_bytes: 256 << 20,
                 cache_on_flush: true,
                 wal_segment_bytes: 64 << 20,
                 // The engine's own default.

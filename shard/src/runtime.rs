@@ -498,7 +498,7 @@ pub fn start(config: Config, serve: ServeFn) -> Result<RunningNode> {
     let cluster = if config.cluster.enabled() {
         let view = Arc::new(crate::cluster::SharedView::new(crate::cluster::initial_view(&config)?));
         view.set_waiting(crate::cluster::elastic::must_wait(&config));
-        Some((view, crate::cluster::data_epoch(&config.node.data_dir)?))
+        Some((view, crate::cluster::actor_epoch(&config.node.data_dir)?))
     } else {
         None
     };

@@ -556,6 +556,26 @@ pub fn now_ms() -> u64 {
     wall.saturating_add_signed(clock_offset_ms())
 }
 
+/// A record update applied on this core but maybe not durable yet
+/// ([`Store::update_record_staged`]); holds the key's lock until
+/// [`LocalWrite::durable`] returns.
+#[must_use = "the update may be acknowledged only once `durable` returns"]
+pub struct LocalWrite {
+    _guard: KeyGuard,
+    /// None when the update changed nothing.
+    staged: Option<corekv_engine::StagedWrite>,
+}
+
+impl LocalWrite {
+    /// Waits until the update is durable on this core, then unlocks the key.
+    pub async fn durable(self) -> Result<(), Failure> {
+        if let Some(s) = self.staged {
+            s.durable().await?;
+        }
+        Ok(())
+    }
+}
+
 /// One core's store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -941,17 +961,33 @@ impl Store {
         key: &Key,
         f: impl FnOnce(Option<&VRecord>) -> Result<VRecord, Failure>,
     ) -> Result<VRecord, Failure> {
-        let _g = self.locks.lock(&key.bytes).await;
+        let (next, local) = self.update_record_staged(key, f).await?;
+        local.durable().await?;
+        Ok(next)
+    }
+
+    /// [`Store::update_record`] in two steps: returns the new record once it
+    /// is in the memtable, with a [`LocalWrite`] that says when it is durable.
+    /// The key stays locked until then, so the next update of the key (or a
+    /// merge that finds nothing to change and acknowledges at once) starts
+    /// from durable state.
+    pub async fn update_record_staged(
+        &self,
+        key: &Key,
+        f: impl FnOnce(Option<&VRecord>) -> Result<VRecord, Failure>,
+    ) -> Result<(VRecord, LocalWrite), Failure> {
+        let guard = self.locks.lock(&key.bytes).await;
         let cur = self.read_record(key).await?;
         let next = f(cur.as_ref())?;
+        let mut staged = None;
         if cur.as_ref() != Some(&next) {
             self.writes.set(self.writes.get() + 1);
             let purge_at = next.purge_at_ms(self.tombstone_grace_ms).unwrap_or(0);
-            self.engine
-                .put(key.token, &key.bytes, &next.to_bytes(), RECORD_META, purge_at)
-                .await?;
+            let mut batch = corekv_engine::WriteBatch::new();
+            batch.put(key.token, &key.bytes, &next.to_bytes(), RECORD_META, purge_at);
+            staged = Some(self.engine.write_staged(batch).await?);
         }
-        Ok(next)
+        Ok((next, LocalWrite { _guard: guard, staged }))
     }
 
     /// See [`Cmd::ReplicaScan`].
@@ -1381,6 +1417,33 @@ mod tests {
                 let joined: Vec<u64> = a.iter().zip(&b).map(|(x, y)| x ^ y).collect();
                 assert_eq!(joined, whole);
                 assert!(whole.iter().any(|&l| l != 0));
+            });
+    }
+
+    #[test]
+    fn a_staged_update_keeps_its_key_locked_until_it_is_durable() {
+        use crate::versioning::{Actor, LwwRegister, Timestamp, Value};
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap()
+            .run(async {
+                let store = store_with(&[]).await;
+                let k = Key::new(b"k");
+                let other = Key::new(b"other");
+                let lww = |n: u64| VRecord::Lww(LwwRegister::new(Timestamp::new(n, 0), Actor(1), Value::put(vec![1])));
+                let (first, local) = store.update_record_staged(&k, |_| Ok(lww(1000))).await.unwrap();
+                // The next update of the key must start from the staged state
+                // once durable (reads see a write only then), so it waits.
+                let mut next = Box::pin(store.update_record(&k, |cur| {
+                    assert_eq!(cur, Some(&first), "the second update saw the first one");
+                    Ok(lww(2000))
+                }));
+                assert!(futures::poll!(next.as_mut()).is_pending());
+                // Other keys do not wait.
+                store.update_record(&other, |_| Ok(lww(5))).await.unwrap();
+                local.durable().await.unwrap();
+                assert_eq!(next.await.unwrap(), lww(2000));
+                assert_eq!(store.read_record(&k).await.unwrap(), Some(lww(2000)));
             });
     }
 

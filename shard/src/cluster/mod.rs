@@ -346,6 +346,48 @@ pub fn data_epoch(dir: &std::path::Path) -> Result<u64> {
     }
 }
 
+/// The number this node's actor is derived from ([`Actor::derive`]): its
+/// data epoch ([`data_epoch`]) and its incarnation, a counter in the data
+/// directory bumped (and synced) at every start. A coordinator sends a write
+/// to the other replicas while its own copy is still syncing, so a crash can
+/// lose a dot it issued that other replicas keep; restarting as a new actor
+/// means it never issues a dot from a state that lacks one of its own
+/// (docs/versions.md). Each start adds at most one clock entry to the keys it
+/// writes afterwards; the clock bound prunes old ones.
+pub fn actor_epoch(dir: &std::path::Path) -> Result<u64> {
+    let epoch = data_epoch(dir)?;
+    let path = dir.join("node-incarnation");
+    let io = |what: &str, p: &std::path::Path, e: std::io::Error| Error::Runtime {
+        what: format!("{what} {}", p.display()),
+        reason: e.to_string(),
+    };
+    let last = match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse::<u64>().map_err(|e| Error::Runtime {
+            what: format!("reading {}", path.display()),
+            reason: format!("not a number ({e})"),
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(io("reading", &path, e)),
+    };
+    let incarnation = last.checked_add(1).ok_or_else(|| Error::Runtime {
+        what: format!("reading {}", path.display()),
+        reason: "the incarnation counter is at its maximum".into(),
+    })?;
+    let tmp = dir.join("node-incarnation.tmp");
+    std::fs::write(&tmp, format!("{incarnation}\n")).map_err(|e| io("writing", &tmp, e))?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io("syncing", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| io("renaming", &tmp, e))?;
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io("syncing", dir, e))?;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&epoch.to_le_bytes());
+    h.update(&incarnation.to_le_bytes());
+    Ok(h.digest())
+}
+
 fn epoch_seed() -> u64 {
     rand::random::<u64>()
 }
@@ -923,11 +965,17 @@ async fn coordinate_write(
     };
     let ts = cluster.hlc.borrow_mut().now(now_ms());
     let (actor, causal) = (cluster.actor, cluster.causal);
-    // The coordinator's own replica takes the new version first, durably:
-    // its next update of the key must see this dot.
-    let record = shard
+    // The coordinator's own replica takes the new version first: its next
+    // update of the key must see this dot. Its WAL sync runs while the other
+    // replicas get the write (`drive_write` counts the local copy once it is
+    // durable), so a slow sync here is one slow replica, which a quorum does
+    // not wait for. A crash before that sync may lose the local copy of a dot
+    // that other replicas hold; the node then restarts as a new actor (its
+    // incarnation, `data_epoch`), so it never issues a dot from a state that
+    // lacks one it issued before.
+    let (record, local) = shard
         .store
-        .update_record(&key, |cur| {
+        .update_record_staged(&key, |cur| {
             if causal {
                 let current = match cur {
                     Some(Record::Causal(d)) => d.clone(),
@@ -986,7 +1034,7 @@ async fn coordinate_write(
         deadline,
     });
     let (reply_tx, reply_rx) = oneshot::channel();
-    let driver = drive_write(shard.clone(), cluster.clone(), op, outputs, reply_tx);
+    let driver = drive_write(shard.clone(), cluster.clone(), op, outputs, Some(local), reply_tx);
     glommio::spawn_local_into(driver, shard.fg)
         .map_err(|e| Failure::new(FailureKind::Internal, format!("cannot spawn a write: {e}")))?
         .detach();
@@ -1092,6 +1140,7 @@ async fn drive_write(
     cluster: Rc<Cluster>,
     mut op: WriteOp<Record>,
     outputs: Vec<WriteOutput<Record>>,
+    local: Option<crate::store::LocalWrite>,
     reply: oneshot::Sender<std::result::Result<(), Failure>>,
 ) {
     let me = cluster.me.clone();
@@ -1099,13 +1148,23 @@ async fn drive_write(
     let (tx, mut acks) = mpsc::unbounded::<(NodeId, bool)>();
     let mut reply = Some(reply);
     let mut pending = outputs;
+    let mut local = local;
     loop {
         for o in std::mem::take(&mut pending) {
             match o {
                 WriteOutput::Send { to, mutation, hint_for } => {
                     if to == me && hint_for.is_none() {
-                        // Already durable here: written before the op started.
-                        let _ = tx.unbounded_send((to, true));
+                        // Applied here before the op started: its ack is the
+                        // local WAL sync (already done when `local` is None).
+                        if let Some(l) = local.take() {
+                            let tx = tx.clone();
+                            spawn_detached(&shard, async move {
+                                let ok = l.durable().await.is_ok();
+                                let _ = tx.unbounded_send((to, ok));
+                            });
+                        } else {
+                            let _ = tx.unbounded_send((to, true));
+                        }
                         continue;
                     }
                     let (s, c, tx, deadline) = (shard.clone(), cluster.clone(), tx.clone(), op.deadline());
@@ -1130,13 +1189,18 @@ async fn drive_write(
             }
         }
         if op.is_done() {
-            return;
+            break;
         }
         pending = match next_before(&mut acks, op.deadline()).await {
             Some((from, true)) => op.on_ack(&from),
             Some((from, false)) => op.on_failure(&from),
             None => op.on_tick(now_ms().max(op.deadline())),
         };
+    }
+    if let Some(l) = local {
+        // The plan sent nothing to this node (it never counted itself): the
+        // key stays locked until the local copy is durable all the same.
+        let _ = l.durable().await;
     }
 }
 
@@ -1289,5 +1353,34 @@ async fn drive_read(
             Some((from, record)) => op.on_response(&from, record),
             None => op.on_tick(now_ms().max(op.deadline())),
         };
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_start_is_a_new_actor_of_the_same_data_epoch() {
+        let dir = std::env::temp_dir().join(format!("corekv-actor-epoch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let first = actor_epoch(&dir).unwrap();
+        let epoch = std::fs::read_to_string(dir.join("node-epoch")).unwrap();
+        let second = actor_epoch(&dir).unwrap();
+        assert_ne!(first, second, "a restart must not reuse the actor");
+        assert_eq!(std::fs::read_to_string(dir.join("node-epoch")).unwrap(), epoch);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("node-incarnation")).unwrap().trim(),
+            "2"
+        );
+        // A wiped directory starts a new data epoch, so even incarnation 1
+        // is a different actor.
+        std::fs::remove_dir_all(&dir).unwrap();
+        let wiped = actor_epoch(&dir).unwrap();
+        assert!(wiped != first && wiped != second);
+        std::fs::write(dir.join("node-incarnation"), "garbage").unwrap();
+        assert!(actor_epoch(&dir).is_err(), "an unreadable counter stops the start");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

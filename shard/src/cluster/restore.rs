@@ -140,7 +140,7 @@ async fn restore_one(
         deadline,
     });
     let (reply_tx, reply_rx) = oneshot::channel();
-    let driver = drive_write(shard.clone(), cluster.clone(), op, outputs, reply_tx);
+    let driver = drive_write(shard.clone(), cluster.clone(), op, outputs, None, reply_tx);
     glommio::spawn_local_into(driver, shard.fg)
         .map_err(|e| Failure::new(FailureKind::Internal, format!("cannot spawn a restore write: {e}")))?
         .detach();

@@ -149,6 +149,11 @@ struct Args {
     /// Seconds --wait-ring waits before failing.
     #[arg(long, default_value_t = 30.0)]
     wait_ring_s: f64,
+    /// Open loop: also write one line per measured request to this file
+    /// (`<test> <intended start, us after the first measured one> <latency us>
+    /// <ok 1|0>`), to see when slow requests happened, not only how many.
+    #[arg(long)]
+    trace: Option<PathBuf>,
 }
 
 /// How each test is driven, from the flags.

@@ -27,6 +27,8 @@ struct Recorder {
     ok: u64,
     late: u64,
     last_done: Option<Instant>,
+    /// (intended start, latency in us, ok) of every measured request, with `--trace`.
+    trace: Option<Vec<(Instant, u64, bool)>>,
 }
 
 impl Recorder {
@@ -40,6 +42,7 @@ impl Recorder {
             ok: 0,
             late: 0,
             last_done: None,
+            trace: None,
         })
     }
 
@@ -49,6 +52,10 @@ impl Recorder {
         let lag = sent.saturating_duration_since(intended);
         record(&mut self.lag, lag);
         self.late += u64::from(lag > LATE);
+        if let Some(t) = &mut self.trace {
+            let us = u64::try_from(done.saturating_duration_since(intended).as_micros()).unwrap_or(u64::MAX);
+            t.push((intended, us, result.is_ok()));
+        }
         match result {
             Ok(()) => self.ok += 1,
             Err(e) => {
@@ -94,7 +101,13 @@ async fn request(s: Shared, mut rng: SmallRng, intended: Instant, measured: bool
 /// Runs `test` on the schedule `plan` and reports it.
 pub async fn run_test(client: &Client, test: Test, args: &Arc<Args>, plan: Plan) -> Result<Report, String> {
     let bound = u32::try_from(plan.max_inflight).map_err(|_| "--max-inflight is too large".to_owned())?;
-    let recorder = Arc::new(Mutex::new(Recorder::new()?));
+    let mut rec = Recorder::new()?;
+    if args.trace.is_some() {
+        rec.trace = Some(Vec::with_capacity(
+            usize::try_from(plan.measured_requests()).unwrap_or(0),
+        ));
+    }
+    let recorder = Arc::new(Mutex::new(rec));
     let shared = Shared {
         client: client.clone(),
         test,
@@ -138,6 +151,9 @@ pub async fn run_test(client: &Client, test: Test, args: &Arc<Args>, plan: Plan)
             r.errors.values().sum::<u64>()
         );
     }
+    if let (Some(path), Some(trace)) = (&args.trace, r.trace.take()) {
+        write_trace(path, test, measure_start, &trace)?;
+    }
     let latency = std::mem::replace(&mut r.latency, histogram()?);
     let service = std::mem::replace(&mut r.service, histogram()?);
     let lag = std::mem::replace(&mut r.lag, histogram()?);
@@ -161,6 +177,37 @@ pub async fn run_test(client: &Client, test: Test, args: &Arc<Args>, plan: Plan)
         }),
         hist: latency,
     })
+}
+
+/// Appends the `--trace` lines of one test, in intended-start order.
+fn write_trace(
+    path: &std::path::Path,
+    test: Test,
+    start: Instant,
+    trace: &[(Instant, u64, bool)],
+) -> Result<(), String> {
+    use std::io::Write;
+    let mut sorted: Vec<_> = trace.to_vec();
+    sorted.sort_by_key(|t| t.0);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    // The wall-clock time of offset 0, to line the trace up with server logs.
+    let wall = std::time::SystemTime::now()
+        .checked_sub(start.elapsed())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_micros());
+    writeln!(out, "# {} starts at unix time {wall} us", test.name())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    for (intended, us, ok) in sorted {
+        let at = intended.saturating_duration_since(start).as_micros();
+        writeln!(out, "{} {at} {us} {}", test.name(), u8::from(ok))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    out.flush().map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 #[cfg(test)]
