@@ -101,6 +101,10 @@ fn part_of(hash: u64) -> usize {
     (hash >> 48) as usize % INDEX_PARTS
 }
 
+/// Entries [`MemTable::dismantle`] frees between two preemption checks
+/// (tens of microseconds).
+const DISMANTLE_SLICE: usize = 512;
+
 /// A sorted in-memory table.
 #[derive(Debug)]
 pub struct MemTable {
@@ -122,6 +126,30 @@ impl MemTable {
             entries: Cell::new(0),
             max_seq: Cell::new(0),
             first_log_no,
+        }
+    }
+
+    /// Frees a memtable a slice at a time, letting other tasks run between
+    /// slices (at glommio's preemption points). A full memtable is hundreds
+    /// of thousands of allocations; dropping one in a single call held its
+    /// core for tens of milliseconds, and every request of the moment with
+    /// it (bench/RESULTS.md). A memtable someone else still holds (a scan) is
+    /// only released here; its last holder frees it.
+    pub(crate) async fn dismantle(m: Rc<MemTable>) {
+        let Ok(m) = Rc::try_unwrap(m) else { return };
+        let mut parts = m.newest.into_inner();
+        while let Some(part) = parts.pop() {
+            drop(part);
+            crate::io::yield_if_needed().await;
+        }
+        let mut map = m.map.into_inner();
+        while !map.is_empty() {
+            for _ in 0..DISMANTLE_SLICE {
+                if map.pop_first().is_none() {
+                    break;
+                }
+            }
+            crate::io::yield_if_needed().await;
         }
     }
 

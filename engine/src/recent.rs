@@ -79,6 +79,9 @@ pub(crate) struct Recent {
     /// Bumped by [`Recent::clear`]: an absorb that sees it change stops.
     epoch: Cell<u64>,
     absorbing: Cell<bool>,
+    /// Memtables no longer kept, for [`Recent::absorb`] to free a slice at
+    /// a time ([`MemTable::dismantle`]) instead of in one synchronous drop.
+    graveyard: RefCell<Vec<Rc<MemTable>>>,
 }
 
 /// Where a memtable index hash falls among the parts (as in [`crate::memtable`]).
@@ -93,6 +96,7 @@ impl Recent {
             index: RefCell::new((0..INDEX_PARTS).map(|_| HashTable::new()).collect()),
             epoch: Cell::new(0),
             absorbing: Cell::new(false),
+            graveyard: RefCell::new(Vec::new()),
         }
     }
 
@@ -121,6 +125,7 @@ impl Recent {
         let charge = m.size() + m.distinct_keys() * ENTRY_BYTES;
         if charge > budget {
             self.clear();
+            self.graveyard.borrow_mut().push(m);
             return;
         }
         let mut st = self.state.borrow_mut();
@@ -137,6 +142,7 @@ impl Recent {
                 // Not in the index (or partly, if being absorbed: the
                 // absorb sees it gone and dooms it).
                 st.bytes -= old.2;
+                self.graveyard.borrow_mut().push(old.1);
             } else {
                 break;
             }
@@ -147,10 +153,18 @@ impl Recent {
     pub(crate) fn clear(&self) {
         self.epoch.set(self.epoch.get() + 1);
         let next_gen = self.state.borrow().next_gen;
-        *self.state.borrow_mut() = State {
-            next_gen,
-            ..State::default()
-        };
+        let old = std::mem::replace(
+            &mut *self.state.borrow_mut(),
+            State {
+                next_gen,
+                ..State::default()
+            },
+        );
+        let mut graveyard = self.graveyard.borrow_mut();
+        for (_, m, _) in old.pending.into_iter().chain(old.merged).chain(old.doomed) {
+            graveyard.push(m);
+        }
+        drop(graveyard);
         for part in self.index.borrow_mut().iter_mut() {
             *part = HashTable::new();
         }
@@ -186,12 +200,24 @@ impl Recent {
                 }
                 let mut st = self.state.borrow_mut();
                 if st.doomed.front().is_some_and(|(g, _, _)| *g == gen) {
-                    st.doomed.pop_front();
+                    if let Some((_, m, _)) = st.doomed.pop_front() {
+                        self.graveyard.borrow_mut().push(m);
+                    }
                 }
                 continue;
             }
             let pending = self.state.borrow().pending.front().cloned();
-            let Some((gen, m, charge)) = pending else { return };
+            let Some((gen, m, charge)) = pending else {
+                // Last, so that reads find new memtables in the index first.
+                let dead = self.graveyard.borrow_mut().pop();
+                match dead {
+                    Some(m) => {
+                        MemTable::dismantle(m).await;
+                        continue;
+                    }
+                    None => return,
+                }
+            };
             let epoch = self.epoch.get();
             for part in 0..INDEX_PARTS {
                 self.add_part(&m, part, gen);
@@ -299,6 +325,36 @@ mod tests {
             .unwrap()
             .join()
             .unwrap();
+    }
+
+    #[test]
+    fn memtables_no_longer_kept_are_freed_by_the_next_absorb() {
+        run(|| async {
+            let r = Recent::new();
+            let rows: Vec<(String, SeqNo, String)> = (0..3000).map(|i| (format!("k{i}"), i, "v".repeat(20))).collect();
+            let rows: Vec<(&str, SeqNo, &str)> = rows.iter().map(|(k, s, v)| (k.as_str(), *s, v.as_str())).collect();
+            let a = mem(1, &rows);
+            let b = mem(2, &rows);
+            let budget = a.size() + 3000 * ENTRY_BYTES;
+            let (weak_a, weak_b) = (Rc::downgrade(&a), Rc::downgrade(&b));
+            r.keep(a, budget);
+            r.absorb().await;
+            // `b` pushes `a` out; `a`'s entries leave the index, then `a` is
+            // freed a slice at a time, not in `keep`.
+            r.keep(b, budget);
+            assert!(weak_a.upgrade().is_some(), "dropped out of the budget, not freed yet");
+            r.absorb().await;
+            assert!(weak_a.upgrade().is_none(), "the absorb freed it");
+            assert_eq!(get(&r, "k7"), Some((7, "v".repeat(20))));
+            // Cleared (a memtable over the budget): everything kept goes the same way.
+            let big = mem(3, &[("w", 10, &"v".repeat(budget))]);
+            let weak_big = Rc::downgrade(&big);
+            r.keep(big, budget);
+            assert!(weak_b.upgrade().is_some() && weak_big.upgrade().is_some());
+            r.absorb().await;
+            assert!(weak_b.upgrade().is_none() && weak_big.upgrade().is_none());
+            assert_eq!(get(&r, "k7"), None);
+        });
     }
 
     #[test]
