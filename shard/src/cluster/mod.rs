@@ -331,15 +331,7 @@ pub fn data_epoch(dir: &std::path::Path) -> Result<u64> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(dir).map_err(|e| io("creating", e))?;
             let epoch = epoch_seed();
-            let tmp = dir.join("node-epoch.tmp");
-            std::fs::write(&tmp, format!("{epoch}\n")).map_err(|e| io("writing", e))?;
-            std::fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| io("syncing", e))?;
-            std::fs::rename(&tmp, &path).map_err(|e| io("renaming", e))?;
-            std::fs::File::open(dir)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| io("syncing", e))?;
+            write_durably(dir, "node-epoch", &format!("{epoch}\n")).map_err(|(what, e)| io(what, e))?;
             Ok(epoch)
         }
         Err(e) => Err(io("reading", e)),
@@ -357,8 +349,8 @@ pub fn data_epoch(dir: &std::path::Path) -> Result<u64> {
 pub fn actor_epoch(dir: &std::path::Path) -> Result<u64> {
     let epoch = data_epoch(dir)?;
     let path = dir.join("node-incarnation");
-    let io = |what: &str, p: &std::path::Path, e: std::io::Error| Error::Runtime {
-        what: format!("{what} {}", p.display()),
+    let io = |what: &str, e: std::io::Error| Error::Runtime {
+        what: format!("{what} {}", path.display()),
         reason: e.to_string(),
     };
     let last = match std::fs::read_to_string(&path) {
@@ -367,25 +359,36 @@ pub fn actor_epoch(dir: &std::path::Path) -> Result<u64> {
             reason: format!("not a number ({e})"),
         })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(io("reading", &path, e)),
+        Err(e) => return Err(io("reading", e)),
     };
     let incarnation = last.checked_add(1).ok_or_else(|| Error::Runtime {
         what: format!("reading {}", path.display()),
         reason: "the incarnation counter is at its maximum".into(),
     })?;
-    let tmp = dir.join("node-incarnation.tmp");
-    std::fs::write(&tmp, format!("{incarnation}\n")).map_err(|e| io("writing", &tmp, e))?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| io("syncing", &tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| io("renaming", &tmp, e))?;
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| io("syncing", dir, e))?;
+    write_durably(dir, "node-incarnation", &format!("{incarnation}\n")).map_err(|(what, e)| io(what, e))?;
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     h.update(&epoch.to_le_bytes());
     h.update(&incarnation.to_le_bytes());
     Ok(h.digest())
+}
+
+/// Replaces `dir/name` by `text` so that a crash leaves the old file or the
+/// new one, durably: a temporary file, synced, renamed over it, then the
+/// directory synced. On failure, the step that failed and why.
+fn write_durably(
+    dir: &std::path::Path,
+    name: &str,
+    text: &str,
+) -> std::result::Result<(), (&'static str, std::io::Error)> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, text).map_err(|e| ("writing", e))?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| ("syncing", e))?;
+    std::fs::rename(&tmp, dir.join(name)).map_err(|e| ("renaming", e))?;
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| ("syncing", e))
 }
 
 fn epoch_seed() -> u64 {
@@ -971,7 +974,7 @@ async fn coordinate_write(
     // durable), so a slow sync here is one slow replica, which a quorum does
     // not wait for. A crash before that sync may lose the local copy of a dot
     // that other replicas hold; the node then restarts as a new actor (its
-    // incarnation, `data_epoch`), so it never issues a dot from a state that
+    // incarnation, `actor_epoch`), so it never issues a dot from a state that
     // lacks one it issued before.
     let (record, local) = shard
         .store
@@ -1140,7 +1143,7 @@ async fn drive_write(
     cluster: Rc<Cluster>,
     mut op: WriteOp<Record>,
     outputs: Vec<WriteOutput<Record>>,
-    local: Option<crate::store::LocalWrite>,
+    mut local: Option<crate::store::LocalWrite>,
     reply: oneshot::Sender<std::result::Result<(), Failure>>,
 ) {
     let me = cluster.me.clone();
@@ -1148,7 +1151,6 @@ async fn drive_write(
     let (tx, mut acks) = mpsc::unbounded::<(NodeId, bool)>();
     let mut reply = Some(reply);
     let mut pending = outputs;
-    let mut local = local;
     loop {
         for o in std::mem::take(&mut pending) {
             match o {
