@@ -676,7 +676,7 @@ impl Engine {
     }
 
     /// [`Engine::write`] in two steps: returns once the batch is in the WAL's
-    /// buffer and the memtable (reads on this core see it), and
+    /// buffer and the memtable (reads see it once it is durable), and
     /// [`StagedWrite::durable`] then waits for its WAL record to be synced.
     /// A cluster coordinator uses the gap to send the write to the other
     /// replicas while its own copy syncs; nothing may be acknowledged before
